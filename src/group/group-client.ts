@@ -1,0 +1,235 @@
+// Group client (groupcomm-bis §3.1, §3.8 / RFC 10020): one NON request to a group URI yields a stream of
+// responses until a deadline, each tagged with the server it came from; servers that answered with Block2 M=1
+// are asked for the remaining blocks by unicast (§3.8), and the exchange completes when the deadline has passed
+// and every follow-up has finished. Also the follow-up unicast request to one origin.
+
+import { EventEmitter } from 'node:events';
+import { blockSize, decodeBlock, encodeBlock } from '../coap/block';
+import { CODES } from '../coap/codes';
+import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
+import { OPT } from '../coap/options';
+import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
+import { CoapEndpoint, GroupRequestHandle, IncomingResponse } from '../messaging/endpoint';
+import { RemoteAddress } from '../transport/udp-transport';
+
+export interface Origin {
+  address: string;
+  port: number;
+  uri: string;
+}
+
+export interface GroupResponse {
+  message: CoapMessage;
+  /** where the datagram came from */
+  remote: RemoteAddress;
+  /** the server that produced the response (== remote for direct group requests) */
+  origin: Origin;
+  /** 1-based arrival index within the exchange */
+  index: number;
+  /** true if the payload was reassembled from several Block2 blocks */
+  reassembled?: boolean;
+}
+
+export interface GroupSummary {
+  token: Buffer;
+  responses: number;
+  responders: Origin[];
+  /** follow-ups (Block2) that failed, per origin URI */
+  errors: { origin: string; error: string }[];
+  cancelled: boolean;
+}
+
+export interface GroupRequestOptions {
+  method?: number;
+  uri: string | CoapUri;
+  options?: CoapOption[];
+  payload?: Buffer;
+  /** ms to collect responses (default 8000: above RFC 7252 DEFAULT_LEISURE of 5 s plus a round trip) */
+  timeout?: number;
+  /** fetch the remaining Block2 blocks of every server that sent block 0 with M=1 (default true) */
+  followBlocks?: boolean;
+  /** request this block size (Block2 with num 0) from the servers */
+  block2Size?: number;
+  /** cap on the reassembled body of one server, in bytes */
+  maxBodySize?: number;
+}
+
+export const DEFAULT_GROUP_TIMEOUT = 8000;
+
+/**
+ * One group exchange. Events: 'response' (GroupResponse), 'error' (Error for a follow-up), 'end' (GroupSummary).
+ * Also an async iterator over the responses.
+ */
+export class GroupExchange extends EventEmitter implements AsyncIterable<GroupResponse> {
+  readonly responses: GroupResponse[] = [];
+  readonly summary: Promise<GroupSummary>;
+  private handle!: GroupRequestHandle;
+  private pendingFollowUps = 0;
+  private collecting = true;
+  private ended = false;
+  private cancelled = false;
+  private readonly errors: { origin: string; error: string }[] = [];
+  private resolveSummary!: (s: GroupSummary) => void;
+
+  constructor(
+    private readonly endpoint: CoapEndpoint,
+    private readonly request: CoapMessage,
+    private readonly group: RemoteAddress,
+    private readonly opts: { timeout: number; followBlocks: boolean; maxBodySize: number },
+  ) {
+    super();
+    this.summary = new Promise((r) => (this.resolveSummary = r));
+  }
+
+  get token(): Buffer {
+    return this.handle.token;
+  }
+
+  /** @internal */
+  start(): this {
+    this.handle = this.endpoint.groupRequest(
+      this.request,
+      this.group,
+      this.opts.timeout,
+      (res) => this.onResponse(res),
+      () => {
+        this.collecting = false;
+        this.maybeEnd();
+      },
+    );
+    return this;
+  }
+
+  /** Stop now: no more responses are delivered, follow-ups are abandoned, 'end' fires. */
+  cancel(): void {
+    if (this.ended) return;
+    this.cancelled = true;
+    this.pendingFollowUps = 0;
+    this.handle.cancel();
+  }
+
+  private onResponse(res: IncomingResponse): void {
+    if (!this.collecting || this.cancelled) return;
+    const b2 = getOption(res.message, OPT.BLOCK2);
+    if (b2 && this.opts.followBlocks) {
+      const block = decodeBlock(b2);
+      if (block.more && block.num === 0) {
+        this.followBlocks(res, block.szx);
+        return;
+      }
+    }
+    this.deliver(res, false);
+  }
+
+  private deliver(res: IncomingResponse, reassembled: boolean): void {
+    const origin: Origin = { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+    const gr: GroupResponse = { message: res.message, remote: res.remote, origin, index: this.responses.length + 1 };
+    if (reassembled) gr.reassembled = true;
+    this.responses.push(gr);
+    this.emit('response', gr);
+  }
+
+  /** groupcomm-bis §3.8: fetch blocks 1.. of one server's response by unicast, then deliver the whole body. */
+  private async followBlocks(first: IncomingResponse, szx: number): Promise<void> {
+    this.pendingFollowUps++;
+    const parts: Buffer[] = [first.message.payload];
+    let size = first.message.payload.length;
+    let num = 1;
+    try {
+      for (;;) {
+        const options = this.request.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.OBSERVE);
+        options.push({ number: OPT.BLOCK2, value: encodeBlock({ num, more: false, szx }) });
+        const res = await this.endpoint.request({ code: this.request.code, options }, first.remote, { confirmable: true });
+        if (this.cancelled) return;
+        if (res.message.code !== CODES.CONTENT) throw new Error(`block ${num} answered ${res.message.code >> 5}.${String(res.message.code & 31).padStart(2, '0')}`);
+        const b = getOption(res.message, OPT.BLOCK2);
+        if (!b) throw new Error(`block ${num} came back without Block2`);
+        const got = decodeBlock(b);
+        if (got.num !== num) throw new Error(`asked for block ${num}, got ${got.num}`);
+        parts.push(res.message.payload);
+        size += res.message.payload.length;
+        if (size > this.opts.maxBodySize) throw new Error(`body exceeds ${this.opts.maxBodySize} bytes`);
+        if (!got.more) break;
+        num++;
+        szx = got.szx;
+        if (num * blockSize(szx) > this.opts.maxBodySize) throw new Error(`body exceeds ${this.opts.maxBodySize} bytes`);
+      }
+      const whole = { ...first.message, options: first.message.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.SIZE2), payload: Buffer.concat(parts) };
+      this.deliver({ message: whole, remote: first.remote }, true);
+    } catch (err) {
+      if (this.cancelled) return;
+      const origin = originUri(first.remote.address, first.remote.port);
+      this.errors.push({ origin, error: (err as Error).message });
+      if (this.listenerCount('error')) this.emit('error', Object.assign(err as Error, { origin }));
+    } finally {
+      if (!this.cancelled) {
+        this.pendingFollowUps--;
+        this.maybeEnd();
+      }
+    }
+  }
+
+  private maybeEnd(): void {
+    if (this.ended || this.collecting || this.pendingFollowUps > 0) return;
+    this.ended = true;
+    const seen = new Map<string, Origin>();
+    for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
+    const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors, cancelled: this.cancelled };
+    this.emit('end', summary);
+    this.resolveSummary(summary);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<GroupResponse> {
+    let i = 0;
+    for (;;) {
+      if (i < this.responses.length) {
+        yield this.responses[i++];
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.off('response', wake);
+          this.off('end', wake);
+          resolve();
+        };
+        this.on('response', wake);
+        this.on('end', wake);
+      });
+    }
+  }
+}
+
+export class GroupClient {
+  constructor(readonly endpoint: CoapEndpoint) {}
+
+  /** Send a group request; the returned exchange emits each response, then 'end'. */
+  request(opts: GroupRequestOptions): GroupExchange {
+    const uri = typeof opts.uri === 'string' ? parseUri(opts.uri) : opts.uri;
+    if (!isGroupUri(uri)) throw new UriError(`${uri.host} is not a multicast address; a group URI needs one (or use a proxy)`);
+    if (uri.port === 5684) throw new UriError('port 5684 must not be used for group communication (groupcomm-bis §3.4)');
+    const options = [...uriToOptions(uri), ...(opts.options ?? [])];
+    if (opts.block2Size && !options.some((o) => o.number === OPT.BLOCK2)) {
+      options.push({ number: OPT.BLOCK2, value: encodeBlock({ num: 0, more: false, szx: Math.max(0, Math.log2(opts.block2Size) - 4) }) });
+    }
+    const msg = createMessage({ type: 'NON', code: opts.method ?? CODES.GET, options, payload: opts.payload });
+    const ex = new GroupExchange(this.endpoint, msg, { address: socketAddress(uri), port: uri.port }, {
+      timeout: opts.timeout ?? DEFAULT_GROUP_TIMEOUT,
+      followBlocks: opts.followBlocks ?? true,
+      maxBodySize: opts.maxBodySize ?? 1 << 20,
+    });
+    return ex.start();
+  }
+
+  /** A follow-up unicast request to one server (e.g. an origin from a group response). */
+  async unicast(opts: { method?: number; uri: string | CoapUri; options?: CoapOption[]; payload?: Buffer; confirmable?: boolean; timeout?: number }): Promise<IncomingResponse> {
+    const uri = typeof opts.uri === 'string' ? parseUri(opts.uri) : opts.uri;
+    if (isGroupUri(uri)) throw new UriError('use request() for a group URI');
+    if (uri.family === 0) throw new UriError('host names are not resolved here; use an IP literal');
+    const options = [...uriToOptions(uri), ...(opts.options ?? [])];
+    return this.endpoint.request({ code: opts.method ?? CODES.GET, options, payload: opts.payload }, { address: socketAddress(uri), port: uri.port }, {
+      confirmable: opts.confirmable ?? true,
+      timeout: opts.timeout,
+    });
+  }
+}

@@ -1,0 +1,210 @@
+// Group server (groupcomm-bis §3.1, §3.6, §3.8 / RFC 10020; RFC 7252 §8.2): serves resources on its own unicast
+// address and on group receivers; answers a group request from the unicast address after a random Leisure,
+// suppresses error responses to group requests (per response-code class, §3.1.2), honours No-Response where the
+// resource allows it (RFC 7967), validates ETags in group requests (§3.2) and starts Block2 on its own for large
+// bodies (§3.8). Also serves /.well-known/core (RFC 6690).
+
+import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
+import { CODES, codeClass } from '../coap/codes';
+import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
+import { OPT, decodeUint, encodeUint } from '../coap/options';
+import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
+import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport/udp-transport';
+
+export interface ServerRequest extends IncomingRequest {
+  path: string;
+  query: string[];
+}
+
+export interface ServerResponse {
+  code?: number;
+  payload?: Buffer | string;
+  options?: CoapOption[];
+  contentFormat?: number;
+  /** entity tag of the representation; a matching ETag in a GET/FETCH gives 2.03 (RFC 7252 §5.10.6) */
+  etag?: Buffer;
+}
+
+export type ResourceHandler = (req: ServerRequest) => ServerResponse | undefined | Promise<ServerResponse | undefined>;
+
+export interface ResourceOptions {
+  /** link attributes for /.well-known/core, e.g. { rt: 'light', if: 'core.a' } */
+  attributes?: Record<string, string | true>;
+  /** answer error codes to group requests too (default false: suppress 4.xx and 5.xx, §3.1.2) */
+  answerGroupErrors?: boolean;
+  /** honour the No-Response option (RFC 7967) on this resource (groupcomm-bis §3.1.2: only when predetermined) */
+  honorNoResponse?: boolean;
+}
+
+export interface GroupServerOptions extends EndpointOptions {
+  /** unicast address the server answers from, e.g. 127.0.0.2 */
+  address: string;
+  /** unicast port (default 5683; 0 = ephemeral) */
+  port?: number;
+  /** groups this server is a member of */
+  groups: GroupMembership[];
+  /** Leisure in ms: a group response waits a uniform random time in [0, leisure) (RFC 7252 §8.2). Default 5000 */
+  leisure?: number;
+  /** largest payload sent in one message before Block2 starts (default 1024) */
+  maxPayload?: number;
+  transport?: Omit<UdpTransportOptions, 'bindAddress' | 'port' | 'groups'>;
+}
+
+export interface ServerCounters {
+  requests: number;
+  groupRequests: number;
+  suppressed: number;
+  responses: number;
+}
+
+interface Resource {
+  handler: ResourceHandler;
+  opts: ResourceOptions;
+}
+
+export class GroupServer {
+  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0 };
+  private readonly resources = new Map<string, Resource>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
+
+  private constructor(
+    readonly endpoint: CoapEndpoint,
+    private readonly leisure: number,
+    private readonly maxPayload: number,
+  ) {
+    endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
+  }
+
+  static async open(opts: GroupServerOptions): Promise<GroupServer> {
+    const transport = await UdpTransport.open({ ...opts.transport, bindAddress: opts.address, port: opts.port ?? 5683, groups: opts.groups, reuseAddr: true });
+    const endpoint = new CoapEndpoint(transport, opts);
+    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024);
+  }
+
+  /** The server's unicast address and port. */
+  address(): { address: string; port: number } {
+    return this.endpoint.transport.address();
+  }
+
+  addResource(path: string, handler: ResourceHandler, opts: ResourceOptions = {}): this {
+    this.resources.set(normalize(path), { handler, opts });
+    return this;
+  }
+
+  removeResource(path: string): void {
+    this.resources.delete(normalize(path));
+  }
+
+  private linkFormat(): string {
+    return [...this.resources.entries()]
+      .map(([path, r]) => {
+        const attrs = Object.entries(r.opts.attributes ?? {}).map(([k, v]) => (v === true ? `;${k}` : `;${k}="${v}"`));
+        return `<${path}>${attrs.join('')}`;
+      })
+      .join(',');
+  }
+
+  private handle(req: IncomingRequest, ctx: ResponseContext): void {
+    this.counters.requests++;
+    if (req.multicast) this.counters.groupRequests++;
+    const path = uriPath(req.message);
+    const query = getOptions(req.message, OPT.URI_QUERY).map((q) => q.toString('utf8'));
+    const resource = this.resources.get(path);
+    const sreq: ServerRequest = { ...req, path, query };
+    const produce = async (): Promise<ServerResponse | undefined> => {
+      if (path === '/.well-known/core' && !resource) {
+        return { code: CODES.CONTENT, contentFormat: 40, payload: this.linkFormat() };
+      }
+      if (!resource) return { code: CODES.NOT_FOUND };
+      return resource.handler(sreq);
+    };
+    Promise.resolve()
+      .then(produce)
+      .then(
+        (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}),
+        (err) => {
+          this.endpoint.emit('handler-error', err);
+          this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {});
+        },
+      );
+  }
+
+  private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions): void {
+    if (this.closed) return;
+    if (!res) {
+      this.counters.suppressed++;
+      return ctx.ignore();
+    }
+    const code = res.code ?? CODES.CONTENT;
+    // groupcomm-bis §3.1.2: suppress error responses to group requests unless the resource says otherwise.
+    if (req.multicast && codeClass(code) >= 4 && !opts.answerGroupErrors) {
+      this.counters.suppressed++;
+      return ctx.ignore();
+    }
+    // RFC 7967: No-Response bits 2/8/16 suppress 2.xx/4.xx/5.xx.
+    if (opts.honorNoResponse) {
+      const nr = getOption(req.message, OPT.NO_RESPONSE);
+      if (nr !== undefined && decodeUint(nr) & (1 << (codeClass(code) - 1))) {
+        this.counters.suppressed++;
+        return ctx.ignore();
+      }
+    }
+    const message = this.buildResponse(req.message, res, code);
+    const send = () => {
+      this.counters.responses++;
+      ctx.respond(message);
+    };
+    if (req.multicast && this.leisure > 0) {
+      // RFC 7252 §8.2: pick a random point within the Leisure before answering a multicast request.
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        if (!this.closed) send();
+      }, Math.random() * this.leisure);
+      this.timers.add(t);
+    } else send();
+  }
+
+  private buildResponse(request: CoapMessage, res: ServerResponse, code: number): { code: number; options: CoapOption[]; payload: Buffer } {
+    const options: CoapOption[] = [...(res.options ?? [])];
+    let payload = typeof res.payload === 'string' ? Buffer.from(res.payload, 'utf8') : res.payload ?? Buffer.alloc(0);
+    if (res.contentFormat !== undefined) options.push({ number: OPT.CONTENT_FORMAT, value: encodeUint(res.contentFormat) });
+    if (res.etag) {
+      options.push({ number: OPT.ETAG, value: res.etag });
+      const offered = getOptions(request, OPT.ETAG);
+      if (code === CODES.CONTENT && offered.some((e) => e.equals(res.etag!))) {
+        // RFC 7252 §5.10.6.2, groupcomm-bis §3.2: the client's copy is valid.
+        return { code: CODES.VALID, options: options.filter((o) => o.number !== OPT.CONTENT_FORMAT), payload: Buffer.alloc(0) };
+      }
+    }
+    // Block2 (RFC 7959 §2.4; groupcomm-bis §3.8: servers start it on their own for large bodies).
+    const requested = getOption(request, OPT.BLOCK2);
+    const want = requested ? decodeBlock(requested) : undefined;
+    if (codeClass(code) === 2 && (want || payload.length > this.maxPayload)) {
+      const szx = Math.min(want?.szx ?? 6, szxFor(this.maxPayload));
+      const size = blockSize(szx);
+      const num = want ? want.num * (blockSize(want.szx) / size) : 0;
+      const start = num * size;
+      if (start >= payload.length && payload.length > 0) return { code: CODES.BAD_OPTION, options: [], payload: Buffer.from('block out of range') };
+      const more = start + size < payload.length;
+      if (want || more) {
+        options.push({ number: OPT.BLOCK2, value: encodeBlock({ num, more, szx }) });
+        if (num === 0 && more) options.push({ number: OPT.SIZE2, value: encodeUint(payload.length) });
+        payload = payload.subarray(start, start + size);
+      }
+    }
+    return { code, options, payload };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await this.endpoint.close();
+  }
+}
+
+function normalize(path: string): string {
+  return '/' + path.split('/').filter((s) => s.length > 0).join('/');
+}

@@ -1,0 +1,627 @@
+// The CoAP message layer (RFC 7252 §4, §5.3) with the group rules of groupcomm-bis §3.1 (RFC 10020):
+// CON retransmission with exponential backoff, NON, ACK, RST, duplicate detection by (source, Message ID),
+// piggybacked and separate responses, token matching (token + source for unicast, token alone for group requests),
+// several responses per token until a deadline, no RST to late responses of our own group requests, and tokens
+// retired for MIN_TOKEN_REUSE_TIME. Malformed input is counted and dropped (or answered with RST / 4.02).
+
+import { randomFillSync } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { CoapFormatError, decode, encode } from '../coap/codec';
+import { CODES, isRequestCode, isResponseCode } from '../coap/codes';
+import { CoapMessage, CoapOption, MessageType, createMessage } from '../coap/message';
+import { isCritical, optionDef, optionName } from '../coap/options';
+import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
+import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
+
+export interface IncomingRequest {
+  message: CoapMessage;
+  remote: RemoteAddress;
+  /** arrived on a group receiver */
+  multicast: boolean;
+  group?: string;
+}
+
+export interface IncomingResponse {
+  message: CoapMessage;
+  remote: RemoteAddress;
+}
+
+/** What a request handler gets: reply once (or not at all, e.g. suppression of a group response). */
+export interface ResponseContext {
+  /** Send the response; for a CON request it is piggybacked in the ACK if it comes soon enough. */
+  respond(response: Partial<CoapMessage> & { code: number }): void;
+  /** Decide not to answer (group response suppression); an unanswered CON request still gets its empty ACK. */
+  ignore(): void;
+}
+
+export type RequestHandler = (req: IncomingRequest, ctx: ResponseContext) => void;
+
+export class CoapError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    /** the CoAP response code this error becomes, if it becomes one */
+    readonly responseCode?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface EndpointOptions {
+  params?: Partial<TransmissionParams>;
+  clock?: Clock;
+  /** token length for our requests (1..8, default 8) */
+  tokenLength?: number;
+  /** option numbers the application understands beyond the option table */
+  understoodOptions?: number[];
+  /** cap on remembered (source, MID) pairs; oldest are evicted first */
+  maxDedupEntries?: number;
+  /** override MIN_TOKEN_REUSE_TIME (ms) */
+  tokenReuseTime?: number;
+}
+
+export interface EndpointCounters {
+  received: number;
+  sent: number;
+  malformed: Record<string, number>;
+  duplicates: number;
+  retransmissions: number;
+  transmitTimeouts: number;
+  resetsSent: number;
+  resetsReceived: number;
+  unmatchedResponses: number;
+  lateGroupResponses: number;
+  unknownCriticalOptions: number;
+  handlerErrors: number;
+  ignoredMessages: number;
+}
+
+interface PendingCon {
+  key: string;
+  data: Buffer;
+  remote: RemoteAddress;
+  timeout: number;
+  attempts: number;
+  timer: unknown;
+  onAck?: (msg: CoapMessage) => void;
+  onReset?: () => void;
+  onFail?: (err: CoapError) => void;
+}
+
+interface Exchange {
+  token: Buffer;
+  /** undefined for group requests: any source matches */
+  remote?: RemoteAddress;
+  multi: boolean;
+  onResponse(res: IncomingResponse): void;
+}
+
+interface DedupEntry {
+  expires: number;
+  /** bytes of our reply, to repeat for a duplicate CON */
+  reply?: Buffer;
+}
+
+export interface SendOptions {
+  /** for CON: resolves with the ACK */
+  onAck?: (msg: CoapMessage) => void;
+  onReset?: () => void;
+  onFail?: (err: CoapError) => void;
+}
+
+export interface RequestOptions {
+  confirmable?: boolean;
+  token?: Buffer;
+  /** ms to wait for a NON request's response (CON uses the retransmission span, then this) */
+  timeout?: number;
+}
+
+export interface GroupRequestHandle {
+  token: Buffer;
+  /** stop collecting now (the token stays retired) */
+  cancel(): void;
+}
+
+const tokenKey = (t: Buffer): string => t.toString('hex');
+const remoteKey = (r: RemoteAddress): string => `${r.address}|${r.port}`;
+
+export class CoapEndpoint extends EventEmitter {
+  readonly params: TransmissionParams;
+  readonly counters: EndpointCounters = {
+    received: 0, sent: 0, malformed: {}, duplicates: 0, retransmissions: 0, transmitTimeouts: 0, resetsSent: 0,
+    resetsReceived: 0, unmatchedResponses: 0, lateGroupResponses: 0, unknownCriticalOptions: 0, handlerErrors: 0,
+    ignoredMessages: 0,
+  };
+  private readonly clock: Clock;
+  private readonly tokenLength: number;
+  private readonly understood: Set<number>;
+  private readonly maxDedup: number;
+  private readonly tokenReuseTime: number;
+  private nextMid = Math.floor(Math.random() * 0x10000);
+  private readonly pendingCons = new Map<string, PendingCon>();
+  private readonly exchanges = new Map<string, Exchange>();
+  /** retired group tokens (insertion order = expiry order) */
+  private readonly retired = new Map<string, number>();
+  private readonly dedup = new Map<string, DedupEntry>();
+  private readonly timers = new Set<unknown>();
+  private handler?: RequestHandler;
+  private closed = false;
+  private readonly onDatagram = (dg: Datagram) => this.receive(dg);
+
+  constructor(
+    readonly transport: Transport,
+    opts: EndpointOptions = {},
+  ) {
+    super();
+    this.params = { ...DEFAULT_PARAMS, ...opts.params };
+    this.clock = opts.clock ?? systemClock;
+    this.tokenLength = opts.tokenLength ?? 8;
+    if (this.tokenLength < 1 || this.tokenLength > 8) throw new RangeError('tokenLength must be 1..8');
+    this.understood = new Set(opts.understoodOptions ?? []);
+    this.maxDedup = opts.maxDedupEntries ?? 100_000;
+    this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
+    transport.on('datagram', this.onDatagram);
+    this.setMaxListeners(0); // one 'closing' listener per pending exchange
+  }
+
+  /** Serve requests (a server role); one handler per endpoint. */
+  setRequestHandler(handler: RequestHandler | undefined): void {
+    this.handler = handler;
+  }
+
+  // ---------------------------------------------------------------- timers
+
+  private after(ms: number, fn: () => void): unknown {
+    const h = this.clock.setTimeout(() => {
+      this.timers.delete(h);
+      if (!this.closed) fn();
+    }, ms);
+    this.timers.add(h);
+    return h;
+  }
+
+  private cancelTimer(h: unknown): void {
+    if (h === undefined) return;
+    this.clock.clearTimeout(h);
+    this.timers.delete(h);
+  }
+
+  // ---------------------------------------------------------------- ids
+
+  newMessageId(): number {
+    const id = this.nextMid;
+    this.nextMid = (this.nextMid + 1) & 0xffff;
+    return id;
+  }
+
+  private tokenPool = Buffer.alloc(0);
+  private tokenPoolPos = 0;
+
+  /** A fresh random token not in use and not retired (groupcomm-bis §3.1.5). */
+  newToken(length = this.tokenLength): Buffer {
+    for (;;) {
+      if (this.tokenPoolPos + length > this.tokenPool.length) {
+        this.tokenPool = randomFillSync(Buffer.allocUnsafe(4096));
+        this.tokenPoolPos = 0;
+      }
+      const t = Buffer.from(this.tokenPool.subarray(this.tokenPoolPos, this.tokenPoolPos + length));
+      this.tokenPoolPos += length;
+      const k = tokenKey(t);
+      this.sweepRetired();
+      if (!this.exchanges.has(k) && !this.retired.has(k)) return t;
+    }
+  }
+
+  /** True while a token may not be used for a new request. */
+  isTokenBusy(token: Buffer): boolean {
+    this.sweepRetired();
+    const k = tokenKey(token);
+    return this.exchanges.has(k) || this.retired.has(k);
+  }
+
+  private sweepRetired(): void {
+    const now = this.clock.now();
+    for (const [k, expires] of this.retired) {
+      if (expires > now) break;
+      this.retired.delete(k);
+    }
+  }
+
+  /** Retire a token (it must not be reused before MIN_TOKEN_REUSE_TIME). */
+  retireToken(token: Buffer): void {
+    const k = tokenKey(token);
+    this.exchanges.delete(k);
+    this.retired.delete(k);
+    this.retired.set(k, this.clock.now() + this.tokenReuseTime);
+  }
+
+  get activeExchanges(): number {
+    return this.exchanges.size;
+  }
+  get retiredTokens(): number {
+    this.sweepRetired();
+    return this.retired.size;
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /** Send a message as it is (a MID is assigned if 0 and not an ACK/RST). CON messages are retransmitted. */
+  sendMessage(msg: CoapMessage, remote: RemoteAddress, opts: SendOptions = {}): void {
+    if (this.closed) {
+      opts.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
+      return;
+    }
+    const data = encode(msg);
+    if (msg.type === 'CON') {
+      const key = `${remoteKey(remote)}|${msg.messageId}`;
+      const p: PendingCon = {
+        key, data, remote, attempts: 0, timer: undefined,
+        timeout: this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1)),
+        onAck: opts.onAck, onReset: opts.onReset, onFail: opts.onFail,
+      };
+      this.pendingCons.set(key, p);
+      this.armRetransmit(p);
+    }
+    this.transmit(data, remote);
+  }
+
+  private transmit(data: Buffer, remote: RemoteAddress): void {
+    this.counters.sent++;
+    this.transport.send(data, remote);
+  }
+
+  private armRetransmit(p: PendingCon): void {
+    p.timer = this.after(p.timeout, () => {
+      if (!this.pendingCons.has(p.key)) return;
+      if (p.attempts >= this.params.MAX_RETRANSMIT) {
+        this.pendingCons.delete(p.key);
+        this.counters.transmitTimeouts++;
+        p.onFail?.(new CoapError(`no ACK from ${p.remote.address}:${p.remote.port} after ${p.attempts} retransmissions`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
+        return;
+      }
+      p.attempts++;
+      p.timeout *= 2;
+      this.counters.retransmissions++;
+      this.transmit(p.data, p.remote);
+      this.armRetransmit(p);
+    });
+  }
+
+  /** Stop retransmitting a CON we sent (e.g. the exchange was cancelled). */
+  cancelMessage(remote: RemoteAddress, messageId: number): void {
+    const p = this.pendingCons.get(`${remoteKey(remote)}|${messageId}`);
+    if (!p) return;
+    this.cancelTimer(p.timer);
+    this.pendingCons.delete(p.key);
+  }
+
+  /**
+   * A unicast request with a single response. CON requests are retransmitted; the promise rejects with
+   * ERR_TIMEOUT, ERR_RESET or ERR_CLOSED.
+   */
+  request(req: Partial<CoapMessage> & { code: number }, remote: RemoteAddress, opts: RequestOptions = {}): Promise<IncomingResponse> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new CoapError('endpoint closed', 'ERR_CLOSED'));
+      const confirmable = opts.confirmable ?? req.type !== 'NON';
+      const token = opts.token ?? req.token ?? this.newToken();
+      const k = tokenKey(token);
+      if (this.exchanges.has(k)) return reject(new CoapError('token in use', 'ERR_TOKEN_IN_USE'));
+      const msg = createMessage({ ...req, type: confirmable ? 'CON' : 'NON', token, messageId: this.newMessageId() });
+      let timer: unknown;
+      let settled = false;
+      const finish = (err?: Error, res?: IncomingResponse) => {
+        if (settled) return;
+        settled = true;
+        this.cancelTimer(timer);
+        this.cancelMessage(remote, msg.messageId);
+        if (this.exchanges.get(k) === ex) this.exchanges.delete(k);
+        this.off('closing', onClose);
+        if (err) reject(err);
+        else resolve(res!);
+      };
+      const onClose = () => finish(new CoapError('endpoint closed', 'ERR_CLOSED'));
+      this.once('closing', onClose);
+      const ex: Exchange = {
+        token, remote, multi: false,
+        onResponse: (res) => {
+          if (isEmptyAckOnly(res.message)) return;
+          finish(undefined, res);
+        },
+      };
+      this.exchanges.set(k, ex);
+      const waitMs = opts.timeout ?? exchangeLifetime(this.params);
+      const armWait = () => {
+        timer = this.after(waitMs, () => finish(new CoapError(`no response from ${remote.address}:${remote.port}`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT)));
+      };
+      try {
+        this.sendMessage(msg, remote, {
+          onAck: (ack) => {
+            // Piggybacked responses arrive through receive(); an empty ACK means a separate response follows.
+            if (ack.code === 0) armWait();
+          },
+          onReset: () => finish(new CoapError(`${remote.address}:${remote.port} answered with RST`, 'ERR_RESET')),
+          onFail: (err) => finish(err),
+        });
+      } catch (err) {
+        return finish(err as Error);
+      }
+      if (!confirmable) armWait();
+    });
+  }
+
+  /**
+   * A group request (groupcomm-bis §3.1): always NON, sent to a multicast address; every response with the token,
+   * from any source, goes to `onResponse` until `deadline` ms, then `onEnd`, and the token is retired.
+   */
+  groupRequest(
+    req: Partial<CoapMessage> & { code: number },
+    group: RemoteAddress,
+    deadline: number,
+    onResponse: (res: IncomingResponse) => void,
+    onEnd: () => void,
+    opts: { token?: Buffer } = {},
+  ): GroupRequestHandle {
+    if (this.closed) throw new CoapError('endpoint closed', 'ERR_CLOSED');
+    const token = opts.token ?? this.newToken();
+    const k = tokenKey(token);
+    if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
+    const msg = createMessage({ ...req, type: 'NON', token, messageId: this.newMessageId() });
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      this.cancelTimer(timer);
+      this.off('closing', end);
+      this.retireToken(token);
+      onEnd();
+    };
+    const ex: Exchange = { token, multi: true, onResponse };
+    this.exchanges.set(k, ex);
+    const timer = this.after(deadline, end);
+    this.once('closing', end);
+    this.sendMessage(msg, group);
+    return { token, cancel: end };
+  }
+
+  /**
+   * Register a long-lived multi-response exchange on a token we chose (Observe, proxy relays). The caller
+   * sends the request itself and calls the returned function to unregister (the token is then retired).
+   */
+  listen(token: Buffer, onResponse: (res: IncomingResponse) => void, remote?: RemoteAddress): () => void {
+    const k = tokenKey(token);
+    if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
+    const ex: Exchange = { token, remote, multi: true, onResponse };
+    this.exchanges.set(k, ex);
+    return () => {
+      if (this.exchanges.get(k) === ex) this.retireToken(token);
+    };
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  private countMalformed(reason: string): void {
+    this.counters.malformed[reason] = (this.counters.malformed[reason] ?? 0) + 1;
+    this.emit('drop', reason);
+  }
+
+  private sendRst(remote: RemoteAddress, messageId: number): void {
+    this.counters.resetsSent++;
+    this.transmit(encode({ type: 'RST', code: 0, messageId, token: EMPTY, options: [], payload: EMPTY }), remote);
+  }
+
+  private receive(dg: Datagram): void {
+    if (this.closed) return;
+    this.counters.received++;
+    let msg: CoapMessage;
+    try {
+      msg = decode(dg.data);
+    } catch (err) {
+      if (err instanceof CoapFormatError) {
+        this.countMalformed(err.reason);
+        // RFC 7252 §4.2: a CON with a format error is rejected with RST; others are silently ignored.
+        if (err.type === 'CON' && err.messageId !== undefined && !dg.multicast) this.sendRst(dg.remote, err.messageId);
+      } else this.countMalformed('decode-failure');
+      return;
+    }
+    try {
+      this.dispatch(msg, dg);
+    } catch (err) {
+      this.counters.handlerErrors++;
+      this.emit('handler-error', err);
+    }
+  }
+
+  private dispatch(msg: CoapMessage, dg: Datagram): void {
+    const { remote } = dg;
+    if (msg.type === 'ACK' || msg.type === 'RST') {
+      if (msg.type === 'RST' && msg.code !== 0) return this.countMalformed('non-empty-reset');
+      if (msg.type === 'ACK' && isRequestCode(msg.code)) return this.countMalformed('ack-with-request');
+      if (dg.multicast) return this.countMalformed('ack-or-reset-to-group');
+      const key = `${remoteKey(remote)}|${msg.messageId}`;
+      const p = this.pendingCons.get(key);
+      if (!p) {
+        this.counters.ignoredMessages++;
+        return;
+      }
+      this.cancelTimer(p.timer);
+      this.pendingCons.delete(key);
+      if (msg.type === 'RST') {
+        this.counters.resetsReceived++;
+        p.onReset?.();
+        this.emit('reset', remote, msg.messageId);
+        return;
+      }
+      p.onAck?.(msg);
+      if (msg.code !== 0) this.handleResponse(msg, remote, false);
+      return;
+    }
+    // CON or NON
+    if (msg.code === 0) {
+      // RFC 7252 §4.3: "CoAP ping": an Empty CON is answered with RST; an Empty NON is ignored.
+      if (msg.type === 'CON' && !dg.multicast) this.sendRst(remote, msg.messageId);
+      else this.counters.ignoredMessages++;
+      return;
+    }
+    // Duplicate detection (§4.5).
+    const dkey = `${remoteKey(remote)}|${msg.messageId}`;
+    const now = this.clock.now();
+    this.sweepDedup(now);
+    const seen = this.dedup.get(dkey);
+    if (seen) {
+      this.counters.duplicates++;
+      if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
+      return;
+    }
+    const entry: DedupEntry = { expires: now + (msg.type === 'CON' ? exchangeLifetime(this.params) : nonLifetime(this.params)) };
+    this.dedup.set(dkey, entry);
+    if (this.dedup.size > this.maxDedup) this.dedup.delete(this.dedup.keys().next().value!);
+
+    if (isResponseCode(msg.code)) {
+      const matched = this.handleResponse(msg, remote, msg.type === 'CON');
+      if (msg.type === 'CON' && matched) {
+        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
+        entry.reply = ack;
+        this.transmit(ack, remote);
+      }
+      return;
+    }
+    if (isRequestCode(msg.code)) return this.handleRequest(msg, dg, entry);
+    this.countMalformed('unknown-code');
+  }
+
+  /** Returns true if the response matched an exchange (else it was rejected / dropped). */
+  private handleResponse(msg: CoapMessage, remote: RemoteAddress, confirmable: boolean): boolean {
+    const k = tokenKey(msg.token);
+    const ex = this.exchanges.get(k);
+    if (ex && (!ex.remote || (ex.remote.address === remote.address && ex.remote.port === remote.port))) {
+      const unknown = this.firstUnknownCritical(msg.options);
+      if (unknown !== undefined) {
+        // RFC 7252 §5.4.1: a response with an unrecognized critical option is rejected.
+        this.counters.unknownCriticalOptions++;
+        this.emit('drop', `unknown-critical-option-${unknown}`);
+        if (confirmable) this.sendRst(remote, msg.messageId);
+        return false;
+      }
+      ex.onResponse({ message: msg, remote });
+      return true;
+    }
+    if (this.retired.has(k) && this.retired.get(k)! > this.clock.now()) {
+      // groupcomm-bis §3.1.5: a late response to our own group request is dropped silently (no RST).
+      this.counters.lateGroupResponses++;
+      return false;
+    }
+    this.counters.unmatchedResponses++;
+    // RFC 7252 §4.2 / §4.3: reject an unexpected CON (MUST) or NON (MAY) response with RST.
+    this.sendRst(remote, msg.messageId);
+    return false;
+  }
+
+  private firstUnknownCritical(options: CoapOption[]): number | undefined {
+    for (const o of options) if (isCritical(o.number) && !optionDef(o.number) && !this.understood.has(o.number)) return o.number;
+    return undefined;
+  }
+
+  private handleRequest(msg: CoapMessage, dg: Datagram, entry: DedupEntry): void {
+    const { remote, multicast } = dg;
+    let answered = false;
+    let ackSent = false;
+    let sepTimer: unknown;
+    const confirmable = msg.type === 'CON' && !multicast;
+    const sendReply = (res: CoapMessage) => {
+      const bytes = encode(res);
+      if (res.type === 'ACK') entry.reply = bytes;
+      if (res.type === 'CON') this.sendMessage(res, remote);
+      else this.transmit(bytes, remote);
+    };
+    const ctx: ResponseContext = {
+      respond: (partial) => {
+        if (answered || this.closed) return;
+        answered = true;
+        this.cancelTimer(sepTimer);
+        let type: MessageType;
+        let messageId: number;
+        if (confirmable && !ackSent) {
+          type = 'ACK';
+          messageId = msg.messageId;
+        } else {
+          // NON request, multicast request (always a NON reply, groupcomm-bis §3.1.1), or separate response.
+          type = confirmable ? 'CON' : 'NON';
+          messageId = this.newMessageId();
+        }
+        sendReply(createMessage({ ...partial, type, messageId, token: msg.token }));
+      },
+      ignore: () => {
+        if (answered) return;
+        answered = true;
+        this.cancelTimer(sepTimer);
+        if (confirmable && !ackSent) {
+          const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
+          entry.reply = ack;
+          this.transmit(ack, remote);
+        }
+      },
+    };
+    const unknown = this.firstUnknownCritical(msg.options);
+    if (unknown !== undefined) {
+      this.counters.unknownCriticalOptions++;
+      this.emit('drop', `unknown-critical-option-${unknown}`);
+      // RFC 7252 §5.4.1: 4.02 with a diagnostic; groupcomm-bis §3.1.2: suppressed for group requests.
+      if (multicast) return;
+      ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from(`unrecognized critical option ${optionName(unknown)}`) });
+      return;
+    }
+    if (!this.handler) {
+      if (!multicast) ctx.respond({ code: CODES.NOT_FOUND });
+      return;
+    }
+    if (confirmable) {
+      sepTimer = this.after(this.params.SEPARATE_RESPONSE_AFTER, () => {
+        if (answered) return;
+        ackSent = true;
+        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
+        entry.reply = ack;
+        this.transmit(ack, remote);
+      });
+    }
+    try {
+      this.handler({ message: msg, remote, multicast, group: dg.group }, ctx);
+    } catch (err) {
+      this.counters.handlerErrors++;
+      this.emit('handler-error', err);
+      if (!multicast) ctx.respond({ code: CODES.INTERNAL_SERVER_ERROR });
+      else ctx.ignore();
+    }
+  }
+
+  private sweepDedup(now: number): void {
+    // Entries of one type share a lifetime, so the oldest of each kind sits near the front.
+    for (const [k, e] of this.dedup) {
+      if (e.expires > now) break;
+      this.dedup.delete(k);
+    }
+  }
+
+  get dedupEntries(): number {
+    return this.dedup.size;
+  }
+
+  /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */
+  async close(closeTransport = true): Promise<void> {
+    if (this.closed) return;
+    this.emit('closing');
+    this.closed = true;
+    for (const h of this.timers) this.clock.clearTimeout(h);
+    this.timers.clear();
+    for (const p of this.pendingCons.values()) p.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
+    this.pendingCons.clear();
+    this.exchanges.clear();
+    this.transport.off('datagram', this.onDatagram);
+    if (closeTransport) await this.transport.close();
+  }
+}
+
+function isEmptyAckOnly(msg: CoapMessage): boolean {
+  return msg.type === 'ACK' && msg.code === 0;
+}
+
+const EMPTY = Buffer.alloc(0);

@@ -1,0 +1,141 @@
+// Core group communication on real multicast over loopback (groupcomm-bis §3.1): 5 servers on 127.0.0.2-6.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { encode, decode } from '../../src/coap/codec';
+import { CODES } from '../../src/coap/codes';
+import { getOption } from '../../src/coap/message';
+import { OPT, decodeUint } from '../../src/coap/options';
+import { GroupClient, GroupResponse } from '../../src/group/group-client';
+import { GroupServer } from '../../src/group/group-server';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+
+describe('group client and group servers on loopback multicast', function () {
+  let port: number;
+  let lamps: Lamp[];
+  let client: CoapEndpoint;
+
+  before(async function () {
+    port = await freeGroupPort();
+    lamps = await startLamps(5, { groupPort: port, leisure: 100 });
+    client = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+  });
+  after(async function () {
+    await stopAll(client, lamps.map((l) => l.server));
+  });
+
+  it('one NON group request yields one response per server, each with its own origin, then completion', async function () {
+    const gc = new GroupClient(client);
+    const ex = gc.request({ uri: `coap://${GROUP_V4}:${port}/light`, timeout: 600 });
+    const got: GroupResponse[] = [];
+    for await (const r of ex) got.push(r);
+    const summary = await ex.summary;
+    assert.equal(got.length, 5);
+    assert.deepEqual(got.map((r) => r.origin.address).sort(), lamps.map((l) => l.address).sort());
+    for (const r of got) {
+      assert.equal(r.message.code, CODES.CONTENT);
+      assert.equal(r.origin.port, lamps.find((l) => l.address === r.origin.address)!.server.address().port);
+      assert.equal(JSON.parse(r.message.payload.toString()).name, lamps.find((l) => l.address === r.origin.address)!.name);
+    }
+    assert.equal(summary.responses, 5);
+    assert.equal(summary.responders.length, 5);
+    // the token is retired, not freed (groupcomm-bis §3.1.5)
+    assert.equal(client.isTokenBusy(ex.token), true);
+  });
+
+  it('servers suppress error responses to group requests (4.04 for a missing resource)', async function () {
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/nothing-here`, timeout: 400 });
+    const s = await ex.summary;
+    assert.equal(s.responses, 0);
+    assert.ok(lamps.every((l) => l.server.counters.suppressed >= 1));
+  });
+
+  it('a response arriving after the deadline is dropped without RST', async function () {
+    const slow = await GroupServer.open({ address: '127.0.0.20', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
+    slow.addResource('/slow', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'late' }), 400)));
+    try {
+      const before = client.counters.lateGroupResponses;
+      const resetsBefore = client.counters.resetsSent;
+      const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/slow`, timeout: 150 });
+      const s = await ex.summary;
+      assert.equal(s.responses, 0);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(client.counters.lateGroupResponses, before + 1);
+      assert.equal(client.counters.resetsSent, resetsBefore);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('a follow-up unicast CON to one origin retransmits when the first datagram is lost', async function () {
+    const target = lamps[2];
+    const dest = target.server.address();
+    // A lossy relay in front of lamp 3 drops the first datagram it sees.
+    const relay = dgram.createSocket('udp4');
+    let seen = 0;
+    let clientAddr: dgram.RemoteInfo | undefined;
+    relay.on('message', (m, rinfo) => {
+      if (rinfo.address === dest.address && rinfo.port === dest.port) {
+        if (clientAddr) relay.send(m, clientAddr.port, clientAddr.address);
+        return;
+      }
+      clientAddr = rinfo;
+      if (seen++ === 0) return; // lost
+      relay.send(m, dest.port, dest.address);
+    });
+    await new Promise<void>((r) => relay.bind(0, '127.0.0.1', () => r()));
+    const fast = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }), { params: { ACK_TIMEOUT: 100 } });
+    try {
+      const res = await new GroupClient(fast).unicast({ uri: `coap://127.0.0.1:${relay.address().port}/light`, confirmable: true });
+      assert.equal(res.message.type, 'ACK');
+      assert.equal(res.message.code, CODES.CONTENT);
+      assert.equal(JSON.parse(res.message.payload.toString()).name, target.name);
+      assert.equal(seen, 2);
+      assert.equal(fast.counters.retransmissions, 1);
+    } finally {
+      await fast.close();
+      await new Promise<void>((r) => relay.close(() => r()));
+    }
+  });
+
+  it('Block2: a server with a large body starts block-wise and the client fetches the rest by unicast', async function () {
+    const big = Buffer.alloc(3000, 'x');
+    for (const l of lamps) l.server.addResource('/big', () => ({ code: CODES.CONTENT, payload: Buffer.concat([Buffer.from(l.name), big]) }));
+    try {
+      const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/big`, timeout: 500 });
+      const s = await ex.summary;
+      assert.equal(s.responses, 5);
+      for (const r of ex.responses) {
+        assert.equal(r.reassembled, true);
+        assert.equal(r.message.payload.length, 3000 + 6);
+        assert.equal(getOption(r.message, OPT.BLOCK2), undefined);
+      }
+    } finally {
+      for (const l of lamps) l.server.removeResource('/big');
+    }
+  });
+
+  it('answers a duplicate CON request from its dedup cache without re-running the handler', async function () {
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const replies: Buffer[] = [];
+    sock.on('message', (m) => replies.push(m));
+    const before = lamps[0].server.counters.requests;
+    const req = encode({ type: 'CON', code: CODES.GET, messageId: 0x1234, token: Buffer.from([1, 2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
+    const dest = lamps[0].server.address();
+    sock.send(req, dest.port, dest.address);
+    await new Promise((r) => setTimeout(r, 50));
+    sock.send(req, dest.port, dest.address);
+    await new Promise((r) => setTimeout(r, 100));
+    await new Promise<void>((r) => sock.close(() => r()));
+    assert.equal(replies.length, 2);
+    assert.deepEqual(replies[0], replies[1]);
+    const m = decode(replies[0]);
+    assert.equal(m.type, 'ACK');
+    assert.equal(m.messageId, 0x1234);
+    assert.equal(decodeUint(getOption(m, OPT.CONTENT_FORMAT)!), 50);
+    assert.equal(lamps[0].server.counters.requests, before + 1);
+  });
+});
