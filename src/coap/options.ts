@@ -61,14 +61,17 @@ export type DraftOptionName = (typeof DRAFT_OPTIONS)[number];
 let byNumber = new Map<number, OptionDef>();
 let byName = new Map<string, OptionDef>();
 
+/** Build both indexes, and install them only if the table is consistent. */
 function rebuild(table: OptionDef[]): void {
-  byNumber = new Map();
-  byName = new Map();
+  const nums = new Map<number, OptionDef>();
+  const names = new Map<string, OptionDef>();
   for (const def of table) {
-    if (byNumber.has(def.number)) throw new Error(`option number ${def.number} used twice (${byNumber.get(def.number)!.name}, ${def.name})`);
-    byNumber.set(def.number, def);
-    byName.set(def.name.toLowerCase(), def);
+    if (nums.has(def.number)) throw new Error(`option number ${def.number} used twice (${nums.get(def.number)!.name}, ${def.name})`);
+    nums.set(def.number, def);
+    names.set(def.name.toLowerCase(), def);
   }
+  byNumber = nums;
+  byName = names;
 }
 let current = TABLE.slice();
 rebuild(current);

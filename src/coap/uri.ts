@@ -75,8 +75,12 @@ export function isGroupUri(uri: CoapUri): boolean {
   return uri.family !== 0 && isMulticastAddress(uri.host);
 }
 
+// RFC 3986 pchar keeps ":" and "@" (and sub-delims); "=" stays readable in query items, "&" separates them.
 function encodeSegment(s: string): string {
   return encodeURIComponent(s).replace(/%3A/gi, ':').replace(/%40/gi, '@');
+}
+function encodeQueryItem(s: string): string {
+  return encodeSegment(s).replace(/%3D/gi, '=').replace(/%2F/gi, '/').replace(/%3F/gi, '?');
 }
 
 /** Authority text for an address as it appears in a URI: "[::1%25lo]:5683" / "127.0.0.2:5683". */
@@ -90,7 +94,7 @@ export function formatUri(uri: Partial<CoapUri> & { host: string }): string {
   const port = uri.port ?? SCHEMES[scheme] ?? DEFAULT_PORT;
   let text = `${scheme}://${formatAuthority(uri.host, port, uri.zone, SCHEMES[scheme])}`;
   if (uri.path && uri.path.length) text += '/' + uri.path.map(encodeSegment).join('/');
-  if (uri.query && uri.query.length) text += '?' + uri.query.map(encodeSegment).join('&');
+  if (uri.query && uri.query.length) text += '?' + uri.query.map(encodeQueryItem).join('&');
   return text;
 }
 

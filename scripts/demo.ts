@@ -1,0 +1,70 @@
+// `npm start`: a simulated lighting group of 6 lamps on loopback multicast (224.0.1.187:5683, lamps on
+// 127.0.0.2-7) and Node-RED on http://127.0.0.1:1880 with this package and the example flow deployed.
+// Runs until Ctrl-C. Environment: PORT (editor port, default 1880), DEMO_USER_DIR (default .node-red-demo).
+
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { startLightingGroup } from './lighting-group';
+
+const root = path.resolve(__dirname, '..', '..');
+const EXAMPLE = path.join(root, 'examples', 'Lighting group - one message per lamp.json');
+
+async function main(): Promise<void> {
+  const port = Number(process.env.PORT || 1880);
+  const userDir = path.resolve(process.env.DEMO_USER_DIR || path.join(root, '.node-red-demo'));
+  fs.mkdirSync(userDir, { recursive: true });
+  const flowFile = path.join(userDir, 'flows.json');
+  if (!fs.existsSync(flowFile)) fs.copyFileSync(EXAMPLE, flowFile);
+
+  const lamps = await startLightingGroup(6, { groupPort: 5683, port: 5683, leisure: 300 });
+  console.log(`lighting group: ${lamps.map((l) => `${l.name}@${l.address}`).join(', ')} in group coap://224.0.1.187:5683`);
+
+  // Node-RED is embedded so that one process holds the lamps and the runtime; express comes with node-red.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const RED = require('node-red');
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const express = require('express');
+  const app = express();
+  const server = http.createServer(app);
+  const settings = {
+    uiHost: '127.0.0.1',
+    uiPort: port,
+    httpAdminRoot: '/',
+    httpNodeRoot: '/api',
+    userDir,
+    flowFile: 'flows.json',
+    nodesDir: [path.join(root, 'dist', 'nodes')],
+    credentialSecret: false,
+    editorTheme: { tours: false, projects: { enabled: false } },
+    logging: { console: { level: 'info', metrics: false, audit: false } },
+    functionGlobalContext: {},
+  };
+  RED.init(server, settings);
+  app.use(settings.httpAdminRoot, RED.httpAdmin);
+  app.use(settings.httpNodeRoot, RED.httpNode);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  await RED.start();
+  console.log(`Node-RED with the demo flow: http://127.0.0.1:${port}/  (Ctrl-C to stop)`);
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log('stopping...');
+    await RED.stop();
+    server.close();
+    await Promise.all(lamps.map((l) => l.server.close()));
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+main().catch((err) => {
+  console.error(`demo failed: ${err.message}`);
+  process.exit(1);
+});

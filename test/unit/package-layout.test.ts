@@ -1,0 +1,57 @@
+// The built layout matches package.json: every node Node-RED is told about exists in dist/ with its .html,
+// locale and icon beside it, and `npm pack` ships what a user needs and nothing else.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(__dirname, '..', '..', '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+
+describe('package layout', function () {
+  it('declares a Node-RED package (keyword, node-red section with version)', function () {
+    assert.ok(pkg.keywords.includes('node-red'));
+    assert.match(pkg['node-red'].version, />=4/);
+    assert.ok(Object.keys(pkg['node-red'].nodes).length >= 3);
+  });
+
+  for (const [type, file] of Object.entries<string>(pkg['node-red'].nodes)) {
+    it(`${type}: ${file} exists with its .html and locale beside it, and registers "${type}"`, function () {
+      const js = path.join(root, file);
+      assert.ok(fs.existsSync(js), `${file} missing: run npm run build`);
+      const html = js.replace(/\.js$/, '.html');
+      assert.ok(fs.existsSync(html), `${html} missing`);
+      const base = path.basename(js, '.js');
+      assert.ok(fs.existsSync(path.join(path.dirname(js), 'locales', 'en-US', `${base}.json`)), `locale for ${base} missing`);
+      const htmlText = fs.readFileSync(html, 'utf8');
+      assert.match(htmlText, new RegExp(`registerType\\('${type}'`));
+      assert.match(htmlText, new RegExp(`data-help-name="${type}"`));
+      const icon = /icon: '([^']+)'/.exec(htmlText)?.[1];
+      if (icon) assert.ok(fs.existsSync(path.join(path.dirname(js), 'icons', icon)), `icon ${icon} missing`);
+      const registered: string[] = [];
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      require(js)({ nodes: { registerType: (t: string) => registered.push(t), createNode() {}, getNode() {} }, _: (k: string) => k, settings: {}, util: {} });
+      assert.deepEqual(registered, [type]);
+    });
+  }
+
+  it('npm pack ships dist/src, dist/nodes and examples, and no tests, benches or TypeScript sources', function () {
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const files: string[] = JSON.parse(out)[0].files.map((f: { path: string }) => f.path);
+    assert.ok(files.includes('package.json'));
+    assert.ok(files.includes('README.md'));
+    for (const file of Object.values<string>(pkg['node-red'].nodes)) assert.ok(files.includes(file), `${file} not packed`);
+    assert.ok(files.some((f) => f.startsWith('examples/') && f.endsWith('.json')));
+    const stray = files.filter((f) => /^(dist\/)?(test|bench|scripts)\//.test(f) || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)));
+    assert.deepEqual(stray, []);
+  });
+
+  it('every example flow is valid JSON and uses only node types that exist', function () {
+    const known = new Set([...Object.keys(pkg['node-red'].nodes), 'tab', 'inject', 'debug', 'join', 'split', 'switch', 'change', 'function', 'comment']);
+    for (const f of fs.readdirSync(path.join(root, 'examples'))) {
+      const flow = JSON.parse(fs.readFileSync(path.join(root, 'examples', f), 'utf8'));
+      for (const n of flow) assert.ok(known.has(n.type), `${f}: unknown node type ${n.type}`);
+    }
+  });
+});
