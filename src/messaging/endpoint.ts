@@ -440,7 +440,11 @@ export class CoapEndpoint extends EventEmitter {
       const key = `${remoteKey(remote)}|${msg.messageId}`;
       const p = this.pendingCons.get(key);
       if (!p) {
-        this.counters.ignoredMessages++;
+        // A RST to one of our NON messages (e.g. a relayed response the client no longer wants).
+        if (msg.type === 'RST') {
+          this.counters.resetsReceived++;
+          this.emit('reset', remote, msg.messageId);
+        } else this.counters.ignoredMessages++;
         return;
       }
       this.cancelTimer(p.timer);
