@@ -1,6 +1,6 @@
 // A simulated lighting group: N lamps, each a GroupServer on its own loopback address (127.0.0.2, .3, ...) and a
 // member of one multicast group. Used by the demo (`npm start`) and by the tests. GET /light returns the lamp's
-// state as JSON; PUT/POST /light with "on"/"off" (or {"on": true}) changes it.
+// state as JSON and is observable; PUT/POST /light with "on"/"off" (or {"on": true}) changes it and notifies.
 
 import { CODES } from '../src/coap/codes';
 import { GroupServer, GroupServerOptions } from '../src/group/group-server';
@@ -46,14 +46,16 @@ export async function startLightingGroup(n: number, opts: LightingGroupOptions):
           if (code === CODES.PUT || code === CODES.POST) {
             const on = parseState(req.message.payload);
             if (on === undefined) return { code: CODES.BAD_REQUEST, payload: 'expected on/off' };
+            const changed = lamp.state.on !== on;
             lamp.state.on = on;
             lamp.state.brightness = on ? 100 : 0;
+            if (changed) setImmediate(() => server.notify('/light'));
             return { code: CODES.CHANGED };
           }
           if (code !== CODES.GET) return { code: CODES.METHOD_NOT_ALLOWED };
           return { code: CODES.CONTENT, contentFormat: 50, payload: JSON.stringify({ name: lamp.name, ...lamp.state }) };
         },
-        { attributes: { rt: 'light' } },
+        { attributes: { rt: 'light', obs: true }, observable: true },
       );
       lamps.push(lamp);
     }

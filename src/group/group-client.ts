@@ -5,7 +5,7 @@
 
 import { EventEmitter } from 'node:events';
 import { blockSize, decodeBlock, encodeBlock } from '../coap/block';
-import { CODES } from '../coap/codes';
+import { CODES, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
 import { OPT } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
@@ -16,6 +16,10 @@ export interface Origin {
   address: string;
   port: number;
   uri: string;
+  /** reverse proxy standing in for servers (groupcomm-proxy-07 §6 case 1): where follow-ups go, with Uri-Host */
+  via?: { address: string; port: number; uri: string };
+  /** the origin came from the datagram's source because a relayed response had no Reply-From */
+  unverified?: boolean;
 }
 
 export interface GroupResponse {
@@ -35,7 +39,7 @@ export interface GroupSummary {
   responses: number;
   responders: Origin[];
   /** follow-ups (Block2) that failed, per origin URI */
-  errors: { origin: string; error: string }[];
+  errors: { origin: string; error: string; code?: string }[];
   cancelled: boolean;
 }
 
@@ -57,81 +61,66 @@ export interface GroupRequestOptions {
 export const DEFAULT_GROUP_TIMEOUT = 8000;
 
 /**
- * One group exchange. Events: 'response' (GroupResponse), 'error' (Error for a follow-up), 'end' (GroupSummary).
- * Also an async iterator over the responses.
+ * The stream of responses of one exchange. Events: 'response' (GroupResponse), 'error' (Error, for a follow-up or
+ * an answer of a proxy itself), 'end' (GroupSummary). Also an async iterator over the responses. Subclasses decide
+ * how the request goes out, where an origin comes from and how block follow-ups travel.
  */
-export class GroupExchange extends EventEmitter implements AsyncIterable<GroupResponse> {
+export abstract class ResponseStream extends EventEmitter implements AsyncIterable<GroupResponse> {
   readonly responses: GroupResponse[] = [];
   readonly summary: Promise<GroupSummary>;
-  private handle!: GroupRequestHandle;
-  private pendingFollowUps = 0;
-  private collecting = true;
-  private ended = false;
-  private cancelled = false;
-  private readonly errors: { origin: string; error: string }[] = [];
+  protected pendingFollowUps = 0;
+  protected collecting = true;
+  protected ended = false;
+  protected cancelled = false;
+  protected readonly errors: { origin: string; error: string; code?: string }[] = [];
   private resolveSummary!: (s: GroupSummary) => void;
 
   constructor(
-    private readonly endpoint: CoapEndpoint,
-    private readonly request: CoapMessage,
-    private readonly group: RemoteAddress,
-    private readonly opts: { timeout: number; followBlocks: boolean; maxBodySize: number },
+    protected readonly endpoint: CoapEndpoint,
+    protected request: CoapMessage,
+    protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number },
   ) {
     super();
     this.summary = new Promise((r) => (this.resolveSummary = r));
   }
 
-  get token(): Buffer {
-    return this.handle.token;
-  }
+  abstract get token(): Buffer;
 
-  /** @internal */
-  start(): this {
-    this.handle = this.endpoint.groupRequest(
-      this.request,
-      this.group,
-      this.opts.timeout,
-      (res) => this.onResponse(res),
-      () => {
-        this.collecting = false;
-        this.maybeEnd();
-      },
-    );
-    return this;
-  }
+  /** Where a response came from. */
+  protected abstract originOf(res: IncomingResponse): Origin;
 
-  /** Stop now: no more responses are delivered, follow-ups are abandoned, 'end' fires. */
-  cancel(): void {
-    if (this.ended) return;
-    this.cancelled = true;
-    this.pendingFollowUps = 0;
-    this.handle.cancel();
-  }
+  /** Send one Block2 follow-up for the server that sent `first`. */
+  protected abstract fetchBlock(first: IncomingResponse, origin: Origin, options: CoapOption[]): Promise<IncomingResponse>;
 
-  private onResponse(res: IncomingResponse): void {
+  protected onResponse(res: IncomingResponse): void {
     if (!this.collecting || this.cancelled) return;
     const b2 = getOption(res.message, OPT.BLOCK2);
-    if (b2 && this.opts.followBlocks) {
+    if (b2 && this.streamOpts.followBlocks) {
       const block = decodeBlock(b2);
       if (block.more && block.num === 0) {
-        this.followBlocks(res, block.szx);
+        void this.followBlocks(res, block.szx);
         return;
       }
     }
-    this.deliver(res, false);
+    this.deliver(res, this.originOf(res), false);
   }
 
-  private deliver(res: IncomingResponse, reassembled: boolean): void {
-    const origin: Origin = { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+  protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
     const gr: GroupResponse = { message: res.message, remote: res.remote, origin, index: this.responses.length + 1 };
     if (reassembled) gr.reassembled = true;
     this.responses.push(gr);
     this.emit('response', gr);
   }
 
+  protected reportError(origin: string, err: Error, code?: string): void {
+    this.errors.push({ origin, error: err.message, ...(code ? { code } : {}) });
+    if (this.listenerCount('error')) this.emit('error', Object.assign(err, { origin }));
+  }
+
   /** groupcomm-bis §3.8: fetch blocks 1.. of one server's response by unicast, then deliver the whole body. */
   private async followBlocks(first: IncomingResponse, szx: number): Promise<void> {
     this.pendingFollowUps++;
+    const origin = this.originOf(first);
     const parts: Buffer[] = [first.message.payload];
     let size = first.message.payload.length;
     let num = 1;
@@ -139,28 +128,25 @@ export class GroupExchange extends EventEmitter implements AsyncIterable<GroupRe
       for (;;) {
         const options = this.request.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.OBSERVE);
         options.push({ number: OPT.BLOCK2, value: encodeBlock({ num, more: false, szx }) });
-        const res = await this.endpoint.request({ code: this.request.code, options }, first.remote, { confirmable: true });
+        const res = await this.fetchBlock(first, origin, options);
         if (this.cancelled) return;
-        if (res.message.code !== CODES.CONTENT) throw new Error(`block ${num} answered ${res.message.code >> 5}.${String(res.message.code & 31).padStart(2, '0')}`);
+        if (res.message.code !== CODES.CONTENT) throw new Error(`block ${num} answered ${codeToString(res.message.code)}`);
         const b = getOption(res.message, OPT.BLOCK2);
         if (!b) throw new Error(`block ${num} came back without Block2`);
         const got = decodeBlock(b);
         if (got.num !== num) throw new Error(`asked for block ${num}, got ${got.num}`);
         parts.push(res.message.payload);
         size += res.message.payload.length;
-        if (size > this.opts.maxBodySize) throw new Error(`body exceeds ${this.opts.maxBodySize} bytes`);
+        if (size > this.streamOpts.maxBodySize) throw new Error(`body exceeds ${this.streamOpts.maxBodySize} bytes`);
         if (!got.more) break;
         num++;
         szx = got.szx;
-        if (num * blockSize(szx) > this.opts.maxBodySize) throw new Error(`body exceeds ${this.opts.maxBodySize} bytes`);
+        if (num * blockSize(szx) > this.streamOpts.maxBodySize) throw new Error(`body exceeds ${this.streamOpts.maxBodySize} bytes`);
       }
       const whole = { ...first.message, options: first.message.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.SIZE2), payload: Buffer.concat(parts) };
-      this.deliver({ message: whole, remote: first.remote }, true);
+      this.deliver({ message: whole, remote: first.remote }, origin, true);
     } catch (err) {
-      if (this.cancelled) return;
-      const origin = originUri(first.remote.address, first.remote.port);
-      this.errors.push({ origin, error: (err as Error).message });
-      if (this.listenerCount('error')) this.emit('error', Object.assign(err as Error, { origin }));
+      if (!this.cancelled) this.reportError(origin.uri, err as Error);
     } finally {
       if (!this.cancelled) {
         this.pendingFollowUps--;
@@ -169,7 +155,12 @@ export class GroupExchange extends EventEmitter implements AsyncIterable<GroupRe
     }
   }
 
-  private maybeEnd(): void {
+  protected stopCollecting(): void {
+    this.collecting = false;
+    this.maybeEnd();
+  }
+
+  protected maybeEnd(): void {
     if (this.ended || this.collecting || this.pendingFollowUps > 0) return;
     this.ended = true;
     const seen = new Map<string, Origin>();
@@ -197,6 +188,46 @@ export class GroupExchange extends EventEmitter implements AsyncIterable<GroupRe
         this.on('end', wake);
       });
     }
+  }
+}
+
+/** A group request sent directly over multicast: origins are the responses' source addresses. */
+export class GroupExchange extends ResponseStream {
+  private handle!: GroupRequestHandle;
+
+  constructor(
+    endpoint: CoapEndpoint,
+    request: CoapMessage,
+    private readonly group: RemoteAddress,
+    private readonly opts: { timeout: number; followBlocks: boolean; maxBodySize: number },
+  ) {
+    super(endpoint, request, opts);
+  }
+
+  get token(): Buffer {
+    return this.handle.token;
+  }
+
+  /** @internal */
+  start(): this {
+    this.handle = this.endpoint.groupRequest(this.request, this.group, this.opts.timeout, (res) => this.onResponse(res), () => this.stopCollecting());
+    return this;
+  }
+
+  /** Stop now: no more responses are delivered, follow-ups are abandoned, 'end' fires. */
+  cancel(): void {
+    if (this.ended) return;
+    this.cancelled = true;
+    this.pendingFollowUps = 0;
+    this.handle.cancel();
+  }
+
+  protected originOf(res: IncomingResponse): Origin {
+    return { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+  }
+
+  protected fetchBlock(first: IncomingResponse, _origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {
+    return this.endpoint.request({ code: this.request.code, options }, first.remote, { confirmable: true });
   }
 }
 

@@ -2,7 +2,8 @@
 // address and on group receivers; answers a group request from the unicast address after a random Leisure,
 // suppresses error responses to group requests (per response-code class, §3.1.2), honours No-Response where the
 // resource allows it (RFC 7967), validates ETags in group requests (§3.2) and starts Block2 on its own for large
-// bodies (§3.8). Also serves /.well-known/core (RFC 6690).
+// bodies (§3.8). Also serves /.well-known/core (RFC 6690) and Observe (RFC 7641, with RFC 10020 §3.7 for
+// registrations made by group requests).
 
 import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
@@ -34,6 +35,18 @@ export interface ResourceOptions {
   answerGroupErrors?: boolean;
   /** honour the No-Response option (RFC 7967) on this resource (groupcomm-bis §3.1.2: only when predetermined) */
   honorNoResponse?: boolean;
+  /** accept Observe registrations (RFC 7641; RFC 10020 §3.7 for group registrations); see notify() */
+  observable?: boolean;
+}
+
+interface Observer {
+  key: string;
+  path: string;
+  remote: { address: string; port: number };
+  token: Buffer;
+  request: ServerRequest;
+  /** registered by a group request: notifications wait a leisure too (RFC 10020 §3.7) */
+  viaGroup: boolean;
 }
 
 export interface GroupServerOptions extends EndpointOptions {
@@ -66,6 +79,9 @@ export class GroupServer {
   readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0 };
   private readonly resources = new Map<string, Resource>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly observers = new Map<string, Map<string, Observer>>();
+  private readonly notificationMids = new Map<number, string>();
+  private observeSeq = 2;
   private closed = false;
 
   private constructor(
@@ -74,6 +90,11 @@ export class GroupServer {
     private readonly maxPayload: number,
   ) {
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
+    // RFC 7641 §3.6: a RST to a notification cancels that observation.
+    endpoint.on('reset', (_remote: unknown, mid: number) => {
+      const key = this.notificationMids.get(mid);
+      if (key) this.removeObserver(key);
+    });
   }
 
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
@@ -94,6 +115,65 @@ export class GroupServer {
 
   removeResource(path: string): void {
     this.resources.delete(normalize(path));
+    this.observers.delete(normalize(path));
+  }
+
+  observerCount(path: string): number {
+    return this.observers.get(normalize(path))?.size ?? 0;
+  }
+
+  private removeObserver(key: string): void {
+    for (const m of this.observers.values()) m.delete(key);
+  }
+
+  /**
+   * The resource changed: send a notification to every observer (RFC 7641 §4.2), produced by the resource's
+   * handler as for a GET. Every 10th notification is confirmable, to check the observer is still there (§4.5).
+   */
+  notify(path: string): void {
+    const p = normalize(path);
+    const obs = this.observers.get(p);
+    const resource = this.resources.get(p);
+    if (!obs || !resource) return;
+    const seq = this.nextObserveSeq();
+    for (const o of [...obs.values()]) {
+      Promise.resolve()
+        .then(() => resource.handler(o.request))
+        .then((res) => {
+          if (this.closed || !res || !obs.has(o.key)) return;
+          const code = res.code ?? CODES.CONTENT;
+          const built = this.buildResponse(o.request.message, res, code);
+          if (codeClass(code) === 2) built.options.push({ number: OPT.OBSERVE, value: encodeUint(seq) });
+          else obs.delete(o.key); // a non-2.xx notification ends the observation (RFC 7641 §4.2)
+          const type = seq % 10 === 0 ? 'CON' : 'NON';
+          const msg = { type, code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
+          const send = () => {
+            if (this.closed) return;
+            this.notificationMids.set(msg.messageId, o.key);
+            if (this.notificationMids.size > 4096) this.notificationMids.delete(this.notificationMids.keys().next().value!);
+            this.endpoint.sendMessage({ ...msg, options: [...msg.options].sort((a, b) => a.number - b.number) }, o.remote, {
+              onReset: () => obs.delete(o.key),
+              onFail: () => obs.delete(o.key),
+            });
+          };
+          if (o.viaGroup && this.leisure > 0) this.later(send, Math.random() * this.leisure);
+          else send();
+        })
+        .catch((err) => this.endpoint.emit('handler-error', err));
+    }
+  }
+
+  private nextObserveSeq(): number {
+    this.observeSeq = (this.observeSeq + 1) & 0xffffff;
+    return this.observeSeq;
+  }
+
+  private later(fn: () => void, ms: number): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.closed) fn();
+    }, ms);
+    this.timers.add(t);
   }
 
   private linkFormat(): string {
@@ -151,18 +231,26 @@ export class GroupServer {
       }
     }
     const message = this.buildResponse(req.message, res, code);
+    const obs = getOption(req.message, OPT.OBSERVE);
+    if (opts.observable && obs !== undefined && (req.message.code === CODES.GET || req.message.code === CODES.FETCH)) {
+      const key = `${req.remote.address}|${req.remote.port}|${req.message.token.toString('hex')}`;
+      const value = decodeUint(obs);
+      if (value === 1) this.removeObserver(key);
+      else if (value === 0 && codeClass(code) === 2) {
+        // RFC 7641 §3.1 / RFC 10020 §3.7: register, and answer with the Observe option.
+        let m = this.observers.get(req.path);
+        if (!m) this.observers.set(req.path, (m = new Map()));
+        m.set(key, { key, path: req.path, remote: req.remote, token: req.message.token, request: req, viaGroup: req.multicast });
+        message.options.push({ number: OPT.OBSERVE, value: encodeUint(this.nextObserveSeq()) });
+      }
+    }
     const send = () => {
       this.counters.responses++;
       ctx.respond(message);
     };
-    if (req.multicast && this.leisure > 0) {
-      // RFC 7252 §8.2: pick a random point within the Leisure before answering a multicast request.
-      const t = setTimeout(() => {
-        this.timers.delete(t);
-        if (!this.closed) send();
-      }, Math.random() * this.leisure);
-      this.timers.add(t);
-    } else send();
+    // RFC 7252 §8.2: pick a random point within the Leisure before answering a multicast request.
+    if (req.multicast && this.leisure > 0) this.later(send, Math.random() * this.leisure);
+    else send();
   }
 
   private buildResponse(request: CoapMessage, res: ServerResponse, code: number): { code: number; options: CoapOption[]; payload: Buffer } {

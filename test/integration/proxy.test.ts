@@ -1,0 +1,405 @@
+// Group proxy on real sockets and loopback multicast (groupcomm-proxy-07 §5, §6, §8; RFC 10020 §3.5; RFC 8768):
+// client -> proxy -> 5 lamps on 127.0.0.2-6.
+
+import assert from 'node:assert/strict';
+import { decodeReplyFrom, decodeResponseForwarding } from '../../src/cbor/cri';
+import { CODES, codeToString } from '../../src/coap/codes';
+import { getOption } from '../../src/coap/message';
+import { OPT, configureOptionNumbers, decodeUint, encodeUint, optionNumber } from '../../src/coap/options';
+import { GroupResponse } from '../../src/group/group-client';
+import { GroupServer } from '../../src/group/group-server';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group-proxy';
+import { ProxiedGroupExchange, requestViaProxy } from '../../src/proxy/proxy-client';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+
+async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
+  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
+}
+
+async function startProxy(opts: Partial<GroupProxyOptions> = {}, address = '127.0.0.1'): Promise<{ proxy: GroupProxy; listen: CoapEndpoint; upstream: CoapEndpoint; events: ProxyEvent[]; close(): Promise<void> }> {
+  const listen = await endpointOn(address);
+  const upstream = await endpointOn(address);
+  const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], ...opts });
+  const events: ProxyEvent[] = [];
+  proxy.on('event', (e: ProxyEvent) => events.push(e));
+  return {
+    proxy, listen, upstream, events,
+    close: async () => {
+      await proxy.close();
+      await listen.close();
+      await upstream.close();
+    },
+  };
+}
+
+async function collect(ex: ProxiedGroupExchange): Promise<{ responses: GroupResponse[]; errors: { code?: string; error: string }[] }> {
+  const s = await ex.summary;
+  return { responses: ex.responses, errors: s.errors };
+}
+
+describe('group proxy: forward, reverse, chains', function () {
+  this.timeout(30000);
+  let port: number;
+  let lamps: Lamp[];
+  let client: CoapEndpoint;
+  const serverTokens: string[] = [];
+
+  before(async function () {
+    port = await freeGroupPort();
+    lamps = await startLamps(5, { groupPort: port, leisure: 80 });
+    for (const l of lamps) l.server.endpoint.on('handler-error', () => undefined);
+    // record the tokens the servers see
+    for (const l of lamps) {
+      l.server.addResource('/token', (req) => {
+        serverTokens.push(req.message.token.toString('hex'));
+        return { code: CODES.CONTENT, payload: l.name };
+      });
+    }
+    client = await endpointOn();
+  });
+  after(async function () {
+    await stopAll(client, lamps.map((l) => l.server));
+  });
+
+  it('forward proxy: one unicast request, 5 relayed responses, each with Reply-From naming its server', async function () {
+    const p = await startProxy();
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/token`, multicastTimeout: 1, timeout: 2500 });
+      const { responses, errors } = await collect(ex);
+      assert.deepEqual(errors, []);
+      assert.equal(responses.length, 5);
+      assert.deepEqual(new Set(responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
+      for (const r of responses) {
+        const lamp = lamps.find((l) => l.address === r.origin.address)!;
+        assert.equal(r.origin.port, lamp.server.address().port);
+        assert.equal(r.message.payload.toString(), lamp.name);
+        // relayed by the proxy, on the client's token, carrying option 248
+        assert.equal(r.remote.port, p.listen.transport.address().port);
+        assert.ok(r.message.token.equals(ex.token));
+        const rf = decodeReplyFrom(getOption(r.message, 248)!);
+        assert.equal(rf.target.scheme, 'coap');
+        assert.equal(rf.target.host, lamp.address);
+        assert.equal(rf.reference, undefined); // a forward proxy never adds element 2
+      }
+      // the proxy used its own token towards the group, never the client's
+      assert.ok(serverTokens.length >= 5);
+      assert.ok(!serverTokens.includes(ex.token.toString('hex')));
+      assert.equal(p.events.filter((e) => e.kind === 'response').length, 5);
+      assert.equal(p.events.find((e) => e.kind === 'request')!.multicastTimeout, 1);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('Proxy-Scheme with Uri-* options works like Proxy-Uri', async function () {
+    const p = await startProxy();
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, targetStyle: 'proxy-scheme', multicastTimeout: 1, timeout: 2500 });
+      const { responses } = await collect(ex);
+      assert.equal(responses.length, 5);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('missing Multicast-Timeout: 4.00 with an empty Multicast-Timeout and a diagnostic payload', async function () {
+    const p = await startProxy();
+    try {
+      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }] }, p.listen.transport.address());
+      assert.equal(codeToString(res.message.code), '4.00');
+      const mt = getOption(res.message, optionNumber('Multicast-Timeout'));
+      assert.ok(mt !== undefined && mt.length === 0);
+      assert.match(res.message.payload.toString(), /Multicast-Timeout/);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('allow-list: a client not on it gets 4.01 and nothing is sent to the group', async function () {
+    const p = await startProxy({ allow: [{ address: '127.0.0.9' }] });
+    try {
+      const before = lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000 });
+      const { responses, errors } = await collect(ex);
+      assert.equal(responses.length, 0);
+      assert.equal(errors[0].code, '4.01');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0), before);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('group proxying disabled: 5.01; unicast targets are still proxied (a complete forward proxy)', async function () {
+    const p = await startProxy({ groupProxying: false });
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000 });
+      assert.equal((await collect(ex)).errors[0].code, '5.01');
+      const lamp = lamps[1];
+      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${lamp.address}:${lamp.server.address().port}/light`) }] }, p.listen.transport.address());
+      assert.equal(codeToString(res.message.code), '2.05');
+      assert.equal(JSON.parse(res.message.payload.toString()).name, lamp.name);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('responses after T\' are dropped by the proxy and never reach the client', async function () {
+    const slow = await GroupServer.open({ address: '127.0.0.21', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
+    slow.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'late' }), 1500)));
+    const p = await startProxy();
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 3000 });
+      const { responses } = await collect(ex);
+      assert.equal(responses.length, 5);
+      assert.ok(responses.every((r) => r.message.payload.toString() !== 'late'));
+      assert.ok(p.upstream.counters.lateGroupResponses >= 1, 'the late response reached the proxy and was dropped');
+    } finally {
+      await p.close();
+      await slow.close();
+    }
+  });
+
+  it('T\' = 0 with No-Response 26: the group gets the request, the client gets nothing', async function () {
+    const p = await startProxy();
+    try {
+      const before = lamps[0].state.on;
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, method: CODES.PUT, payload: Buffer.from(before ? 'off' : 'on'), multicastTimeout: 0, timeout: 1000 });
+      const s = await ex.summary;
+      assert.equal(s.responses, 0);
+      await new Promise((r) => setTimeout(r, 400));
+      assert.ok(lamps.every((l) => l.state.on === !before));
+      for (const l of lamps) l.state.on = false;
+      assert.equal(p.proxy.activeExchanges, 0);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('reverse proxy (seed slides): 4.00 with empty option, retry, relayed responses (case 1), then one server through the proxy', async function () {
+    const p = await startProxy({ forward: false, reverse: [{ host: 'group1.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }] });
+    try {
+      const proxyAddr = p.listen.transport.address();
+      // The client does not know it talks to a proxy: no Multicast-Timeout.
+      const ex = requestViaProxy(client, { proxy: proxyAddr, uri: 'coap://group1.example/light', targetStyle: 'reverse', timeout: 4000 });
+      const { responses, errors } = await collect(ex);
+      assert.deepEqual(errors, []);
+      assert.equal(ex.multicastTimeout! > 0, true, 'retried with Multicast-Timeout');
+      assert.equal(p.events.filter((e) => e.kind === 'reject' && e.code === '4.00').length, 1);
+      assert.equal(responses.length, 5);
+      for (const r of responses) {
+        const rf = decodeReplyFrom(getOption(r.message, 248)!);
+        // case 1: element 1 reaches the proxy, element 2 names the server
+        assert.equal(rf.target.host, '127.0.0.1');
+        assert.equal(rf.target.port, proxyAddr.port);
+        assert.ok(rf.reference && lamps.some((l) => l.address === rf.reference!.host));
+        assert.deepEqual(r.origin.via, { address: '127.0.0.1', port: proxyAddr.port, uri: `coap://127.0.0.1:${proxyAddr.port}` });
+      }
+      // Follow-up to one server through the proxy: Uri-Host / Uri-Port from element 2.
+      const one = responses[2].origin;
+      const res = await client.request(
+        { code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from(one.address) }, { number: OPT.URI_PORT, value: encodeUint(one.port) }, { number: OPT.URI_PATH, value: Buffer.from('light') }] },
+        { address: one.via!.address, port: one.via!.port },
+      );
+      assert.equal(codeToString(res.message.code), '2.05');
+      assert.equal(JSON.parse(res.message.payload.toString()).name, lamps.find((l) => l.address === one.address)!.name);
+      // A server the proxy never relayed for is refused.
+      const refused = await client.request({ code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from('127.0.0.99') }, { number: OPT.URI_PATH, value: Buffer.from('light') }] }, proxyAddr);
+      assert.equal(codeToString(refused.message.code), '4.04');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('reverse proxy case 2: Reply-From holds the server itself, which the client can reach directly', async function () {
+    const p = await startProxy({ forward: false, reverse: [{ pathPrefix: ['gp', 'lights'], group: `coap://${GROUP_V4}:${port}`, standIn: 'group' }] });
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://127.0.0.1/gp/lights/light`, targetStyle: 'reverse', multicastTimeout: 1, timeout: 2500 });
+      const { responses } = await collect(ex);
+      assert.equal(responses.length, 5);
+      const one = responses[0].origin;
+      assert.equal(one.via, undefined);
+      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }] }, { address: one.address, port: one.port });
+      assert.equal(codeToString(res.message.code), '2.05');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('reverse proxy: reusing a token while the proxy still collects stops the exchange with 4.00', async function () {
+    const p = await startProxy({ forward: false, reverse: [{ host: 'g', group: `coap://${GROUP_V4}:${port}`, standIn: 'group' }] });
+    try {
+      const token = Buffer.from('0102030405060708', 'hex');
+      const mt = { number: optionNumber('Multicast-Timeout'), value: encodeUint(3) };
+      const req = { code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from('g') }, { number: OPT.URI_PATH, value: Buffer.from('light') }, mt] };
+      const stop = client.listen(token, () => undefined, p.listen.transport.address());
+      client.sendMessage({ type: 'NON', code: CODES.GET, messageId: client.newMessageId(), token, options: req.options, payload: Buffer.alloc(0) }, p.listen.transport.address());
+      await new Promise((r) => setTimeout(r, 50));
+      stop();
+      const res = await client.request({ ...req, token: undefined }, p.listen.transport.address(), { token: Buffer.from('0102030405060708', 'hex') }).catch((e) => e);
+      assert.equal(codeToString(res.message.code), '4.00');
+      assert.match(res.message.payload.toString(), /token/);
+      assert.ok(p.events.some((e) => e.kind === 'end' && e.reason === 'token reused'));
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('chain of two proxies: the first rewrites T\' to T\'\', the last relays with Reply-From untouched', async function () {
+    const last = await startProxy({}, '127.0.0.1');
+    const first = await startProxy({ chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } }, '127.0.0.1');
+    try {
+      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 5, timeout: 7000 });
+      const { responses, errors } = await collect(ex);
+      assert.deepEqual(errors, []);
+      assert.equal(responses.length, 5);
+      assert.deepEqual(new Set(responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
+      // T' = 5 at the first proxy; T_proxy = 4, T'' = 3 at the last one
+      assert.equal(first.events.find((e) => e.kind === 'request')!.multicastTimeout, 5);
+      assert.equal(last.events.find((e) => e.kind === 'request')!.multicastTimeout, 3);
+    } finally {
+      await first.close();
+      await last.close();
+    }
+  });
+
+  it('chain: no feasible T\'\' gives 5.05 with the minimum T\'; the client retries with it', async function () {
+    const last = await startProxy();
+    const first = await startProxy({ chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
+    try {
+      // T' = 2 leaves nothing for the next hop (minimum 3); the client's T of 5 s allows a retry with 3.
+      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 2, timeout: 5000 });
+      const { responses } = await collect(ex);
+      assert.equal(first.events.filter((e) => e.kind === 'reject' && e.code === '5.05').length, 1);
+      assert.equal(ex.multicastTimeout, 3);
+      assert.equal(responses.length, 5);
+      // Without room for a retry, the client reports the 5.05.
+      const ex2 = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000 });
+      const r2 = await collect(ex2);
+      assert.equal(r2.errors[0].code, '5.05');
+      assert.match(r2.errors[0].error, />= 3 s/);
+    } finally {
+      await first.close();
+      await last.close();
+    }
+  });
+
+  it('Hop-Limit stops a proxy loop with 5.08 (RFC 8768)', async function () {
+    const listen = await endpointOn();
+    const upstream = await endpointOn();
+    const loop = new GroupProxy({ listen, upstream, allow: [{ address: '*' }], chain: { nextHop: listen.transport.address(), rttPrevious: 0, rttNext: 0 }, maxPendingPerClient: 64 });
+    try {
+      const ex = requestViaProxy(client, { proxy: listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 3, timeout: 4000 });
+      const { errors } = await collect(ex);
+      assert.equal(errors[0].code, '5.08');
+    } finally {
+      await loop.close();
+      await listen.close();
+      await upstream.close();
+    }
+  });
+
+  it('per-client limit on pending exchanges: 4.29 with Max-Age', async function () {
+    const p = await startProxy({ maxPendingPerClient: 1 });
+    try {
+      const a = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
+      await new Promise((r) => setTimeout(r, 50));
+      const b = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
+      const [ra, rb] = await Promise.all([collect(a), collect(b)]);
+      assert.equal(ra.responses.length, 5);
+      assert.equal(rb.errors[0].code, '4.29');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('early stop: the Early Stop Request ends the relay at the proxy', async function () {
+    const p = await startProxy();
+    const slowish = await GroupServer.open({ address: '127.0.0.22', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
+    slowish.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'after stop' }), 800)));
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 3, timeout: 5000 });
+      await new Promise((r) => setTimeout(r, 400));
+      ex.cancel();
+      const s = await ex.summary;
+      assert.equal(s.cancelled, true);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(p.proxy.counters.earlyStops, 1);
+      assert.equal(p.proxy.activeExchanges, 0);
+      await new Promise((r) => setTimeout(r, 600));
+      assert.ok(ex.responses.every((r) => r.message.payload.toString() !== 'after stop'));
+    } finally {
+      await p.close();
+      await slowish.close();
+    }
+  });
+
+  it('Observe through the proxy: notifications from each server keep flowing after T\', until cancelled', async function () {
+    const p = await startProxy();
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }] });
+      await new Promise((r) => setTimeout(r, 2300)); // past T' and T
+      assert.equal(ex.responses.length, 5);
+      assert.ok(lamps.every((l) => l.server.observerCount('/light') === 1));
+      // a change at every lamp: 5 notifications, each with its origin
+      for (const l of lamps) {
+        l.state.on = true;
+        l.server.notify('/light');
+      }
+      await new Promise((r) => setTimeout(r, 400));
+      const notes = ex.responses.slice(5);
+      assert.equal(notes.length, 5);
+      assert.deepEqual(new Set(notes.map((n) => n.origin.address)), new Set(lamps.map((l) => l.address)));
+      assert.ok(notes.every((n) => getOption(n.message, OPT.OBSERVE) !== undefined && JSON.parse(n.message.payload.toString()).on === true));
+      ex.cancel();
+      await ex.summary;
+      await new Promise((r) => setTimeout(r, 300));
+      // the proxy deregistered upstream (Observe = 1 to the group)
+      assert.ok(lamps.every((l) => l.server.observerCount('/light') === 0));
+      for (const l of lamps) l.state.on = false;
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('legacy Response-Forwarding (tp_info with tag 260) when configured, decoded by the client', async function () {
+    const prev = configureOptionNumbers({ 'Response-Forwarding': 96 });
+    const p = await startProxy({ replyFrom: 'response-forwarding' });
+    try {
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
+      const { responses } = await collect(ex);
+      assert.equal(responses.length, 5);
+      for (const r of responses) {
+        assert.equal(getOption(r.message, 248), undefined);
+        const v = getOption(r.message, 96)!;
+        assert.equal(v[0], 0x83); // [1, 260(h'...'), port]
+        const lf = decodeResponseForwarding(v, port);
+        assert.equal(lf.address, r.origin.address);
+        assert.equal(lf.port, r.origin.port);
+      }
+    } finally {
+      await p.close();
+      configureOptionNumbers({ 'Response-Forwarding': prev['Response-Forwarding'] });
+    }
+  });
+
+  it('a malformed Reply-From is reported, not thrown', async function () {
+    // A fake proxy that relays one response with garbage in option 248.
+    const fake = await endpointOn();
+    fake.setRequestHandler((req, ctx) => {
+      ctx.ignore();
+      fake.sendMessage({ type: 'NON', code: CODES.CONTENT, messageId: fake.newMessageId(), token: req.message.token, options: [{ number: 248, value: Buffer.from('ffff01', 'hex') }], payload: Buffer.from('x') }, req.remote);
+    });
+    try {
+      const ex = requestViaProxy(client, { proxy: fake.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 1500 });
+      const { responses, errors } = await collect(ex);
+      assert.equal(responses.length, 0);
+      assert.equal(errors[0].code, 'bad-reply-from');
+      assert.equal(decodeUint(Buffer.alloc(0)), 0);
+    } finally {
+      await fake.close();
+    }
+  });
+});
