@@ -1,0 +1,136 @@
+// The compressed COSE_Encrypt0 of OSCORE (RFC 8613 §5, §6): the OSCORE option value (§6.1), Partial IV encoding
+// (§5), the AEAD nonce (§5.2), and the external_aad / AAD (§5.4). Decoding never throws anything but
+// OscoreError('ERR_OSCORE_DECODE'), so a malformed option from the network always maps to 4.02.
+
+import { CborValue, encodeCbor } from './cbor';
+import { DIAGNOSTICS, OscoreError } from './errors';
+
+/** §7.2.1: Partial IVs are at most 5 bytes, so sequence numbers stay below 2^40. */
+export const MAX_PIV_LENGTH = 5;
+export const MAX_SEQUENCE_NUMBER = 2 ** 40 - 1;
+/** §5.4: oscore_version of this specification. */
+export const OSCORE_VERSION = 1;
+
+// §6.1 flag byte, bit 0 = most significant. Bits 0 and 1 are reserved (bit 0 flags an extension byte); bit 2 was
+// unassigned in RFC 8613 and is the Group Flag of Group OSCORE (RFC 10021 §4.1).
+export const FLAG_RESERVED = 0xc0;
+export const FLAG_GROUP = 0x20;
+export const FLAG_KID_CONTEXT = 0x10;
+export const FLAG_KID = 0x08;
+export const FLAG_PIV_LENGTH = 0x07;
+
+export interface OscoreOptionFields {
+  /** Partial IV bytes as carried (1..5 bytes), absent when n = 0 */
+  piv?: Buffer;
+  kidContext?: Buffer;
+  kid?: Buffer;
+  /** Group Flag (bit 2); plain OSCORE rejects messages that set it */
+  group?: boolean;
+}
+
+/** §5: the Sender Sequence Number in network byte order without leading zero bytes; 0 is encoded as 0x00. */
+export function encodePartialIv(ssn: number): Buffer {
+  if (!Number.isSafeInteger(ssn) || ssn < 0 || ssn > MAX_SEQUENCE_NUMBER) throw new RangeError(`sequence number out of range: ${ssn}`);
+  let len = 1;
+  while (len < MAX_PIV_LENGTH && ssn >= 2 ** (8 * len)) len++;
+  const b = Buffer.alloc(len);
+  b.writeUIntBE(ssn, 0, len);
+  return b;
+}
+
+export function decodePartialIv(piv: Uint8Array): number {
+  if (piv.length < 1 || piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV must be 1..5 bytes');
+  return Buffer.from(piv.buffer, piv.byteOffset, piv.byteLength).readUIntBE(0, piv.length);
+}
+
+export function encodeOscoreOption(f: OscoreOptionFields): Buffer {
+  const piv = f.piv ?? Buffer.alloc(0);
+  if (piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV longer than 5 bytes');
+  let flags = piv.length;
+  const parts: Buffer[] = [];
+  if (f.group) flags |= FLAG_GROUP;
+  if (f.kidContext !== undefined) {
+    if (f.kidContext.length > 255) throw new RangeError('kid context longer than 255 bytes');
+    flags |= FLAG_KID_CONTEXT;
+  }
+  if (f.kid !== undefined) flags |= FLAG_KID;
+  // §6.1 (and §2): if all flag bits are zero the option value SHALL be empty.
+  if (flags === 0) return Buffer.alloc(0);
+  parts.push(Buffer.from([flags]), piv);
+  if (f.kidContext !== undefined) parts.push(Buffer.from([f.kidContext.length]), f.kidContext);
+  if (f.kid !== undefined) parts.push(f.kid); // §6.1: kid MUST be the last field
+  const value = Buffer.concat(parts);
+  if (value.length > 255) throw new RangeError('OSCORE option value longer than 255 bytes');
+  return value;
+}
+
+function malformed(why: string): OscoreError {
+  return new OscoreError('ERR_OSCORE_DECODE', `malformed OSCORE option: ${why}`, DIAGNOSTICS.DECODE);
+}
+
+/** §6.1 decompression. Rejects reserved bits, reserved PIV lengths, truncation and trailing bytes. */
+export function decodeOscoreOption(value: Uint8Array): OscoreOptionFields {
+  const v = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (v.length === 0) return {};
+  if (v.length > 255) throw malformed('longer than 255 bytes');
+  const flags = v[0];
+  // §6.1: "If the OSCORE flag bits are all zero (0x00), the option value SHALL be empty."
+  if (flags === 0) throw malformed('zero flag byte in a non-empty value');
+  if (flags & FLAG_RESERVED) throw malformed('reserved flag bit set');
+  const n = flags & FLAG_PIV_LENGTH;
+  if (n > MAX_PIV_LENGTH) throw malformed('reserved Partial IV length');
+  const out: OscoreOptionFields = {};
+  if (flags & FLAG_GROUP) out.group = true;
+  let i = 1;
+  if (n > 0) {
+    if (i + n > v.length) throw malformed('truncated Partial IV');
+    out.piv = Buffer.from(v.subarray(i, i + n));
+    i += n;
+  }
+  if (flags & FLAG_KID_CONTEXT) {
+    if (i >= v.length) throw malformed('missing kid context length');
+    const s = v[i++];
+    if (i + s > v.length) throw malformed('truncated kid context');
+    out.kidContext = Buffer.from(v.subarray(i, i + s));
+    i += s;
+  }
+  if (flags & FLAG_KID) {
+    out.kid = Buffer.from(v.subarray(i));
+  } else if (i !== v.length) {
+    throw malformed('trailing bytes');
+  }
+  return out;
+}
+
+/**
+ * §5.2: nonce = (S ‖ pad(ID_PIV, nonceLength - 6) ‖ pad(PIV, 5)) XOR Common IV, where ID_PIV is the Sender ID of
+ * the endpoint that generated the Partial IV and S its length in bytes.
+ */
+export function computeNonce(idPiv: Uint8Array, piv: Uint8Array, commonIv: Uint8Array): Buffer {
+  const len = commonIv.length;
+  if (len < 7) throw new RangeError('OSCORE needs a nonce of at least 7 bytes');
+  if (idPiv.length > len - 6) throw new RangeError(`ID_PIV longer than ${len - 6} bytes`);
+  if (piv.length < 1 || piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV must be 1..5 bytes');
+  const nonce = Buffer.alloc(len);
+  nonce[0] = idPiv.length;
+  nonce.set(idPiv, len - 5 - idPiv.length);
+  nonce.set(piv, len - piv.length);
+  for (let i = 0; i < len; i++) nonce[i] ^= commonIv[i];
+  return nonce;
+}
+
+/** §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. `options` = class I (none). */
+export function encodeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = Buffer.alloc(0)): Buffer {
+  const arr: CborValue = [OSCORE_VERSION, [alg], requestKid, requestPiv, classIOptions];
+  return encodeCbor(arr);
+}
+
+/** §5.4 / RFC 9052 §5.3: AAD = Enc_structure = ["Encrypt0", h'' (empty protected), external_aad = bstr .cbor aad_array]. */
+export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions?: Uint8Array): Buffer {
+  return encodeCbor(['Encrypt0', Buffer.alloc(0), encodeAadArray(alg, requestKid, requestPiv, classIOptions)]);
+}
+
+/** §3.2.1 info = [id, id_context / null, alg_aead, type ("Key" / "IV"), L]. */
+export function encodeInfo(id: Uint8Array, idContext: Uint8Array | undefined, alg: number | string, type: 'Key' | 'IV', length: number): Buffer {
+  return encodeCbor([id, idContext ?? null, alg, type, length]);
+}

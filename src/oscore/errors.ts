@@ -1,0 +1,80 @@
+// Typed OSCORE errors (RFC 8613 §7.4, §8.2, §8.4). An error raised while verifying a *request* carries the CoAP
+// response code and diagnostic text RFC 8613 §8.2 suggests; errors on the client side (§8.4 step 8: "stop
+// processing") and programming errors carry no response code. Messages never contain key material.
+
+import { CODES } from '../coap/codes';
+import type { ServerBinding } from './binding';
+
+export type OscoreErrorCode =
+  /** COSE object or OSCORE option value cannot be decoded (§8.2 step 2): 4.02 "Failed to decode COSE" */
+  | 'ERR_OSCORE_DECODE'
+  /** no Recipient Context for kid / kid context (§8.2 step 2): 4.01 "Security context not found" */
+  | 'ERR_OSCORE_CONTEXT_NOT_FOUND'
+  /** Partial IV already seen or outside the window (§7.4): 4.01 "Replay detected" */
+  | 'ERR_OSCORE_REPLAY'
+  /** AEAD verification failed (§8.2 step 6): 4.00 "Decryption failed" */
+  | 'ERR_OSCORE_DECRYPT'
+  /** request verified, but the replay window is not initialized (App. B.1.2): answer with a protected 4.01 + Echo */
+  | 'ERR_OSCORE_ECHO_REQUIRED'
+  /** decrypted plaintext is not a well-formed "Code | options | payload" of the right kind */
+  | 'ERR_OSCORE_INNER_FORMAT'
+  /** the message carries no OSCORE option */
+  | 'ERR_OSCORE_NOT_PROTECTED'
+  /** Observe in a response to a non-Observe request (§8.4.2), or a notification for a non-Observe binding */
+  | 'ERR_OSCORE_UNEXPECTED_OBSERVE'
+  /** Sender Sequence Number space used up (§7.2.1): a new security context is needed */
+  | 'ERR_OSCORE_SEQUENCE_EXHAUSTED'
+  /** the persistent sequence number store could not be read or written */
+  | 'ERR_OSCORE_SEQUENCE_STORE'
+  /** invalid security context parameters (§3.2, §3.3) */
+  | 'ERR_OSCORE_CONFIG'
+  /** AEAD or HKDF algorithm not supported */
+  | 'ERR_OSCORE_UNSUPPORTED_ALGORITHM'
+  /** caller handed protect() something it cannot protect (bad Proxy-Uri, forbidden nonce reuse, ...) */
+  | 'ERR_OSCORE_INVALID_INPUT';
+
+export class OscoreError extends Error {
+  override readonly name = 'OscoreError';
+  /** CoAP response code (class << 5 | detail) when this error becomes an (unprotected) CoAP error response. */
+  readonly responseCode?: number;
+  /** Diagnostic payload text for that response (RFC 8613 §8.2). */
+  readonly diagnostic?: string;
+
+  constructor(
+    readonly code: OscoreErrorCode,
+    message: string,
+    response?: { responseCode: number; diagnostic?: string },
+  ) {
+    super(message);
+    if (response) {
+      this.responseCode = response.responseCode;
+      if (response.diagnostic !== undefined) this.diagnostic = response.diagnostic;
+    }
+  }
+}
+
+// RFC 8613 §8.2 / §7.4: the response each request-side verification failure MAY produce.
+export const DIAGNOSTICS = {
+  DECODE: { responseCode: CODES.BAD_OPTION, diagnostic: 'Failed to decode COSE' },
+  CONTEXT_NOT_FOUND: { responseCode: CODES.UNAUTHORIZED, diagnostic: 'Security context not found' },
+  REPLAY: { responseCode: CODES.UNAUTHORIZED, diagnostic: 'Replay detected' },
+  DECRYPT: { responseCode: CODES.BAD_REQUEST, diagnostic: 'Decryption failed' },
+} as const;
+
+export function isOscoreError(err: unknown): err is OscoreError {
+  return err instanceof OscoreError;
+}
+
+/**
+ * RFC 8613 App. B.1.2: the request decrypted, but the replay window is not initialized, so its freshness is unknown.
+ * Answer with the protected 4.01 + Echo that `echoChallenge(err)` builds (it uses the server's own Partial IV);
+ * the client's retry carrying `echo` initializes the window.
+ */
+export class EchoRequiredError extends OscoreError {
+  constructor(
+    readonly binding: ServerBinding,
+    readonly echo: Buffer,
+  ) {
+    super('ERR_OSCORE_ECHO_REQUIRED', 'replay window not initialized: request must be repeated with Echo', { responseCode: CODES.UNAUTHORIZED });
+  }
+}

@@ -1,0 +1,353 @@
+// OSCORE message processing (RFC 8613 §8) on the CoapMessage model: protect / verify requests (§8.1, §8.2) and
+// responses (§8.3, §8.4), with Observe (§4.1.3.5, §7.4.1), Proxy-Uri (§4.1.3.3), caller-requested Outer options and
+// Echo recovery (App. B.1.2). One call = one layer; nested layers (oscore-capable-proxies-07 §2) are repeated calls,
+// each with its own context and set of U options escalated to E. Server-side failures carry the §8.2 response
+// code; client-side ones none (§8.4: stop processing).
+
+import { codeToString, CODES, isRequestCode, isResponseCode } from '../coap/codes';
+import { CoapFormatError, decodeCodeOptionsPayload, encodeCodeOptionsPayload } from '../coap/codec';
+import { CoapMessage, CoapOption, sortOptions } from '../coap/message';
+import { OPT, decodeUint, encodeUint } from '../coap/options';
+import { AeadError } from './aead';
+import { ClientBinding, ServerBinding } from './binding';
+import { SecurityContext } from './context';
+import { OscoreOptionFields, decodeOscoreOption, decodePartialIv, encodeAad, encodeOscoreOption, encodePartialIv } from './cose';
+import { DIAGNOSTICS, EchoRequiredError, OscoreError } from './errors';
+import { mergeOptions, splitOptions } from './option-split';
+
+/** The parts of a message OSCORE transforms; type, message ID and token pass through untouched (class U, §4.2). */
+export interface MessageParts {
+  code: number;
+  options?: CoapOption[];
+  payload?: Buffer;
+}
+
+type Protected<T> = Omit<T, 'code' | 'options' | 'payload'> & { code: number; options: CoapOption[]; payload: Buffer };
+
+export interface LayerOptions {
+  /**
+   * Option numbers that are class U (or I) by default but are protected as class E in this layer, as decided by
+   * the escalation algorithm of oscore-capable-proxies-07 §2.2 (e.g. Uri-Host and Proxy-Scheme meant for an
+   * OSCORE-capable proxy). Receivers pass the same set so Outer copies are discarded.
+   */
+  classE?: Iterable<number>;
+}
+
+export interface ProtectOptions extends LayerOptions {
+  /**
+   * Options added to the OSCORE message as Outer only: an Outer Max-Age (§4.1.3.1), Outer Block / Size options for
+   * hop-by-hop fragmentation (§4.1.3.4.2), an Outer No-Response copy (§4.1.3.6), Hop-Limit, ...
+   */
+  outerOptions?: CoapOption[];
+}
+
+export interface ProtectRequestOptions extends ProtectOptions {
+  /** send `kid context` (default: the context's sendKidContext setting, and only if it has an ID Context) */
+  kidContext?: boolean;
+  /** the request may get several responses (a proxy relaying many, oscore-capable-proxies-07 §2.6.1) */
+  multipleResponses?: boolean;
+  /** drop notifications older than the Notification Number (RFC 8613 §7.4.1 "Applications MAY ...") */
+  onlyNewerNotifications?: boolean;
+}
+
+export interface ProtectResponseOptions extends ProtectOptions {
+  /**
+   * §8.3 step 3: true = new Partial IV, false = reuse the request nonce (allowed once, and only for a fresh request),
+   * 'auto' (default) = reuse for the first response, a new Partial IV for every later one (§4.1.3.5.2 notifications).
+   */
+  partialIv?: boolean | 'auto';
+}
+
+export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined) => SecurityContext | undefined;
+
+const EMPTY = Buffer.alloc(0);
+
+function toSet(numbers?: Iterable<number>): ReadonlySet<number> | undefined {
+  return numbers ? new Set(numbers) : undefined;
+}
+
+function finish<T extends MessageParts>(msg: T, code: number, options: CoapOption[], payload: Buffer): Protected<T> {
+  return { ...msg, code, options, payload };
+}
+
+function encodePlaintext(code: number, inner: CoapOption[], payload: Buffer): Buffer {
+  try {
+    // §5.3: Code | class E options | 0xff payload, exactly CoAP's "no header" form.
+    return encodeCodeOptionsPayload(code, inner, payload);
+  } catch (err) {
+    throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `cannot encode plaintext: ${(err as Error).message}`);
+  }
+}
+
+function outerWith(outer: CoapOption[], oscore: Buffer, extra?: CoapOption[]): CoapOption[] {
+  for (const o of extra ?? []) {
+    if (o.number === OPT.OSCORE) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'outerOptions must not contain an OSCORE option');
+  }
+  return sortOptions([...outer, { number: OPT.OSCORE, value: oscore }, ...(extra ?? [])]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// §8.1 Protecting the request (client)
+
+export function protectRequest<T extends MessageParts>(ctx: SecurityContext, msg: T, opts: ProtectRequestOptions = {}): { message: Protected<T>; binding: ClientBinding } {
+  if (!isRequestCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectRequest needs a request code, got ${codeToString(msg.code)}`);
+  const options = msg.options ?? [];
+  const { inner, outer } = splitOptions(options, true, toSet(opts.classE));
+  const plaintext = encodePlaintext(msg.code, inner, msg.payload ?? EMPTY);
+  const observeOpt = inner.find((o) => o.number === OPT.OBSERVE);
+  // Step 3: take the Sender Sequence Number only once nothing else can fail before it is used.
+  const piv = encodePartialIv(ctx.sequence.next());
+  const kid = ctx.senderId;
+  const sendKidContext = opts.kidContext ?? ctx.sendKidContext;
+  const kidContext = sendKidContext && ctx.idContext ? ctx.idContext : undefined;
+  const nonce = ctx.senderNonce(piv);
+  const aad = encodeAad(ctx.alg, kid, piv);
+  const ciphertext = ctx.seal(nonce, aad, plaintext);
+  const oscore = encodeOscoreOption({ piv, kid, ...(kidContext ? { kidContext } : {}) });
+  // §4.2: Outer Code POST, or FETCH when Observe is present (§4.1.3.5.1).
+  const code = observeOpt ? CODES.FETCH : CODES.POST;
+  const binding = new ClientBinding({
+    context: ctx,
+    kid,
+    piv,
+    nonce,
+    kidContext,
+    observe: observeOpt !== undefined && decodeUint(observeOpt.value) === 0,
+    multipleResponses: opts.multipleResponses,
+    onlyNewerNotifications: opts.onlyNewerNotifications,
+  });
+  return { message: finish(msg, code, outerWith(outer, oscore, opts.outerOptions), ciphertext), binding };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// §8.2 Verifying the request (server)
+
+export interface VerifiedRequest {
+  message: CoapMessage;
+  context: SecurityContext;
+  binding: ServerBinding;
+  /** Outer options discarded in step 1 (e.g. an Outer If-Match or Block option) */
+  discarded: CoapOption[];
+}
+
+function decodeForRequest(value: Buffer, payload: Buffer): Required<Pick<OscoreOptionFields, 'piv' | 'kid'>> & OscoreOptionFields {
+  const f = decodeOscoreOption(value); // throws ERR_OSCORE_DECODE with 4.02
+  const bad = (why: string) => new OscoreError('ERR_OSCORE_DECODE', why, DIAGNOSTICS.DECODE);
+  if (f.group) throw bad('Group Flag set in a plain OSCORE request');
+  // §5: Partial IV and kid SHALL be present in requests.
+  if (!f.piv) throw bad('request without Partial IV');
+  if (f.kid === undefined) throw bad('request without kid');
+  // §2: an OSCORE message without payload is malformed.
+  if (payload.length === 0) throw bad('OSCORE message without payload');
+  return f as Required<Pick<OscoreOptionFields, 'piv' | 'kid'>> & OscoreOptionFields;
+}
+
+function lookup(resolver: SecurityContext | ContextResolver, kid: Buffer, kidContext: Buffer | undefined): SecurityContext {
+  let ctx: SecurityContext | undefined;
+  if (resolver instanceof SecurityContext) {
+    const idOk = resolver.recipientId.equals(kid);
+    const ctxOk = kidContext === undefined || (resolver.idContext !== undefined && resolver.idContext.equals(kidContext));
+    ctx = idOk && ctxOk ? resolver : undefined;
+  } else {
+    ctx = resolver(kid, kidContext);
+  }
+  if (!ctx) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'no security context for this kid / kid context', DIAGNOSTICS.CONTEXT_NOT_FOUND);
+  return ctx;
+}
+
+function decryptOrThrow(ctx: SecurityContext, nonce: Buffer, aad: Buffer, ciphertext: Buffer, withResponse: boolean): Buffer {
+  try {
+    return ctx.open(nonce, aad, ciphertext);
+  } catch (err) {
+    if (err instanceof AeadError || err instanceof RangeError) {
+      throw new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed', withResponse ? DIAGNOSTICS.DECRYPT : undefined);
+    }
+    throw err;
+  }
+}
+
+function parsePlaintext(plaintext: Buffer, request: boolean, withResponse: boolean): { code: number; options: CoapOption[]; payload: Buffer } {
+  let inner;
+  try {
+    inner = decodeCodeOptionsPayload(plaintext);
+  } catch (err) {
+    if (!(err instanceof CoapFormatError)) throw err;
+    // Authenticated, yet not a message: the peer is broken rather than an attacker. 4.00 as for other malformed
+    // requests (RFC 7252 §4.2 rejects them; §5.9.2.1 gives 4.00 for requests the server cannot make sense of).
+    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `malformed plaintext: ${err.reason}`, withResponse ? { responseCode: CODES.BAD_REQUEST } : undefined);
+  }
+  const ok = request ? isRequestCode(inner.code) : isResponseCode(inner.code);
+  if (!ok) {
+    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `inner code ${codeToString(inner.code)} in a ${request ? 'request' : 'response'}`, withResponse ? { responseCode: CODES.BAD_REQUEST } : undefined);
+  }
+  return inner;
+}
+
+export function unprotectRequest(resolver: SecurityContext | ContextResolver, msg: CoapMessage, opts: LayerOptions = {}): VerifiedRequest {
+  const value = msg.options.find((o) => o.number === OPT.OSCORE)?.value;
+  if (value === undefined) throw new OscoreError('ERR_OSCORE_NOT_PROTECTED', 'request has no OSCORE option');
+  // Step 2: decompress, then find the Recipient Context.
+  const f = decodeForRequest(value, msg.payload);
+  const ctx = lookup(resolver, f.kid, f.kidContext);
+  const seq = decodePartialIv(f.piv);
+  // Step 3: replay check (skipped while the window is lost; App. B.1.2 then demands Echo below).
+  const windowKnown = ctx.replay.initialized;
+  if (windowKnown) ctx.replay.check(seq);
+  // Steps 4-6. The nonce uses the Recipient ID, which equals the kid for a context found by kid.
+  const nonce = ctx.recipientNonce(f.piv);
+  const aad = encodeAad(ctx.alg, f.kid, f.piv);
+  const plaintext = decryptOrThrow(ctx, nonce, aad, msg.payload, true);
+  if (windowKnown) ctx.replay.update(seq);
+  const inner = parsePlaintext(plaintext, true, true);
+  let innerOptions = inner.options;
+  let fresh = windowKnown;
+  if (!windowKnown) {
+    // App. B.1.2: accept only a request that returns an Echo value this context issued; it sets the window.
+    const echo = innerOptions.find((o) => o.number === OPT.ECHO);
+    if (echo && ctx.echo.redeem(echo.value)) {
+      ctx.replay.initializeFrom(seq);
+      ctx.echo.clear();
+      innerOptions = innerOptions.filter((o) => o !== echo); // consumed by this layer
+      fresh = true;
+    }
+  }
+  const merged = mergeOptions(msg.options, innerOptions, toSet(opts.classE));
+  let options = merged.options;
+  // §4.1.3.5.1: a proxy may have removed the Outer Observe; the server then treats the request as non-Observe.
+  if (!merged.outerObserve && options.some((o) => o.number === OPT.OBSERVE)) options = options.filter((o) => o.number !== OPT.OBSERVE);
+  const observe = options.find((o) => o.number === OPT.OBSERVE);
+  const binding = new ServerBinding({
+    context: ctx,
+    kid: f.kid,
+    piv: f.piv,
+    nonce,
+    kidContext: f.kidContext,
+    observe: observe !== undefined && decodeUint(observe.value) === 0,
+    requestFresh: fresh,
+  });
+  if (!fresh) throw new EchoRequiredError(binding, ctx.echo.issue());
+  return {
+    message: { type: msg.type, code: inner.code, messageId: msg.messageId, token: msg.token, options, payload: inner.payload },
+    context: ctx,
+    binding,
+    discarded: merged.discarded,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// §8.3 Protecting the response (server)
+
+export function protectResponse<T extends MessageParts>(binding: ServerBinding, msg: T, opts: ProtectResponseOptions = {}): Protected<T> {
+  if (!isResponseCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectResponse needs a response code, got ${codeToString(msg.code)}`);
+  const ctx = binding.context;
+  const options = msg.options ?? [];
+  const notification = options.some((o) => o.number === OPT.OBSERVE);
+  if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a response to a request that did not register an observation');
+  const { inner, outer } = splitOptions(options, false, toSet(opts.classE));
+  const plaintext = encodePlaintext(msg.code, inner, msg.payload ?? EMPTY);
+  const mode = opts.partialIv ?? 'auto';
+  // Step 3: reusing the request nonce twice, or for a request not known to be fresh, would repeat a nonce.
+  if (mode === false && !binding.canReuseRequestNonce) {
+    throw new OscoreError('ERR_OSCORE_INVALID_INPUT', binding.requestFresh ? 'the request nonce was already used by an earlier response' : 'request not verified as fresh: the response needs its own Partial IV (App. B.1.2)');
+  }
+  const usePiv = mode === true || (mode === 'auto' && !binding.canReuseRequestNonce);
+  const piv = usePiv ? encodePartialIv(ctx.sequence.next()) : undefined;
+  const nonce = piv ? ctx.senderNonce(piv) : binding.nonce;
+  // §5.4: request_kid and request_piv are those of the request, also in responses.
+  const aad = encodeAad(ctx.alg, binding.kid, binding.piv);
+  const ciphertext = ctx.seal(nonce, aad, plaintext);
+  binding.recordResponse(!piv);
+  const oscore = encodeOscoreOption(piv ? { piv } : {});
+  // §4.2: Outer Code 2.04, or 2.05 for notifications (§4.1.3.5).
+  return finish(msg, notification ? CODES.CONTENT : CODES.CHANGED, outerWith(outer, oscore, opts.outerOptions), ciphertext);
+}
+
+/** App. B.1.2: the protected 4.01 (Unauthorized) with an Inner Echo, always with the server's own Partial IV. */
+export function echoChallenge(err: EchoRequiredError, opts: ProtectOptions = {}): Protected<MessageParts> {
+  return protectResponse(err.binding, { code: CODES.UNAUTHORIZED, options: [{ number: OPT.ECHO, value: err.echo }], payload: EMPTY }, { ...opts, partialIv: true });
+}
+
+/**
+ * The unprotected error response for an OSCORE error on a request (§8.2, §7.4): the error's code, an Outer
+ * Max-Age of 0 so intermediaries do not cache it (§4.1.3.1), and the diagnostic text. undefined when the error
+ * is not one that becomes a response (or needs a protected one, like EchoRequiredError).
+ */
+export function oscoreErrorResponse(err: unknown): Protected<MessageParts> | undefined {
+  if (!(err instanceof OscoreError) || err.responseCode === undefined || err instanceof EchoRequiredError) return undefined;
+  return {
+    code: err.responseCode,
+    options: [{ number: OPT.MAX_AGE, value: encodeUint(0) }],
+    payload: err.diagnostic ? Buffer.from(err.diagnostic, 'utf8') : EMPTY,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// §8.4 Verifying the response (client)
+
+export interface VerifiedResponse {
+  message: CoapMessage;
+  /** the response's own Partial IV, if it carried one */
+  piv?: number;
+  /** a notification (Outer Observe on a response to an Observe registration) */
+  notification: boolean;
+  /** newer than every response accepted before on this binding (§7.4.1) */
+  newest: boolean;
+  discarded: CoapOption[];
+}
+
+function clientError(code: 'ERR_OSCORE_DECODE' | 'ERR_OSCORE_CONTEXT_NOT_FOUND', why: string): OscoreError {
+  return new OscoreError(code, why);
+}
+
+export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts: LayerOptions = {}): VerifiedResponse {
+  const value = msg.options.find((o) => o.number === OPT.OSCORE)?.value;
+  if (value === undefined) throw new OscoreError('ERR_OSCORE_NOT_PROTECTED', 'response has no OSCORE option');
+  if (binding.done) throw new OscoreError('ERR_OSCORE_REPLAY', 'a response to this request was already accepted');
+  const ctx = binding.context;
+  let f: OscoreOptionFields;
+  try {
+    f = decodeOscoreOption(value);
+  } catch (err) {
+    // §8.4 step 2: the client only stops processing; no response code.
+    throw clientError('ERR_OSCORE_DECODE', (err as Error).message);
+  }
+  if (f.group) throw clientError('ERR_OSCORE_DECODE', 'Group Flag set in a plain OSCORE response');
+  // §6.1: kid context SHALL NOT be present in responses.
+  if (f.kidContext !== undefined) throw clientError('ERR_OSCORE_DECODE', 'kid context in a response');
+  if (f.kid !== undefined && !f.kid.equals(ctx.recipientId)) throw clientError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'response kid does not match the Recipient ID');
+  if (msg.payload.length === 0) throw clientError('ERR_OSCORE_DECODE', 'OSCORE message without payload');
+  const notification = msg.options.some((o) => o.number === OPT.OBSERVE);
+  // §4.1.3.5.2 / §8.4.2: Observe in a response to a non-Observe request: stop processing.
+  if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_UNEXPECTED_OBSERVE', 'Observe in a response to a request without Observe registration');
+  const seq = f.piv ? decodePartialIv(f.piv) : undefined;
+  const tracked = binding.tracks(notification);
+  binding.checkResponse(seq, tracked);
+  // §8.4 step 4: own Partial IV → nonce from the Recipient ID; none → the request's nonce.
+  const nonce = f.piv ? ctx.recipientNonce(f.piv) : binding.nonce;
+  const aad = encodeAad(ctx.alg, binding.kid, binding.piv);
+  const plaintext = decryptOrThrow(ctx, nonce, aad, msg.payload, false);
+  const inner = parsePlaintext(plaintext, false, false);
+  const { newest } = binding.acceptResponse(seq, tracked);
+  const merged = mergeOptions(msg.options, inner.options, toSet(opts.classE));
+  let options = merged.options;
+  if (notification) {
+    // §7.4.1: ordering follows the Partial IV, not the Outer Observe. Copy its low 24 bits into the Observe value so
+    // RFC 7641 reordering above this layer agrees with OSCORE's order.
+    if (seq !== undefined) options = options.map((o) => (o.number === OPT.OBSERVE ? { number: OPT.OBSERVE, value: encodeUint(seq % 0x1000000) } : o));
+  } else if (options.some((o) => o.number === OPT.OBSERVE)) {
+    // No Outer Observe: verified as a non-Observe response (§4.1.3.5.2), so no Observe reaches the application.
+    options = options.filter((o) => o.number !== OPT.OBSERVE);
+  }
+  return {
+    message: { type: msg.type, code: inner.code, messageId: msg.messageId, token: msg.token, options, payload: inner.payload },
+    ...(seq !== undefined ? { piv: seq } : {}),
+    notification,
+    newest,
+    discarded: merged.discarded,
+  };
+}
+
+/** Whether a message carries the OSCORE option (and so is for unprotectRequest / unprotectResponse). */
+export function isProtected(msg: { options: CoapOption[] }): boolean {
+  return msg.options.some((o) => o.number === OPT.OSCORE);
+}
