@@ -7,8 +7,10 @@ import { parseContentFormat } from '../src/coap/content-formats';
 import { CoapOption } from '../src/coap/message';
 import { OPT, encodeUint } from '../src/coap/options';
 import { PayloadMode, encodePayload } from '../src/coap/payload';
-import { isGroupUri, originUri, parseUri } from '../src/coap/uri';
-import { GroupClient, GroupExchange, GroupResponse, Origin } from '../src/group/group-client';
+import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
+import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group/group-client';
+import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
+import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
@@ -24,11 +26,35 @@ interface GroupRequestDef extends NodeDef {
   payloadMode?: PayloadMode;
   options?: string;
   confirmable?: boolean;
+  /** proxy URI (coap://host:port); empty = direct multicast */
+  proxy?: string;
+  targetStyle?: TargetStyle;
+  /** T' in seconds, sent in Multicast-Timeout; empty = T - 1 s (or left out for a 'reverse' target style) */
+  multicastTimeout?: string | number;
 }
 
 interface Running {
   id: string;
   cancel(): void;
+}
+
+function proxyAddress(text: string): RemoteAddress {
+  const u = parseUri(text.includes('://') ? text : `coap://${text}`);
+  if (u.family === 0) throw new Error(`proxy ${text}: use an IP address`);
+  return { address: socketAddress(u), port: u.port };
+}
+
+/** msg.via (or msg.coap.origin.via from a relayed response): a reverse proxy standing in for the server. */
+function viaOf(msg: NodeMessage): RemoteAddress | undefined {
+  const v = (msg.via ?? (msg.coap as { origin?: { via?: unknown } } | undefined)?.origin?.via) as { address?: string; port?: number } | string | undefined;
+  if (!v) return undefined;
+  if (typeof v === 'string') return proxyAddress(v);
+  if (typeof v.address === 'string' && typeof v.port === 'number') return { address: v.address, port: v.port };
+  return undefined;
+}
+
+function pathOptions(uri: CoapUri) {
+  return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
 }
 
 module.exports = function (RED: NodeAPI) {
@@ -88,7 +114,11 @@ module.exports = function (RED: NodeAPI) {
         }
         const url = typeof msg.url === 'string' && msg.url ? msg.url : def.url;
         if (!url) throw new Error(RED._('coap-group-request.errors.no-url'));
+        const proxyText = typeof msg.proxy === 'string' ? msg.proxy : def.proxy;
+        const proxy = proxyText ? proxyAddress(proxyText) : undefined;
         const uri = parseUri(url);
+        // A reverse proxy's name for a group is not a multicast literal: it is a group when going through a proxy.
+        const isGroup = isGroupUri(uri) || (proxy !== undefined && !msg.followUp && viaOf(msg) === undefined && (msg.targetStyle ?? def.targetStyle) === 'reverse');
         const method = parseCode((msg.method as string) || def.method || 'GET');
         const cfRaw = msg.contentFormat ?? (def.contentFormat || undefined);
         const contentFormat = cfRaw === undefined || cfRaw === '' ? undefined : parseContentFormat(cfRaw as string | number);
@@ -117,13 +147,20 @@ module.exports = function (RED: NodeAPI) {
           send(out);
         };
 
-        if (!isGroupUri(uri)) {
+        if (!isGroup) {
           // A follow-up unicast request to one server: one response, then completion (same shape as a group).
           const id = randomBytes(8).toString('hex');
           running.set(id, { id, cancel: () => undefined });
           showStatus();
           try {
-            const res = await client.unicast({ method, uri, options, payload, confirmable: def.confirmable !== false, timeout });
+            const via = viaOf(msg);
+            const res = via
+              ? // reverse proxy case 1: to the proxy, naming the server in Uri-Host / Uri-Port (groupcomm-proxy-07 §6)
+                await ep.request({ code: method, payload, options: [...options, { number: OPT.URI_HOST, value: Buffer.from(uri.host) }, { number: OPT.URI_PORT, value: encodeUint(uri.port) }, ...pathOptions(uri)] }, via, { confirmable: def.confirmable !== false, timeout })
+              : proxy
+                ? // through a forward proxy: Proxy-Uri (RFC 7252 §5.10.2)
+                  await ep.request({ code: method, payload, options: [...options, { number: OPT.PROXY_URI, value: Buffer.from(formatUri(uri)) }] }, proxy, { confirmable: def.confirmable !== false, timeout })
+                : await client.unicast({ method, uri, options, payload, confirmable: def.confirmable !== false, timeout });
             const origin: Origin = { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
             emitResponse({ message: res.message, remote: res.remote, origin, index: 1 }, id);
             emitComplete(id, [origin], 1, { token: res.message.token.toString('hex') });
@@ -138,7 +175,15 @@ module.exports = function (RED: NodeAPI) {
           return;
         }
 
-        const ex: GroupExchange = client.request({ method, uri, options, payload, timeout });
+        let ex: ResponseStream & { cancel(): void };
+        if (proxy) {
+          const mtRaw = msg.multicastTimeout ?? (def.multicastTimeout === '' || def.multicastTimeout === undefined ? undefined : def.multicastTimeout);
+          const style: TargetStyle = (msg.targetStyle as TargetStyle) || def.targetStyle || 'proxy-uri';
+          // GCP-07 §5.1.1: T' < T; by default one second less than the timeout.
+          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.max(0, Math.ceil(timeout / 1000) - 1);
+          if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);
+          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false });
+        } else ex = client.request({ method, uri, options, payload, timeout });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
         showStatus();

@@ -1,5 +1,6 @@
 // `npm start`: a simulated lighting group of 6 lamps on loopback multicast (224.0.1.187:5683, lamps on
-// 127.0.0.2-7) and Node-RED on http://127.0.0.1:1880 with this package and the example flow deployed.
+// 127.0.0.2-7) and Node-RED on http://127.0.0.1:1880 with this package and every example flow deployed
+// (one tab each; the flows file is written on first start and kept afterwards).
 // Runs until Ctrl-C. Environment: PORT (editor port, default 1880), DEMO_USER_DIR (default .node-red-demo).
 
 import fs from 'node:fs';
@@ -8,14 +9,23 @@ import path from 'node:path';
 import { startLightingGroup } from './lighting-group';
 
 const root = path.resolve(__dirname, '..', '..');
-const EXAMPLE = path.join(root, 'examples', 'Lighting group - one message per lamp.json');
+const EXAMPLES = path.join(root, 'examples');
+
+/** Every example flow, each on its own tab, as one flows file. */
+function demoFlows(): unknown[] {
+  return fs
+    .readdirSync(EXAMPLES)
+    .filter((f) => f.endsWith('.json'))
+    .sort((a, b) => (a.startsWith('Lighting') ? -1 : b.startsWith('Lighting') ? 1 : a.localeCompare(b)))
+    .flatMap((f) => JSON.parse(fs.readFileSync(path.join(EXAMPLES, f), 'utf8')));
+}
 
 async function main(): Promise<void> {
   const port = Number(process.env.PORT || 1880);
   const userDir = path.resolve(process.env.DEMO_USER_DIR || path.join(root, '.node-red-demo'));
   fs.mkdirSync(userDir, { recursive: true });
   const flowFile = path.join(userDir, 'flows.json');
-  if (!fs.existsSync(flowFile)) fs.copyFileSync(EXAMPLE, flowFile);
+  if (!fs.existsSync(flowFile)) fs.writeFileSync(flowFile, JSON.stringify(demoFlows(), null, 2));
 
   const lamps = await startLightingGroup(6, { groupPort: 5683, port: 5683, leisure: 300 });
   console.log(`lighting group: ${lamps.map((l) => `${l.name}@${l.address}`).join(', ')} in group coap://224.0.1.187:5683`);

@@ -52,7 +52,8 @@ export function encode(msg: CoapMessage): Buffer {
       MAX_DATAGRAM,
     );
   } catch (err) {
-    throw new CoapFormatError('too-large', msg.type, msg.messageId);
+    if (/Max packet size/.test((err as Error).message)) throw new CoapFormatError('too-large', msg.type, msg.messageId);
+    throw err;
   }
 }
 

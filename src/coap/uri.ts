@@ -29,6 +29,14 @@ export class UriError extends Error {
 
 const SCHEMES: Record<string, number> = { coap: DEFAULT_PORT, coaps: DEFAULT_SECURE_PORT, 'coap+tcp': DEFAULT_PORT, 'coaps+tcp': DEFAULT_SECURE_PORT };
 
+function decode(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new UriError(`bad percent-encoding in ${JSON.stringify(part)}`);
+  }
+}
+
 export function parseUri(text: string): CoapUri {
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?([^?#]*)(?:\?([^#]*))?(#.*)?$/.exec(text.trim());
   if (!m) throw new UriError(`not an absolute CoAP URI: ${JSON.stringify(text)}`);
@@ -43,7 +51,7 @@ export function parseUri(text: string): CoapUri {
     host = host.slice(1, -1);
     const pct = host.indexOf('%');
     if (pct >= 0) {
-      zone = decodeURIComponent(host.slice(pct + 1).replace(/^25/, ''));
+      zone = decode(host.slice(pct + 1).replace(/^25/, ''));
       host = host.slice(0, pct);
       if (!zone) throw new UriError('empty IPv6 zone id');
     }
@@ -51,15 +59,17 @@ export function parseUri(text: string): CoapUri {
     host = host.toLowerCase();
     family = 6;
   } else {
-    host = decodeURIComponent(host).toLowerCase();
+    host = decode(host).toLowerCase();
     if (!host) throw new UriError('a CoAP URI needs a host');
+    // RFC 7252 §6.1: no userinfo in coap URIs.
+    if (host.includes('@')) throw new UriError('a CoAP URI has no userinfo');
     family = net.isIPv4(host) ? 4 : 0;
   }
   const port = m[3] ? Number(m[3]) : SCHEMES[scheme];
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UriError(`invalid port ${m[3]}`);
   const rawPath = m[4] ?? '';
-  const path = rawPath === '' || rawPath === '/' ? [] : rawPath.replace(/^\//, '').split('/').map(decodeURIComponent);
-  const query = m[5] !== undefined && m[5] !== '' ? m[5].split('&').map(decodeURIComponent) : [];
+  const path = rawPath === '' || rawPath === '/' ? [] : rawPath.replace(/^\//, '').split('/').map(decode);
+  const query = m[5] !== undefined && m[5] !== '' ? m[5].split('&').map(decode) : [];
   return { scheme, host, zone, port, path, query, family };
 }
 

@@ -1,0 +1,111 @@
+// coap-group-proxy and coap-group-request in proxy mode inside a Node-RED runtime, against 5 lamps on loopback.
+
+import assert from 'node:assert/strict';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const helper = require('node-red-node-test-helper');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const endpointNode = require('../../nodes/coap-endpoint');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const groupRequestNode = require('../../nodes/coap-group-request');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const proxyNode = require('../../nodes/coap-group-proxy');
+
+helper.init(require.resolve('node-red'));
+
+type Msg = Record<string, any>;
+
+function until(node: any, pred: (msgs: Msg[]) => boolean): Promise<Msg[]> {
+  return new Promise((resolve) => {
+    const got: Msg[] = [];
+    node.on('input', (m: Msg) => {
+      got.push(m);
+      if (pred(got)) resolve(got);
+    });
+  });
+}
+
+describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {
+  this.timeout(20000);
+  let port: number;
+  let lamps: Lamp[];
+
+  before(async function () {
+    port = await freeGroupPort();
+    lamps = await startLamps(5, { groupPort: port, leisure: 80 });
+  });
+  after(async function () {
+    await stopAll(lamps.map((l) => l.server));
+  });
+  afterEach(async function () {
+    await helper.unload();
+  });
+
+  const base = (allow: string, reverse: unknown[] = []) => [
+    { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow, reverse, events: true, outputs: 1, wires: [['events']] },
+    { id: 'events', type: 'helper' },
+    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', wires: [['out']] },
+    { id: 'out', type: 'helper' },
+  ];
+
+  async function proxyUri(): Promise<string> {
+    // the listen endpoint is bound to an ephemeral port: ask the config node where
+    const ep = await helper.getNode('pl').getEndpoint();
+    return `coap://127.0.0.1:${ep.transport.address().port}`;
+  }
+
+  it('one request through the proxy node: 5 messages whose origin is the lamp named in Reply-From, then completion', async function () {
+    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1'));
+    const proxy = await proxyUri();
+    const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    const events = until(helper.getNode('events'), (m) => m.filter((x) => x.topic === 'response').length >= 5);
+    helper.getNode('req').receive({ proxy });
+    const msgs = await done;
+    const responses = msgs.filter((m) => !m.complete);
+    assert.equal(responses.length, 5);
+    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(lamps.map((l) => l.address)));
+    for (const m of responses) {
+      assert.ok(m.coap.options['Reply-From'], 'option 248 shown by name');
+      assert.equal(m.topic, m.coap.origin.uri);
+      assert.equal(m.payload.name, lamps.find((l) => l.address === m.coap.origin.address)!.name);
+    }
+    const ev = await events;
+    assert.equal(ev[0].topic, 'request');
+    assert.equal(ev[0].payload.multicastTimeout, 1);
+  });
+
+  it('a client outside the allow-list: completion reports 4.01 and the proxy emits a reject event', async function () {
+    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.200'));
+    const proxy = await proxyUri();
+    const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    const events = until(helper.getNode('events'), (m) => m.some((x) => x.topic === 'reject'));
+    helper.getNode('req').receive({ proxy });
+    const msgs = await done;
+    assert.equal(msgs.length, 1);
+    assert.equal(msgs[0].coap.errors[0].code, '4.01');
+    const ev = await events;
+    assert.equal(ev.find((e) => e.topic === 'reject')!.payload.code, '4.01');
+  });
+
+  it('reverse proxy case 1 via the node: a relayed origin carries `via`, and wiring it back reaches that lamp through the proxy', async function () {
+    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1', [{ host: 'lights.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }]));
+    const proxy = await proxyUri();
+    const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    helper.getNode('req').receive({ proxy, url: 'coap://lights.example/light', targetStyle: 'reverse', multicastTimeout: 1 });
+    const msgs = await done;
+    const responses = msgs.filter((m) => !m.complete);
+    assert.equal(responses.length, 5);
+    const pick = responses[1];
+    assert.equal(pick.coap.origin.via.uri, proxy);
+    const follow = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    helper.getNode('req').receive({ ...pick, url: `${pick.coap.origin.uri}/light`, proxy: '' });
+    const after = await follow;
+    assert.equal(after.length, 2);
+    assert.equal(after[0].coap.origin.address, '127.0.0.1'); // answered by the proxy, standing in for the lamp
+    assert.equal(after[0].payload.name, lamps.find((l) => l.address === pick.coap.origin.address)!.name);
+  });
+});
