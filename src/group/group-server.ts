@@ -15,6 +15,8 @@ import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport
 export interface ServerRequest extends IncomingRequest {
   path: string;
   query: string[];
+  /** set when the handler runs to produce a notification for a stored Observe registration */
+  notification?: boolean;
 }
 
 export interface ServerResponse {
@@ -24,6 +26,8 @@ export interface ServerResponse {
   contentFormat?: number;
   /** entity tag of the representation; a matching ETag in a GET/FETCH gives 2.03 (RFC 7252 §5.10.6) */
   etag?: Buffer;
+  /** send as a separate, confirmable response (after an empty ACK for a CON request) */
+  separate?: boolean;
 }
 
 export type ResourceHandler = (req: ServerRequest) => ServerResponse | undefined | Promise<ServerResponse | undefined>;
@@ -122,6 +126,14 @@ export class GroupServer {
     return this.observers.get(normalize(path))?.size ?? 0;
   }
 
+  /** Remove and return the traditional observers of a resource (e.g. to move them into a group observation). */
+  takeObservers(path: string): { remote: { address: string; port: number }; token: Buffer }[] {
+    const m = this.observers.get(normalize(path));
+    if (!m) return [];
+    this.observers.delete(normalize(path));
+    return [...m.values()].map((o) => ({ remote: o.remote, token: o.token }));
+  }
+
   private removeObserver(key: string): void {
     for (const m of this.observers.values()) m.delete(key);
   }
@@ -138,7 +150,7 @@ export class GroupServer {
     const seq = this.nextObserveSeq();
     for (const o of [...obs.values()]) {
       Promise.resolve()
-        .then(() => resource.handler(o.request))
+        .then(() => resource.handler({ ...o.request, notification: true }))
         .then((res) => {
           if (this.closed || !res || !obs.has(o.key)) return;
           const code = res.code ?? CODES.CONTENT;
@@ -246,7 +258,7 @@ export class GroupServer {
     }
     const send = () => {
       this.counters.responses++;
-      ctx.respond(message);
+      ctx.respond(message, { separate: res.separate });
     };
     // RFC 7252 §8.2: pick a random point within the Leisure before answering a multicast request.
     if (req.multicast && this.leisure > 0) this.later(send, Math.random() * this.leisure);

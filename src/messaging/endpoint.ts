@@ -28,8 +28,12 @@ export interface IncomingResponse {
 
 /** What a request handler gets: reply once (or not at all, e.g. suppression of a group response). */
 export interface ResponseContext {
-  /** Send the response; for a CON request it is piggybacked in the ACK if it comes soon enough. */
-  respond(response: Partial<CoapMessage> & { code: number }): void;
+  /**
+   * Send the response; for a CON request it is piggybacked in the ACK if it comes soon enough. With `separate`,
+   * a CON request gets an empty ACK first and the response follows as a confirmable message of its own (also for a
+   * NON request), as observe-multicast-notifications-15 §4.2 requires of informative responses.
+   */
+  respond(response: Partial<CoapMessage> & { code: number }, opts?: { separate?: boolean }): void;
   /** Decide not to answer (group response suppression); an unanswered CON request still gets its empty ACK. */
   ignore(): void;
 }
@@ -481,7 +485,7 @@ export class CoapEndpoint extends EventEmitter {
     if (this.dedup.size > this.maxDedup) this.dedup.delete(this.dedup.keys().next().value!);
 
     if (isResponseCode(msg.code)) {
-      const matched = this.handleResponse(msg, remote, msg.type === 'CON');
+      const matched = this.handleResponse(msg, remote, msg.type === 'CON', dg.multicast);
       if (msg.type === 'CON' && matched) {
         const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
         entry.reply = ack;
@@ -494,7 +498,7 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   /** Returns true if the response matched an exchange (else it was rejected / dropped). */
-  private handleResponse(msg: CoapMessage, remote: RemoteAddress, confirmable: boolean): boolean {
+  private handleResponse(msg: CoapMessage, remote: RemoteAddress, confirmable: boolean, multicast = false): boolean {
     const k = tokenKey(msg.token);
     const ex = this.exchanges.get(k);
     if (ex && (!ex.remote || (ex.remote.address === remote.address && ex.remote.port === remote.port))) {
@@ -515,8 +519,10 @@ export class CoapEndpoint extends EventEmitter {
       return false;
     }
     this.counters.unmatchedResponses++;
-    // RFC 7252 §4.2 / §4.3: reject an unexpected CON (MUST) or NON (MAY) response with RST.
-    this.sendRst(remote, msg.messageId);
+    // RFC 7252 §4.2 / §4.3: reject an unexpected CON (MUST) or NON (MAY) response with RST; a response that came
+    // by multicast (a notification for an observation we do not hold) is dropped, so that N listeners do not
+    // answer one datagram with N resets.
+    if (!multicast) this.sendRst(remote, msg.messageId);
     return false;
   }
 
@@ -538,13 +544,22 @@ export class CoapEndpoint extends EventEmitter {
       else this.transmit(bytes, remote);
     };
     const ctx: ResponseContext = {
-      respond: (partial) => {
+      respond: (partial, opts) => {
         if (answered || this.closed) return;
         answered = true;
         this.cancelTimer(sepTimer);
         let type: MessageType;
         let messageId: number;
-        if (confirmable && !ackSent) {
+        if (opts?.separate) {
+          if (confirmable && !ackSent) {
+            const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
+            entry.reply = ack;
+            ackSent = true;
+            this.transmit(ack, remote);
+          }
+          type = 'CON';
+          messageId = this.newMessageId();
+        } else if (confirmable && !ackSent) {
           type = 'ACK';
           messageId = msg.messageId;
         } else {

@@ -163,6 +163,13 @@ export class UdpTransport extends EventEmitter implements Transport {
     this.configureMulticastSender(s);
   }
 
+  /** Stop receiving a group: drop the membership and close its receiver. */
+  async leaveGroup(address: string): Promise<void> {
+    const gone = this.receivers.filter((r) => r.group === address);
+    this.receivers = this.receivers.filter((r) => r.group !== address);
+    await Promise.all(gone.map((r) => new Promise<void>((resolve) => r.socket.close(() => resolve()))));
+  }
+
   /** The port the first group receiver is bound to (useful when the group port was 0). */
   groupPort(index = 0): number {
     return this.receivers[index].socket.address().port;

@@ -1,0 +1,232 @@
+// Client side of multicast notifications (observe-multicast-notifications-15 §5, §8.2): register with GET +
+// Observe 0; on a 5.03 informative response join GRP_ADDR:GRP_PORT, take token T, rebuild last_notif and accept
+// notifications from SRV_ADDR:SRV_PORT in Observe order (RFC 7641 §3.4); answer the Feedback-Divider poll; free T
+// on the multicast 5.03. An ordinary 2.xx answer means a traditional unicast observation, which works the same.
+
+import { EventEmitter } from 'node:events';
+import { CborStructureError } from '../cbor/cri';
+import { INFORMATIVE_RESPONSE_CONTENT_FORMAT, InformativeResponse, decodeInformativeResponse } from '../cbor/informative-response';
+import { decodeCodeOptionsPayload } from '../coap/codec';
+import { CODES, codeClass, codeToString } from '../coap/codes';
+import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
+import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
+import { CoapUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
+import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
+import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
+
+export interface Notification {
+  message: CoapMessage;
+  /** the server (SRV_ADDR:SRV_PORT) */
+  origin: { address: string; port: number; uri: string };
+  /** Observe value */
+  sequence: number;
+  /** how it arrived: the group, a unicast notification, or rebuilt from last_notif */
+  via: 'multicast' | 'unicast' | 'last_notif';
+}
+
+export interface MulticastObserverOptions {
+  /** the resource on the server, e.g. coap://127.0.0.2:5683/alarm */
+  uri: string | CoapUri;
+  /** interface for joining the group (IPv4 address or ::%if); default 127.0.0.1 */
+  groupInterface?: string;
+  /** leisure before answering a Feedback-Divider poll, ms (RFC 7252 DEFAULT_LEISURE 5 s) */
+  leisure?: number;
+  /** extra options for the registration */
+  options?: CoapOption[];
+}
+
+/** RFC 7641 §3.4: is V2 (arriving at t2) fresher than V1 (at t1)? */
+export function isFresher(v1: number, t1: number, v2: number, t2: number): boolean {
+  return (v1 < v2 && v2 - v1 < 1 << 23) || (v1 > v2 && v1 - v2 > 1 << 23) || t2 > t1 + 128_000;
+}
+
+/**
+ * Events: 'informative' (InformativeResponse), 'notification' (Notification), 'cancelled', 'error' (Error),
+ * 'feedback' ({divider, answered}).
+ */
+export class MulticastObserver extends EventEmitter {
+  mode: 'pending' | 'multicast' | 'unicast' | 'ended' = 'pending';
+  informative?: InformativeResponse;
+  private readonly uri: CoapUri;
+  private readonly server: RemoteAddress;
+  private regToken?: Buffer;
+  private stopReg?: () => void;
+  private stopGroup?: () => void;
+  private groupAddress?: string;
+  private last?: { seq: number; at: number };
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    readonly endpoint: CoapEndpoint,
+    private readonly o: MulticastObserverOptions,
+  ) {
+    super();
+    this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
+    this.server = { address: socketAddress(this.uri), port: this.uri.port };
+  }
+
+  /** Send the registration (CON GET, Observe 0). Resolves with the resulting mode. */
+  start(): Promise<'multicast' | 'unicast'> {
+    return new Promise((resolve, reject) => {
+      const token = this.endpoint.newToken();
+      this.regToken = token;
+      const settle = (mode: 'multicast' | 'unicast') => {
+        this.off('error', fail);
+        resolve(mode);
+      };
+      const fail = (err: Error) => reject(err);
+      this.once('error', fail);
+      this.once('mode', settle);
+      this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.server);
+      const msg = createMessage({
+        type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+        options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...uriToOptions(this.uri), ...(this.o.options ?? [])],
+      });
+      this.endpoint.sendMessage(msg, this.server, {
+        onFail: (err) => this.emit('error', err),
+        onReset: () => this.emit('error', new Error('the server answered the registration with RST')),
+      });
+    });
+  }
+
+  private origin(): Notification['origin'] {
+    return { address: this.server.address, port: this.server.port, uri: originUri(this.server.address, this.server.port) };
+  }
+
+  private onUnicast(res: IncomingResponse): void {
+    const m = res.message;
+    const cf = getOption(m, OPT.CONTENT_FORMAT);
+    if (m.code === CODES.SERVICE_UNAVAILABLE && cf !== undefined && decodeUint(cf) === INFORMATIVE_RESPONSE_CONTENT_FORMAT) {
+      void this.onInformative(m, res.remote);
+      return;
+    }
+    if (codeClass(m.code) === 2 && getOption(m, OPT.OBSERVE) !== undefined) {
+      if (this.mode === 'pending') {
+        this.mode = 'unicast';
+        this.emit('mode', 'unicast');
+      }
+      this.deliver(m, 'unicast');
+      return;
+    }
+    if (this.mode === 'pending') {
+      this.emit('error', new Error(`registration answered ${codeToString(m.code)}${m.payload.length ? ': ' + m.payload.toString() : ''}`));
+      this.end(false);
+    } else if (codeClass(m.code) !== 2) {
+      // RFC 7641 §3.2: a non-2.xx notification ends the observation.
+      this.deliver(m, 'unicast');
+      this.end(true);
+    }
+  }
+
+  private async onInformative(m: CoapMessage, remote: RemoteAddress): Promise<void> {
+    let ir: InformativeResponse;
+    try {
+      ir = decodeInformativeResponse(m.payload);
+      if (!ir.tpInfo) throw new CborStructureError('tp_info missing');
+      // §4.2.1.1: tpi_server MUST equal the source of the informative response.
+      const s = ir.tpInfo.server;
+      if (s.host !== remote.address.split('%')[0] || s.port !== remote.port) throw new CborStructureError(`tpi_server ${s.host}:${s.port} is not the responder ${remote.address}:${remote.port}`);
+      if (ir.phReq) {
+        const ph = decodeCodeOptionsPayload(ir.phReq);
+        if (ph.code !== CODES.GET && ph.code !== CODES.FETCH) throw new CborStructureError('ph_req is not a GET/FETCH');
+      }
+    } catch (err) {
+      // §5.2: invalid fields: withdraw.
+      this.emit('error', err as Error);
+      this.end(false);
+      return;
+    }
+    this.informative = ir;
+    this.emit('informative', ir);
+    if (this.mode === 'multicast') return; // a repeated informative response (e.g. after re-registration)
+    const t = ir.tpInfo!;
+    const transport = this.endpoint.transport as UdpTransport;
+    try {
+      if (typeof transport.joinGroup !== 'function') throw new Error('this transport cannot join groups');
+      this.groupAddress = t.client.zone ? `${t.client.host}` : t.client.host;
+      await transport.joinGroup({ address: this.groupAddress, port: t.client.port, interfaces: [this.o.groupInterface ?? (t.client.host.includes(':') ? '::%lo' : '127.0.0.1')] });
+      // The client MUST use T as its local token for this observation.
+      this.stopGroup = this.endpoint.listen(t.token, (res) => this.onMulticast(res), { address: t.server.host, port: t.server.port });
+    } catch (err) {
+      this.emit('error', err as Error);
+      this.end(false);
+      return;
+    }
+    this.stopReg?.();
+    this.stopReg = undefined;
+    this.mode = 'multicast';
+    this.emit('mode', 'multicast');
+    if (ir.lastNotif) {
+      // §5.2 step 2.5-2.6: rebuild the latest notification; its Observe value is the baseline. Feedback-Divider
+      // in a rebuilt notification is ignored (§8.2).
+      const d = decodeCodeOptionsPayload(ir.lastNotif);
+      this.deliver({ type: 'NON', code: d.code, messageId: 0, token: t.token, options: d.options, payload: Buffer.from(d.payload) }, 'last_notif');
+    }
+  }
+
+  private onMulticast(res: IncomingResponse): void {
+    const m = res.message;
+    if (m.code === CODES.SERVICE_UNAVAILABLE && getOption(m, OPT.OBSERVE) === undefined) {
+      // §5.3: the group observation was cancelled.
+      this.end(true);
+      return;
+    }
+    this.deliver(m, 'multicast');
+    const fd = getOption(m, optionNumber('Feedback-Divider'));
+    if (fd !== undefined && codeClass(m.code) === 2) this.answerPoll(decodeUint(fd));
+  }
+
+  private deliver(m: CoapMessage, via: Notification['via']): void {
+    const obs = getOption(m, OPT.OBSERVE);
+    const seq = obs === undefined ? -1 : decodeUint(obs);
+    const now = Date.now();
+    if (obs !== undefined && this.last && via !== 'last_notif' && !isFresher(this.last.seq, this.last.at, seq, now)) return; // stale, reordered
+    if (obs !== undefined) this.last = { seq, at: now };
+    this.emit('notification', { message: m, origin: this.origin(), sequence: seq, via } satisfies Notification);
+  }
+
+  /** §8.2 client: with probability 2^-Q, after a random part of the leisure, confirm interest. */
+  private answerPoll(q: number): void {
+    const respond = Math.floor(Math.random() * 2 ** Math.min(q, 30)) === 0;
+    this.emit('feedback', { divider: q, answered: respond });
+    if (!respond) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.mode !== 'multicast') return;
+      const token = this.endpoint.newToken();
+      const msg = createMessage({
+        type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+        options: [
+          { number: OPT.OBSERVE, value: Buffer.alloc(0) },
+          ...uriToOptions(this.uri),
+          { number: OPT.NO_RESPONSE, value: encodeUint(26) },
+          { number: optionNumber('Feedback-Divider'), value: Buffer.alloc(0) },
+        ],
+      });
+      this.endpoint.sendMessage(msg, this.server);
+      this.endpoint.retireToken(token); // nothing is expected back
+    }, Math.random() * (this.o.leisure ?? 5000));
+    this.timers.add(t);
+  }
+
+  private end(cancelled: boolean): void {
+    if (this.mode === 'ended') return;
+    this.mode = 'ended';
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.stopReg?.();
+    this.stopGroup?.();
+    this.stopReg = this.stopGroup = undefined;
+    if (this.groupAddress) void (this.endpoint.transport as UdpTransport).leaveGroup?.(this.groupAddress);
+    if (cancelled) this.emit('cancelled');
+  }
+
+  /** Forget the observation (§5.3: no message needed for a group observation; RFC 7641 §3.6 for unicast). */
+  cancel(): void {
+    if (this.mode === 'unicast' && this.regToken) {
+      const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...uriToOptions(this.uri)] });
+      this.endpoint.sendMessage(msg, this.server);
+    }
+    this.end(false);
+  }
+}

@@ -1,0 +1,192 @@
+// Observe notifications as multicast responses (observe-multicast-notifications-15) on real loopback multicast:
+// one server on 127.0.0.2, 50 observers, a sniffer on the group counting datagrams on the wire.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { decode } from '../../src/coap/codec';
+import { getOption } from '../../src/coap/message';
+import { OPT } from '../../src/coap/options';
+import { GroupServer } from '../../src/group/group-server';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { GroupObservation } from '../../src/observe/group-observation';
+import { MulticastObserver, Notification } from '../../src/observe/multicast-observer';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { freeGroupPort } from '../support/lamps';
+
+const NOTIF_GROUP = '239.255.0.77'; // a group address the server owns (not All-CoAP-Nodes, §2)
+
+interface Observer {
+  ep: CoapEndpoint;
+  obs: MulticastObserver;
+  notes: Notification[];
+  cancelled: boolean;
+}
+
+async function observer(uri: string): Promise<Observer> {
+  const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+  const obs = new MulticastObserver(ep, { uri, leisure: 100 });
+  const o: Observer = { ep, obs, notes: [], cancelled: false };
+  obs.on('notification', (n: Notification) => o.notes.push(n));
+  obs.on('cancelled', () => (o.cancelled = true));
+  return o;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(pred: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await sleep(20);
+  }
+}
+
+describe('multicast notifications: server, 50 observers, counting, cancellation', function () {
+  this.timeout(30000);
+  let server: GroupServer;
+  let groupPort: number;
+  let observation: GroupObservation;
+  let observers: Observer[] = [];
+  let sniffer: dgram.Socket;
+  const onWire: Buffer[] = [];
+  let uri: string;
+
+  before(async function () {
+    groupPort = await freeGroupPort(NOTIF_GROUP);
+    server = await GroupServer.open({ address: '127.0.0.2', port: 0, groups: [], leisure: 0 });
+    observation = new GroupObservation({ server, path: '/alarm', group: { address: NOTIF_GROUP, port: groupPort }, initial: 'ok', contentFormat: 0, minInterval: 0, dampener: 2 });
+    uri = `coap://127.0.0.2:${server.address().port}/alarm`;
+    sniffer = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    sniffer.on('message', (m) => onWire.push(m));
+    await new Promise<void>((r) => sniffer.bind(groupPort, NOTIF_GROUP, () => r()));
+    sniffer.addMembership(NOTIF_GROUP, '127.0.0.1');
+  });
+  after(async function () {
+    for (const o of observers) {
+      o.obs.cancel();
+      await o.ep.close();
+    }
+    observation.close();
+    await server.close();
+    await new Promise<void>((r) => sniffer.close(() => r()));
+  });
+
+  it('50 observers register and each gets the informative response (5.03) with tp_info, ph_req and last_notif', async function () {
+    const informative: unknown[] = [];
+    observers = await Promise.all(Array.from({ length: 50 }, () => observer(uri)));
+    for (const o of observers) o.obs.on('informative', (ir) => informative.push(ir));
+    const modes = await Promise.all(observers.map((o) => o.obs.start()));
+    assert.ok(modes.every((m) => m === 'multicast'));
+    assert.equal(informative.length, 50);
+    assert.equal(observation.count, 50);
+    for (const o of observers) {
+      const ir = o.obs.informative!;
+      assert.equal(ir.tpInfo!.server.host, '127.0.0.2');
+      assert.equal(ir.tpInfo!.client.host, NOTIF_GROUP);
+      assert.equal(ir.tpInfo!.client.port, groupPort);
+      assert.ok(ir.tpInfo!.token.equals(observation.phantomToken));
+      assert.equal(ir.phReq![0], 0x01); // GET
+      // last_notif (INIT_NOTIF) delivered as the first notification, with the current state
+      assert.equal(o.notes.length, 1);
+      assert.equal(o.notes[0].via, 'last_notif');
+      assert.equal(o.notes[0].message.payload.toString(), 'ok');
+    }
+  });
+
+  it('one change: exactly one datagram on the wire, 50 delivered notifications with the phantom token', async function () {
+    const before = onWire.length;
+    const sentBefore = server.endpoint.transport.counters.sent;
+    observation.update('ALARM');
+    await waitFor(() => observers.every((o) => o.notes.length === 2));
+    await sleep(100);
+    assert.equal(onWire.length - before, 1);
+    assert.equal(server.endpoint.transport.counters.sent - sentBefore, 1);
+    const d = decode(onWire[onWire.length - 1]);
+    assert.equal(d.type, 'NON');
+    assert.ok(d.token.equals(observation.phantomToken));
+    assert.ok(getOption(d, OPT.OBSERVE) !== undefined);
+    for (const o of observers) {
+      const n = o.notes[1];
+      assert.equal(n.via, 'multicast');
+      assert.equal(n.message.payload.toString(), 'ALARM');
+      assert.equal(n.origin.address, '127.0.0.2');
+      assert.ok(n.sequence > o.notes[0].sequence);
+    }
+  });
+
+  it('a late joiner gets the latest state through last_notif', async function () {
+    const late = await observer(uri);
+    observers.push(late);
+    assert.equal(await late.obs.start(), 'multicast');
+    assert.equal(late.notes[0].via, 'last_notif');
+    assert.equal(late.notes[0].message.payload.toString(), 'ALARM');
+  });
+
+  it('rough counting with Feedback-Divider converges near the real number of observers', async function () {
+    // 25 observers go away silently: the counter still says 51, the truth is 26.
+    for (const o of observers.splice(0, 25)) {
+      o.obs.cancel();
+      await o.ep.close();
+    }
+    assert.equal(observation.count, 51);
+    // Q = 0 (target >= count): every live observer confirms; D = 2 halves the error each round.
+    let est;
+    for (let i = 0; i < 6; i++) est = await observation.estimateObservers(1000, 600);
+    assert.equal(est!.divider, 0);
+    assert.equal(est!.confirmations, 26);
+    assert.ok(Math.abs(observation.count - 26) <= 1, `estimate ${observation.count}`);
+    // Q > 0: about half confirm; the estimate stays in the right range.
+    const feedback: boolean[] = [];
+    for (const o of observers) o.obs.once('feedback', (f: { answered: boolean }) => feedback.push(f.answered));
+    est = await observation.estimateObservers(Math.ceil(observation.count / 2), 600);
+    assert.equal(est.divider, 1);
+    assert.equal(feedback.length, 26);
+    assert.equal(est.confirmations, feedback.filter(Boolean).length);
+    assert.ok(observation.count > 5 && observation.count < 60, `estimate ${observation.count}`);
+  });
+
+  it('cancellation (multicast 5.03 with token T) reaches every client', async function () {
+    const before = onWire.length;
+    observation.cancel();
+    await waitFor(() => observers.every((o) => o.cancelled));
+    assert.equal(onWire.length - before, 1);
+    const d = decode(onWire[onWire.length - 1]);
+    assert.equal(d.code, 0xa3);
+    assert.equal(d.payload.length, 0);
+    assert.equal(getOption(d, OPT.OBSERVE), undefined);
+  });
+});
+
+describe('multicast notifications: traditional observers below a threshold, moved when it is crossed', function () {
+  this.timeout(20000);
+
+  it('ordinary unicast observers work, and crossing the threshold moves them into the group observation', async function () {
+    const groupPort = await freeGroupPort(NOTIF_GROUP);
+    const server = await GroupServer.open({ address: '127.0.0.3', port: 0, groups: [], leisure: 0 });
+    const observation = new GroupObservation({ server, path: '/scene', group: { address: NOTIF_GROUP, port: groupPort }, initial: 'calm', threshold: 3, minInterval: 0 });
+    const uri = `coap://127.0.0.3:${server.address().port}/scene`;
+    const obs: Observer[] = [];
+    try {
+      for (let i = 0; i < 2; i++) obs.push(await observer(uri));
+      assert.deepEqual(await Promise.all(obs.map((o) => o.obs.start())), ['unicast', 'unicast']);
+      assert.equal(server.observerCount('/scene'), 2);
+      observation.update('party');
+      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'party' && n.via === 'unicast')));
+      // the third crosses the threshold: all three end up on the group
+      obs.push(await observer(uri));
+      assert.equal(await obs[2].obs.start(), 'multicast');
+      await waitFor(() => obs.every((o) => o.obs.mode === 'multicast'));
+      assert.equal(observation.count, 3);
+      assert.equal(server.observerCount('/scene'), 0);
+      observation.update('quiet');
+      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'quiet' && n.via === 'multicast')));
+    } finally {
+      for (const o of obs) {
+        o.obs.cancel();
+        await o.ep.close();
+      }
+      observation.close();
+      await server.close();
+    }
+  });
+});
