@@ -1,0 +1,174 @@
+// coap-observe-multicast: in server mode a resource whose state comes from the flow, sent as one multicast
+// notification per change (GroupObservation); in client mode an observer emitting one message per notification
+// (MulticastObserver). Maps msg <-> those core calls and shows the observer estimate.
+
+import { parseContentFormat } from '../src/coap/content-formats';
+import { PayloadMode, encodePayload } from '../src/coap/payload';
+import { GroupServer } from '../src/group/group-server';
+import { CoapEndpoint } from '../src/messaging/endpoint';
+import { CountEstimate, GroupObservation } from '../src/observe/group-observation';
+import { MulticastObserver, Notification } from '../src/observe/multicast-observer';
+import { UdpTransport } from '../src/transport/udp-transport';
+import { describeMessage, contentFormatOf } from './lib/msg-mapping';
+import { decodePayload } from '../src/coap/payload';
+import { Node, NodeAPI, NodeDef, NodeMessage, guarded } from './lib/red';
+
+interface ObserveDef extends NodeDef {
+  mode?: 'server' | 'client';
+  // server
+  address?: string;
+  port?: string | number;
+  path?: string;
+  group?: string;
+  groupPort?: string | number;
+  multicastInterface?: string;
+  threshold?: string | number;
+  contentFormat?: string;
+  minInterval?: string | number;
+  initial?: string;
+  // client
+  uri?: string;
+  bindAddress?: string;
+  groupInterface?: string;
+  autoStart?: boolean;
+  payloadMode?: PayloadMode;
+}
+
+module.exports = function (RED: NodeAPI) {
+  function CoapObserveMulticastNode(this: Node, def: ObserveDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const mode = def.mode === 'client' ? 'client' : 'server';
+    let closed = false;
+
+    if (mode === 'server') {
+      let server: GroupServer | undefined;
+      let observation: GroupObservation | undefined;
+      const contentFormat = def.contentFormat ? parseContentFormat(def.contentFormat) : undefined;
+      const status = () => {
+        if (!observation) return;
+        const est = Math.round(observation.count);
+        node.status({ fill: observation.isActive ? 'green' : 'yellow', shape: 'dot', text: RED._('coap-observe-multicast.status.server', { count: est, active: observation.isActive ? 'multicast' : 'unicast' }) });
+      };
+      const ready = (async () => {
+        server = await GroupServer.open({
+          address: (def.address || '127.0.0.1').trim(),
+          port: Number(def.port ?? 5683),
+          groups: [],
+          leisure: 0,
+          transport: { multicastInterface: def.multicastInterface || '127.0.0.1', multicastTtl: 1 },
+        });
+        if (closed) return server.close();
+        observation = new GroupObservation({
+          server,
+          path: def.path || '/state',
+          group: { address: (def.group || '239.255.0.1').trim(), port: Number(def.groupPort || 5683) },
+          threshold: Number(def.threshold || 1),
+          initial: def.initial ?? '',
+          contentFormat,
+          minInterval: def.minInterval === undefined || def.minInterval === '' ? 3000 : Number(def.minInterval),
+        });
+        observation.on('registration', (r) => {
+          node.send({ topic: 'registration', payload: { client: r.remote, count: r.count } });
+          status();
+        });
+        observation.on('estimate', (e: CountEstimate) => {
+          node.send({ topic: 'estimate', payload: e });
+          status();
+        });
+        observation.on('started', status);
+        observation.on('cancelled', status);
+        status();
+      })();
+      ready.catch((err: Error) => {
+        node.error(`cannot start the server: ${err.message}`);
+        node.status({ fill: 'red', shape: 'dot', text: err.message });
+      });
+
+      node.on(
+        'input',
+        guarded(node, async (msg, _send, done) => {
+          await ready;
+          if (!observation) throw new Error('server not running');
+          if (msg.cancel) observation.cancel();
+          else if (msg.estimate !== undefined) {
+            // A counting round: msg.estimate = { target, wait } (wait in ms).
+            const e = (typeof msg.estimate === 'object' ? msg.estimate : {}) as { target?: number; wait?: number };
+            observation.estimateObservers(Number(e.target ?? 8), e.wait === undefined ? undefined : Number(e.wait)).catch((err: Error) => node.warn(err.message));
+          } else observation.update(encodePayload(msg.payload, contentFormat));
+          status();
+          done();
+        }),
+      );
+      node.on('close', (_removed, done) => {
+        closed = true;
+        ready
+          .catch(() => undefined)
+          .then(() => {
+            observation?.close();
+            return server?.close();
+          })
+          .then(
+            () => done(),
+            () => done(),
+          );
+      });
+      return;
+    }
+
+    // client mode
+    let endpoint: CoapEndpoint | undefined;
+    let observer: MulticastObserver | undefined;
+    let received = 0;
+    const payloadMode: PayloadMode = def.payloadMode || 'auto';
+    const start = async (msg?: NodeMessage) => {
+      const uri = (typeof msg?.url === 'string' && msg.url) || def.uri;
+      if (!uri) throw new Error('no resource URI');
+      observer?.cancel();
+      endpoint ??= new CoapEndpoint(await UdpTransport.open({ bindAddress: def.bindAddress || '0.0.0.0', multicastInterface: def.groupInterface || '127.0.0.1' }));
+      if (closed) return;
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1' });
+      observer = obs;
+      obs.on('notification', (n: Notification) => {
+        if (closed || observer !== obs) return;
+        received++;
+        const decoded = decodePayload(n.message.payload, contentFormatOf(n.message), payloadMode);
+        node.send({ payload: decoded.value, topic: n.origin.uri, coap: { ...describeMessage(n.message), origin: n.origin, sequence: n.sequence, via: n.via } });
+        node.status({ fill: 'green', shape: 'dot', text: RED._('coap-observe-multicast.status.client', { mode: obs.mode, received }) });
+      });
+      obs.on('cancelled', () => node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') }));
+      obs.on('error', (err: Error) => node.warn(err.message));
+      const m = await obs.start();
+      node.status({ fill: 'green', shape: 'dot', text: RED._('coap-observe-multicast.status.client', { mode: m, received }) });
+    };
+    if (def.autoStart !== false && def.uri) {
+      start().catch((err: Error) => {
+        node.error(`registration failed: ${err.message}`);
+        node.status({ fill: 'red', shape: 'dot', text: err.message });
+      });
+    }
+    node.on(
+      'input',
+      guarded(node, async (msg, _send, done) => {
+        if (msg.cancel) {
+          observer?.cancel();
+          observer = undefined;
+          node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') });
+        } else await start(msg);
+        done();
+      }),
+    );
+    node.on('close', (_removed, done) => {
+      closed = true;
+      observer?.cancel();
+      const ep = endpoint;
+      endpoint = undefined;
+      if (!ep) return done();
+      ep.close().then(
+        () => done(),
+        () => done(),
+      );
+    });
+  }
+  RED.nodes.registerType('coap-observe-multicast', CoapObserveMulticastNode);
+};

@@ -1,0 +1,64 @@
+// coap-observe-multicast in a Node-RED runtime: a server node fed by the flow and three client nodes.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { freeGroupPort } from '../support/lamps';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const helper = require('node-red-node-test-helper');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const observeNode = require('../../nodes/coap-observe-multicast');
+
+helper.init(require.resolve('node-red'));
+
+async function freeUnicastPort(address: string): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, address, () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe('nodes: coap-observe-multicast (server and client modes)', function () {
+  this.timeout(15000);
+  afterEach(async function () {
+    await helper.unload();
+  });
+
+  it('each state sent into the server node reaches every client node as one notification with origin and sequence', async function () {
+    const port = await freeUnicastPort('127.0.0.6');
+    const groupPort = await freeGroupPort('239.255.0.78');
+    const uri = `coap://127.0.0.6:${port}/alarm`;
+    const flow = [
+      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.6', port, path: '/alarm', group: '239.255.0.78', groupPort, threshold: 1, contentFormat: 'application/json', minInterval: 0, initial: '{"armed":false}', wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      ...[1, 2, 3].map((i) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, bindAddress: '127.0.0.1', autoStart: false, payloadMode: 'auto', wires: [[`o${i}`]] })),
+      ...[1, 2, 3].map((i) => ({ id: `o${i}`, type: 'helper' })),
+    ];
+    await helper.load([observeNode], flow);
+    const got: Record<string, any[]> = { o1: [], o2: [], o3: [] };
+    for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: any) => got[k].push(m));
+    const registrations: any[] = [];
+    helper.getNode('events').on('input', (m: any) => m.topic === 'registration' && registrations.push(m));
+    // start the clients (they register and take the informative response)
+    for (const i of [1, 2, 3]) helper.getNode(`c${i}`).receive({});
+    const until = async (pred: () => boolean) => {
+      for (let t = 0; t < 150 && !pred(); t++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(pred(), 'timed out');
+    };
+    await until(() => Object.values(got).every((a) => a.length === 1) && registrations.length === 3);
+    for (const a of Object.values(got)) {
+      assert.equal(a[0].coap.via, 'last_notif');
+      assert.deepEqual(a[0].payload, { armed: false });
+    }
+    helper.getNode('srv').receive({ payload: { armed: true } });
+    await until(() => Object.values(got).every((a) => a.length === 2));
+    for (const a of Object.values(got)) {
+      assert.equal(a[1].coap.via, 'multicast');
+      assert.deepEqual(a[1].payload, { armed: true });
+      assert.equal(a[1].topic, `coap://127.0.0.6:${port}`);
+      assert.ok(a[1].coap.sequence > a[0].coap.sequence);
+    }
+    assert.equal(registrations[2].payload.count, 3);
+  });
+});
