@@ -28,6 +28,8 @@ export interface LabNode {
 }
 
 const IP_TIMEOUT = 5000;
+/** Debian package that provides a binary named in `labUnavailable` (default libcoap3-bin). */
+const INSTALL_HINTS: Record<string, string> = { tshark: 'tshark' };
 const TERMINATING_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP'];
 
 /** Why the lab cannot be built here (undefined if it can): root, `ip netns`, and the given binaries are needed. */
@@ -43,7 +45,7 @@ export function labUnavailable(binaries: string[] = []): string | undefined {
     try {
       execFileSync('sh', ['-c', 'command -v "$1"', 'sh', bin], { stdio: 'pipe', timeout: IP_TIMEOUT });
     } catch {
-      return `${bin} is not installed (apt-get install -y libcoap3-bin)`;
+      return `${bin} is not installed (apt-get install -y ${INSTALL_HINTS[bin] ?? 'libcoap3-bin'})`;
     }
   }
   return undefined;
