@@ -54,6 +54,8 @@ export interface UdpTransportOptions {
 export interface TransportCounters {
   received: number;
   sent: number;
+  bytesReceived: number;
+  bytesSent: number;
   sendErrors: number;
   socketErrors: number;
 }
@@ -80,7 +82,7 @@ export class TransportError extends Error {
  */
 export class UdpTransport extends EventEmitter implements Transport {
   readonly family: 'udp4' | 'udp6';
-  readonly counters: TransportCounters = { received: 0, sent: 0, sendErrors: 0, socketErrors: 0 };
+  readonly counters: TransportCounters = { received: 0, sent: 0, bytesReceived: 0, bytesSent: 0, sendErrors: 0, socketErrors: 0 };
   private unicast!: dgram.Socket;
   private receivers: { socket: dgram.Socket; group: string }[] = [];
   private closed = false;
@@ -123,6 +125,7 @@ export class UdpTransport extends EventEmitter implements Transport {
     });
     s.on('message', (data, rinfo) => {
       this.counters.received++;
+      this.counters.bytesReceived += data.length;
       const dg: Datagram = { data, remote: { address: rinfo.address, port: rinfo.port }, multicast: isReceiver, group };
       try {
         this.emit('datagram', dg);
@@ -181,7 +184,10 @@ export class UdpTransport extends EventEmitter implements Transport {
       if (err) {
         this.counters.sendErrors++;
         this.emitError(err);
-      } else this.counters.sent++;
+      } else {
+        this.counters.sent++;
+        this.counters.bytesSent += data.length;
+      }
     });
   }
 

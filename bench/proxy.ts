@@ -1,0 +1,178 @@
+// Group proxy benchmarks (groupcomm-proxy-07): the latency a proxy adds over a direct group request (ratio),
+// proxied group exchanges per second with 10 servers, memory per pending exchange, and 10,000 concurrent pending
+// exchanges held and answered without loss. Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in count
+// and time. Run: npm run build && node --expose-gc dist/bench/proxy.js [--rounds=200] [--seconds=5] [--pending=10000]
+
+import dgram from 'node:dgram';
+import { encode, decode } from '../src/coap/codec';
+import { CODES } from '../src/coap/codes';
+import { OPT, encodeUint, optionNumber } from '../src/coap/options';
+import { GroupClient } from '../src/group/group-client';
+import { GroupServer } from '../src/group/group-server';
+import { CoapEndpoint } from '../src/messaging/endpoint';
+import { GroupProxy } from '../src/proxy/group-proxy';
+import { requestViaProxy } from '../src/proxy/proxy-client';
+import { UdpTransport } from '../src/transport/udp-transport';
+import { fmt, forceGc, kib, median, numArg, parseArgs, percentile, table } from './common';
+
+const GROUP = '224.0.1.187';
+const EMPTY_GROUP = '239.255.0.201';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function freePort(group: string): Promise<number> {
+  const t = await UdpTransport.open({ groups: [{ address: group, port: 0 }] });
+  const p = t.groupPort();
+  await t.close();
+  return p;
+}
+
+async function endpoint(): Promise<CoapEndpoint> {
+  return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
+}
+
+/** Time from sending until `n` responses arrived. */
+function timeTo(n: number, start: (onResponse: () => void) => { cancel(): void }): Promise<number> {
+  return new Promise((resolve) => {
+    const t0 = process.hrtime.bigint();
+    let got = 0;
+    let handle: { cancel(): void } | undefined = undefined;
+    let done = false;
+    handle = start(() => {
+      if (++got === n && !done) {
+        done = true;
+        resolve(Number(process.hrtime.bigint() - t0) / 1e6);
+        setImmediate(() => handle!.cancel());
+      }
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs();
+  const rounds = numArg(args, 'rounds', 200);
+  const seconds = numArg(args, 'seconds', 5);
+  const pendingN = numArg(args, 'pending', 10000);
+  const port = await freePort(GROUP);
+  const servers: GroupServer[] = [];
+  for (let i = 0; i < 10; i++) {
+    const s = await GroupServer.open({ address: `127.0.0.${2 + i}`, port: 0, groups: [{ address: GROUP, port }], leisure: 0, transport: { recvBufferSize: 4 << 20 } });
+    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
+    servers.push(s);
+  }
+  const listen = await endpoint();
+  const upstream = await endpoint();
+  const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], maxPendingPerClient: 50000, maxResponsesPerSecond: 1e9, maxExchanges: 100000 });
+  const client = await endpoint();
+  const proxyAddr = listen.transport.address();
+  const uri = `coap://${GROUP}:${port}/r`;
+
+  // 1. latency
+  const direct: number[] = [];
+  const proxied: number[] = [];
+  const gc = new GroupClient(client);
+  for (let i = 0; i < rounds; i++) {
+    direct.push(await timeTo(10, (on) => { const ex = gc.request({ uri, timeout: 2000 }); ex.on('response', on); return ex; }));
+    proxied.push(await timeTo(10, (on) => { const ex = requestViaProxy(client, { proxy: proxyAddr, uri, multicastTimeout: 1, timeout: 2000 }); ex.on('response', on); return ex; }));
+  }
+  direct.sort((a, b) => a - b);
+  proxied.sort((a, b) => a - b);
+  console.log(`\nTime until all 10 responses arrived (${rounds} rounds each, servers answer at once):\n`);
+  console.log(table(['path', 'median ms', 'p95 ms'], [
+    ['direct group request', fmt(median(direct), 2), fmt(percentile(direct, 95), 2)],
+    ['through the proxy', fmt(median(proxied), 2), fmt(percentile(proxied, 95), 2)],
+    ['ratio proxy / direct', `${fmt(median(proxied) / median(direct), 2)}x`, `${fmt(percentile(proxied, 95) / percentile(direct, 95), 2)}x`],
+  ]));
+
+  // 2. throughput: proxied exchanges per second, a window of 32 in flight, each done when all 10 answered.
+  let completed = 0;
+  let started = 0;
+  const until = Date.now() + seconds * 1000;
+  await new Promise<void>((resolve) => {
+    let inflight = 0;
+    const launch = () => {
+      while (inflight < 32 && Date.now() < until) {
+        inflight++;
+        started++;
+        let got = 0;
+        const ex = requestViaProxy(client, { proxy: proxyAddr, uri, multicastTimeout: 2, timeout: 3000 });
+        ex.on('response', () => {
+          if (++got === 10) {
+            completed++;
+            ex.cancel();
+          }
+        });
+        ex.on('end', () => {
+          inflight--;
+          if (Date.now() < until) launch();
+          else if (inflight === 0) resolve();
+        });
+      }
+    };
+    launch();
+  });
+  console.log(`\nProxied group exchanges with 10 servers (window 32, ${seconds} s):\n`);
+  console.log(table(['exchanges started', 'completed (10/10 responses)', 'exchanges / s', 'relayed responses / s'], [[started, completed, fmt(completed / seconds, 0), fmt((completed * 10) / seconds, 0)]]));
+  await sleep(500);
+
+  // 3. memory per pending exchange, and 10,000 pending exchanges answered without loss.
+  const raw = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });
+  await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
+  const relayed = new Set<string>();
+  raw.on('message', (m) => {
+    try {
+      const d = decode(m);
+      if (d.code === CODES.CONTENT) relayed.add(d.token.toString('hex'));
+    } catch {
+      /* ignore */
+    }
+  });
+  const mt = optionNumber('Multicast-Timeout');
+  const emptyPort = await freePort(EMPTY_GROUP);
+  const send = async (target: string, tPrime: number, n: number, tag: number) => {
+    for (let i = 0; i < n; i++) {
+      const token = Buffer.alloc(8);
+      token.writeUInt32BE(tag, 0);
+      token.writeUInt32BE(i, 4);
+      const msg = encode({ type: 'NON', code: CODES.GET, messageId: (tag * 20000 + i) & 0xffff, token, payload: Buffer.alloc(0), options: [{ number: OPT.PROXY_URI, value: Buffer.from(target) }, { number: mt, value: encodeUint(tPrime) }] });
+      raw.send(msg, proxyAddr.port, proxyAddr.address);
+      if (i % 500 === 499) await sleep(25);
+    }
+  };
+  await sleep(300);
+  forceGc();
+  const heap0 = process.memoryUsage().heapUsed;
+  await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 60, pendingN, 1);
+  const t0 = Date.now();
+  while (proxy.activeExchanges < pendingN && Date.now() - t0 < 20000) await sleep(50);
+  const held = proxy.activeExchanges;
+  forceGc();
+  const heap1 = process.memoryUsage().heapUsed;
+  await proxy.close(); // ends the pending exchanges
+  const proxy2 = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], maxPendingPerClient: 50000, maxResponsesPerSecond: 1e9, maxExchanges: 100000 });
+  // every one of them answered by one slow server (leisure 3 s), relayed back
+  const slow = await GroupServer.open({ address: '127.0.0.30', port: 0, groups: [{ address: EMPTY_GROUP, port: emptyPort }], leisure: 3000, transport: { recvBufferSize: 8 << 20 } });
+  slow.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'ok' }));
+  await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 20, pendingN, 2);
+  const t1 = Date.now();
+  let peak = 0;
+  while (relayed.size < pendingN && Date.now() - t1 < 25000) {
+    peak = Math.max(peak, proxy2.activeExchanges);
+    await sleep(50);
+  }
+  console.log(`\nPending exchanges at the proxy (${fmt(pendingN)} requests from one client):\n`);
+  console.log(table(['held at once', 'heap per pending exchange', 'peak pending (answered run)', 'answered and relayed', 'lost'], [
+    [fmt(held), kib((heap1 - heap0) / Math.max(held, 1), 2), fmt(peak), fmt(relayed.size), fmt(pendingN - relayed.size)],
+  ]));
+  await proxy2.close();
+  await slow.close();
+  await new Promise<void>((r) => raw.close(() => r()));
+  await client.close();
+  await listen.close();
+  await upstream.close();
+  await Promise.all(servers.map((s) => s.close()));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
