@@ -25,6 +25,12 @@ async function main(): Promise<void> {
   const userDir = path.resolve(process.env.DEMO_USER_DIR || path.join(root, '.node-red-demo'));
   fs.mkdirSync(userDir, { recursive: true });
   const flowFile = path.join(userDir, 'flows.json');
+  // Install this package into the demo's user directory the way npm would (a link), so that Node-RED loads it as
+  // a module: with its locales, its examples under Import > Examples, and its name in the palette manager.
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { name: string };
+  const link = path.join(userDir, 'node_modules', pkg.name);
+  fs.mkdirSync(path.dirname(link), { recursive: true });
+  if (!fs.existsSync(link)) fs.symlinkSync(root, link, 'dir');
   if (!fs.existsSync(flowFile)) fs.writeFileSync(flowFile, JSON.stringify(demoFlows(), null, 2));
 
   const lamps = await startLightingGroup(6, { groupPort: 5683, port: 5683, leisure: 300 });
@@ -44,9 +50,9 @@ async function main(): Promise<void> {
     httpNodeRoot: '/api',
     userDir,
     flowFile: 'flows.json',
-    nodesDir: [path.join(root, 'dist', 'nodes')],
     credentialSecret: false,
     editorTheme: { tours: false, projects: { enabled: false } },
+    telemetry: { enabled: false, updateNotification: false },
     logging: { console: { level: 'info', metrics: false, audit: false } },
     functionGlobalContext: {},
   };
