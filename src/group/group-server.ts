@@ -32,6 +32,20 @@ export interface ServerResponse {
 
 export type ResourceHandler = (req: ServerRequest) => ServerResponse | undefined | Promise<ServerResponse | undefined>;
 
+/** A response as a request transform sees it. */
+export interface ResponseParts {
+  code: number;
+  options: CoapOption[];
+  payload: Buffer;
+}
+
+/**
+ * Runs on every request before it reaches a resource, e.g. to remove OSCORE layers: either the request to serve
+ * plus how to turn each of its responses into what is sent (e.g. protect it), or `reject` with the response to send
+ * instead (undefined: none; for group requests rejections are suppressed like other errors, §3.1.2).
+ */
+export type RequestTransform = (req: IncomingRequest) => { request: IncomingRequest; protect?: (res: ResponseParts) => ResponseParts } | { reject: ResponseParts | undefined };
+
 export interface ResourceOptions {
   /** link attributes for /.well-known/core, e.g. { rt: 'light', if: 'core.a' } */
   attributes?: Record<string, string | true>;
@@ -51,6 +65,7 @@ interface Observer {
   request: ServerRequest;
   /** registered by a group request: notifications wait a leisure too (RFC 10020 §3.7) */
   viaGroup: boolean;
+  protect?: (res: ResponseParts) => ResponseParts;
 }
 
 export interface GroupServerOptions extends EndpointOptions {
@@ -65,6 +80,8 @@ export interface GroupServerOptions extends EndpointOptions {
   /** largest payload sent in one message before Block2 starts (default 1024) */
   maxPayload?: number;
   transport?: Omit<UdpTransportOptions, 'bindAddress' | 'port' | 'groups'>;
+  /** see RequestTransform (default: none, requests reach the resources as received) */
+  requestTransform?: RequestTransform;
 }
 
 export interface ServerCounters {
@@ -92,6 +109,7 @@ export class GroupServer {
     readonly endpoint: CoapEndpoint,
     private readonly leisure: number,
     private readonly maxPayload: number,
+    private readonly transform?: RequestTransform,
   ) {
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
     // RFC 7641 §3.6: a RST to a notification cancels that observation.
@@ -104,7 +122,7 @@ export class GroupServer {
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
     const transport = await UdpTransport.open({ ...opts.transport, bindAddress: opts.address, port: opts.port ?? 5683, groups: opts.groups, reuseAddr: true });
     const endpoint = new CoapEndpoint(transport, opts);
-    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024);
+    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024, opts.requestTransform);
   }
 
   /** The server's unicast address and port. */
@@ -154,11 +172,12 @@ export class GroupServer {
         .then((res) => {
           if (this.closed || !res || !obs.has(o.key)) return;
           const code = res.code ?? CODES.CONTENT;
-          const built = this.buildResponse(o.request.message, res, code);
+          let built = this.buildResponse(o.request.message, res, code);
           if (codeClass(code) === 2) built.options.push({ number: OPT.OBSERVE, value: encodeUint(seq) });
           else obs.delete(o.key); // a non-2.xx notification ends the observation (RFC 7641 §4.2)
+          if (o.protect) built = o.protect(built);
           const type = seq % 10 === 0 ? 'CON' : 'NON';
-          const msg = { type, code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
+          const msg = { type, code: built.code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
           const send = () => {
             if (this.closed) return;
             this.notificationMids.set(msg.messageId, o.key);
@@ -197,9 +216,21 @@ export class GroupServer {
       .join(',');
   }
 
-  private handle(req: IncomingRequest, ctx: ResponseContext): void {
+  private handle(incoming: IncomingRequest, ctx: ResponseContext): void {
     this.counters.requests++;
-    if (req.multicast) this.counters.groupRequests++;
+    if (incoming.multicast) this.counters.groupRequests++;
+    let req = incoming;
+    let protect: ((res: ResponseParts) => ResponseParts) | undefined;
+    if (this.transform) {
+      const t = this.transform(incoming);
+      if ('reject' in t) {
+        if (t.reject && !incoming.multicast) return ctx.respond(t.reject);
+        this.counters.suppressed++;
+        return ctx.ignore();
+      }
+      req = t.request;
+      protect = t.protect;
+    }
     const path = uriPath(req.message);
     const query = getOptions(req.message, OPT.URI_QUERY).map((q) => q.toString('utf8'));
     const resource = this.resources.get(path);
@@ -214,15 +245,15 @@ export class GroupServer {
     Promise.resolve()
       .then(produce)
       .then(
-        (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}),
+        (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}, protect),
         (err) => {
           this.endpoint.emit('handler-error', err);
-          this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {});
+          this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {}, protect);
         },
       );
   }
 
-  private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions): void {
+  private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions, protect?: (res: ResponseParts) => ResponseParts): void {
     if (this.closed) return;
     if (!res) {
       this.counters.suppressed++;
@@ -252,13 +283,22 @@ export class GroupServer {
         // RFC 7641 §3.1 / RFC 10020 §3.7: register, and answer with the Observe option.
         let m = this.observers.get(req.path);
         if (!m) this.observers.set(req.path, (m = new Map()));
-        m.set(key, { key, path: req.path, remote: req.remote, token: req.message.token, request: req, viaGroup: req.multicast });
+        m.set(key, { key, path: req.path, remote: req.remote, token: req.message.token, request: req, viaGroup: req.multicast, protect });
         message.options.push({ number: OPT.OBSERVE, value: encodeUint(this.nextObserveSeq()) });
       }
     }
     const send = () => {
+      let out = message;
+      if (protect) {
+        try {
+          out = protect(message);
+        } catch (err) {
+          this.endpoint.emit('handler-error', err);
+          return ctx.ignore();
+        }
+      }
       this.counters.responses++;
-      ctx.respond(message, { separate: res.separate });
+      ctx.respond(out, { separate: res.separate });
     };
     // RFC 7252 §8.2: pick a random point within the Leisure before answering a multicast request.
     if (req.multicast && this.leisure > 0) this.later(send, Math.random() * this.leisure);

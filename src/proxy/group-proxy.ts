@@ -3,6 +3,8 @@
 // §8 (chains: T'', 5.05, Reply-From left alone); RFC 10020 §3.5 (5.01 when group proxying is off, 4.00 on token
 // reuse); RFC 8768 (Hop-Limit); RFC 7252 §5.7 (forward proxying of unicast requests, 5.02 on unknown unsafe
 // options). Not an amplifier: per-client limits on pending exchanges and on relayed responses per second.
+// As an OSCORE endpoint (oscore-capable-proxies-07 §2.4-§2.5): removes the layer a client applied for it, identifies
+// the client by that context (groupcomm-proxy-07 §5.2.1 steps 1-2, REQ2) and protects every response it sends back.
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -12,13 +14,29 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, isUnsafe, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, UriError, formatUri, isGroupUri, isMulticastAddress, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingRequest, IncomingResponse, ResponseContext } from '../messaging/endpoint';
+import {
+  ContextLookup,
+  DEFAULT_MAX_LAYERS,
+  LayerError,
+  PROXY_TO_CLIENT_VIEW,
+  RemovedLayer,
+  RequestLayersResult,
+  escalatedOptions,
+  firstUnrecognizedOption,
+  oscoreClientId,
+  protectResponseLayers,
+  proxyInboundClassE,
+  proxyRelatedKind,
+  removeRequestLayers,
+} from '../oscore/nested';
+import { MessageParts, isProtected } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
 import { chainTimers, minimumAcceptable } from './multicast-timeout';
 
 export interface ProxyClient {
   address: string;
   port: number;
-  /** OSCORE identity of the client, once the OSCORE layer provides one */
+  /** OSCORE identity: oscoreClientId() of the context that removed the client's layer (hex Recipient ID[@hex ID Context]) */
   kid?: string;
 }
 
@@ -26,6 +44,7 @@ export interface AllowRule {
   /** client address; "*" for any */
   address: string;
   port?: number;
+  /** OSCORE identity the client must have (ProxyClient.kid); a client without OSCORE layer never matches */
   kid?: string;
   /** group URIs (or URI prefixes) this client may reach; empty = all */
   targets?: string[];
@@ -51,6 +70,18 @@ export interface ChainConfig {
 }
 
 export type ReplyFromFormat = 'reply-from' | 'response-forwarding' | 'both';
+
+/** The proxy as an OSCORE endpoint towards its clients (oscore-capable-proxies-07). */
+export interface ProxyOscoreOptions {
+  /** contexts shared with clients, found by kid (+ kid context); a function can keep per-source lists (OCP-07 §2.4.1) */
+  contexts: ContextLookup;
+  /** answer requests that carry no OSCORE layer for the proxy with 4.01 (default true) */
+  required?: boolean;
+  /** most OSCORE layers removed from one request (OCP-07 §2.1; default 2): one more gives a protected 4.01 */
+  maxLayers?: number;
+  /** option numbers recognized beyond the option table (OCP-07 §2.2: an unrecognized option in a response it must protect gives 5.02) */
+  understoodOptions?: number[];
+}
 
 export interface GroupProxyOptions {
   /** endpoint facing the clients (the proxy serves on it) */
@@ -83,6 +114,8 @@ export interface GroupProxyOptions {
   hopLimit?: number;
   /** ms a unicast (non-group) forwarded request may take (default: the upstream exchange lifetime) */
   unicastTimeout?: number;
+  /** remove the clients' OSCORE layer, identify them by it, protect what goes back (default: no OSCORE) */
+  oscore?: ProxyOscoreOptions;
 }
 
 export interface ProxyEvent {
@@ -105,6 +138,8 @@ export interface ProxyCounters {
   lateDropped: number;
   rateDropped: number;
   earlyStops: number;
+  /** requests refused while removing OSCORE layers (RFC 8613 §8.2 errors, layer limit) */
+  oscoreFailures: number;
 }
 
 /** Errors that become a response to the client. */
@@ -137,20 +172,22 @@ interface Exchange {
   /** request as forwarded upstream (for observe deregistration) */
   upstreamRequest?: CoapMessage;
   upstreamDest?: RemoteAddress;
+  /** OSCORE layers removed from the client's request, outermost first: every relayed response gets them back */
+  layers: RemovedLayer[];
 }
 
 const EMPTY = Buffer.alloc(0);
-const keyOf = (c: ProxyClient, token: Buffer) => `${c.address}|${c.port}|${token.toString('hex')}`;
+const keyOf = (c: ProxyClient, token: Buffer) => `${clientKey(c)}|${token.toString('hex')}`;
 
 export class GroupProxy extends EventEmitter {
-  readonly counters: ProxyCounters = { requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0 };
+  readonly counters: ProxyCounters = { requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0, oscoreFailures: 0 };
   private readonly exchanges = new Map<string, Exchange>();
   private readonly perClient = new Map<string, number>();
   private readonly rate = new Map<string, { windowStart: number; count: number }>();
   /** servers that answered through us, for reverse case 1 follow-ups: "addr|port" */
   private readonly knownServers = new Map<string, number>();
   private readonly midToExchange = new Map<number, string>();
-  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout'>> & GroupProxyOptions;
+  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout' | 'oscore'>> & GroupProxyOptions;
   private closed = false;
   private readonly onReset = (remote: RemoteAddress, mid: number) => this.clientReset(remote, mid);
 
@@ -176,20 +213,111 @@ export class GroupProxy extends EventEmitter {
 
   private handle(req: IncomingRequest, ctx: ResponseContext): void {
     this.counters.requests++;
-    const client: ProxyClient = { address: req.remote.address, port: req.remote.port, ...(req as { kid?: string }).kid ? { kid: (req as { kid?: string }).kid } : {} };
+    const client: ProxyClient = { address: req.remote.address, port: req.remote.port };
     const token = req.message.token;
+    // Responses go back through `reply`: protected with the removed OSCORE layers once there are any.
+    let reply = ctx;
     try {
       if (req.multicast) throw new ProxyError(CODES.BAD_REQUEST, 'the proxy does not take multicast requests');
-      this.process(req, client, ctx);
+      let request = req;
+      let layers: RemovedLayer[] = [];
+      if (this.opts.oscore) {
+        // OCP-07 §2.4: remove the layers meant for the proxy, up to the proxy-related options (GCP-07 §5.2.1 step 1).
+        const r = this.removeLayers(req);
+        layers = r.layers;
+        if (layers.length) {
+          // GCP-07 §5.2.1 step 2, §10 REQ2: the client is who the context of its layer says it is, whatever its address.
+          client.kid = oscoreClientId(layers[0].context);
+          reply = this.protectedReplies(ctx, layers, client, token);
+          request = { ...req, message: r.message };
+        } else if (this.opts.oscore.required !== false) {
+          // OCP-07 §2.4 step 4: forwarding for an unidentified client is not acceptable.
+          throw new ProxyError(CODES.UNAUTHORIZED, 'this proxy serves only clients that protect their requests for it with OSCORE', [], 'ERR_OSCORE_REQUIRED');
+        }
+      }
+      this.process(request, client, reply, layers);
     } catch (err) {
-      const e = err instanceof ProxyError ? err : err instanceof UriError ? new ProxyError(CODES.BAD_REQUEST, err.message) : new ProxyError(CODES.INTERNAL_SERVER_ERROR, (err as Error).message);
       this.counters.rejected++;
+      if (err instanceof LayerError) {
+        // RFC 8613 §8.2 at the failing layer, or the layer limit (OCP-07 §2.1); already protected with the layers
+        // removed before it (§2.5).
+        this.counters.oscoreFailures++;
+        this.emitEvent({ kind: 'reject', client, token: token.toString('hex'), ...(err.responseCode !== undefined ? { code: codeToString(err.responseCode) } : {}), reason: err.message });
+        if (err.response) ctx.respond(err.response);
+        else ctx.ignore();
+        return;
+      }
+      const e = err instanceof ProxyError ? err : err instanceof UriError ? new ProxyError(CODES.BAD_REQUEST, err.message) : new ProxyError(CODES.INTERNAL_SERVER_ERROR, (err as Error).message);
       this.emitEvent({ kind: 'reject', client, token: token.toString('hex'), code: codeToString(e.responseCode), reason: e.message });
-      ctx.respond({ code: e.responseCode, options: e.options, payload: Buffer.from(e.message, 'utf8') });
+      reply.respond({ code: e.responseCode, options: e.options, payload: Buffer.from(e.message, 'utf8') });
     }
   }
 
-  private process(req: IncomingRequest, client: ProxyClient, ctx: ResponseContext): void {
+  // ------------------------------------------------------------------ OSCORE (oscore-capable-proxies-07)
+
+  private removeLayers(req: IncomingRequest): RequestLayersResult {
+    const o = this.opts.oscore!;
+    const inbound = proxyInboundClassE();
+    return removeRequestLayers(req.message, {
+      contexts: o.contexts,
+      source: req.remote,
+      maxLayers: o.maxLayers ?? DEFAULT_MAX_LAYERS,
+      proxyRelated: (m, removed) => this.isProxyRequest(m, removed),
+      // The client escalated the proxy's options to class E for this layer (§2.2): Outer copies are not its own.
+      classE: () => inbound,
+    });
+  }
+
+  /** OCP-07 §2.4 steps 1-3 for this proxy: forward-proxy options, or a request for a reverse-proxy resource. */
+  private isProxyRequest(m: CoapMessage, removed: readonly RemovedLayer[]): boolean {
+    const kind = proxyRelatedKind(m);
+    // Step 2: forwarded after the acceptability check, or 5.05 when forward proxying is off (resolveTarget).
+    if (kind === 'forward') return true;
+    if (kind !== 'reverse' || !this.opts.reverse?.length) return false;
+    // Step 3: with OSCORE required, the reverse-proxy resources serve only clients identified by a layer the proxy
+    // removed, so a request still protected for the proxy is decrypted first (step 6). Uri-Host stays class U in
+    // that layer (§2.2 step 7), so it is visible before decryption.
+    if (removed.length === 0 && isProtected(m) && this.opts.oscore!.required !== false) return false;
+    try {
+      return this.resolveTarget(m) !== undefined;
+    } catch {
+      return true; // process() reports the error
+    }
+  }
+
+  /** A ResponseContext that protects each response with the removed layers in reverse order (OCP-07 §2.5). */
+  private protectedReplies(ctx: ResponseContext, layers: RemovedLayer[], client: ProxyClient, token: Buffer): ResponseContext {
+    return {
+      respond: (res, opts) => {
+        const out = this.protectForClient(layers, { code: res.code, options: res.options ?? [], payload: res.payload ?? EMPTY }, client, token, []);
+        if (out) ctx.respond(out, opts);
+        else ctx.ignore();
+      },
+      ignore: () => ctx.ignore(),
+    };
+  }
+
+  /**
+   * OCP-07 §2.2: every option the proxy protects must be one it recognizes, else 5.02 (Bad Gateway) goes back
+   * instead, carrying `keep` (e.g. Reply-From). Then §2.5: the removed layers in reverse order, class U options
+   * escalated for the client (§2.2), and a Partial IV on every response to the request but the first (§2.5.1).
+   * undefined when protecting fails (e.g. the sequence number store); nothing must then go out unprotected.
+   */
+  private protectForClient(layers: RemovedLayer[], res: MessageParts, client: ProxyClient, token: Buffer, keep: CoapOption[]): MessageParts | undefined {
+    let parts = res;
+    const unknown = firstUnrecognizedOption(res.options, this.opts.oscore?.understoodOptions);
+    if (unknown !== undefined) {
+      parts = { code: CODES.BAD_GATEWAY, options: sortOptions(keep.slice()), payload: Buffer.from(`the response carried option ${unknown}, which this proxy does not recognize and so cannot protect`, 'utf8') };
+    }
+    try {
+      return protectResponseLayers(layers, parts, { classE: (_depth, m) => escalatedOptions(m.options ?? [], PROXY_TO_CLIENT_VIEW) });
+    } catch (err) {
+      this.emitEvent({ kind: 'drop', client, token: token.toString('hex'), reason: `cannot protect the response for the client: ${(err as Error).message}` });
+      return undefined;
+    }
+  }
+
+  private process(req: IncomingRequest, client: ProxyClient, ctx: ResponseContext, layers: RemovedLayer[] = []): void {
     const msg = req.message;
     const target = this.resolveTarget(msg);
     const key = keyOf(client, msg.token);
@@ -253,7 +381,7 @@ export class GroupProxy extends EventEmitter {
 
     const ex: Exchange = {
       key: keyOf(client, msg.token), client, clientToken: msg.token, target: target.text, observing: getOption(msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(msg, OPT.OBSERVE)!) === 0,
-      gotObserve2xx: false, reverse: target.reverse, groupPort: target.uri.port, relayedMids: new Set(), relayCount: 0, ended: false,
+      gotObserve2xx: false, reverse: target.reverse, groupPort: target.uri.port, relayedMids: new Set(), relayCount: 0, ended: false, layers,
     };
 
     let upstreamOptions = this.forwardedOptions(msg, target, hopLimit);
@@ -441,19 +569,29 @@ export class GroupProxy extends EventEmitter {
     if (ex.observing && codeClass(m.code) === 2 && observe !== undefined) ex.gotObserve2xx = true;
 
     let options = m.options.slice();
+    let added: CoapOption[] = [];
     if (!this.opts.chain) {
       // Step 1: Reply-From with the server's CRI (forward / case 2), or the proxy's own + a reference (case 1).
       options = options.filter((o) => o.number !== safeOptionNumber('Reply-From') && o.number !== safeOptionNumber('Response-Forwarding'));
-      options.push(...this.replyFromOptions(ex, res.remote));
+      added = this.replyFromOptions(ex, res.remote);
+      options.push(...added);
       this.knownServers.set(`${res.remote.address}|${res.remote.port}`, now);
       if (this.knownServers.size > 10000) this.knownServers.delete(this.knownServers.keys().next().value!);
+    }
+    let parts: MessageParts = { code: m.code, options: sortOptions(options), payload: m.payload };
+    if (ex.layers.length) {
+      // Step 2 with the client-proxy association: Reply-From, an Outer option of the (possibly end-to-end protected)
+      // response, is class E in the proxy's layer (OCP-07 §2.2), as is the server's OSCORE option.
+      const protectedParts = this.protectForClient(ex.layers, parts, ex.client, ex.clientToken, added);
+      if (!protectedParts) return;
+      parts = protectedParts;
     }
     // Step 2: relay to the client as a separate response on the client's token.
     const listen = this.opts.listen;
     ex.relayCount++;
     // RFC 7641 §4.5: now and then a CON notification checks that the client is still there.
     const type = this.opts.relayType === 'CON' || (ex.observing && ex.relayCount % 10 === 0) ? 'CON' : 'NON';
-    const out = createMessage({ type, code: m.code, token: ex.clientToken, messageId: listen.newMessageId(), options: sortOptions(options), payload: m.payload });
+    const out = createMessage({ type, code: parts.code, token: ex.clientToken, messageId: listen.newMessageId(), options: parts.options, payload: parts.payload });
     this.midToExchange.set(out.messageId, ex.key);
     if (this.midToExchange.size > 4096) this.midToExchange.delete(this.midToExchange.keys().next().value!);
     this.counters.relayed++;
@@ -523,7 +661,7 @@ export class GroupProxy extends EventEmitter {
 }
 
 function clientKey(c: ProxyClient): string {
-  return c.kid ? `kid:${c.kid}` : `${c.address}|${c.port}`;
+  return c.kid !== undefined ? `kid:${c.kid}` : `${c.address}|${c.port}`;
 }
 
 function safeOptionNumber(name: string): number | undefined {

@@ -2,7 +2,10 @@
 // the proxy carrying the group URI (Proxy-Uri, or Proxy-Scheme + Uri-*, or a reverse-proxy name) and
 // Multicast-Timeout T' < T; each relayed response's origin read from Reply-From (or the legacy
 // Response-Forwarding); reactions to 4.00 with an empty Multicast-Timeout, 5.05 with a minimum T', and 4.01; the
-// Early Stop Request; Observe notifications kept until cancelled.
+// Early Stop Request; Observe notifications kept until cancelled. With OSCORE (oscore-capable-proxies-07 §2.3,
+// §2.6; groupcomm-proxy-07 §5.5): an end-to-end layer for the servers and/or a layer for the proxy on the request;
+// on every relayed response the proxy's layer comes off first, then the origin is read from Reply-From and the
+// end-to-end layer is removed with that server's Recipient Context.
 
 import { CborStructureError, CriAuthority, decodeReplyFrom, decodeResponseForwarding } from '../cbor/cri';
 import { CODES, codeClass, codeToString } from '../coap/codes';
@@ -10,10 +13,47 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
+import { SecurityContext } from '../oscore/context';
+import { decodeOscoreOption } from '../oscore/cose';
+import {
+  AppliedLayer,
+  CLIENT_TO_PROXY_VIEW,
+  DEFAULT_MAX_LAYERS,
+  END_TO_END_VIEW,
+  RequestLayer,
+  protectRequestLayers,
+  proxyResponseClassE,
+  rebindResponses,
+} from '../oscore/nested';
+import { isProtected, unprotectResponse } from '../oscore/protect';
+import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
 import { Origin, ResponseStream } from '../group/group-client';
 
 export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
+
+/**
+ * End-to-end protection for the servers. Real groups use Group OSCORE (RFC 10021), which this package does not
+ * implement; the stand-in is plain OSCORE where every server holds a Recipient Context for the client's one Sender
+ * ID (same Master Secret / Salt / ID Context) and, to keep nonces apart, its own Sender ID: `responder` then maps a
+ * response's origin (from Reply-From) to the client's Recipient Context for that server. Without `responder` all
+ * responses are checked with `context` itself, which is right for one server, but a group whose servers literally
+ * share one context reuses nonces, and the client's replay window admits only one response per Partial IV.
+ */
+export interface EndToEndOscore {
+  /** protects the request (its Sender side is what all servers share) */
+  context: SecurityContext;
+  /** the Recipient Context for one server's responses, by origin and by the response's kid if it carries one */
+  responder?: (origin: Origin, kid: Buffer | undefined) => SecurityContext | undefined;
+}
+
+export interface ProxiedOscoreOptions {
+  /** the context shared with the proxy: the outer layer, applied last (OCP-07 §2.3) and removed first */
+  proxy?: SecurityContext;
+  endToEnd?: EndToEndOscore;
+  /** most layers this client applies (OCP-07 §2.1, default 2); more aborts the sending */
+  maxLayers?: number;
+}
 
 export interface ProxiedRequestOptions {
   proxy: RemoteAddress;
@@ -36,6 +76,8 @@ export interface ProxiedRequestOptions {
   retryOn400?: boolean;
   followBlocks?: boolean;
   maxBodySize?: number;
+  /** OSCORE layers; with OSCORE, Block2 follow-ups are not fetched (followBlocks is ignored) */
+  oscore?: ProxiedOscoreOptions;
 }
 
 /** Origin of a relayed response, from Reply-From (CRI) or Response-Forwarding (tp_info). */
@@ -76,14 +118,20 @@ export class ProxiedGroupExchange extends ResponseStream {
   private readonly tMs: number;
   private retried400 = false;
   private readonly uri: CoapUri;
-  /** proxy's own errors, e.g. 4.01 or 5.05 that could not be retried */
-  readonly proxyErrors: { code: string; message: string }[] = [];
+  /** proxy's own errors, e.g. 4.01 or 5.05 that could not be retried; `oscore` tells whether it came protected */
+  readonly proxyErrors: { code: string; message: string; oscore?: 'protected' | 'unprotected' }[] = [];
+  /** the OSCORE layers of the request currently out: [end-to-end?, proxy?] */
+  private layers?: { e2e?: AppliedLayer; proxy?: AppliedLayer };
+  /** one binding per end-to-end Recipient Context: at most one response without Partial IV each (OCP-07 §2.6.1) */
+  private e2eBindings = new Map<SecurityContext, ClientBinding>();
+  private echo?: Buffer;
+  private retriedEcho = false;
 
   constructor(
     endpoint: CoapEndpoint,
     private readonly o: ProxiedRequestOptions,
   ) {
-    super(endpoint, createMessage({ code: o.method ?? CODES.GET }), { followBlocks: o.followBlocks ?? true, maxBodySize: o.maxBodySize ?? 1 << 20 });
+    super(endpoint, createMessage({ code: o.method ?? CODES.GET }), { followBlocks: o.oscore ? false : o.followBlocks ?? true, maxBodySize: o.maxBodySize ?? 1 << 20 });
     this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
     this.tPrime = o.multicastTimeout;
     this.tMs = o.timeout ?? (o.multicastTimeout !== undefined ? o.multicastTimeout * 1000 + 2000 : 10_000);
@@ -91,6 +139,13 @@ export class ProxiedGroupExchange extends ResponseStream {
     if (this.tPrime !== undefined && this.tPrime * 1000 >= this.tMs) throw new RangeError(`Multicast-Timeout ${this.tPrime} s must be less than the client timeout ${this.tMs} ms`);
     const obs = (o.options ?? []).find((x) => x.number === OPT.OBSERVE);
     this.observing = obs !== undefined && decodeUint(obs.value) === 0;
+    if (o.oscore) {
+      const n = (o.oscore.proxy ? 1 : 0) + (o.oscore.endToEnd ? 1 : 0);
+      if (n === 0) throw new RangeError('oscore needs a proxy and/or an endToEnd context');
+      // OCP-07 §2.1: an outgoing request beyond the limit is not sent at all.
+      const max = o.oscore.maxLayers ?? DEFAULT_MAX_LAYERS;
+      if (n > max) throw new RangeError(`${n} OSCORE layers exceed the limit of ${max}`);
+    }
   }
 
   get token(): Buffer {
@@ -124,7 +179,26 @@ export class ProxiedGroupExchange extends ResponseStream {
       // GCP-07 §5.1.1 step 3: T' = 0 goes with No-Response 26.
       if (this.tPrime === 0 && !opts.some((x) => x.number === OPT.NO_RESPONSE)) opts.push({ number: OPT.NO_RESPONSE, value: encodeUint(26) });
     }
-    return createMessage({ type: o.confirmable === false ? 'NON' : 'CON', code: o.method ?? CODES.GET, token, messageId: this.endpoint.newMessageId(), options: sortOptions(opts), payload: o.payload });
+    const plain = createMessage({ type: o.confirmable === false ? 'NON' : 'CON', code: o.method ?? CODES.GET, token, messageId: this.endpoint.newMessageId(), options: sortOptions(opts), payload: o.payload });
+    return this.protect(plain);
+  }
+
+  /**
+   * OCP-07 §2.3: the end-to-end layer first, then the proxy's. §2.2 decides the classes: Proxy-Uri (decomposed per
+   * RFC 8613 §4.1.3.3), Multicast-Timeout and the like stay Outer end to end and become Inner for the proxy, as does
+   * the end-to-end OSCORE option.
+   */
+  private protect(plain: CoapMessage): CoapMessage {
+    const sec = this.o.oscore;
+    if (!sec) return plain;
+    const layers: RequestLayer[] = [];
+    if (sec.endToEnd) layers.push({ context: sec.endToEnd.context, view: END_TO_END_VIEW, multipleResponses: true });
+    if (sec.proxy) layers.push({ context: sec.proxy, view: CLIENT_TO_PROXY_VIEW, multipleResponses: true, ...(this.echo ? { addOptions: [{ number: OPT.ECHO, value: this.echo }] } : {}) });
+    const { message, layers: applied } = protectRequestLayers(plain, layers, { maxLayers: sec.maxLayers });
+    this.layers = { ...(sec.endToEnd ? { e2e: applied[0] } : {}), ...(sec.proxy ? { proxy: applied[applied.length - 1] } : {}) };
+    this.e2eBindings = new Map();
+    this.echo = undefined; // an Echo value is returned once
+    return message as CoapMessage;
   }
 
   private send(): void {
@@ -142,8 +216,33 @@ export class ProxiedGroupExchange extends ResponseStream {
     }
   }
 
-  private onRelayed(res: IncomingResponse): void {
+  private get proxyUri(): string {
+    return `coap://${this.o.proxy.address}:${this.o.proxy.port}`;
+  }
+
+  private onRelayed(incoming: IncomingResponse): void {
     if (this.ended) return;
+    let res = incoming;
+    const cp = this.layers?.proxy;
+    let protectedByProxy = false;
+    if (cp) {
+      // OCP-07 §2.6: the proxy's layer comes off first.
+      const raw = res.message;
+      if (!isProtected(raw)) {
+        // RFC 8613 §8.2: the proxy answers an OSCORE failure unprotected. It ends the exchange only as the first
+        // answer; anything else unprotected is not trusted (§8.4).
+        if (codeClass(raw.code) >= 4 && this.responses.length === 0) {
+          return this.fail(raw.code, `${codeToString(raw.code)} from the proxy, unprotected${raw.payload.length ? `: ${raw.payload.toString('utf8')}` : ''}`, 'unprotected');
+        }
+        return this.reportError(this.proxyUri, new Error(`unprotected ${codeToString(raw.code)} from the proxy dropped`), 'oscore-unprotected');
+      }
+      try {
+        res = { ...res, message: unprotectResponse(cp.binding, raw, { classE: proxyResponseClassE() }).message };
+      } catch (err) {
+        return this.reportError(this.proxyUri, err as Error, 'oscore');
+      }
+      protectedByProxy = true;
+    }
     const m = res.message;
     const mtNum = optionNumber('Multicast-Timeout');
     const rfNum = optionDef('Reply-From')?.number;
@@ -152,6 +251,13 @@ export class ProxiedGroupExchange extends ResponseStream {
     if (!relayed && codeClass(m.code) >= 4 && this.responses.length === 0) {
       // An answer of the proxy itself.
       const mt = getOption(m, mtNum);
+      const echo = getOption(m, OPT.ECHO);
+      if (m.code === CODES.UNAUTHORIZED && echo !== undefined && protectedByProxy && !this.retriedEcho) {
+        // RFC 8613 App. B.1.2: the proxy lost its replay window; repeat the request with its Echo (Inner, in its layer).
+        this.retriedEcho = true;
+        this.echo = echo;
+        return this.retry();
+      }
       if (m.code === CODES.BAD_REQUEST && mt !== undefined && mt.length === 0 && this.tPrime === undefined && this.o.retryOn400 !== false && !this.retried400) {
         // GCP-07 §6.1: a reverse proxy revealed itself; retry with Multicast-Timeout.
         this.retried400 = true;
@@ -168,14 +274,58 @@ export class ProxiedGroupExchange extends ResponseStream {
         }
         return this.fail(m.code, `the proxy chain needs Multicast-Timeout >= ${min} s, which does not fit the client timeout of ${this.tMs} ms`);
       }
-      return this.fail(m.code, m.payload.length ? m.payload.toString('utf8') : `the proxy answered ${codeToString(m.code)}`);
+      return this.fail(m.code, m.payload.length ? m.payload.toString('utf8') : `the proxy answered ${codeToString(m.code)}`, protectedByProxy ? 'protected' : undefined);
     }
-    if (this.observing && codeClass(m.code) === 2 && getOption(m, OPT.OBSERVE) !== undefined) this.keepForObserve = true;
     try {
+      if (this.layers?.e2e) {
+        const inner = this.removeEndToEnd(res);
+        if (!inner) return;
+        res = inner;
+      }
+      // OCP-07 §2.6: an OSCORE option left after all the layers this client added: stop.
+      if (this.o.oscore && isProtected(res.message)) {
+        return this.reportError(this.originOf(res).uri, new Error('response carries more OSCORE layers than the request'), 'oscore');
+      }
+      if (this.observing && codeClass(res.message.code) === 2 && getOption(res.message, OPT.OBSERVE) !== undefined) this.keepForObserve = true;
       this.onResponse(res);
     } catch (err) {
       if (err instanceof CborStructureError) this.reportError(originUri(res.remote.address, res.remote.port), err, 'bad-reply-from');
       else throw err;
+    }
+  }
+
+  /**
+   * GCP-07 §5.5 steps 2-3: the end-to-end layer of one server's response, with that server's Recipient Context.
+   * Bindings are per context, so each source gets at most one response without Partial IV (OCP-07 §2.6.1), and with
+   * a context shared by several servers a repeated (key, nonce) is refused as a replay.
+   */
+  private removeEndToEnd(res: IncomingResponse): IncomingResponse | undefined {
+    const e2e = this.layers!.e2e!;
+    const origin = this.originOf(res); // Reply-From, read after the proxy's layer came off
+    if (!isProtected(res.message)) {
+      // Not verifiable end to end, so not delivered: e.g. the server's RFC 8613 §8.2 error, or the proxy's 5.02 for
+      // this server (OCP-07 §2.2). Reported with its code.
+      const m = res.message;
+      this.reportError(origin.uri, new Error(`${codeToString(m.code)} without end-to-end protection${m.payload.length ? `: ${m.payload.toString('utf8')}` : ''}`), codeToString(m.code));
+      return undefined;
+    }
+    let kid: Buffer | undefined;
+    try {
+      kid = decodeOscoreOption(getOption(res.message, OPT.OSCORE)!).kid;
+    } catch {
+      kid = undefined; // unprotectResponse reports the decoding error
+    }
+    const ctx = this.o.oscore!.endToEnd!.responder?.(origin, kid) ?? e2e.context;
+    let binding = this.e2eBindings.get(ctx);
+    if (!binding) {
+      binding = ctx === e2e.context ? e2e.binding : rebindResponses(e2e.binding, ctx);
+      this.e2eBindings.set(ctx, binding);
+    }
+    try {
+      return { ...res, message: unprotectResponse(binding, res.message).message };
+    } catch (err) {
+      this.reportError(origin.uri, err as Error, 'oscore');
+      return undefined;
     }
   }
 
@@ -199,7 +349,12 @@ export class ProxiedGroupExchange extends ResponseStream {
 
   private retry(): void {
     this.unlisten?.();
-    this.send();
+    try {
+      this.send();
+    } catch (err) {
+      // e.g. the sequence number store failed: nothing was sent.
+      this.fail(CODES.INTERNAL_SERVER_ERROR, (err as Error).message);
+    }
   }
 
   private onDeadline(): void {
@@ -209,8 +364,8 @@ export class ProxiedGroupExchange extends ResponseStream {
     this.finish();
   }
 
-  private fail(code: number, message: string): void {
-    this.proxyErrors.push({ code: codeToString(code), message });
+  private fail(code: number, message: string, oscore?: 'protected' | 'unprotected'): void {
+    this.proxyErrors.push({ code: codeToString(code), message, ...(oscore ? { oscore } : {}) });
     this.reportError(`coap://${this.o.proxy.address}:${this.o.proxy.port}`, new Error(message), codeToString(code));
     this.finish();
   }
@@ -231,8 +386,15 @@ export class ProxiedGroupExchange extends ResponseStream {
     if (this.ended) return;
     this.cancelled = true;
     this.pendingFollowUps = 0;
-    const stop = createMessage({ type: 'NON', code: CODES.GET, token: this.currentToken, messageId: this.endpoint.newMessageId(), options: [{ number: optionNumber('Multicast-Timeout'), value: Buffer.alloc(0) }] });
-    this.endpoint.sendMessage(stop, this.o.proxy);
+    let stop = createMessage({ type: 'NON', code: CODES.GET, token: this.currentToken, messageId: this.endpoint.newMessageId(), options: [{ number: optionNumber('Multicast-Timeout'), value: Buffer.alloc(0) }] });
+    try {
+      // The Early Stop Request is for the proxy alone: only its layer (it identifies the client by it).
+      const ctx = this.o.oscore?.proxy;
+      if (ctx) stop = protectRequestLayers(stop, [{ context: ctx, view: CLIENT_TO_PROXY_VIEW }]).message;
+      this.endpoint.sendMessage(stop, this.o.proxy);
+    } catch (err) {
+      this.reportError(this.proxyUri, err as Error, 'oscore');
+    }
     this.finish();
   }
 }
