@@ -71,9 +71,11 @@ export class NotificationRelay {
       observer.on('error', () => this.endTarget(created, true));
       created.ready = observer.start().catch(() => undefined);
     }
-    t.clients.set(clientKey(client), client);
     await t.ready;
-    if (!this.targets.has(target)) return { code: CODES.BAD_GATEWAY, payload: Buffer.from('the server did not accept the observation') };
+    if (this.targets.get(target) !== t) return { code: CODES.BAD_GATEWAY, payload: Buffer.from('the server did not accept the observation') };
+    // Joined after the upstream registration settled: the answer below carries the latest notification, and every
+    // later one is relayed.
+    t.clients.set(clientKey(client), client);
     if (!t.latest) return undefined;
     return { code: t.latest.code, options: t.latest.options, payload: t.latest.payload };
   }

@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { encodeReplyFrom, encodeResponseForwarding } from '../cbor/cri';
 import { CODES, codeClass, codeToString } from '../coap/codes';
-import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
+import { CoapMessage, CoapOption, createMessage, getOption, getOptions, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, isUnsafe, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, UriError, formatUri, isGroupUri, isMulticastAddress, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingRequest, IncomingResponse, ResponseContext } from '../messaging/endpoint';
@@ -31,6 +31,8 @@ import {
 } from '../oscore/nested';
 import { MessageParts, isProtected } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
+import { NotificationRelay } from '../observe/notification-relay';
+import { CachedResponse, ProxyCache, isCacheableRequest, requestKey } from './cache';
 import { chainTimers, minimumAcceptable } from './multicast-timeout';
 
 export interface ProxyClient {
@@ -116,6 +118,15 @@ export interface GroupProxyOptions {
   unicastTimeout?: number;
   /** remove the clients' OSCORE layer, identify them by it, protect what goes back (default: no OSCORE) */
   oscore?: ProxyOscoreOptions;
+  /** cache responses (GCP-07 §7); default off */
+  cache?: boolean | { maxEntries?: number };
+  /**
+   * Known members of groups, by group authority ("224.0.1.187:5683" -> ["127.0.0.2:5683", ...]). With a fresh
+   * cached response from every member, a group request is answered from the cache alone and Group-ETag is offered.
+   */
+  members?: Record<string, string[]>;
+  /** serve unicast Observe registrations through one upstream observation per target (MNP-02 §3); default true */
+  observeRelay?: boolean;
 }
 
 export interface ProxyEvent {
@@ -174,6 +185,11 @@ interface Exchange {
   upstreamDest?: RemoteAddress;
   /** OSCORE layers removed from the client's request, outermost first: every relayed response gets them back */
   layers: RemovedLayer[];
+  /** cache key of the request, when the proxy caches its responses */
+  cacheKey?: string;
+  /** servers ("addr|port") that answered or were served from the cache in this exchange */
+  answered: Set<string>;
+  cacheTimer?: NodeJS.Timeout;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -187,9 +203,12 @@ export class GroupProxy extends EventEmitter {
   /** servers that answered through us, for reverse case 1 follow-ups: "addr|port" */
   private readonly knownServers = new Map<string, number>();
   private readonly midToExchange = new Map<number, string>();
-  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout' | 'oscore'>> & GroupProxyOptions;
+  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout' | 'oscore' | 'cache' | 'members' | 'observeRelay'>> & GroupProxyOptions;
   private closed = false;
   private readonly onReset = (remote: RemoteAddress, mid: number) => this.clientReset(remote, mid);
+  /** GCP-07 §7 response cache, when enabled */
+  readonly cache?: ProxyCache;
+  private relayHub?: NotificationRelay;
 
   constructor(opts: GroupProxyOptions) {
     super();
@@ -199,6 +218,28 @@ export class GroupProxy extends EventEmitter {
     };
     opts.listen.setRequestHandler((req, ctx) => this.handle(req, ctx));
     opts.listen.on('reset', this.onReset);
+    if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined);
+  }
+
+  /** The notification relay (MNP-02 §3), created on first use. */
+  private get notificationRelay(): NotificationRelay {
+    this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream);
+    return this.relayHub;
+  }
+
+  /** Observations the proxy holds upstream on behalf of its clients (one per target). */
+  get relayedObservations(): number {
+    return this.relayHub?.observations ?? 0;
+  }
+
+  private membersOf(uri: CoapUri): string[] {
+    const m = this.opts.members?.[`${uri.host}:${uri.port}`] ?? this.opts.members?.[uri.family === 6 ? `[${uri.host}]:${uri.port}` : ''];
+    return (m ?? []).map((x) => x.trim()).map((x) => {
+      const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(x);
+      if (v6) return `${v6[1]}|${v6[2]}`;
+      const i = x.lastIndexOf(':');
+      return i > 0 ? `${x.slice(0, i)}|${x.slice(i + 1)}` : `${x}|5683`;
+    });
   }
 
   get activeExchanges(): number {
@@ -336,8 +377,9 @@ export class GroupProxy extends EventEmitter {
     if (existing) {
       const obs = getOption(msg, OPT.OBSERVE);
       if (existing.observing && obs !== undefined && decodeUint(obs) === 1) {
-        // Deregistration on the same token: forward it to the group, then end (RFC 10020 §3.7).
-        this.endExchange(existing, 'observe deregistration');
+        // Deregistration on the same token: forward it to the group on the proxy's token (RFC 10020 §3.7) and
+        // relay the servers' answers, with Reply-From, for the deregistration's own T' (or 5 s), then end.
+        this.deregister(existing, mtRaw === undefined ? 5 : decodeUint(mtRaw));
         return ctx.ignore();
       }
       // RFC 10020 §3.5.2: a token still in use: stop forwarding, do not forward the new request, 4.00.
@@ -360,7 +402,7 @@ export class GroupProxy extends EventEmitter {
     hopLimit -= 1;
 
     const group = target.uri.family !== 0 && isMulticastAddress(target.uri.host);
-    if (!group) return this.forwardUnicast(req, client, target, hopLimit, ctx);
+    if (!group) return this.forwardUnicast(req, client, target, hopLimit, ctx, layers.length > 0);
     // RFC 10020 §3.5: proxying to group URIs must be explicitly enabled.
     if (!this.opts.groupProxying) throw new ProxyError(CODES.NOT_IMPLEMENTED, 'group proxying is not enabled on this proxy');
 
@@ -382,6 +424,7 @@ export class GroupProxy extends EventEmitter {
     const ex: Exchange = {
       key: keyOf(client, msg.token), client, clientToken: msg.token, target: target.text, observing: getOption(msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(msg, OPT.OBSERVE)!) === 0,
       gotObserve2xx: false, reverse: target.reverse, groupPort: target.uri.port, relayedMids: new Set(), relayCount: 0, ended: false, layers,
+      answered: new Set(),
     };
 
     let upstreamOptions = this.forwardedOptions(msg, target, hopLimit);
@@ -404,6 +447,16 @@ export class GroupProxy extends EventEmitter {
     } else {
       dest = { address: socketAddress(target.uri), port: target.uri.port };
       lifetime = tPrime;
+    }
+
+    // GCP-07 §7: a cacheable group request may be served, in part or entirely, from the cache.
+    let cached: CachedResponse[] = [];
+    if (this.cache && !this.opts.chain && !ex.observing && tPrime > 0 && isCacheableRequest(msg.code) && getOption(msg, OPT.OSCORE) === undefined) {
+      ex.cacheKey = `${target.uri.host}|${target.uri.port}|${requestKey(msg.code, upstreamOptions, msg.payload)}`;
+      const members = this.membersOf(target.uri);
+      const tag = this.cache.groupEtag(ex.cacheKey, members);
+      cached = this.cache.fresh(ex.cacheKey);
+      if (tag) return this.answerFromCache(ex, msg, cached, tag, pending, ctx, tPrime);
     }
 
     // Step 5: forward with the proxy's own token and Message ID (never the client's).
@@ -431,6 +484,62 @@ export class GroupProxy extends EventEmitter {
     upstream.sendMessage(upReq, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
     // Step 6: the timer T'.
     ex.timer = setTimeout(() => this.expire(ex), lifetime * 1000);
+    if (cached.length) this.serveCachedAlongside(ex, cached, tPrime);
+  }
+
+  /**
+   * GCP-07 §7.1: with T' > 0, a fresh cached response X with residual lifetime L < T' goes to the client at once;
+   * the others wait, and shortly before T' runs out those whose server has not answered are sent.
+   */
+  private serveCachedAlongside(ex: Exchange, cached: CachedResponse[], tPrime: number): void {
+    const later: CachedResponse[] = [];
+    for (const e of cached) {
+      if (this.cache!.residual(e) < tPrime) this.sendCached(ex, e);
+      else later.push(e);
+    }
+    if (!later.length) return;
+    ex.cacheTimer = setTimeout(() => {
+      ex.cacheTimer = undefined;
+      for (const e of later) if (!ex.answered.has(e.server) && !ex.ended) this.sendCached(ex, e);
+    }, Math.max(0, tPrime * 1000 - 300));
+  }
+
+  /** GCP-07 §7.1 / §7.3: every member has a fresh cached response: answer without forwarding. */
+  private answerFromCache(ex: Exchange, msg: CoapMessage, cached: CachedResponse[], tag: Buffer, pending: number, ctx: ResponseContext, tPrime: number): void {
+    const getNum = optionNumber('Group-ETag');
+    this.exchanges.set(ex.key, ex);
+    this.perClient.set(clientKey(ex.client), pending + 1);
+    this.emitEvent({ kind: 'request', client: ex.client, token: msg.token.toString('hex'), target: ex.target, multicastTimeout: tPrime, reason: 'served from cache' });
+    ctx.ignore();
+    const tagOption = { number: getNum, value: tag };
+    if (getOptions(msg, getNum).some((t) => t.equals(tag))) {
+      // §7.3: the client's set is current: one 2.03 (Valid) with exactly one Group-ETag and no payload.
+      this.sendToClient(ex, { code: CODES.VALID, options: [tagOption], payload: EMPTY }, [], 'cache');
+    } else {
+      for (const e of cached) this.sendCached(ex, e, tagOption);
+    }
+    this.endExchange(ex, 'served from cache');
+  }
+
+  private sendCached(ex: Exchange, e: CachedResponse, extra?: CoapOption): void {
+    ex.answered.add(e.server);
+    const m = this.cache!.served(e);
+    const rf = new Set([safeOptionNumber('Reply-From'), safeOptionNumber('Response-Forwarding')]);
+    const added = m.options.filter((o) => rf.has(o.number));
+    const options = extra ? sortOptions([...m.options, extra]) : m.options;
+    this.sendToClient(ex, { code: m.code, options, payload: m.payload }, extra ? [...added, extra] : added, 'cache');
+  }
+
+  /** Forward a deregistration upstream on the exchange's token and relay the answers until `tPrime` expires. */
+  private deregister(ex: Exchange, tPrime: number): void {
+    ex.observing = false;
+    if (ex.timer) clearTimeout(ex.timer);
+    if (ex.upstreamRequest && ex.upstreamDest && ex.upstreamToken) {
+      const dereg = createMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(), options: [...ex.upstreamRequest.options.filter((o) => o.number !== OPT.OBSERVE), { number: OPT.OBSERVE, value: encodeUint(1) }] });
+      this.opts.upstream.sendMessage(dereg, ex.upstreamDest);
+    }
+    if (tPrime === 0) return this.endExchange(ex, 'observe deregistration');
+    ex.timer = setTimeout(() => this.endExchange(ex, 'observe deregistration'), tPrime * 1000);
   }
 
   private expire(ex: Exchange): void {
@@ -505,7 +614,8 @@ export class GroupProxy extends EventEmitter {
   /** Options for the request towards the group or server. */
   private forwardedOptions(msg: CoapMessage, target: { uri: CoapUri }, hopLimit: number): CoapOption[] {
     const mtNum = optionNumber('Multicast-Timeout');
-    const drop = new Set<number>([OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, OPT.HOP_LIMIT, mtNum]);
+    // Group-ETag is for the proxy (GCP-07 §7.3), never for the servers.
+    const drop = new Set<number>([OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, OPT.HOP_LIMIT, mtNum, optionNumber('Group-ETag')]);
     const kept = msg.options.filter((o) => !drop.has(o.number));
     if (this.opts.chain) {
       const mt = getOption(msg, mtNum);
@@ -517,9 +627,27 @@ export class GroupProxy extends EventEmitter {
 
   // ------------------------------------------------------------------ unicast forward proxying (RFC 7252 §5.7)
 
-  private forwardUnicast(req: IncomingRequest, client: ProxyClient, target: { uri: CoapUri; text: string }, hopLimit: number, ctx: ResponseContext): void {
+  private forwardUnicast(req: IncomingRequest, client: ProxyClient, target: { uri: CoapUri; text: string }, hopLimit: number, ctx: ResponseContext, oscoreClient = false): void {
     this.counters.unicastRequests++;
-    const options = this.forwardedOptions(req.message, target, hopLimit).filter((o) => o.number !== optionNumber('Multicast-Timeout'));
+    let options = this.forwardedOptions(req.message, target, hopLimit).filter((o) => o.number !== optionNumber('Multicast-Timeout'));
+    const obs = getOption(req.message, OPT.OBSERVE);
+    const plain = !oscoreClient && getOption(req.message, OPT.OSCORE) === undefined;
+    if (obs !== undefined && plain && this.opts.observeRelay !== false && (req.message.code === CODES.GET || req.message.code === CODES.FETCH)) {
+      const relayClient = { remote: { address: client.address, port: client.port }, token: req.message.token };
+      if (decodeUint(obs) === 0) {
+        // MNP-02 §3: one upstream observation per target (multicast notifications included), each client answered
+        // with the latest notification and then relayed every notification on its own token.
+        this.emitEvent({ kind: 'request', client, token: req.message.token.toString('hex'), target: target.text, reason: 'observe (relayed)' });
+        this.notificationRelay.register(target.text, relayClient, options.filter((o) => o.number !== OPT.URI_PATH && o.number !== OPT.URI_QUERY && o.number !== OPT.OBSERVE && o.number !== OPT.HOP_LIMIT)).then(
+          (first) => (first ? ctx.respond(first) : ctx.ignore()),
+          (err: Error) => ctx.respond({ code: CODES.BAD_GATEWAY, payload: Buffer.from(err.message) }),
+        );
+        return;
+      }
+      // Deregistration: the client leaves the relay; the request goes on as a plain GET for the current state.
+      this.notificationRelay.deregister(target.text, relayClient);
+      options = options.filter((o) => o.number !== OPT.OBSERVE);
+    }
     const dest = { address: socketAddress(target.uri), port: target.uri.port };
     this.emitEvent({ kind: 'request', client, token: req.message.token.toString('hex'), target: target.text });
     this.opts.upstream
@@ -578,7 +706,16 @@ export class GroupProxy extends EventEmitter {
       this.knownServers.set(`${res.remote.address}|${res.remote.port}`, now);
       if (this.knownServers.size > 10000) this.knownServers.delete(this.knownServers.keys().next().value!);
     }
-    let parts: MessageParts = { code: m.code, options: sortOptions(options), payload: m.payload };
+    const server = `${res.remote.address}|${res.remote.port}`;
+    ex.answered.add(server);
+    const parts: MessageParts = { code: m.code, options: sortOptions(options), payload: m.payload };
+    // GCP-07 §5.4.1: Reply-From is added before the response is stored, so cache hits carry the origin too.
+    if (ex.cacheKey && this.cache) this.cache.store(ex.cacheKey, server, { ...m, options: parts.options ?? [] });
+    this.sendToClient(ex, parts, added, res.remote);
+  }
+
+  /** Step 2: relay to the client as a separate response on the client's token (protected if it used OSCORE). */
+  private sendToClient(ex: Exchange, parts: MessageParts, added: CoapOption[], origin: RemoteAddress | 'cache'): void {
     if (ex.layers.length) {
       // Step 2 with the client-proxy association: Reply-From, an Outer option of the (possibly end-to-end protected)
       // response, is class E in the proxy's layer (OCP-07 §2.2), as is the server's OSCORE option.
@@ -586,7 +723,6 @@ export class GroupProxy extends EventEmitter {
       if (!protectedParts) return;
       parts = protectedParts;
     }
-    // Step 2: relay to the client as a separate response on the client's token.
     const listen = this.opts.listen;
     ex.relayCount++;
     // RFC 7641 §4.5: now and then a CON notification checks that the client is still there.
@@ -595,7 +731,7 @@ export class GroupProxy extends EventEmitter {
     this.midToExchange.set(out.messageId, ex.key);
     if (this.midToExchange.size > 4096) this.midToExchange.delete(this.midToExchange.keys().next().value!);
     this.counters.relayed++;
-    this.emitEvent({ kind: 'response', client: ex.client, token: ex.clientToken.toString('hex'), target: ex.target, code: codeToString(m.code), origin: res.remote });
+    this.emitEvent({ kind: 'response', client: ex.client, token: ex.clientToken.toString('hex'), target: ex.target, code: codeToString(parts.code), ...(origin === 'cache' ? { reason: 'from cache' } : { origin }) });
     listen.sendMessage(out, ex.client, {
       onReset: () => this.endExchange(ex, 'client sent RST'),
       onFail: () => this.endExchange(ex, 'client did not acknowledge'),
@@ -636,7 +772,8 @@ export class GroupProxy extends EventEmitter {
     if (ex.ended) return;
     ex.ended = true;
     if (ex.timer) clearTimeout(ex.timer);
-    ex.timer = undefined;
+    if (ex.cacheTimer) clearTimeout(ex.cacheTimer);
+    ex.timer = ex.cacheTimer = undefined;
     if (ex.observing && ex.upstreamRequest && ex.upstreamDest && ex.upstreamToken && !this.closed) {
       // Cancel the observation upstream: the same token with Observe = 1 (RFC 10020 §3.7).
       const dereg = createMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(), options: [...ex.upstreamRequest.options.filter((o) => o.number !== OPT.OBSERVE), { number: OPT.OBSERVE, value: encodeUint(1) }] });
@@ -646,8 +783,10 @@ export class GroupProxy extends EventEmitter {
     this.exchanges.delete(ex.key);
     const ck = clientKey(ex.client);
     const n = (this.perClient.get(ck) ?? 1) - 1;
-    if (n <= 0) this.perClient.delete(ck);
-    else this.perClient.set(ck, n);
+    if (n <= 0) {
+      this.perClient.delete(ck);
+      this.rate.delete(ck); // nothing pending: the client's rate window can go too
+    } else this.perClient.set(ck, n);
     this.emitEvent({ kind: 'end', client: ex.client, token: ex.clientToken.toString('hex'), target: ex.target, reason });
   }
 
@@ -655,6 +794,7 @@ export class GroupProxy extends EventEmitter {
     if (this.closed) return;
     for (const ex of [...this.exchanges.values()]) this.endExchange(ex, 'proxy closed');
     this.closed = true;
+    this.relayHub?.close();
     this.opts.listen.off('reset', this.onReset);
     this.opts.listen.setRequestHandler(undefined);
   }

@@ -403,3 +403,101 @@ describe('group proxy: forward, reverse, chains', function () {
     }
   });
 });
+
+describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications (MNP-02 §3)', function () {
+  this.timeout(30000);
+  let port: number;
+  let lamps: Lamp[];
+  let client: CoapEndpoint;
+
+  before(async function () {
+    port = await freeGroupPort();
+    lamps = await startLamps(5, { groupPort: port, leisure: 50, firstHost: 50 });
+    for (const l of lamps) l.server.addResource('/short', () => ({ code: CODES.CONTENT, payload: `${l.name} short`, options: [{ number: OPT.MAX_AGE, value: encodeUint(2) }] }));
+    client = await endpointOn();
+  });
+  after(async function () {
+    await stopAll(client, lamps.map((l) => l.server));
+  });
+
+  it('with every member cached: answered from the cache alone with Group-ETag, and 2.03 when the client has the current set', async function () {
+    const members = { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) };
+    const p = await startProxy({ cache: true, members });
+    try {
+      const uri = `coap://${GROUP_V4}:${port}/light`;
+      const first = await collect(requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 1, timeout: 2000 }));
+      assert.equal(first.responses.length, 5);
+      assert.equal(p.proxy.cache!.count, 5);
+      const seen = lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
+      const second = await collect(requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 1, timeout: 2000 }));
+      assert.equal(second.responses.length, 5);
+      assert.equal(lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0), seen, 'nothing was sent to the group');
+      const tags = second.responses.map((r) => getOption(r.message, optionNumber('Group-ETag'))!);
+      assert.ok(tags.every((t) => t && t.equals(tags[0])));
+      assert.deepEqual(new Set(second.responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
+      // the client offers the tag: one 2.03 (Valid), no payload, exactly one Group-ETag
+      const third = await collect(requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 1, timeout: 2000, options: [{ number: optionNumber('Group-ETag'), value: tags[0] }] }));
+      assert.equal(third.responses.length, 1);
+      assert.equal(codeToString(third.responses[0].message.code), '2.03');
+      assert.equal(third.responses[0].message.payload.length, 0);
+      assert.equal(third.responses[0].message.options.filter((o) => o.number === optionNumber('Group-ETag')).length, 1);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('members unknown: the request is forwarded, and cached responses whose lifetime ends before T\' are sent at once', async function () {
+    const p = await startProxy({ cache: true });
+    try {
+      const uri = `coap://${GROUP_V4}:${port}/short`;
+      await collect(requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 1, timeout: 2000 }));
+      p.events.length = 0;
+      const again = await collect(requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 3, timeout: 4000 }));
+      const fromCache = p.events.filter((e) => e.kind === 'response' && e.reason === 'from cache');
+      const live = p.events.filter((e) => e.kind === 'response' && e.origin);
+      assert.equal(fromCache.length, 5); // Max-Age 2 < T' = 3: sent at the earliest convenience
+      assert.equal(live.length, 5);
+      assert.equal(again.responses.length, 10);
+      const maxAges = again.responses.map((r) => getOption(r.message, OPT.MAX_AGE)?.[0] ?? 0);
+      assert.ok(maxAges.every((a) => a <= 2));
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('Observe through the proxy to a server with multicast notifications: one upstream observer, each client on its own token', async function () {
+    const { GroupObservation } = await import('../../src/observe/group-observation');
+    const NG = '239.255.0.90';
+    const ngPort = await freeGroupPort(NG);
+    const server = await GroupServer.open({ address: '127.0.0.40', port: 0, groups: [], leisure: 0 });
+    const obs = new GroupObservation({ server, path: '/alarm', group: { address: NG, port: ngPort }, initial: 'calm', minInterval: 0 });
+    const p = await startProxy();
+    const clients: { ep: CoapEndpoint; token: Buffer; got: string[]; codes: string[] }[] = [];
+    try {
+      const target = `coap://127.0.0.40:${server.address().port}/alarm`;
+      for (let i = 0; i < 3; i++) {
+        const ep = await endpointOn();
+        const c = { ep, token: ep.newToken(), got: [] as string[], codes: [] as string[] };
+        ep.listen(c.token, (res) => {
+          c.got.push(res.message.payload.toString());
+          c.codes.push(codeToString(res.message.code));
+        }, p.listen.transport.address());
+        ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }] }, p.listen.transport.address());
+        clients.push(c);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(clients.every((c) => c.got[0] === 'calm'), JSON.stringify(clients.map((c) => c.got)));
+      assert.equal(obs.count, 1, 'the proxy counts as one observer');
+      assert.equal(p.proxy.relayedObservations, 1);
+      obs.update('ALARM');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(clients.every((c) => c.got[c.got.length - 1] === 'ALARM'));
+      assert.ok(clients.every((c) => c.got.length === 2));
+    } finally {
+      for (const c of clients) await c.ep.close();
+      await p.close();
+      obs.close();
+      await server.close();
+    }
+  });
+});

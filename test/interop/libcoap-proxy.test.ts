@@ -294,12 +294,13 @@ describe('interop: coap-client-notls through our GroupProxy to coap-server-notls
     await proxy.waitFor(() => proxyEvents(mark).filter((e) => e.kind === 'response').length > servers.length, 4000, 'the relayed notification');
     const exit = await cli.exited((obsSeconds + 11) * 1000);
     assert.equal(exit.code, 0, cli.transcript());
-    await proxy.waitFor(() => proxyEvents(mark).some((e) => e.kind === 'end'), 3000, 'end of the observation');
+    // The deregistration carries T' again: the proxy relays the servers' answers to it until that T', then ends.
+    await proxy.waitFor(() => proxyEvents(mark).some((e) => e.kind === 'end'), T_PRIME * 1000 + 3000, 'end of the observation');
     const frames = await cap.stop();
 
     const events = proxyEvents(mark);
     const responses = events.filter((e) => e.kind === 'response');
-    assert.equal(responses.length, servers.length + 1, 'one response per server, then the notification');
+    assert.equal(responses.length, 2 * servers.length + 1, 'one response per server, the notification, then one answer per server to the deregistration');
     assert.deepEqual(responses.slice(0, servers.length).map((e) => e.origin!.address).sort(), servers.map((s) => s.ipv4).sort());
     const notification = responses[servers.length];
     assert.equal(notification.origin!.address, s1.ipv4);
@@ -308,24 +309,29 @@ describe('interop: coap-client-notls through our GroupProxy to coap-server-notls
 
     const printed = cli.stdout.split('\n').filter((l) => l.length > 0);
     const relayedBodies = [...responses.slice(0, servers.length).map((e) => `libcoap ${servers.find((s) => s.ipv4 === e.origin!.address)!.name}`), `libcoap ${s1.name} v2`];
-    assert.deepEqual(printed, relayedBodies, 'with Observe, coap-client-notls printed every relayed response, in order');
+    assert.deepEqual(printed.slice(0, relayedBodies.length), relayedBodies, 'with Observe, coap-client-notls printed every relayed response, in order');
 
     const { relays, fromClient, toGroup, fromServers, toServers } = checkWire(frames, request.client.port);
     assert.deepEqual(relays.map((r) => r.server), responses.map((e) => e.origin!.address));
-    assert.deepEqual(relays.map((r) => r.frame.msg.payload.toString()), relayedBodies);
-    const observeValues = relays.map((r) => getOption(r.frame.msg, OPT.OBSERVE));
+    assert.deepEqual(relays.slice(0, relayedBodies.length).map((r) => r.frame.msg.payload.toString()), relayedBodies);
+    const observeValues = relays.slice(0, relayedBodies.length).map((r) => getOption(r.frame.msg, OPT.OBSERVE));
     assert.ok(observeValues.every((v) => v !== undefined), 'every relayed response is a notification (carries Observe)');
     // coap-server-notls (without -N) sends the change notification as CON: our upstream endpoint acknowledges it.
     const note = fromServers.find((f) => f.msg.payload.toString() === `libcoap ${s1.name} v2` && getOption(f.msg, OPT.OBSERVE) !== undefined);
     assert.ok(note, 'the capture holds s1\'s notification');
     assert.equal(note.msg.type, 'CON');
     assert.ok(toServers.some((f) => f.msg.type === 'ACK' && f.msg.code === CODES.EMPTY && f.msg.messageId === note.msg.messageId && f.dst === s1.ipv4), 'the proxy ACKed the CON notification');
-    // Deregistration: the client's GET with Observe 1 goes on to the group on the proxy's token; answers to it are not relayed.
+    // Deregistration: the client's GET with Observe 1 goes on to the group on the proxy's token; the servers' answers
+    // to it are relayed (each with option 248, checked by checkWire) until the deregistration's T'.
     const dereg = fromClient.find((f) => f.msg.code === CODES.GET && getOption(f.msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(f.msg, OPT.OBSERVE)!) === 1);
     assert.ok(dereg, 'coap-client-notls deregistered through the proxy');
     const fwdDereg = toGroup.find((f) => getOption(f.msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(f.msg, OPT.OBSERVE)!) === 1);
     assert.ok(fwdDereg && fwdDereg.msg.token.equals(toGroup[0].msg.token), 'the proxy forwarded the deregistration to the group on its own token');
-    assert.ok(relays.every((r) => r.frame.frame < dereg.frame), 'nothing is relayed after the deregistration');
+    assert.ok(relays.slice(0, relayedBodies.length).every((r) => r.frame.frame < dereg.frame), 'the observation\'s relays all came before the deregistration');
+    const afterDereg = relays.slice(relayedBodies.length);
+    assert.equal(afterDereg.length, servers.length);
+    assert.ok(afterDereg.every((r) => r.frame.frame > dereg.frame && getOption(r.frame.msg, OPT.OBSERVE) === undefined), 'then one answer per server to the deregistration, without Observe');
+    assert.deepEqual(afterDereg.map((r) => r.server).sort(), servers.map((s) => s.ipv4).sort());
   });
 
   it('without -O 2: a piggybacked 4.00 with an empty Multicast-Timeout and a diagnostic payload (§5.2.1 step 3); nothing goes to the group', async function () {
