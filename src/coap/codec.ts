@@ -1,8 +1,10 @@
-// CoAP datagram codec (RFC 7252 §3). Encoding goes through coap-packet's `generate`. Decoding is a strict
-// single pass written here because coap-packet's `parse` silently truncates an option that runs past the end,
-// accepts a payload marker with no payload and RFC 8974 token lengths (all message format errors under
-// RFC 7252 §3), and keeps its cursor in a module global; every rejection here names its reason so the
-// transport can count it.
+// CoAP datagram codec (RFC 7252 §3), written here as single passes, with coap-packet (the codec of the `coap`
+// package) kept as the reference that tests compare against. Decoding: coap-packet's `parse` silently truncates
+// an option that runs past the end, accepts a payload marker with no payload and RFC 8974 token lengths (all
+// message format errors under RFC 7252 §3) and keeps its cursor in a module global; every rejection here names
+// its reason so the transport can count it. Encoding: coap-packet's `generate` allocates a buffer per option,
+// re-sorts with parseInt and round-trips the code through text, which profiling showed as a main cost of the
+// message layer (docs/BENCHMARKS.md §3); `encode` below computes the size once and writes into one buffer.
 
 import { generate } from 'coap-packet';
 import { codeToString } from './codes';
@@ -35,26 +37,90 @@ export class CoapFormatError extends Error {
 
 export const MAX_DATAGRAM = 65507;
 
+const TYPE_BITS: Record<MessageType, number> = { CON: 0, NON: 1, ACK: 2, RST: 3 };
+
+function isSorted(options: CoapOption[]): boolean {
+  for (let i = 1; i < options.length; i++) if (options[i].number < options[i - 1].number) return false;
+  return true;
+}
+
+function extSize(n: number): number {
+  return n < 13 ? 0 : n < 269 ? 1 : 2;
+}
+
+/** Encode a message (options in the order of their numbers; a copy is sorted if they are not). */
 export function encode(msg: CoapMessage): Buffer {
-  try {
-    return generate(
-      {
-        code: codeToString(msg.code),
-        confirmable: msg.type === 'CON',
-        ack: msg.type === 'ACK',
-        reset: msg.type === 'RST',
-        messageId: msg.messageId,
-        token: msg.token,
-        // coap-packet sorts this array in place; hand it a copy.
-        options: msg.options.map((o) => ({ name: o.number, value: o.value })),
-        payload: msg.payload,
-      },
-      MAX_DATAGRAM,
-    );
-  } catch (err) {
-    if (/Max packet size/.test((err as Error).message)) throw new CoapFormatError('too-large', msg.type, msg.messageId);
-    throw err;
+  const { token, payload } = msg;
+  // Only an unsorted list costs a (stable-sorted) copy; the caller's array is never reordered.
+  const options = isSorted(msg.options) ? msg.options : msg.options.slice().sort((a, b) => a.number - b.number);
+  if (token.length > 8) throw new CoapFormatError('bad-token-length', msg.type, msg.messageId);
+  let size = 4 + token.length;
+  let prev = 0;
+  for (const o of options) {
+    const delta = o.number - prev;
+    size += 1 + extSize(delta) + extSize(o.value.length) + o.value.length;
+    prev = o.number;
   }
+  if (payload.length > 0 && msg.code !== 0) size += 1 + payload.length;
+  if (size > MAX_DATAGRAM) throw new CoapFormatError('too-large', msg.type, msg.messageId);
+  const buf = Buffer.allocUnsafe(size);
+  buf[0] = 0x40 | (TYPE_BITS[msg.type] << 4) | token.length;
+  buf[1] = msg.code;
+  buf.writeUInt16BE(msg.messageId & 0xffff, 2);
+  let i = 4;
+  if (token.length) i += token.copy(buf, i);
+  prev = 0;
+  for (const o of options) {
+    const delta = o.number - prev;
+    const len = o.value.length;
+    const head = i++;
+    let d: number;
+    let l: number;
+    if (delta < 13) d = delta;
+    else if (delta < 269) {
+      d = 13;
+      buf[i++] = delta - 13;
+    } else {
+      d = 14;
+      buf.writeUInt16BE(delta - 269, i);
+      i += 2;
+    }
+    if (len < 13) l = len;
+    else if (len < 269) {
+      l = 13;
+      buf[i++] = len - 13;
+    } else {
+      l = 14;
+      buf.writeUInt16BE(len - 269, i);
+      i += 2;
+    }
+    buf[head] = (d << 4) | l;
+    if (len) i += o.value.copy(buf, i);
+    prev = o.number;
+  }
+  if (payload.length > 0 && msg.code !== 0) {
+    buf[i++] = 0xff;
+    payload.copy(buf, i);
+  }
+  return buf;
+}
+
+/** The same message through coap-packet's `generate` (the reference encoder; tests compare the two). */
+export function encodeWithCoapPacket(msg: CoapMessage): Buffer {
+  return generate(
+    {
+      code: codeToString(msg.code),
+      confirmable: msg.type === 'CON',
+      ack: msg.type === 'ACK',
+      reset: msg.type === 'RST',
+      messageId: msg.messageId,
+      token: msg.token,
+      // coap-packet sorts this array in place; hand it a copy.
+      options: msg.options.map((o) => ({ name: o.number, value: o.value })),
+      payload: msg.payload,
+    },
+    MAX_DATAGRAM,
+  );
 }
 
 export function decode(buf: Buffer): CoapMessage {

@@ -37,7 +37,10 @@ export function createMessage(init: Partial<CoapMessage> & { code: number }): Co
 
 /** Stable sort by number (Array.prototype.sort is stable), keeping repeated options in order. */
 export function sortOptions(options: CoapOption[]): CoapOption[] {
-  return options.sort((a, b) => a.number - b.number);
+  for (let i = 1; i < options.length; i++) {
+    if (options[i].number < options[i - 1].number) return options.sort((a, b) => a.number - b.number);
+  }
+  return options; // already in order: the common case, without a sort
 }
 
 const num = (o: number | string): number => (typeof o === 'number' ? o : optionNumber(o));

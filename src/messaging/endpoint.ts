@@ -11,6 +11,7 @@ import { CODES, isRequestCode, isResponseCode } from '../coap/codes';
 import { CoapMessage, CoapOption, MessageType, createMessage } from '../coap/message';
 import { isCritical, optionDef, optionName } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
+import { ExpiringMap } from './expiring-map';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
 export interface IncomingRequest {
@@ -101,7 +102,6 @@ interface Exchange {
 }
 
 interface DedupEntry {
-  expires: number;
   /** bytes of our reply, to repeat for a duplicate CON */
   reply?: Buffer;
 }
@@ -141,14 +141,18 @@ export class CoapEndpoint extends EventEmitter {
   private readonly understood: Set<number>;
   private readonly maxDedup: number;
   private readonly tokenReuseTime: number;
+  private readonly exchangeLifetimeMs: number;
+  private readonly nonLifetimeMs: number;
   private nextMid = Math.floor(Math.random() * 0x10000);
   private readonly pendingCons = new Map<string, PendingCon>();
   private readonly exchanges = new Map<string, Exchange>();
-  /** retired group tokens (insertion order = expiry order) */
-  private readonly retired = new Map<string, number>();
-  private readonly dedup = new Map<string, DedupEntry>();
+  /** retired tokens, not to be reused before MIN_TOKEN_REUSE_TIME */
+  private readonly retired = new ExpiringMap<true>();
+  private readonly dedup: ExpiringMap<DedupEntry>;
   private readonly timers = new Set<unknown>();
   private handler?: RequestHandler;
+  /** what pending requests and group exchanges do when the endpoint closes */
+  private readonly closers = new Set<() => void>();
   private closed = false;
   private readonly onDatagram = (dg: Datagram) => this.receive(dg);
 
@@ -163,9 +167,11 @@ export class CoapEndpoint extends EventEmitter {
     if (this.tokenLength < 1 || this.tokenLength > 8) throw new RangeError('tokenLength must be 1..8');
     this.understood = new Set(opts.understoodOptions ?? []);
     this.maxDedup = opts.maxDedupEntries ?? 100_000;
+    this.dedup = new ExpiringMap<DedupEntry>(this.maxDedup);
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
+    this.exchangeLifetimeMs = exchangeLifetime(this.params);
+    this.nonLifetimeMs = nonLifetime(this.params);
     transport.on('datagram', this.onDatagram);
-    this.setMaxListeners(0); // one 'closing' listener per pending exchange
   }
 
   /** Serve requests (a server role); one handler per endpoint. */
@@ -211,39 +217,30 @@ export class CoapEndpoint extends EventEmitter {
       const t = Buffer.from(this.tokenPool.subarray(this.tokenPoolPos, this.tokenPoolPos + length));
       this.tokenPoolPos += length;
       const k = tokenKey(t);
-      this.sweepRetired();
-      if (!this.exchanges.has(k) && !this.retired.has(k)) return t;
+      if (!this.exchanges.has(k) && !this.retired.has(k, this.clock.now())) return t;
     }
   }
 
   /** True while a token may not be used for a new request. */
   isTokenBusy(token: Buffer): boolean {
-    this.sweepRetired();
     const k = tokenKey(token);
-    return this.exchanges.has(k) || this.retired.has(k);
-  }
-
-  private sweepRetired(): void {
-    const now = this.clock.now();
-    for (const [k, expires] of this.retired) {
-      if (expires > now) break;
-      this.retired.delete(k);
-    }
+    return this.exchanges.has(k) || this.retired.has(k, this.clock.now());
   }
 
   /** Retire a token (it must not be reused before MIN_TOKEN_REUSE_TIME). */
   retireToken(token: Buffer): void {
     const k = tokenKey(token);
     this.exchanges.delete(k);
-    this.retired.delete(k);
-    this.retired.set(k, this.clock.now() + this.tokenReuseTime);
+    const now = this.clock.now();
+    this.retired.sweep(now);
+    this.retired.set(k, true, now + this.tokenReuseTime);
   }
 
   get activeExchanges(): number {
     return this.exchanges.size;
   }
   get retiredTokens(): number {
-    this.sweepRetired();
+    this.retired.sweep(this.clock.now());
     return this.retired.size;
   }
 
@@ -260,7 +257,8 @@ export class CoapEndpoint extends EventEmitter {
       const key = `${remoteKey(remote)}|${msg.messageId}`;
       const p: PendingCon = {
         key, data, remote, attempts: 0, timer: undefined,
-        timeout: this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1)),
+        // whole milliseconds: Node keeps one timer list per distinct duration
+        timeout: Math.round(this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))),
         onAck: opts.onAck, onReset: opts.onReset, onFail: opts.onFail,
       };
       this.pendingCons.set(key, p);
@@ -319,12 +317,12 @@ export class CoapEndpoint extends EventEmitter {
         this.cancelTimer(timer);
         this.cancelMessage(remote, msg.messageId);
         if (this.exchanges.get(k) === ex) this.exchanges.delete(k);
-        this.off('closing', onClose);
+        this.closers.delete(onClose);
         if (err) reject(err);
         else resolve(res!);
       };
       const onClose = () => finish(new CoapError('endpoint closed', 'ERR_CLOSED'));
-      this.once('closing', onClose);
+      this.closers.add(onClose);
       const ex: Exchange = {
         token, remote, multi: false,
         onResponse: (res) => {
@@ -340,8 +338,10 @@ export class CoapEndpoint extends EventEmitter {
       try {
         this.sendMessage(msg, remote, {
           onAck: (ack) => {
-            // Piggybacked responses arrive through receive(); an empty ACK means a separate response follows.
-            if (ack.code === 0) armWait();
+            // Piggybacked responses arrive through receive(). An empty ACK means a separate response follows; so
+            // may an ACK carrying another token (e.g. a server's cached reply to an earlier use of this Message
+            // ID): either way the exchange keeps a timer, so it can never hang.
+            if (ack.code === 0 || !ack.token.equals(token)) armWait();
           },
           onReset: () => finish(new CoapError(`${remote.address}:${remote.port} answered with RST`, 'ERR_RESET')),
           onFail: (err) => finish(err),
@@ -375,14 +375,14 @@ export class CoapEndpoint extends EventEmitter {
       if (ended) return;
       ended = true;
       this.cancelTimer(timer);
-      this.off('closing', end);
+      this.closers.delete(end);
       this.retireToken(token);
       onEnd();
     };
     const ex: Exchange = { token, multi: true, onResponse };
     this.exchanges.set(k, ex);
     const timer = this.after(deadline, end);
-    this.once('closing', end);
+    this.closers.add(end);
     this.sendMessage(msg, group);
     return { token, cancel: end };
   }
@@ -473,16 +473,15 @@ export class CoapEndpoint extends EventEmitter {
     // Duplicate detection (§4.5).
     const dkey = `${remoteKey(remote)}|${msg.messageId}`;
     const now = this.clock.now();
-    this.sweepDedup(now);
-    const seen = this.dedup.get(dkey);
+    this.dedup.sweep(now);
+    const seen = this.dedup.get(dkey, now);
     if (seen) {
       this.counters.duplicates++;
       if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
       return;
     }
-    const entry: DedupEntry = { expires: now + (msg.type === 'CON' ? exchangeLifetime(this.params) : nonLifetime(this.params)) };
-    this.dedup.set(dkey, entry);
-    if (this.dedup.size > this.maxDedup) this.dedup.delete(this.dedup.keys().next().value!);
+    const entry: DedupEntry = {};
+    this.dedup.set(dkey, entry, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs));
 
     if (isResponseCode(msg.code)) {
       const matched = this.handleResponse(msg, remote, msg.type === 'CON', dg.multicast);
@@ -513,7 +512,7 @@ export class CoapEndpoint extends EventEmitter {
       ex.onResponse({ message: msg, remote });
       return true;
     }
-    if (this.retired.has(k) && this.retired.get(k)! > this.clock.now()) {
+    if (this.retired.has(k, this.clock.now())) {
       // groupcomm-bis §3.1.5: a late response to our own group request is dropped silently (no RST).
       this.counters.lateGroupResponses++;
       return false;
@@ -593,15 +592,6 @@ export class CoapEndpoint extends EventEmitter {
       if (!multicast) ctx.respond({ code: CODES.NOT_FOUND });
       return;
     }
-    if (confirmable) {
-      sepTimer = this.after(this.params.SEPARATE_RESPONSE_AFTER, () => {
-        if (answered) return;
-        ackSent = true;
-        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
-        entry.reply = ack;
-        this.transmit(ack, remote);
-      });
-    }
     try {
       this.handler({ message: msg, remote, multicast, group: dg.group }, ctx);
     } catch (err) {
@@ -610,13 +600,15 @@ export class CoapEndpoint extends EventEmitter {
       if (!multicast) ctx.respond({ code: CODES.INTERNAL_SERVER_ERROR });
       else ctx.ignore();
     }
-  }
-
-  private sweepDedup(now: number): void {
-    // Entries of one type share a lifetime, so the oldest of each kind sits near the front.
-    for (const [k, e] of this.dedup) {
-      if (e.expires > now) break;
-      this.dedup.delete(k);
+    if (confirmable && !answered) {
+      // Not answered synchronously: if the answer is slow, acknowledge now and send it separately (§5.2.2).
+      sepTimer = this.after(this.params.SEPARATE_RESPONSE_AFTER, () => {
+        if (answered) return;
+        ackSent = true;
+        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
+        entry.reply = ack;
+        this.transmit(ack, remote);
+      });
     }
   }
 
@@ -628,6 +620,8 @@ export class CoapEndpoint extends EventEmitter {
   async close(closeTransport = true): Promise<void> {
     if (this.closed) return;
     this.emit('closing');
+    for (const c of [...this.closers]) c();
+    this.closers.clear();
     this.closed = true;
     for (const h of this.timers) this.clock.clearTimeout(h);
     this.timers.clear();

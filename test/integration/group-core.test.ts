@@ -139,3 +139,25 @@ describe('group client and group servers on loopback multicast', function () {
     assert.equal(lamps[0].server.counters.requests, before + 1);
   });
 });
+
+describe('message layer: a request never hangs', function () {
+  it('an ACK that matches the Message ID but carries another token (a server replaying an old reply) ends in ERR_TIMEOUT', async function () {
+    const server = dgram.createSocket('udp4');
+    await new Promise<void>((r) => server.bind(0, '127.0.0.1', () => r()));
+    server.on('message', (m, rinfo) => {
+      const req = decode(m);
+      server.send(encode({ type: 'ACK', code: CODES.CONTENT, messageId: req.messageId, token: Buffer.from('deadbeef', 'hex'), options: [], payload: Buffer.from('old') }), rinfo.port, rinfo.address);
+    });
+    const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    try {
+      const err = await ep.request({ code: CODES.GET }, { address: '127.0.0.1', port: server.address().port }, { timeout: 300 }).then(
+        () => undefined,
+        (e: Error & { code?: string }) => e,
+      );
+      assert.equal(err?.code, 'ERR_TIMEOUT');
+    } finally {
+      await ep.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { parse as cpParse } from 'coap-packet';
-import { CoapFormatError, decode, decodeCodeOptionsPayload, encode, encodeCodeOptionsPayload } from '../../src/coap/codec';
+import { CoapFormatError, decode, decodeCodeOptionsPayload, encode, encodeCodeOptionsPayload, encodeWithCoapPacket } from '../../src/coap/codec';
 import { CODES, codeToString, parseCode } from '../../src/coap/codes';
 import { CoapMessage, createMessage, getOptions, setOption } from '../../src/coap/message';
 import { OPT, configureOptionNumbers, decodeUint, encodeUint, isCritical, isNoCacheKey, isUnsafe, optionDef, optionNumber } from '../../src/coap/options';
@@ -74,6 +74,8 @@ describe('codec', function () {
       for (let k = 0; k < n; k++) options.push({ number: [1, 4, 11, 12, 15, 23, 35, 248, 258, 2049, 65000][(i + k) % 11], value: Buffer.alloc((i * 7 + k * 13) % 300, k) });
       const msg = createMessage({ type: (['CON', 'NON', 'ACK', 'RST'] as const)[i % 3], code: [1, 2, 0x45, 0x84, 0xa3][i % 5], messageId: (i * 977) & 0xffff, token: Buffer.alloc(i % 9, 0xab), options, payload: Buffer.alloc(i % 4 === 0 ? 0 : i, 7) });
       const bytes = encode(msg);
+      // byte for byte the same as coap-packet's generate (the reference encoder)
+      assert.equal(hex(bytes), hex(encodeWithCoapPacket(msg)));
       const back = decode(bytes);
       assert.deepEqual(back.options.map((o) => [o.number, hex(o.value)]), msg.options.map((o) => [o.number, hex(o.value)]));
       assert.equal(hex(back.payload), hex(msg.payload));
@@ -123,6 +125,14 @@ describe('codec', function () {
     const d = decodeCodeOptionsPayload(Buffer.from('45ff48656c6c6f20576f726c6421', 'hex')); // RFC 8613 C.7 plaintext
     assert.equal(d.code, 0x45);
     assert.equal(d.payload.toString(), 'Hello World!');
+  });
+
+  it('encodes an unsorted option list in number order without reordering the caller\'s array', function () {
+    const options = [{ number: 15, value: Buffer.from('q') }, { number: 11, value: Buffer.from('a') }, { number: 11, value: Buffer.from('b') }];
+    const msg: CoapMessage = { type: 'NON', code: CODES.GET, messageId: 1, token: Buffer.alloc(0), options, payload: Buffer.alloc(0) };
+    assert.equal(hex(encode(msg)), hex(encodeWithCoapPacket(msg)));
+    assert.deepEqual(decode(encode(msg)).options.map((o) => o.value.toString()), ['a', 'b', 'q']);
+    assert.equal(options[0].number, 15);
   });
 
   it('keeps repeated options in order when setting and sorting', function () {
