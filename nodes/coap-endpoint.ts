@@ -19,6 +19,8 @@ interface EndpointDef extends NodeDef {
   multicastTtl?: string | number;
   ackTimeout?: string | number;
   maxRetransmit?: string | number;
+  /** socket receive buffer in KiB (default 1024: room for ~1200 simultaneous responses; the kernel caps it) */
+  recvBuffer?: string | number;
 }
 
 export function endpointOptionsFromConfig(def: EndpointDef): { transport: UdpTransportOptions; params: Partial<TransmissionParams> } {
@@ -39,6 +41,7 @@ export function endpointOptionsFromConfig(def: EndpointDef): { transport: UdpTra
       multicastInterface: (def.multicastInterface || (v6 ? '::%lo' : '127.0.0.1')).trim(),
       multicastTtl: ttl,
       reuseAddr: port !== 0,
+      recvBufferSize: Math.max(64, Number(def.recvBuffer || 1024)) * 1024,
     },
     params,
   };

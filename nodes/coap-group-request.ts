@@ -78,7 +78,7 @@ module.exports = function (RED: NodeAPI) {
     const getEndpoint = (): Promise<CoapEndpoint> => {
       if (endpointNode) return endpointNode.getEndpoint();
       // No endpoint configured: a private one on an ephemeral port, multicast pinned to loopback.
-      privateEndpoint ??= UdpTransport.open({ bindAddress: '0.0.0.0' }).then((t) => new CoapEndpoint(t));
+      privateEndpoint ??= UdpTransport.open({ bindAddress: '0.0.0.0', recvBufferSize: 1 << 20 }).then((t) => new CoapEndpoint(t));
       return privateEndpoint;
     };
 

@@ -126,7 +126,8 @@ export interface GroupRequestHandle {
   cancel(): void;
 }
 
-const tokenKey = (t: Buffer): string => t.toString('hex');
+// latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
+const tokenKey = (t: Buffer): string => t.toString('latin1');
 const remoteKey = (r: RemoteAddress): string => `${r.address}|${r.port}`;
 
 export class CoapEndpoint extends EventEmitter {

@@ -180,16 +180,19 @@ export class UdpTransport extends EventEmitter implements Transport {
 
   send(data: Buffer, remote: RemoteAddress): void {
     if (this.closed) return;
-    this.unicast.send(data, remote.port, remote.address, (err) => {
-      if (err) {
-        this.counters.sendErrors++;
-        this.emitError(err);
-      } else {
-        this.counters.sent++;
-        this.counters.bytesSent += data.length;
-      }
-    });
+    this.unicast.send(data, remote.port, remote.address, this.onSent);
   }
+
+  /** One callback for every send (no closure per datagram on the hot path). */
+  private readonly onSent = (err: Error | null, bytes: number): void => {
+    if (err) {
+      this.counters.sendErrors++;
+      this.emitError(err);
+    } else {
+      this.counters.sent++;
+      this.counters.bytesSent += bytes;
+    }
+  };
 
   address(): RemoteAddress {
     return this.bound;
