@@ -82,7 +82,8 @@ export interface EndpointCounters {
 }
 
 interface PendingCon {
-  key: string;
+  /** our Message ID: unique per endpoint (one counter for every peer) until it wraps */
+  key: number;
   data: Buffer;
   remote: RemoteAddress;
   timeout: number;
@@ -128,7 +129,7 @@ export interface GroupRequestHandle {
 
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
-const remoteKey = (r: RemoteAddress): string => `${r.address}|${r.port}`;
+const sameRemote = (a: RemoteAddress, b: RemoteAddress): boolean => a.port === b.port && a.address === b.address;
 
 export class CoapEndpoint extends EventEmitter {
   readonly params: TransmissionParams;
@@ -145,7 +146,7 @@ export class CoapEndpoint extends EventEmitter {
   private readonly exchangeLifetimeMs: number;
   private readonly nonLifetimeMs: number;
   private nextMid = Math.floor(Math.random() * 0x10000);
-  private readonly pendingCons = new Map<string, PendingCon>();
+  private readonly pendingCons = new Map<number, PendingCon>();
   private readonly exchanges = new Map<string, Exchange>();
   /** retired tokens, not to be reused before MIN_TOKEN_REUSE_TIME */
   private readonly retired = new ExpiringMap<true>();
@@ -255,11 +256,17 @@ export class CoapEndpoint extends EventEmitter {
     }
     const data = encode(msg);
     if (msg.type === 'CON') {
-      const key = `${remoteKey(remote)}|${msg.messageId}`;
+      const key = msg.messageId;
+      const old = this.pendingCons.get(key);
+      if (old) {
+        // The Message ID wrapped while an old CON still waits: that one cannot be told apart any more.
+        this.cancelTimer(old.timer);
+        old.onFail?.(new CoapError('Message ID reused before the old message was acknowledged', 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
+      }
       const p: PendingCon = {
         key, data, remote, attempts: 0, timer: undefined,
-        // whole milliseconds: Node keeps one timer list per distinct duration
-        timeout: Math.round(this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))),
+        // multiples of 10 ms: Node keeps one timer list per distinct duration
+        timeout: Math.round((this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))) / 10) * 10,
         onAck: opts.onAck, onReset: opts.onReset, onFail: opts.onFail,
       };
       this.pendingCons.set(key, p);
@@ -275,7 +282,7 @@ export class CoapEndpoint extends EventEmitter {
 
   private armRetransmit(p: PendingCon): void {
     p.timer = this.after(p.timeout, () => {
-      if (!this.pendingCons.has(p.key)) return;
+      if (this.pendingCons.get(p.key) !== p) return;
       if (p.attempts >= this.params.MAX_RETRANSMIT) {
         this.pendingCons.delete(p.key);
         this.counters.transmitTimeouts++;
@@ -292,8 +299,8 @@ export class CoapEndpoint extends EventEmitter {
 
   /** Stop retransmitting a CON we sent (e.g. the exchange was cancelled). */
   cancelMessage(remote: RemoteAddress, messageId: number): void {
-    const p = this.pendingCons.get(`${remoteKey(remote)}|${messageId}`);
-    if (!p) return;
+    const p = this.pendingCons.get(messageId);
+    if (!p || !sameRemote(p.remote, remote)) return;
     this.cancelTimer(p.timer);
     this.pendingCons.delete(p.key);
   }
@@ -442,8 +449,9 @@ export class CoapEndpoint extends EventEmitter {
       if (msg.type === 'RST' && msg.code !== 0) return this.countMalformed('non-empty-reset');
       if (msg.type === 'ACK' && isRequestCode(msg.code)) return this.countMalformed('ack-with-request');
       if (dg.multicast) return this.countMalformed('ack-or-reset-to-group');
-      const key = `${remoteKey(remote)}|${msg.messageId}`;
-      const p = this.pendingCons.get(key);
+      const key = msg.messageId;
+      const found = this.pendingCons.get(key);
+      const p = found && sameRemote(found.remote, remote) ? found : undefined;
       if (!p) {
         // A RST to one of our NON messages (e.g. a relayed response the client no longer wants).
         if (msg.type === 'RST') {
@@ -472,7 +480,7 @@ export class CoapEndpoint extends EventEmitter {
       return;
     }
     // Duplicate detection (§4.5).
-    const dkey = `${remoteKey(remote)}|${msg.messageId}`;
+    const dkey = `${remote.address}|${remote.port}|${msg.messageId}`;
     const now = this.clock.now();
     this.dedup.sweep(now);
     const seen = this.dedup.get(dkey, now);
