@@ -6,6 +6,8 @@ import { CoapEndpoint } from '../src/messaging/endpoint';
 import { AllowRule, GroupProxy, ProxyEvent, ReplyFromFormat, ReverseMapping } from '../src/proxy/group-proxy';
 import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
+import type { OscoreContextConfigNode } from './coap-oscore-context';
+import { ContextRegistry } from '../src/oscore';
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
 interface ProxyDef extends NodeDef {
@@ -23,9 +25,22 @@ interface ProxyDef extends NodeDef {
   maxResponsesPerSecond?: string | number;
   maxMulticastTimeout?: string | number;
   events?: boolean;
+  /** ids of coap-oscore-context nodes shared with clients */
+  oscoreContexts?: string[];
+  oscoreContext1?: string;
+  oscoreContext2?: string;
+  oscoreContext3?: string;
+  /** answer clients without an OSCORE layer for the proxy with 4.01 */
+  oscoreRequired?: boolean;
+  cache?: boolean;
+  /** group authority -> member addresses, one "group = member, member" per line */
+  members?: string;
 }
 
-/** "127.0.0.1", "127.0.0.1:40000", "[::1]:5683", "*"; one per line or comma-separated. */
+/**
+ * "127.0.0.1", "127.0.0.1:40000", "[::1]:5683", "*", or "kid:0a" / "kid:0a@77" (an OSCORE identity: hex Recipient
+ * ID of the context shared with that client, @ hex ID Context); one per line or comma-separated.
+ */
 export function parseAllowList(text: string | undefined): AllowRule[] {
   return (text ?? '')
     .split(/[\n,]/)
@@ -33,11 +48,24 @@ export function parseAllowList(text: string | undefined): AllowRule[] {
     .filter((l) => l && !l.startsWith('#'))
     .map((l) => {
       if (l === '*') return { address: '*' };
+      if (/^kid:/i.test(l)) return { address: '*', kid: l.slice(4).trim().toLowerCase() };
       const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(l);
       if (v6) return { address: v6[1], port: v6[2] ? Number(v6[2]) : undefined };
       const [address, port] = l.split(':');
       return { address, port: port ? Number(port) : undefined };
     });
+}
+
+/** "224.0.1.187:5683 = 127.0.0.2:5683, 127.0.0.3:5683", one group per line. */
+export function parseMembers(text: string | undefined): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const line of (text ?? '').split('\n')) {
+    const [group, list] = line.split('=');
+    if (!group || !list) continue;
+    const g = group.trim();
+    out[g.includes(':') && !g.startsWith('[') ? g : `${g}:5683`] = list.split(',').map((m) => m.trim()).filter(Boolean);
+  }
+  return out;
 }
 
 export function parseReverse(rows: ProxyDef['reverse']): ReverseMapping[] {
@@ -78,7 +106,18 @@ module.exports = function (RED: NodeAPI) {
         const u = parseUri(def.nextHop.includes('://') ? def.nextHop : `coap://${def.nextHop}`);
         chain = { nextHop: { address: socketAddress(u), port: u.port }, rttPrevious: Number(def.rttPrevious || 1), rttNext: Number(def.rttNext || 1) };
       }
+      let oscore;
+      const ctxIds = def.oscoreContexts?.length ? def.oscoreContexts : [def.oscoreContext1, def.oscoreContext2, def.oscoreContext3].filter((x): x is string => !!x);
+      const ctxNodes = ctxIds.map((id) => RED.nodes.getNode(id) as OscoreContextConfigNode | null).filter((n): n is OscoreContextConfigNode => !!n);
+      if (ctxNodes.length) {
+        const registry = new ContextRegistry();
+        for (const n of ctxNodes) registry.add(n.getContext());
+        oscore = { contexts: registry, required: def.oscoreRequired !== false };
+      }
       proxy = new GroupProxy({
+        oscore,
+        cache: def.cache === true,
+        members: parseMembers(def.members),
         listen,
         upstream,
         forward: def.forward !== false,

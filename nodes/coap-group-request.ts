@@ -14,6 +14,7 @@ import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
+import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
 import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, guarded } from './lib/red';
 
@@ -31,6 +32,8 @@ interface GroupRequestDef extends NodeDef {
   targetStyle?: TargetStyle;
   /** T' in seconds, sent in Multicast-Timeout; empty = T - 1 s (or left out for a 'reverse' target style) */
   multicastTimeout?: string | number;
+  /** coap-oscore-context shared with the proxy: the client-proxy OSCORE layer (groupcomm-proxy-07 REQ2) */
+  oscoreProxy?: string;
 }
 
 interface Running {
@@ -62,6 +65,7 @@ module.exports = function (RED: NodeAPI) {
     RED.nodes.createNode(this, def);
     const node = this;
     const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
+    const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
     let privateEndpoint: Promise<CoapEndpoint> | undefined;
     const running = new Map<string, Running>();
     let totalResponses = 0;
@@ -182,7 +186,10 @@ module.exports = function (RED: NodeAPI) {
           // GCP-07 §5.1.1: T' < T; by default one second less than the timeout.
           const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.max(0, Math.ceil(timeout / 1000) - 1);
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);
-          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false });
+          // OSCORE towards the proxy: the proxy removes that layer, identifies this client by it and checks its
+          // allow-list (groupcomm-proxy-07 §5.2.1 step 2, oscore-capable-proxies-07).
+          const oscore = oscoreProxyNode ? { proxy: oscoreProxyNode.getContext() } : undefined;
+          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore });
         } else ex = client.request({ method, uri, options, payload, timeout });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });

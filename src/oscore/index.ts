@@ -44,5 +44,5 @@ export {
 } from './protect';
 export { joinProxyUri, splitProxyUri } from './proxy-uri';
 export { ContextRegistry } from './registry';
-export { DEFAULT_REPLAY_WINDOW, NotificationTracker, ReplayWindow, type ReplayWindowOptions } from './replay';
+export { DEFAULT_REPLAY_WINDOW, NotificationTracker, ReplayWindow, type ReplayWindowOptions, type ReplayWindowState } from './replay';
 export { DEFAULT_SEQUENCE_BLOCK, FileSequenceStore, MemorySequenceStore, SenderSequence, type SenderSequenceOptions, type SequenceStore } from './sequence';

@@ -83,6 +83,41 @@ export class ReplayWindow {
     this.bits = 0n;
     this._initialized = initialized;
   }
+
+  /**
+   * The window as plain data, for a clean shutdown that wants to resume it instead of demanding Echo after the
+   * restart (App. B.1.2 only applies when the state was lost). undefined while the window is not initialized.
+   */
+  snapshot(): ReplayWindowState | undefined {
+    if (!this._initialized) return undefined;
+    return { size: this.size, highest: this.top < 0 ? null : this.top, seen: this.bits.toString(16) };
+  }
+
+  /**
+   * Resume a window saved by snapshot(). A state from a smaller window leaves the extra older positions marked as
+   * seen (their fate is unknown). Throws RangeError for a malformed state and changes nothing then.
+   */
+  restore(state: ReplayWindowState): void {
+    const ok =
+      typeof state === 'object' && state !== null && Number.isInteger(state.size) && state.size >= 1 &&
+      (state.highest === null || (Number.isSafeInteger(state.highest) && state.highest >= 0)) &&
+      typeof state.seen === 'string' && /^[0-9a-f]{1,16384}$/.test(state.seen);
+    if (!ok) throw new RangeError('malformed replay window state');
+    let bits = BigInt(`0x${state.seen}`);
+    if (state.size < this.size) bits |= (this.mask >> BigInt(state.size)) << BigInt(state.size);
+    this.top = state.highest ?? -1;
+    this.bits = this.top < 0 ? 0n : bits & this.mask;
+    this._initialized = true;
+  }
+}
+
+/** A replay window as plain JSON-able data (ReplayWindow.snapshot / restore). */
+export interface ReplayWindowState {
+  size: number;
+  /** highest accepted sequence number, null before the first */
+  highest: number | null;
+  /** hex bitmap: bit i set = (highest - i) was accepted */
+  seen: string;
 }
 
 export interface ResponseAcceptance {

@@ -109,3 +109,70 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     assert.equal(after[0].payload.name, lamps.find((l) => l.address === pick.coap.origin.address)!.name);
   });
 });
+
+describe('nodes: OSCORE between coap-group-request and coap-group-proxy', function () {
+  this.timeout(20000);
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const oscoreContextNode = require('../../nodes/coap-oscore-context');
+  let port: number;
+  let lamps: Lamp[];
+  const secret = require('node:crypto').randomBytes(16).toString('hex');
+
+  before(async function () {
+    port = await freeGroupPort();
+    lamps = await startLamps(3, { groupPort: port, leisure: 50, firstHost: 60 });
+  });
+  after(async function () {
+    await stopAll(lamps.map((l) => l.server));
+  });
+  afterEach(async function () {
+    await helper.unload();
+  });
+
+  const flow = (allow: string) => [
+    { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    { id: 'cC', type: 'coap-oscore-context', name: 'client to proxy', senderId: 'c1', recipientId: '01', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+    { id: 'cP', type: 'coap-oscore-context', name: 'proxy to client', senderId: '01', recipientId: 'c1', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+    { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', allow, oscoreContexts: ['cP'], oscoreRequired: true, events: true, outputs: 1, wires: [['events']] },
+    { id: 'events', type: 'helper' },
+    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', oscoreProxy: 'cC', wires: [['out']] },
+    { id: 'plain', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, wires: [['out2']] },
+    { id: 'out', type: 'helper' },
+    { id: 'out2', type: 'helper' },
+  ];
+  const credentials = { cC: { masterSecret: secret }, cP: { masterSecret: secret } };
+
+  it('the proxy removes the client\'s OSCORE layer, allow-lists it by kid, and relays protected responses the node verifies', async function () {
+    await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:c1'), credentials);
+    const ep = await helper.getNode('pl').getEndpoint();
+    const proxy = `coap://127.0.0.1:${ep.transport.address().port}`;
+    const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    const events: Msg[] = [];
+    helper.getNode('events').on('input', (m: Msg) => events.push(m));
+    helper.getNode('req').receive({ proxy });
+    const msgs = await done;
+    const responses = msgs.filter((m) => !m.complete);
+    assert.equal(responses.length, 3);
+    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(lamps.map((l) => l.address)));
+    assert.ok(responses.every((m) => typeof m.payload === 'object' && m.payload.name));
+    assert.equal(events.find((e) => e.topic === 'request')!.payload.client.kid, 'c1');
+    // without OSCORE the same client is refused
+    const refused = until(helper.getNode('out2'), (m) => m.some((x) => x.complete));
+    helper.getNode('plain').receive({ proxy });
+    const r = await refused;
+    assert.equal(r[0].coap.errors[0].code, '4.01');
+    // no secret in any message
+    assert.ok(!JSON.stringify([...msgs, ...r, ...events]).includes(secret));
+  });
+
+  it('a client whose OSCORE identity is not on the allow-list gets 4.01', async function () {
+    await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:77'), credentials);
+    const ep = await helper.getNode('pl').getEndpoint();
+    const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
+    const msgs = await done;
+    assert.equal(msgs.length, 1);
+    assert.equal(msgs[0].coap.errors[0].code, '4.01');
+  });
+});
