@@ -4,7 +4,7 @@
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { TransmissionParams } from '../src/messaging/parameters';
 import { UdpTransport, UdpTransportOptions } from '../src/transport/udp-transport';
-import { Node, NodeAPI, NodeDef } from './lib/red';
+import { Node, NodeAPI, NodeDef, closeThen } from './lib/red';
 
 export interface EndpointConfigNode extends Node {
   /** The shared endpoint; opened on first call. */
@@ -78,11 +78,7 @@ module.exports = function (RED: NodeAPI) {
       closed = true;
       const p = opening;
       opening = undefined;
-      if (!p) return done();
-      p.then((ep) => ep.close()).then(
-        () => done(),
-        () => done(),
-      );
+      closeThen(p, done);
     });
   }
   RED.nodes.registerType('coap-endpoint', CoapEndpointNode);

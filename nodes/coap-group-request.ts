@@ -16,7 +16,7 @@ import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
-import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, guarded } from './lib/red';
+import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, closeThen, guarded } from './lib/red';
 
 interface GroupRequestDef extends NodeDef {
   endpoint?: string;
@@ -214,11 +214,7 @@ module.exports = function (RED: NodeAPI) {
       node.status({});
       const p = privateEndpoint;
       privateEndpoint = undefined;
-      if (!p) return done();
-      p.then((ep) => ep.close()).then(
-        () => done(),
-        () => done(),
-      );
+      closeThen(p, done);
     });
   }
   RED.nodes.registerType('coap-group-request', CoapGroupRequestNode);

@@ -54,3 +54,12 @@ export function guarded(node: Node, fn: (msg: NodeMessage, send: SendFn, done: D
     fn(msg, send, done).catch((err: Error) => done(err));
   };
 }
+
+/** Close an endpoint that may still be opening, then call a close handler's done (whatever happened). */
+export function closeThen(opening: Promise<{ close(): Promise<void> }> | undefined, done: () => void): void {
+  if (!opening) return done();
+  opening.then((ep) => ep.close()).then(
+    () => done(),
+    () => done(),
+  );
+}

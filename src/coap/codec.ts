@@ -48,6 +48,21 @@ function extSize(n: number): number {
   return n < 13 ? 0 : n < 269 ? 1 : 2;
 }
 
+/** RFC 7252 §3.1: the 4-bit field for an option delta or length (13 and 14 announce 1 or 2 extended bytes). */
+function nibble(n: number): number {
+  return n < 13 ? n : n < 269 ? 13 : 14;
+}
+
+/** Write the extended bytes that `field` announces for `n`; returns the new offset. */
+function writeExtended(buf: Buffer, i: number, n: number, field: number): number {
+  if (field === 13) buf[i++] = n - 13;
+  else if (field === 14) {
+    buf.writeUInt16BE(n - 269, i);
+    i += 2;
+  }
+  return i;
+}
+
 /** Encode a message (options in the order of their numbers; a copy is sorted if they are not). */
 export function encode(msg: CoapMessage): Buffer {
   const { token, payload } = msg;
@@ -74,26 +89,10 @@ export function encode(msg: CoapMessage): Buffer {
     const delta = o.number - prev;
     const len = o.value.length;
     const head = i++;
-    let d: number;
-    let l: number;
-    if (delta < 13) d = delta;
-    else if (delta < 269) {
-      d = 13;
-      buf[i++] = delta - 13;
-    } else {
-      d = 14;
-      buf.writeUInt16BE(delta - 269, i);
-      i += 2;
-    }
-    if (len < 13) l = len;
-    else if (len < 269) {
-      l = 13;
-      buf[i++] = len - 13;
-    } else {
-      l = 14;
-      buf.writeUInt16BE(len - 269, i);
-      i += 2;
-    }
+    const d = nibble(delta);
+    i = writeExtended(buf, i, delta, d);
+    const l = nibble(len);
+    i = writeExtended(buf, i, len, l);
     buf[head] = (d << 4) | l;
     if (len) i += o.value.copy(buf, i);
     prev = o.number;

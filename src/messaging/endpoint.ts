@@ -103,6 +103,8 @@ interface Exchange {
 }
 
 interface DedupEntry {
+  token: Buffer;
+  code: number;
   /** bytes of our reply, to repeat for a duplicate CON */
   reply?: Buffer;
 }
@@ -484,12 +486,14 @@ export class CoapEndpoint extends EventEmitter {
     const now = this.clock.now();
     this.dedup.sweep(now);
     const seen = this.dedup.get(dkey, now);
-    if (seen) {
+    // A retransmission repeats the message, token included; the same Message ID with another token is a new
+    // message from a peer whose IDs wrapped within EXCHANGE_LIFETIME (busy proxies and fast clients do that).
+    if (seen && seen.token.equals(msg.token) && seen.code === msg.code) {
       this.counters.duplicates++;
       if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
       return;
     }
-    const entry: DedupEntry = {};
+    const entry: DedupEntry = { token: Buffer.from(msg.token), code: msg.code }; // a copy: not the whole datagram
     this.dedup.set(dkey, entry, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs));
 
     if (isResponseCode(msg.code)) {

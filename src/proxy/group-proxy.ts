@@ -8,7 +8,7 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { encodeReplyFrom, encodeResponseForwarding } from '../cbor/cri';
+import { decodeReplyFrom, encodeReplyFrom, encodeResponseForwarding } from '../cbor/cri';
 import { CODES, codeClass, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption, getOptions, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, isUnsafe, optionDef, optionNumber } from '../coap/options';
@@ -648,7 +648,14 @@ export class GroupProxy extends EventEmitter {
       this.notificationRelay.deregister(target.text, relayClient);
       options = options.filter((o) => o.number !== OPT.OBSERVE);
     }
-    const dest = { address: socketAddress(target.uri), port: target.uri.port };
+    let dest: RemoteAddress = { address: socketAddress(target.uri), port: target.uri.port };
+    if (this.opts.chain) {
+      // A non-last proxy sends unicast targets on through the next hop too (e.g. a follow-up to one server that
+      // the chain stands in for), as a forward-proxy request.
+      options = options.filter((o) => ![OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY].includes(o.number as never));
+      options.push({ number: OPT.PROXY_URI, value: Buffer.from(target.text, 'utf8') });
+      dest = this.opts.chain.nextHop;
+    }
     this.emitEvent({ kind: 'request', client, token: req.message.token.toString('hex'), target: target.text });
     this.opts.upstream
       .request({ code: req.message.code, options, payload: req.message.payload }, dest, { confirmable: true, timeout: this.opts.unicastTimeout })
@@ -703,8 +710,28 @@ export class GroupProxy extends EventEmitter {
       options = options.filter((o) => o.number !== safeOptionNumber('Reply-From') && o.number !== safeOptionNumber('Response-Forwarding'));
       added = this.replyFromOptions(ex, res.remote);
       options.push(...added);
-      this.knownServers.set(`${res.remote.address}|${res.remote.port}`, now);
-      if (this.knownServers.size > 10000) this.knownServers.delete(this.knownServers.keys().next().value!);
+      this.rememberServer(res.remote);
+    } else if (ex.reverse?.standIn === 'servers') {
+      // GCP-07 §8: in a reverse chain that stands in for servers, each proxy replaces Reply-From with its own
+      // address (TARGET_OLD -> TARGET_NEW), keeping the server as the reference, so the client sees the first proxy.
+      const rfNum = optionNumber('Reply-From');
+      const rf = getOption(m, rfNum);
+      if (rf) {
+        let server: RemoteAddress | undefined;
+        try {
+          const d = decodeReplyFrom(rf);
+          const s = d.reference ?? d.target;
+          server = { address: s.zone ? `${s.host}%${s.zone}` : s.host, port: s.port ?? 5683 };
+        } catch {
+          server = undefined; // a malformed Reply-From from the next hop is relayed as it came
+        }
+        if (server) {
+          options = options.filter((o) => o.number !== rfNum);
+          added = this.replyFromOptions(ex, server);
+          options.push(...added);
+          this.rememberServer(server);
+        }
+      }
     }
     const server = `${res.remote.address}|${res.remote.port}`;
     ex.answered.add(server);
@@ -736,6 +763,12 @@ export class GroupProxy extends EventEmitter {
       onReset: () => this.endExchange(ex, 'client sent RST'),
       onFail: () => this.endExchange(ex, 'client did not acknowledge'),
     });
+  }
+
+  /** A server this proxy relayed for: reverse case 1 follow-ups may name it in Uri-Host / Uri-Port. */
+  private rememberServer(server: RemoteAddress): void {
+    this.knownServers.set(`${server.address}|${server.port}`, Date.now());
+    if (this.knownServers.size > 10000) this.knownServers.delete(this.knownServers.keys().next().value!);
   }
 
   private replyFromOptions(ex: Exchange, server: RemoteAddress): CoapOption[] {

@@ -140,6 +140,32 @@ describe('group client and group servers on loopback multicast', function () {
   });
 });
 
+describe('message layer: duplicate detection', function () {
+  it('the same Message ID with another token is a new request (a peer whose IDs wrapped), not a duplicate', async function () {
+    const port = await freeGroupPort();
+    const [lamp] = await startLamps(1, { groupPort: port, firstHost: 80 });
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const replies: Buffer[] = [];
+    sock.on('message', (m) => replies.push(m));
+    try {
+      const dest = lamp.server.address();
+      const req = (token: string) => encode({ type: 'CON', code: CODES.GET, messageId: 0x4321, token: Buffer.from(token, 'hex'), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
+      sock.send(req('01'), dest.port, dest.address);
+      await new Promise((r) => setTimeout(r, 50));
+      sock.send(req('01'), dest.port, dest.address); // a true retransmission
+      await new Promise((r) => setTimeout(r, 50));
+      sock.send(req('02'), dest.port, dest.address); // same ID, new token
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(lamp.server.counters.requests, 2);
+      assert.deepEqual(replies.map((b) => decode(b).token.toString('hex')), ['01', '01', '02']);
+    } finally {
+      await new Promise<void>((r) => sock.close(() => r()));
+      await lamp.server.close();
+    }
+  });
+});
+
 describe('message layer: a request never hangs', function () {
   it('an ACK that matches the Message ID but carries another token (a server replaying an old reply) ends in ERR_TIMEOUT', async function () {
     const server = dgram.createSocket('udp4');

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
+import { Msg, collect } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -20,7 +21,6 @@ const joinNode = require('@node-red/nodes/core/sequence/17-split.js');
 
 helper.init(require.resolve('node-red'));
 
-type Msg = Record<string, any>;
 
 /** A group member that answers every request twice (two NON responses, distinct MIDs): a real duplicate. */
 async function startChattyServer(groupPort: number, address: string): Promise<{ close(): Promise<void> }> {
@@ -43,16 +43,6 @@ async function startChattyServer(groupPort: number, address: string): Promise<{ 
       await new Promise<void>((r) => tx.close(() => r()));
     },
   };
-}
-
-function collect(node: any, until: (msgs: Msg[]) => boolean): Promise<Msg[]> {
-  return new Promise((resolve) => {
-    const got: Msg[] = [];
-    node.on('input', (msg: Msg) => {
-      got.push(msg);
-      if (until(got)) resolve(got);
-    });
-  });
 }
 
 describe('nodes: coap-group-request and coap-response-splitter in a Node-RED runtime', function () {

@@ -1,6 +1,7 @@
 // coap-group-proxy and coap-group-request in proxy mode inside a Node-RED runtime, against 5 lamps on loopback.
 
 import assert from 'node:assert/strict';
+import { Msg, collect as until } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -14,17 +15,6 @@ const proxyNode = require('../../nodes/coap-group-proxy');
 
 helper.init(require.resolve('node-red'));
 
-type Msg = Record<string, any>;
-
-function until(node: any, pred: (msgs: Msg[]) => boolean): Promise<Msg[]> {
-  return new Promise((resolve) => {
-    const got: Msg[] = [];
-    node.on('input', (m: Msg) => {
-      got.push(m);
-      if (pred(got)) resolve(got);
-    });
-  });
-}
 
 describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {
   this.timeout(20000);

@@ -265,6 +265,36 @@ describe('group proxy: forward, reverse, chains', function () {
     }
   });
 
+  it('reverse chain standing in for servers: the first proxy replaces Reply-From with itself, and follow-ups travel the chain', async function () {
+    const last = await startProxy();
+    const first = await startProxy({ forward: false, reverse: [{ host: 'lights.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }], chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
+    try {
+      const firstAddr = first.listen.transport.address();
+      const ex = requestViaProxy(client, { proxy: firstAddr, uri: 'coap://lights.example/light', targetStyle: 'reverse', multicastTimeout: 4, timeout: 5500 });
+      const { responses, errors } = await collect(ex);
+      assert.deepEqual(errors, []);
+      assert.equal(responses.length, 5);
+      for (const r of responses) {
+        const rf = decodeReplyFrom(getOption(r.message, 248)!);
+        assert.equal(rf.target.port, firstAddr.port, 'element 1 is the first proxy (TARGET_NEW)');
+        assert.ok(lamps.some((l) => l.address === rf.reference!.host && l.server.address().port === rf.reference!.port));
+        assert.equal(r.origin.via!.port, firstAddr.port);
+      }
+      // a follow-up to one lamp, sent to the first proxy with that lamp in Uri-Host / Uri-Port
+      const one = responses[1].origin;
+      const res = await client.request(
+        { code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from(one.address) }, { number: OPT.URI_PORT, value: encodeUint(one.port) }, { number: OPT.URI_PATH, value: Buffer.from('light') }] },
+        firstAddr,
+      );
+      assert.equal(codeToString(res.message.code), '2.05');
+      assert.equal(JSON.parse(res.message.payload.toString()).name, lamps.find((l) => l.address === one.address)!.name);
+      assert.ok(last.events.some((e) => e.kind === 'request' && e.target === `coap://${one.address}:${one.port}/light`), 'the follow-up went through the last proxy');
+    } finally {
+      await first.close();
+      await last.close();
+    }
+  });
+
   it('chain: no feasible T\'\' gives 5.05 with the minimum T\'; the client retries with it', async function () {
     const last = await startProxy();
     const first = await startProxy({ chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
