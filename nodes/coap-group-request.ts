@@ -34,6 +34,8 @@ interface GroupRequestDef extends NodeDef {
   multicastTimeout?: string | number;
   /** coap-oscore-context shared with the proxy: the client-proxy OSCORE layer (groupcomm-proxy-07 REQ2) */
   oscoreProxy?: string;
+  /** coap-oscore-context shared with the servers: the end-to-end layer inside (oscore-capable-proxies-07 §2.3) */
+  oscoreEndToEnd?: string;
 }
 
 interface Running {
@@ -66,6 +68,7 @@ module.exports = function (RED: NodeAPI) {
     const node = this;
     const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
     const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
+    const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
     let privateEndpoint: Promise<CoapEndpoint> | undefined;
     const running = new Map<string, Running>();
     let totalResponses = 0;
@@ -188,7 +191,12 @@ module.exports = function (RED: NodeAPI) {
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);
           // OSCORE towards the proxy: the proxy removes that layer, identifies this client by it and checks its
           // allow-list (groupcomm-proxy-07 §5.2.1 step 2, oscore-capable-proxies-07).
-          const oscore = oscoreProxyNode ? { proxy: oscoreProxyNode.getContext() } : undefined;
+          // End to end, inside it: one context for the request and for every server's responses (a group whose
+          // servers each have their own Sender ID needs the core API's `responder`).
+          const oscore =
+            oscoreProxyNode || oscoreE2eNode
+              ? { proxy: oscoreProxyNode?.getContext(), endToEnd: oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined }
+              : undefined;
           ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore });
         } else ex = client.request({ method, uri, options, payload, timeout });
         const id = ex.token.toString('hex');

@@ -1,6 +1,7 @@
 // coap-group-proxy and coap-group-request in proxy mode inside a Node-RED runtime, against 5 lamps on loopback.
 
 import assert from 'node:assert/strict';
+import { CODES } from '../../src/coap/codes';
 import { Msg, collect as until } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
@@ -164,5 +165,48 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
     const msgs = await done;
     assert.equal(msgs.length, 1);
     assert.equal(msgs[0].coap.errors[0].code, '4.01');
+  });
+});
+
+describe('nodes: two OSCORE layers (client-proxy outside, end to end inside) through coap-group-proxy', function () {
+  this.timeout(20000);
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const oscoreContextNode = require('../../nodes/coap-oscore-context');
+  it('the server sees the inner request, the proxy only its own layer, and the node verifies both layers of every response', async function () {
+    const { groupKeys, startOscoreLamps } = await import('../support/oscore-group');
+    const port = await freeGroupPort();
+    const keys = groupKeys(1);
+    const [lamp] = await startOscoreLamps(1, { groupPort: port, keys, clientIds: ['c7'] });
+    const cpSecret = require('node:crypto').randomBytes(16).toString('hex');
+    try {
+      const flow = [
+        { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'cC', type: 'coap-oscore-context', senderId: 'c1', recipientId: '01', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+        { id: 'cP', type: 'coap-oscore-context', senderId: '01', recipientId: 'c1', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+        { id: 'cE', type: 'coap-oscore-context', senderId: 'c7', recipientId: keys.serverIds[0], alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+        { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', allow: 'kid:c1', oscoreContexts: ['cP'], wires: [] },
+        { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', oscoreProxy: 'cC', oscoreEndToEnd: 'cE', wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      const credentials = {
+        cC: { masterSecret: cpSecret }, cP: { masterSecret: cpSecret },
+        cE: { masterSecret: keys.masterSecret.toString('hex'), masterSalt: keys.masterSalt.toString('hex') },
+      };
+      await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow, credentials);
+      const ep = await helper.getNode('pl').getEndpoint();
+      const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+      helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
+      const msgs = await done;
+      const responses = msgs.filter((m) => !m.complete);
+      assert.deepEqual(msgs[msgs.length - 1].coap.errors, []);
+      assert.equal(responses.length, 1);
+      assert.deepEqual(responses[0].payload, { name: lamp.name });
+      assert.equal(responses[0].coap.origin.address, lamp.address);
+      assert.deepEqual(lamp.seen, [{ code: CODES.GET, path: '/light' }]);
+    } finally {
+      await helper.unload();
+      await lamp.server.close();
+    }
   });
 });
