@@ -3,6 +3,7 @@
 // (MulticastObserver). Maps msg <-> those core calls and shows the observer estimate.
 
 import { parseContentFormat } from '../src/coap/content-formats';
+import { parseUri, socketAddress } from '../src/coap/uri';
 import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { GroupServer } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
@@ -32,6 +33,8 @@ interface ObserveDef extends NodeDef {
   groupInterface?: string;
   autoStart?: boolean;
   payloadMode?: PayloadMode;
+  /** client mode: register through this proxy (coap://host:port) */
+  proxy?: string;
 }
 
 module.exports = function (RED: NodeAPI) {
@@ -127,7 +130,13 @@ module.exports = function (RED: NodeAPI) {
       observer?.cancel();
       endpoint ??= new CoapEndpoint(await UdpTransport.open({ bindAddress: def.bindAddress || '0.0.0.0', multicastInterface: def.groupInterface || '127.0.0.1' }));
       if (closed) return;
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1' });
+      let proxy;
+      const proxyText = typeof msg?.proxy === 'string' ? msg.proxy : def.proxy;
+      if (proxyText) {
+        const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
+        proxy = { address: socketAddress(p), port: p.port };
+      }
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;

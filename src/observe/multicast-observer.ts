@@ -10,7 +10,7 @@ import { decodeCodeOptionsPayload } from '../coap/codec';
 import { CODES, codeClass, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
-import { CoapUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
+import { CoapUri, formatUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
 
@@ -33,6 +33,11 @@ export interface MulticastObserverOptions {
   leisure?: number;
   /** extra options for the registration */
   options?: CoapOption[];
+  /**
+   * register through this forward proxy (Proxy-Uri); the proxy observes once for all its clients and relays
+   * every notification on this client's token (multicast-notifications-proxy-02 §3)
+   */
+  proxy?: RemoteAddress;
 }
 
 /** RFC 7641 §3.4: is V2 (arriving at t2) fresher than V1 (at t1)? */
@@ -63,6 +68,14 @@ export class MulticastObserver extends EventEmitter {
     super();
     this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
     this.server = { address: socketAddress(this.uri), port: this.uri.port };
+    this.peer = o.proxy ?? this.server;
+  }
+
+  /** where the registration goes: the server, or the proxy */
+  private readonly peer: RemoteAddress;
+
+  private targetOptions(): CoapOption[] {
+    return this.o.proxy ? [{ number: OPT.PROXY_URI, value: Buffer.from(formatUri(this.uri), 'utf8') }] : uriToOptions(this.uri);
   }
 
   /** Send the registration (CON GET, Observe 0). Resolves with the resulting mode. */
@@ -77,12 +90,12 @@ export class MulticastObserver extends EventEmitter {
       const fail = (err: Error) => reject(err);
       this.once('error', fail);
       this.once('mode', settle);
-      this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.server);
+      this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.peer);
       const msg = createMessage({
         type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
-        options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...uriToOptions(this.uri), ...(this.o.options ?? [])],
+        options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
       });
-      this.endpoint.sendMessage(msg, this.server, {
+      this.endpoint.sendMessage(msg, this.peer, {
         onFail: (err) => this.emit('error', err),
         onReset: () => this.emit('error', new Error('the server answered the registration with RST')),
       });
@@ -224,8 +237,8 @@ export class MulticastObserver extends EventEmitter {
   /** Forget the observation (§5.3: no message needed for a group observation; RFC 7641 §3.6 for unicast). */
   cancel(): void {
     if (this.mode === 'unicast' && this.regToken) {
-      const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...uriToOptions(this.uri)] });
-      this.endpoint.sendMessage(msg, this.server);
+      const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...this.targetOptions()] });
+      this.endpoint.sendMessage(msg, this.peer);
     }
     this.end(false);
   }

@@ -8,6 +8,10 @@ import { freeGroupPort } from '../support/lamps';
 const helper = require('node-red-node-test-helper');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const observeNode = require('../../nodes/coap-observe-multicast');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const proxyNode = require('../../nodes/coap-group-proxy');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const endpointNode = require('../../nodes/coap-endpoint');
 
 helper.init(require.resolve('node-red'));
 
@@ -60,5 +64,38 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
       assert.ok(a[1].coap.sequence > a[0].coap.sequence);
     }
     assert.equal(registrations[2].payload.count, 3);
+  });
+
+  it('a client node registering through a coap-group-proxy gets every notification relayed on its own token; the server counts the proxy once', async function () {
+    const port = await freeUnicastPort('127.0.0.7');
+    const groupPort = await freeGroupPort('239.255.0.79');
+    const flow = [
+      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.7', port, path: '/alarm', group: '239.255.0.79', groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', allow: '127.0.0.1', wires: [] },
+      ...[1, 2].map((i) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri: `coap://127.0.0.7:${port}/alarm`, bindAddress: '127.0.0.1', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] })),
+      { id: 'o1', type: 'helper' },
+      { id: 'o2', type: 'helper' },
+    ];
+    await helper.load([observeNode, proxyNode, endpointNode], flow);
+    const ep = await helper.getNode('pl').getEndpoint();
+    const proxy = `coap://127.0.0.1:${ep.transport.address().port}`;
+    // the proxy's port is only known now: msg.proxy gives it to the client nodes
+    for (const i of [1, 2]) helper.getNode(`c${i}`).receive({ url: `coap://127.0.0.7:${port}/alarm`, proxy });
+    const got: Record<string, any[]> = { o1: [], o2: [] };
+    for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: any) => got[k].push(m));
+    const registrations: any[] = [];
+    helper.getNode('events').on('input', (m: any) => m.topic === 'registration' && registrations.push(m));
+    const until = async (pred: () => boolean) => {
+      for (let t = 0; t < 150 && !pred(); t++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(pred(), 'timed out');
+    };
+    await until(() => got.o1.length >= 1 && got.o2.length >= 1);
+    helper.getNode('srv').receive({ payload: 'ALARM' });
+    await until(() => got.o1.some((m) => m.payload === 'ALARM') && got.o2.some((m) => m.payload === 'ALARM'));
+    assert.equal(registrations.length, 1, 'the proxy registered once for both clients');
+    assert.ok([...got.o1, ...got.o2].every((m) => m.coap.via === 'unicast'));
+    assert.notEqual(got.o1[0].coap.token, got.o2[0].coap.token);
   });
 });
