@@ -23,3 +23,4 @@ export * from './observe/group-observation';
 export * from './observe/multicast-observer';
 export * from './observe/notification-relay';
 export * as oscore from './oscore';
+export * from './observe/ticket-request';

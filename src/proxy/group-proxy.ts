@@ -32,6 +32,7 @@ import {
 import { MessageParts, isProtected } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
 import { NotificationRelay } from '../observe/notification-relay';
+import { TicketListener } from '../observe/ticket-request';
 import { CachedResponse, ProxyCache, isCacheableRequest, requestKey } from './cache';
 import { chainTimers, minimumAcceptable } from './multicast-timeout';
 
@@ -221,6 +222,12 @@ export class GroupProxy extends EventEmitter {
     if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined);
   }
 
+  private ticketHub?: TicketListener;
+  /** Listener for ticket requests (MNP-02 §4), created on first use. */
+  private get tickets(): TicketListener {
+    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream));
+  }
+
   /** The notification relay (MNP-02 §3), created on first use. */
   private get notificationRelay(): NotificationRelay {
     this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream);
@@ -389,6 +396,13 @@ export class GroupProxy extends EventEmitter {
 
     // Step 2: identify the client and check the allow-list (REQ1).
     if (!this.allowed(client, target.text)) throw new ProxyError(CODES.UNAUTHORIZED, `client ${client.address}:${client.port} is not allowed to proxy to ${target.text}`);
+
+    // MNP-02 §4 / OCP-07 §2.4 step 4: proxy options + Listen-To-Multicast-Responses (a ticket request) are not
+    // forwarded: this proxy rebuilds the phantom request and listens to the group itself.
+    if (this.tickets.wants(msg, req.remote)) {
+      this.emitEvent({ kind: 'request', client, token: msg.token.toString('hex'), target: target.text, reason: 'ticket (MNP §4)' });
+      return this.tickets.handle(req, ctx, layers.length ? (p) => this.protectForClient(layers, p, client, msg.token, []) : undefined);
+    }
 
     // RFC 7252 §5.7.1: an unsafe option we do not know cannot be forwarded.
     for (const o of msg.options) {
@@ -828,6 +842,7 @@ export class GroupProxy extends EventEmitter {
     for (const ex of [...this.exchanges.values()]) this.endExchange(ex, 'proxy closed');
     this.closed = true;
     this.relayHub?.close();
+    this.ticketHub?.close();
     this.opts.listen.off('reset', this.onReset);
     this.opts.listen.setRequestHandler(undefined);
   }

@@ -530,4 +530,38 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       await server.close();
     }
   });
+
+  it('a ticket request (Listen-To-Multicast-Responses, MNP-02 §4) is not forwarded: the proxy listens to the group and relays', async function () {
+    const { GroupObservation } = await import('../../src/observe/group-observation');
+    const { TicketClient } = await import('../../src/observe/ticket-request');
+    const { decodeInformativeResponse } = await import('../../src/cbor/informative-response');
+    const NG = '239.255.0.92';
+    const ngPort = await freeGroupPort(NG);
+    const server = await GroupServer.open({ address: '127.0.0.42', port: 0, groups: [], leisure: 0 });
+    const obs = new GroupObservation({ server, path: '/alarm', group: { address: NG, port: ngPort }, initial: 'calm', minInterval: 0 });
+    const p = await startProxy();
+    const ep = await endpointOn();
+    try {
+      const target = `coap://127.0.0.42:${server.address().port}/alarm`;
+      // the client got the informative response itself (with end-to-end security the proxy could not read it)
+      const res = await ep.request({ code: CODES.GET, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.URI_PATH, value: Buffer.from('alarm') }] }, server.address());
+      const ir = decodeInformativeResponse(res.message.payload);
+      const requestsBefore = server.counters.requests;
+      const tc = new TicketClient(ep, { proxy: p.listen.transport.address(), target, informative: ir });
+      const got: string[] = [];
+      tc.on('notification', (n: { message: { payload: Buffer } }) => got.push(n.message.payload.toString()));
+      await tc.start();
+      assert.ok(p.events.some((e) => e.kind === 'request' && e.reason === 'ticket (MNP §4)'));
+      obs.update('ALARM');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(got[got.length - 1], 'ALARM');
+      assert.equal(server.counters.requests, requestsBefore, 'the ticket never reached the server');
+      tc.cancel('forget');
+    } finally {
+      await ep.close();
+      await p.close();
+      obs.close();
+      await server.close();
+    }
+  });
 });

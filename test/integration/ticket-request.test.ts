@@ -1,0 +1,206 @@
+// Ticket requests (multicast-notifications-proxy-02 §4) on real loopback multicast: a server with a group
+// observation on 127.0.0.41, a minimal proxy (listen + upstream endpoints, TicketListener only, no GroupProxy),
+// clients that take the informative response from the server and then hand their tickets to the proxy.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { InformativeResponse, decodeInformativeResponse } from '../../src/cbor/informative-response';
+import { decode } from '../../src/coap/codec';
+import { CODES, codeToString } from '../../src/coap/codes';
+import { OPT } from '../../src/coap/options';
+import { GroupServer } from '../../src/group/group-server';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { GroupObservation } from '../../src/observe/group-observation';
+import { RelayedNotification, TicketClient, TicketListener } from '../../src/observe/ticket-request';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { freeGroupPort } from '../support/lamps';
+
+const NG = '239.255.0.91'; // a group the server owns (OMN-15 §2)
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(pred: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error('condition not reached in time');
+    await sleep(20);
+  }
+}
+
+const endpointOn = async () => new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }), { params: { ACK_TIMEOUT: 300 } });
+
+interface Client {
+  ep: CoapEndpoint;
+  ir: InformativeResponse;
+  tc?: TicketClient;
+  got: RelayedNotification[];
+  cancelled: boolean;
+}
+
+describe('ticket requests through a proxy (MNP-02 §4): one group listener, each client on its own token', function () {
+  this.timeout(15000);
+  let server: GroupServer;
+  let observation: GroupObservation;
+  let listen: CoapEndpoint;
+  let upstream: CoapEndpoint;
+  let tickets: TicketListener;
+  let sniffer: dgram.Socket;
+  const onWire: Buffer[] = [];
+  let forwarded = 0;
+  let target: string;
+  const clients: Client[] = [];
+
+  before(async function () {
+    const ngPort = await freeGroupPort(NG);
+    server = await GroupServer.open({ address: '127.0.0.41', port: 0, groups: [], leisure: 0 });
+    observation = new GroupObservation({ server, path: '/alarm', group: { address: NG, port: ngPort }, initial: 'calm', contentFormat: 0, minInterval: 0 });
+    target = `coap://127.0.0.41:${server.address().port}/alarm`;
+    sniffer = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    sniffer.on('message', (m) => onWire.push(m));
+    await new Promise<void>((r) => sniffer.bind(ngPort, NG, () => r()));
+    sniffer.addMembership(NG, '127.0.0.1');
+    // The proxy harness: tickets go to the TicketListener; anything else would be forwarded (counted, refused).
+    listen = await endpointOn();
+    upstream = await endpointOn();
+    tickets = new TicketListener(listen, upstream, { groupInterface: '127.0.0.1', leisure: 50 });
+    listen.setRequestHandler((req, ctx) => {
+      if (tickets.wants(req.message, req.remote)) return tickets.handle(req, ctx);
+      forwarded++;
+      ctx.respond({ code: CODES.PROXYING_NOT_SUPPORTED });
+    });
+  });
+
+  after(async function () {
+    for (const c of clients) {
+      c.tc?.cancel('forget');
+      await c.ep.close();
+    }
+    tickets.close();
+    await listen.close();
+    await upstream.close();
+    observation.close();
+    await server.close();
+    await new Promise<void>((r) => sniffer.close(() => r()));
+  });
+
+  async function newClient(): Promise<Client> {
+    const ep = await endpointOn();
+    // OMN-15 §5: the client registers with the server itself and gets the informative response (5.03).
+    const res = await ep.request({ code: CODES.GET, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.URI_PATH, value: Buffer.from('alarm') }] }, server.address());
+    assert.equal(codeToString(res.message.code), '5.03');
+    const c: Client = { ep, ir: decodeInformativeResponse(res.message.payload), got: [], cancelled: false };
+    clients.push(c);
+    return c;
+  }
+
+  async function sendTicket(c: Client, ir = c.ir): Promise<void> {
+    const tc = new TicketClient(c.ep, { proxy: listen.transport.address(), target, informative: ir });
+    c.tc = tc;
+    tc.on('notification', (n: RelayedNotification) => c.got.push(n));
+    tc.on('cancelled', () => (c.cancelled = true));
+    await tc.start();
+  }
+
+  it('3 clients present tickets: the proxy sends nothing to the server and listens once', async function () {
+    for (let i = 0; i < 3; i++) await newClient();
+    assert.equal(observation.count, 3);
+    const requests = server.counters.requests;
+    const upSent = upstream.transport.counters.sent;
+    for (const c of clients) await sendTicket(c);
+    assert.equal(server.counters.requests, requests, 'no request reached the server for the tickets');
+    assert.equal(upstream.transport.counters.sent, upSent);
+    assert.equal(forwarded, 0);
+    assert.equal(tickets.observationCount, 1);
+    assert.equal(tickets.clientCount(), 3);
+    assert.ok(tickets.listening()[0].tpInfo.token.equals(observation.phantomToken));
+    assert.ok(clients.every((c) => c.got.length === 0), 'nothing known yet: an empty ACK');
+  });
+
+  it('one change: exactly one multicast datagram, every client gets it on its own token, Observe order kept', async function () {
+    const before = onWire.length;
+    observation.update('ALARM');
+    await waitFor(() => clients.every((c) => c.got.length === 1));
+    await sleep(100);
+    assert.equal(onWire.length - before, 1);
+    const onGroup = decode(onWire[onWire.length - 1]);
+    for (const c of clients) {
+      const n = c.got[0];
+      assert.equal(n.message.payload.toString(), 'ALARM');
+      assert.ok(n.message.token.equals(c.tc!.token));
+      assert.ok(!n.message.token.equals(onGroup.token));
+      assert.equal(n.sequence, onGroup.options.find((o) => o.number === OPT.OBSERVE)!.value.readUIntBE(0, onGroup.options.find((o) => o.number === OPT.OBSERVE)!.value.length));
+    }
+    observation.update('ALARM 2');
+    await waitFor(() => clients.every((c) => c.got.length === 2));
+    assert.equal(onWire.length - before, 2);
+    assert.ok(clients.every((c) => c.got[1].sequence > c.got[0].sequence && c.got[1].message.payload.toString() === 'ALARM 2'));
+  });
+
+  it('a later ticket is answered with the latest notification at once', async function () {
+    const late: Client = { ep: await endpointOn(), ir: clients[0].ir, got: [], cancelled: false };
+    clients.push(late);
+    await sendTicket(late);
+    await waitFor(() => late.got.length === 1);
+    assert.equal(late.got[0].message.payload.toString(), 'ALARM 2');
+    assert.equal(tickets.observationCount, 1);
+    assert.equal(tickets.clientCount(), 4);
+  });
+
+  it('a client leaving with RST (and one deregistering) does not stop the others', async function () {
+    const [gone, , , dereg] = clients;
+    gone.tc!.cancel('reset');
+    observation.update('X');
+    await waitFor(() => clients.slice(1).every((c) => c.got.at(-1)!.message.payload.toString() === 'X'));
+    await waitFor(() => tickets.clientCount() === 3);
+    dereg.tc!.cancel('deregister');
+    await waitFor(() => tickets.clientCount() === 2);
+    const gotBefore = gone.got.length;
+    const deregBefore = dereg.got.length;
+    observation.update('Y');
+    await waitFor(() => clients.slice(1, 3).every((c) => c.got.at(-1)!.message.payload.toString() === 'Y'));
+    await sleep(100);
+    assert.equal(gone.got.length, gotBefore);
+    assert.equal(dereg.got.length, deregBefore);
+    assert.equal(tickets.observationCount, 1);
+    assert.equal(tickets.counters.resets, 1);
+    assert.equal(tickets.counters.deregistrations, 1);
+  });
+
+  it('Feedback-Divider (MNP-02 §5): the proxy answers the poll itself, as one client, and strips the option', async function () {
+    const live = clients.slice(1, 3);
+    const counts = live.map((c) => c.got.length);
+    const requests = server.counters.requests;
+    // Q = 0 (target >= count): every observer of the server answers; the proxy is the only one listening.
+    const est = await observation.estimateObservers(10, 600);
+    assert.equal(est.divider, 0);
+    assert.equal(est.confirmations, 1);
+    assert.equal(tickets.counters.feedback, 1);
+    assert.equal(server.counters.requests, requests + 1);
+    live.forEach((c, i) => {
+      assert.equal(c.got.length, counts[i] + 1);
+      assert.ok(!c.got.at(-1)!.message.options.some((o) => o.number === 18), 'Feedback-Divider stripped');
+    });
+  });
+
+  it('cancellation: the server\'s multicast 5.03 reaches every remaining client, and the proxy stops listening', async function () {
+    const before = onWire.length;
+    observation.cancel();
+    await waitFor(() => clients.slice(1, 3).every((c) => c.cancelled));
+    assert.equal(onWire.length - before, 1);
+    assert.equal(codeToString(decode(onWire[onWire.length - 1]).code), '5.03');
+    assert.equal(tickets.observationCount, 0);
+    assert.equal(tickets.clientCount(), 0);
+    assert.ok(!clients[0].cancelled && !clients[3].cancelled, 'the clients that left hear nothing more');
+  });
+
+  it('the last client leaving ends the listening (RST), and a fresh ticket after it works again', async function () {
+    const c = await newClient(); // the observation restarts on this registration (new token T)
+    await sendTicket(c);
+    assert.equal(tickets.observationCount, 1);
+    observation.update('Z');
+    await waitFor(() => c.got.length === 1);
+    c.tc!.cancel('reset');
+    observation.update('Z2');
+    await waitFor(() => tickets.observationCount === 0);
+    assert.equal(c.got.length, 1);
+  });
+});
