@@ -99,8 +99,12 @@ module.exports = function (RED: NodeAPI) {
     const start = async () => {
       if (!listenNode) throw new Error(RED._('coap-group-proxy.errors.no-listen'));
       const listen = await listenNode.getEndpoint();
-      const upstream = upstreamNode ? await upstreamNode.getEndpoint() : (privateUpstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '0.0.0.0' })));
-      if (closed) return;
+      const upstream = upstreamNode ? await upstreamNode.getEndpoint() : (privateUpstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '0.0.0.0', recvBufferSize: 1 << 20 })));
+      if (closed) {
+        // redeployed while the sockets were opening: close what this start opened
+        await privateUpstream?.close();
+        return;
+      }
       let chain;
       if (def.nextHop) {
         const u = parseUri(def.nextHop.includes('://') ? def.nextHop : `coap://${def.nextHop}`);
@@ -137,6 +141,7 @@ module.exports = function (RED: NodeAPI) {
           node.log(`rejected ${e.client.address}:${e.client.port} -> ${e.target ?? '?'}: ${e.code} ${e.reason}`);
         }
         if (e.kind === 'drop') node.warn(`${e.client.address}:${e.client.port}: ${e.reason}`);
+        if (closed) return; // the proxy ends its exchanges while closing: nothing more goes into the flow
         if (def.events) node.send({ topic: e.kind, payload: e });
         status();
       });
@@ -149,6 +154,7 @@ module.exports = function (RED: NodeAPI) {
 
     node.on('close', (_removed, done) => {
       closed = true;
+      node.status({});
       Promise.resolve()
         .then(() => proxy?.close())
         .then(() => privateUpstream?.close())

@@ -187,7 +187,9 @@ module.exports = function (RED: NodeAPI) {
           const mtRaw = msg.multicastTimeout ?? (def.multicastTimeout === '' || def.multicastTimeout === undefined ? undefined : def.multicastTimeout);
           const style: TargetStyle = (msg.targetStyle as TargetStyle) || def.targetStyle || 'proxy-uri';
           // GCP-07 §5.1.1: T' < T; by default one second less than the timeout.
-          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.max(0, Math.ceil(timeout / 1000) - 1);
+          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.ceil(timeout / 1000) - 1;
+          // T' = 0 means "relay nothing": only when asked for, never as a side effect of a short timeout.
+          if (mtRaw === undefined && multicastTimeout !== undefined && multicastTimeout < 1) throw new Error('through a proxy the timeout must be more than 1 s (Multicast-Timeout T\' < T), or set Multicast-Timeout to 0 explicitly');
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);
           // OSCORE towards the proxy: the proxy removes that layer, identifies this client by it and checks its
           // allow-list (groupcomm-proxy-07 §5.2.1 step 2, oscore-capable-proxies-07).

@@ -12,7 +12,7 @@ import { MulticastObserver, Notification } from '../src/observe/multicast-observ
 import { UdpTransport } from '../src/transport/udp-transport';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
-import { Node, NodeAPI, NodeDef, NodeMessage, guarded } from './lib/red';
+import { Node, NodeAPI, NodeDef, NodeMessage, closeThen, guarded } from './lib/red';
 
 interface ObserveDef extends NodeDef {
   mode?: 'server' | 'client';
@@ -72,10 +72,12 @@ module.exports = function (RED: NodeAPI) {
           minInterval: def.minInterval === undefined || def.minInterval === '' ? 3000 : Number(def.minInterval),
         });
         observation.on('registration', (r) => {
+          if (closed) return;
           node.send({ topic: 'registration', payload: { client: r.remote, count: r.count } });
           status();
         });
         observation.on('estimate', (e: CountEstimate) => {
+          if (closed) return;
           node.send({ topic: 'estimate', payload: e });
           status();
         });
@@ -105,6 +107,7 @@ module.exports = function (RED: NodeAPI) {
       );
       node.on('close', (_removed, done) => {
         closed = true;
+        node.status({});
         ready
           .catch(() => undefined)
           .then(() => {
@@ -120,7 +123,7 @@ module.exports = function (RED: NodeAPI) {
     }
 
     // client mode
-    let endpoint: CoapEndpoint | undefined;
+    let opening: Promise<CoapEndpoint> | undefined;
     let observer: MulticastObserver | undefined;
     let received = 0;
     const payloadMode: PayloadMode = def.payloadMode || 'auto';
@@ -128,7 +131,9 @@ module.exports = function (RED: NodeAPI) {
       const uri = (typeof msg?.url === 'string' && msg.url) || def.uri;
       if (!uri) throw new Error('no resource URI');
       observer?.cancel();
-      endpoint ??= new CoapEndpoint(await UdpTransport.open({ bindAddress: def.bindAddress || '0.0.0.0', multicastInterface: def.groupInterface || '127.0.0.1' }));
+      // one endpoint per node, opened once even if a message arrives while the deploy-time start is still opening
+      opening ??= UdpTransport.open({ bindAddress: def.bindAddress || '0.0.0.0', multicastInterface: def.groupInterface || '127.0.0.1' }).then((t) => new CoapEndpoint(t));
+      const endpoint = await opening;
       if (closed) return;
       let proxy;
       const proxyText = typeof msg?.proxy === 'string' ? msg.proxy : def.proxy;
@@ -170,13 +175,10 @@ module.exports = function (RED: NodeAPI) {
     node.on('close', (_removed, done) => {
       closed = true;
       observer?.cancel();
-      const ep = endpoint;
-      endpoint = undefined;
-      if (!ep) return done();
-      ep.close().then(
-        () => done(),
-        () => done(),
-      );
+      node.status({});
+      const p = opening;
+      opening = undefined;
+      closeThen(p, done);
     });
   }
   RED.nodes.registerType('coap-observe-multicast', CoapObserveMulticastNode);

@@ -66,7 +66,8 @@ export function parseUri(text: string): CoapUri {
     family = net.isIPv4(host) ? 4 : 0;
   }
   const port = m[3] ? Number(m[3]) : SCHEMES[scheme];
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UriError(`invalid port ${m[3]}`);
+  // Port 0 names no destination (a socket cannot send to it).
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UriError(`invalid port ${m[3]}`);
   const rawPath = m[4] ?? '';
   const path = rawPath === '' || rawPath === '/' ? [] : rawPath.replace(/^\//, '').split('/').map(decode);
   const query = m[5] !== undefined && m[5] !== '' ? m[5].split('&').map(decode) : [];

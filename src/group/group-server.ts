@@ -79,6 +79,8 @@ export interface GroupServerOptions extends EndpointOptions {
   leisure?: number;
   /** largest payload sent in one message before Block2 starts (default 1024) */
   maxPayload?: number;
+  /** most Observe registrations kept per resource (default 10000) */
+  maxObservers?: number;
   transport?: Omit<UdpTransportOptions, 'bindAddress' | 'port' | 'groups'>;
   /** see RequestTransform (default: none, requests reach the resources as received) */
   requestTransform?: RequestTransform;
@@ -110,19 +112,21 @@ export class GroupServer {
     private readonly leisure: number,
     private readonly maxPayload: number,
     private readonly transform?: RequestTransform,
+    private readonly maxObservers = 10_000,
   ) {
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
     // RFC 7641 §3.6: a RST to a notification cancels that observation.
-    endpoint.on('reset', (_remote: unknown, mid: number) => {
+    endpoint.on('reset', (remote: { address: string; port: number }, mid: number) => {
       const key = this.notificationMids.get(mid);
-      if (key) this.removeObserver(key);
+      // only the observer the notification went to can cancel it this way
+      if (key && key.startsWith(`${remote.address}|${remote.port}|`)) this.removeObserver(key);
     });
   }
 
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
     const transport = await UdpTransport.open({ ...opts.transport, bindAddress: opts.address, port: opts.port ?? 5683, groups: opts.groups, reuseAddr: true });
     const endpoint = new CoapEndpoint(transport, opts);
-    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024, opts.requestTransform);
+    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024, opts.requestTransform, opts.maxObservers);
   }
 
   /** The server's unicast address and port. */
@@ -202,7 +206,12 @@ export class GroupServer {
   private later(fn: () => void, ms: number): void {
     const t = setTimeout(() => {
       this.timers.delete(t);
-      if (!this.closed) fn();
+      if (this.closed) return;
+      try {
+        fn();
+      } catch (err) {
+        this.endpoint.emit('handler-error', err);
+      }
     }, ms);
     this.timers.add(t);
   }
@@ -250,7 +259,13 @@ export class GroupServer {
           this.endpoint.emit('handler-error', err);
           this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {}, protect);
         },
-      );
+      )
+      .catch((err) => {
+        // e.g. an option value too long to read as a uint: answer 4.02 (RFC 7252 §5.4.3), never crash
+        this.endpoint.emit('handler-error', err);
+        if (req.multicast) ctx.ignore();
+        else ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from('malformed option value') });
+      });
   }
 
   private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions, protect?: (res: ResponseParts) => ResponseParts): void {
@@ -279,8 +294,9 @@ export class GroupServer {
       const key = `${req.remote.address}|${req.remote.port}|${req.message.token.toString('hex')}`;
       const value = decodeUint(obs);
       if (value === 1) this.removeObserver(key);
-      else if (value === 0 && codeClass(code) === 2) {
-        // RFC 7641 §3.1 / RFC 10020 §3.7: register, and answer with the Observe option.
+      else if (value === 0 && codeClass(code) === 2 && (this.observers.get(req.path)?.size ?? 0) < this.maxObservers) {
+        // RFC 7641 §3.1 / RFC 10020 §3.7: register, and answer with the Observe option. Beyond maxObservers the
+        // request is simply answered without Observe (§4.1: the client then knows it is not registered).
         let m = this.observers.get(req.path);
         if (!m) this.observers.set(req.path, (m = new Map()));
         m.set(key, { key, path: req.path, remote: req.remote, token: req.message.token, request: req, viaGroup: req.multicast, protect });

@@ -33,6 +33,8 @@ export interface MulticastObserverOptions {
   leisure?: number;
   /** extra options for the registration */
   options?: CoapOption[];
+  /** ms to wait for the answer to the registration (default 30000) */
+  timeout?: number;
   /**
    * register through this forward proxy (Proxy-Uri); the proxy observes once for all its clients and relays
    * every notification on this client's token (multicast-notifications-proxy-02 §3)
@@ -58,6 +60,7 @@ export class MulticastObserver extends EventEmitter {
   private stopReg?: () => void;
   private stopGroup?: () => void;
   private groupAddress?: string;
+  private groupPort?: number;
   private last?: { seq: number; at: number };
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -83,11 +86,19 @@ export class MulticastObserver extends EventEmitter {
     return new Promise((resolve, reject) => {
       const token = this.endpoint.newToken();
       this.regToken = token;
+      // An empty ACK promises a separate response: if none comes, do not wait for ever.
+      const timer = setTimeout(() => this.mode === 'pending' && this.fail(new Error(`no answer to the registration within ${this.o.timeout ?? 30_000} ms`)), this.o.timeout ?? 30_000);
+      timer.unref(); // never what keeps a process alive
       const settle = (mode: 'multicast' | 'unicast') => {
+        clearTimeout(timer);
         this.off('error', fail);
         resolve(mode);
       };
-      const fail = (err: Error) => reject(err);
+      const fail = (err: Error) => {
+        clearTimeout(timer);
+        this.off('mode', settle);
+        reject(err);
+      };
       this.once('error', fail);
       this.once('mode', settle);
       this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.peer);
@@ -96,8 +107,8 @@ export class MulticastObserver extends EventEmitter {
         options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
       });
       this.endpoint.sendMessage(msg, this.peer, {
-        onFail: (err) => this.emit('error', err),
-        onReset: () => this.emit('error', new Error('the server answered the registration with RST')),
+        onFail: (err) => this.fail(err),
+        onReset: () => this.fail(new Error('the server answered the registration with RST')),
       });
     });
   }
@@ -110,7 +121,7 @@ export class MulticastObserver extends EventEmitter {
     const m = res.message;
     const cf = getOption(m, OPT.CONTENT_FORMAT);
     if (m.code === CODES.SERVICE_UNAVAILABLE && cf !== undefined && decodeUint(cf) === INFORMATIVE_RESPONSE_CONTENT_FORMAT) {
-      void this.onInformative(m, res.remote);
+      this.onInformative(m, res.remote).catch((err: Error) => this.fail(err));
       return;
     }
     if (codeClass(m.code) === 2 && getOption(m, OPT.OBSERVE) !== undefined) {
@@ -122,8 +133,7 @@ export class MulticastObserver extends EventEmitter {
       return;
     }
     if (this.mode === 'pending') {
-      this.emit('error', new Error(`registration answered ${codeToString(m.code)}${m.payload.length ? ': ' + m.payload.toString() : ''}`));
-      this.end(false);
+      this.fail(new Error(`registration answered ${codeToString(m.code)}${m.payload.length ? ': ' + m.payload.toString() : ''}`));
     } else if (codeClass(m.code) !== 2) {
       // RFC 7641 §3.2: a non-2.xx notification ends the observation.
       this.deliver(m, 'unicast');
@@ -145,9 +155,7 @@ export class MulticastObserver extends EventEmitter {
       }
     } catch (err) {
       // §5.2: invalid fields: withdraw.
-      this.emit('error', err as Error);
-      this.end(false);
-      return;
+      return this.fail(err as Error);
     }
     this.informative = ir;
     this.emit('informative', ir);
@@ -156,14 +164,13 @@ export class MulticastObserver extends EventEmitter {
     const transport = this.endpoint.transport as UdpTransport;
     try {
       if (typeof transport.joinGroup !== 'function') throw new Error('this transport cannot join groups');
-      this.groupAddress = t.client.zone ? `${t.client.host}` : t.client.host;
+      this.groupAddress = t.client.host;
+      this.groupPort = t.client.port;
       await transport.joinGroup({ address: this.groupAddress, port: t.client.port, interfaces: [this.o.groupInterface ?? (t.client.host.includes(':') ? '::%lo' : '127.0.0.1')] });
       // The client MUST use T as its local token for this observation.
       this.stopGroup = this.endpoint.listen(t.token, (res) => this.onMulticast(res), { address: t.server.host, port: t.server.port });
     } catch (err) {
-      this.emit('error', err as Error);
-      this.end(false);
-      return;
+      return this.fail(err as Error);
     }
     this.stopReg?.();
     this.stopReg = undefined;
@@ -171,9 +178,13 @@ export class MulticastObserver extends EventEmitter {
     this.emit('mode', 'multicast');
     if (ir.lastNotif) {
       // §5.2 step 2.5-2.6: rebuild the latest notification; its Observe value is the baseline. Feedback-Divider
-      // in a rebuilt notification is ignored (§8.2).
-      const d = decodeCodeOptionsPayload(ir.lastNotif);
-      this.deliver({ type: 'NON', code: d.code, messageId: 0, token: t.token, options: d.options, payload: Buffer.from(d.payload) }, 'last_notif');
+      // in a rebuilt notification is ignored (§8.2). A malformed one is reported, and the observation goes on.
+      try {
+        const d = decodeCodeOptionsPayload(ir.lastNotif);
+        this.deliver({ type: 'NON', code: d.code, messageId: 0, token: t.token, options: d.options, payload: Buffer.from(d.payload) }, 'last_notif');
+      } catch (err) {
+        this.report(err as Error);
+      }
     }
   }
 
@@ -211,15 +222,26 @@ export class MulticastObserver extends EventEmitter {
         type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
         options: [
           { number: OPT.OBSERVE, value: Buffer.alloc(0) },
-          ...uriToOptions(this.uri),
+          ...this.targetOptions(),
           { number: OPT.NO_RESPONSE, value: encodeUint(26) },
           { number: optionNumber('Feedback-Divider'), value: Buffer.alloc(0) },
         ],
       });
-      this.endpoint.sendMessage(msg, this.server);
+      // §8.2: to the same destination as the original registration (the proxy, if it went through one)
+      this.endpoint.sendMessage(msg, this.peer);
       this.endpoint.retireToken(token); // nothing is expected back
     }, Math.random() * (this.o.leisure ?? 5000));
     this.timers.add(t);
+  }
+
+  /** 'error' without throwing when nobody listens (a library user may not have attached a listener). */
+  private report(err: Error): void {
+    if (this.listenerCount('error')) this.emit('error', err);
+  }
+
+  private fail(err: Error): void {
+    this.report(err);
+    this.end(false);
   }
 
   private end(cancelled: boolean): void {
@@ -230,7 +252,7 @@ export class MulticastObserver extends EventEmitter {
     this.stopReg?.();
     this.stopGroup?.();
     this.stopReg = this.stopGroup = undefined;
-    if (this.groupAddress) void (this.endpoint.transport as UdpTransport).leaveGroup?.(this.groupAddress);
+    if (this.groupAddress) void (this.endpoint.transport as UdpTransport).leaveGroup?.(this.groupAddress, this.groupPort);
     if (cancelled) this.emit('cancelled');
   }
 

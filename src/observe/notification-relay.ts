@@ -31,7 +31,8 @@ export class NotificationRelay {
   private readonly midToClient = new Map<number, { target: string; client: string }>();
   private readonly onReset = (remote: RemoteAddress, mid: number) => {
     const hit = this.midToClient.get(mid);
-    if (hit) this.remove(hit.target, hit.client);
+    // only the client the notification went to can cancel it this way
+    if (hit && hit.client.startsWith(`${remote.address}|${remote.port}|`)) this.remove(hit.target, hit.client);
   };
 
   constructor(
@@ -96,11 +97,11 @@ export class NotificationRelay {
   }
 
   private fanOut(t: Target, n: Notification): void {
-    t.latest = n.message;
     // MNP-02 §5: the proxy answers Feedback-Divider itself (its MulticastObserver did, counting as one client) and
-    // strips the option before relaying.
+    // strips the option before relaying, also from the copy it answers new clients with.
     const fd = optionNumber('Feedback-Divider');
     const options = n.message.options.filter((o) => o.number !== fd);
+    t.latest = { ...n.message, options };
     for (const [key, c] of t.clients) {
       const msg = createMessage({ type: 'NON', code: n.message.code, token: c.token, messageId: this.listen.newMessageId(), options, payload: n.message.payload });
       this.midToClient.set(msg.messageId, { target: t.key, client: key });

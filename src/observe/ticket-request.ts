@@ -274,7 +274,7 @@ export class TicketListener extends EventEmitter {
   /** client (remote + token) -> observation key */
   private readonly holders = new Map<string, string>();
   private readonly midToHolder = new Map<number, string>();
-  /** group membership reference counts, per group address (UdpTransport.leaveGroup works per address) */
+  /** group membership reference counts, per group address (one join per port on the upstream transport) */
   private readonly memberships = new Map<string, { ports: Map<number, Promise<void>>; refs: number }>();
   private closed = false;
   private readonly onReset = (remote: RemoteAddress, mid: number) => {
@@ -449,7 +449,7 @@ export class TicketListener extends EventEmitter {
     if (--m.refs > 0) return;
     this.memberships.delete(address);
     const transport = this.upstream.transport as UdpTransport;
-    void Promise.all(m.ports.values()).catch(() => undefined).then(() => transport.leaveGroup?.(address));
+    for (const [port, joining] of m.ports) void joining.catch(() => undefined).then(() => transport.leaveGroup?.(address, port));
   }
 
   private onNotification(obs: Observation, res: IncomingResponse): void {

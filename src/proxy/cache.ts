@@ -70,7 +70,7 @@ export class ProxyCache {
   store(key: string, server: string, message: CoapMessage): void {
     if (!isCacheableResponse(message)) {
       // A non-cacheable answer from a server replaces nothing, but a stale entry of that server is dropped.
-      this.entries.get(key)?.delete(server);
+      this.remove(key, server);
       return;
     }
     let perServer = this.entries.get(key);
@@ -93,8 +93,7 @@ export class ProxyCache {
     for (const [server, e] of perServer) {
       const left = this.residual(e);
       if (left <= 0) {
-        perServer.delete(server);
-        this.size--;
+        this.remove(key, server);
         continue;
       }
       out.push(e);
@@ -134,8 +133,14 @@ export class ProxyCache {
     let oldest: { key: string; server: string; at: number } | undefined;
     for (const [key, m] of this.entries) for (const [server, e] of m) if (!oldest || e.storedAt < oldest.at) oldest = { key, server, at: e.storedAt };
     if (!oldest) return;
-    this.entries.get(oldest.key)!.delete(oldest.server);
+    this.remove(oldest.key, oldest.server);
+  }
+
+  private remove(key: string, server: string): void {
+    const perServer = this.entries.get(key);
+    if (!perServer || !perServer.delete(server)) return;
     this.size--;
+    if (perServer.size === 0) this.entries.delete(key);
   }
 
   clear(): void {

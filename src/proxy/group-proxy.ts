@@ -383,10 +383,16 @@ export class GroupProxy extends EventEmitter {
     }
     if (existing) {
       const obs = getOption(msg, OPT.OBSERVE);
-      if (existing.observing && obs !== undefined && decodeUint(obs) === 1) {
+      if (existing.observing && obs !== undefined && obs.length <= 3 && decodeUint(obs) === 1) {
         // Deregistration on the same token: forward it to the group on the proxy's token (RFC 10020 §3.7) and
         // relay the servers' answers, with Reply-From, for the deregistration's own T' (or 5 s), then end.
-        this.deregister(existing, mtRaw === undefined ? 5 : decodeUint(mtRaw));
+        const t = mtRaw === undefined || mtRaw.length > 4 ? 5 : Math.min(decodeUint(mtRaw), this.opts.maxMulticastTimeout);
+        this.deregister(existing, t);
+        return ctx.ignore();
+      }
+      if (existing.observing && obs !== undefined && obs.length <= 3 && decodeUint(obs) === 0 && existing.upstreamRequest && existing.upstreamDest) {
+        // RFC 10020 §3.7: the client repeats its registration on the same token: repeat it upstream on ours.
+        this.opts.upstream.sendMessage({ ...existing.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId() }, existing.upstreamDest);
         return ctx.ignore();
       }
       // RFC 10020 §3.5.2: a token still in use: stop forwarding, do not forward the new request, 4.00.
@@ -426,6 +432,7 @@ export class GroupProxy extends EventEmitter {
       throw new ProxyError(CODES.BAD_REQUEST, 'Please use Multicast-Timeout', [{ number: mtNum, value: EMPTY }], 'ERR_NO_MULTICAST_TIMEOUT');
     }
     // Step 4: read T' (and remove it, unless a further proxy follows).
+    if (mtRaw.length > 4) throw new ProxyError(CODES.BAD_REQUEST, 'Multicast-Timeout longer than 4 bytes');
     const tPrime = decodeUint(mtRaw);
     if (tPrime > this.opts.maxMulticastTimeout) throw new ProxyError(CODES.BAD_REQUEST, `Multicast-Timeout ${tPrime} s exceeds this proxy's maximum of ${this.opts.maxMulticastTimeout} s`);
 
@@ -495,7 +502,13 @@ export class GroupProxy extends EventEmitter {
       return;
     }
     ex.stopUpstream = upstream.listen(upToken, (res) => this.relay(ex, res));
-    upstream.sendMessage(upReq, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
+    try {
+      upstream.sendMessage(upReq, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
+    } catch (err) {
+      // nothing went out: free the exchange at once (the client gets no relays; its own timer ends it)
+      this.endExchange(ex, `cannot send to the group: ${(err as Error).message}`);
+      return;
+    }
     // Step 6: the timer T'.
     ex.timer = setTimeout(() => this.expire(ex), lifetime * 1000);
     if (cached.length) this.serveCachedAlongside(ex, cached, tPrime);

@@ -211,8 +211,9 @@ export class ProxiedGroupExchange extends ResponseStream {
       onFail: (err) => this.fail(CODES.GATEWAY_TIMEOUT, err.message),
     });
     if (this.tPrime === 0) {
-      // Nothing will be relayed: the exchange is over once the request is out (the token stays retired).
-      this.finish();
+      // Nothing will be relayed: the exchange is over once the request is out (the token stays retired). On the
+      // next turn, so that whoever just called requestViaProxy() has attached its 'end' listener.
+      setImmediate(() => this.finish());
     }
   }
 

@@ -84,7 +84,7 @@ export class UdpTransport extends EventEmitter implements Transport {
   readonly family: 'udp4' | 'udp6';
   readonly counters: TransportCounters = { received: 0, sent: 0, bytesReceived: 0, bytesSent: 0, sendErrors: 0, socketErrors: 0 };
   private unicast!: dgram.Socket;
-  private receivers: { socket: dgram.Socket; group: string }[] = [];
+  private receivers: { socket: dgram.Socket; group: string; port: number; users: number }[] = [];
   private closed = false;
   private bound: RemoteAddress = { address: '', port: 0 };
 
@@ -149,8 +149,15 @@ export class UdpTransport extends EventEmitter implements Transport {
   async joinGroup(g: GroupMembership): Promise<void> {
     const v6 = this.family === 'udp6';
     const port = g.port ?? 5683;
+    if (!isMulticast(g.address)) throw new TransportError(`${g.address} is not a multicast address`, 'ERR_JOIN');
+    // Several users of one transport may join the same group: one receiver, counted.
+    const existing = this.receivers.find((r) => r.group === g.address && r.port === port);
+    if (existing) {
+      existing.users++;
+      return;
+    }
     const s = this.createSocket(true, true, g.address);
-    this.receivers.push({ socket: s, group: g.address });
+    this.receivers.push({ socket: s, group: g.address, port, users: 1 });
     // Binding to the group address (not the wildcard) keeps unicast traffic for that port off this socket.
     const bindAddr = v6 ? (g.interfaces?.[0]?.includes('%') ? `${g.address}%${g.interfaces[0].split('%')[1]}` : g.address) : g.address;
     await bind(s, port, bindAddr);
@@ -166,11 +173,12 @@ export class UdpTransport extends EventEmitter implements Transport {
     this.configureMulticastSender(s);
   }
 
-  /** Stop receiving a group: drop the membership and close its receiver. */
-  async leaveGroup(address: string): Promise<void> {
-    const gone = this.receivers.filter((r) => r.group === address);
-    this.receivers = this.receivers.filter((r) => r.group !== address);
-    await Promise.all(gone.map((r) => new Promise<void>((resolve) => r.socket.close(() => resolve()))));
+  /** Stop receiving a group (its receiver closes when the last user of that group and port leaves). */
+  async leaveGroup(address: string, port?: number): Promise<void> {
+    const r = this.receivers.find((x) => x.group === address && (port === undefined || x.port === port));
+    if (!r || --r.users > 0) return;
+    this.receivers = this.receivers.filter((x) => x !== r);
+    await new Promise<void>((resolve) => r.socket.close(() => resolve()));
   }
 
   /** The port the first group receiver is bound to (useful when the group port was 0). */
@@ -180,7 +188,13 @@ export class UdpTransport extends EventEmitter implements Transport {
 
   send(data: Buffer, remote: RemoteAddress): void {
     if (this.closed) return;
-    this.unicast.send(data, remote.port, remote.address, this.onSent);
+    try {
+      this.unicast.send(data, remote.port, remote.address, this.onSent);
+    } catch (err) {
+      // e.g. ERR_SOCKET_BAD_PORT for port 0: a bad destination must not throw into a timer or a flow.
+      this.counters.sendErrors++;
+      this.emitError(err as Error);
+    }
   }
 
   /** One callback for every send (no closure per datagram on the hot path). */
@@ -221,6 +235,15 @@ export class UdpTransport extends EventEmitter implements Transport {
     this.receivers = [];
     this.emit('close');
   }
+}
+
+function isMulticast(address: string): boolean {
+  const a = address.split('%')[0];
+  if (net.isIPv4(a)) {
+    const first = Number(a.split('.')[0]);
+    return first >= 224 && first <= 239;
+  }
+  return net.isIPv6(a) && /^ff/i.test(a);
 }
 
 function bind(s: dgram.Socket, port: number, address: string): Promise<void> {

@@ -140,3 +140,39 @@ describe('fuzz: malformed datagrams at a group server and a client endpoint', fu
     assert.ok(hexes.includes('70009999'), `RST expected, got ${hexes}`);
   });
 });
+
+describe('bad input that used to escape: port 0, over-long option values', function () {
+  it('a send to port 0 is counted as a send error, never thrown', async function () {
+    const t = await UdpTransport.open({ bindAddress: '127.0.0.1' });
+    const errors: Error[] = [];
+    t.on('error', (e: Error) => errors.push(e));
+    try {
+      t.send(Buffer.from([0x40, 0, 0, 0]), { address: '127.0.0.1', port: 0 });
+      assert.equal(t.counters.sendErrors, 1);
+      assert.equal(errors.length, 1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a request with a 7-byte Observe value gets 4.02 from a group server, and the server keeps serving', async function () {
+    const port = await freeGroupPort();
+    const [lamp] = await startLamps(1, { groupPort: port, firstHost: 90 });
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const replies: Buffer[] = [];
+    sock.on('message', (m) => replies.push(m));
+    try {
+      const dest = lamp.server.address();
+      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 7, token: Buffer.from([1]), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(7, 1) }, { number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest.port, dest.address);
+      await new Promise((r) => setTimeout(r, 150));
+      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 8, token: Buffer.from([2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest.port, dest.address);
+      await new Promise((r) => setTimeout(r, 150));
+      const codes = replies.map((b) => b[1]);
+      assert.deepEqual(codes, [0x82, 0x45]);
+    } finally {
+      await new Promise<void>((r) => sock.close(() => r()));
+      await lamp.server.close();
+    }
+  });
+});

@@ -210,3 +210,36 @@ describe('nodes: two OSCORE layers (client-proxy outside, end to end inside) thr
     }
   });
 });
+
+describe('nodes: Multicast-Timeout 0 through the proxy node', function () {
+  this.timeout(10000);
+  it('T\' = 0 (relay nothing) still completes the exchange: completion message and status', async function () {
+    const port = await freeGroupPort();
+    const [lamp] = await startLamps(1, { groupPort: port, firstHost: 95 });
+    try {
+      const flow = [
+        { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', allow: '127.0.0.1', wires: [] },
+        { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'PUT', url: `coap://${GROUP_V4}:${port}/light`, contentFormat: 'text/plain', timeout: 2, multicastTimeout: 0, wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      await helper.load([endpointNode, groupRequestNode, proxyNode], flow);
+      const ep = await helper.getNode('pl').getEndpoint();
+      const req = helper.getNode('req');
+      // the exchange ended in the node: its status turns from waiting (blue) to done (green)
+      const done = new Promise<void>((resolve) => req.on('call:status', (c: { args: { fill?: string }[] }) => c.args[0].fill === 'green' && resolve()));
+      const out = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
+      req.receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}`, payload: 'on' });
+      const msgs = await out;
+      await done;
+      assert.equal(msgs.length, 1);
+      assert.equal(msgs[0].coap.responses, 0);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(lamp.state.on, true, 'the group got the request');
+    } finally {
+      await helper.unload();
+      await lamp.server.close();
+    }
+  });
+});

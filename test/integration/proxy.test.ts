@@ -117,6 +117,17 @@ describe('group proxy: forward, reverse, chains', function () {
     }
   });
 
+  it('a Proxy-Uri naming port 0 gets 4.00 and leaves no exchange behind', async function () {
+    const p = await startProxy();
+    try {
+      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:0/x`) }, { number: optionNumber('Multicast-Timeout'), value: encodeUint(5) }] }, p.listen.transport.address());
+      assert.equal(codeToString(res.message.code), '4.00');
+      assert.equal(p.proxy.activeExchanges, 0);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('allow-list: a client not on it gets 4.01 and nothing is sent to the group', async function () {
     const p = await startProxy({ allow: [{ address: '127.0.0.9' }] });
     try {

@@ -63,4 +63,19 @@ describe('proxy cache (groupcomm-proxy-07 §7)', function () {
     assert.equal(cache.count, 2);
     assert.equal(cache.fresh('k1').length, 0);
   });
+
+  it('keeps its count right when a server alternates cacheable and non-cacheable answers, and drops empty keys', function () {
+    const cache = new ProxyCache(10, () => 0);
+    const notFound: CoapMessage = { ...res('x'), code: CODES.NOT_FOUND };
+    for (let i = 0; i < 5; i++) {
+      cache.store('k', 's1', res('a'));
+      cache.store('k', 's1', notFound);
+    }
+    assert.equal(cache.count, 0);
+    cache.store('k', 's1', res('a'));
+    assert.equal(cache.count, 1);
+    assert.equal((cache as unknown as { entries: Map<string, unknown> }).entries.size, 1);
+    cache.store('k', 's1', notFound);
+    assert.equal((cache as unknown as { entries: Map<string, unknown> }).entries.size, 0);
+  });
 });
