@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { CoapEndpoint } from '../src/messaging/endpoint';
+import { UdpTransport } from '../src/transport/udp-transport';
 
 /** `--key=value` and bare `--flag` (value "true") from argv. */
 export function parseArgs(argv = process.argv.slice(2)): Record<string, string> {
@@ -153,4 +155,9 @@ export function bindLoopback(s: dgram.Socket, address: string): Promise<number> 
       resolve(s.address().port);
     });
   });
+}
+
+/** A client or proxy endpoint on 127.0.0.1 with a 4 MiB receive buffer (bursts of responses must not be dropped). */
+export async function loopbackEndpoint(): Promise<CoapEndpoint> {
+  return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
 }

@@ -9,16 +9,10 @@ import { GroupObservation } from '../src/observe/group-observation';
 import { MulticastObserver } from '../src/observe/multicast-observer';
 import { UdpTransport } from '../src/transport/udp-transport';
 import { fmt, listArg, numArg, parseArgs, table } from './common';
+import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '239.255.0.99';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const t = await UdpTransport.open({ groups: [{ address: GROUP, port: 0 }] });
-  const p = t.groupPort();
-  await t.close();
-  return p;
-}
 
 interface Result {
   datagrams: number;
@@ -28,7 +22,7 @@ interface Result {
 }
 
 async function run(observers: number, changes: number, multicast: boolean): Promise<Result> {
-  const groupPort = await freePort();
+  const groupPort = await freeGroupPort(GROUP);
   const server = await GroupServer.open({ address: '127.0.0.2', port: 0, groups: [], leisure: 0 });
   // threshold above the observer count keeps everyone on classic unicast Observe
   const observation = new GroupObservation({ server, path: '/state', group: { address: GROUP, port: groupPort }, initial: 'state-0', minInterval: 0, threshold: multicast ? 1 : observers + 1 });

@@ -11,29 +11,19 @@
 import crypto from 'node:crypto';
 import { CODES } from '../src/coap/codes';
 import { GroupServer } from '../src/group/group-server';
-import { CoapEndpoint } from '../src/messaging/endpoint';
 import { ContextRegistry, MemorySequenceStore, SecurityContext } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
 import { GroupProxy } from '../src/proxy/group-proxy';
 import { ProxiedOscoreOptions, requestViaProxy } from '../src/proxy/proxy-client';
-import { UdpTransport } from '../src/transport/udp-transport';
-import { fmt, forceGc, loadAverage, machineLine, median, numArg, parseArgs, percentile, sleep, table } from './common';
+import { fmt, forceGc, loadAverage, machineLine, median, numArg, parseArgs, percentile, sleep, table, loopbackEndpoint } from './common';
+import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
 const N = 5;
 const WINDOW = 16;
 const h = (hex: string): Buffer => Buffer.from(hex, 'hex');
 
-async function freePort(group: string): Promise<number> {
-  const t = await UdpTransport.open({ groups: [{ address: group, port: 0 }] });
-  const p = t.groupPort();
-  await t.close();
-  return p;
-}
 
-async function endpoint(): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
-}
 
 interface Config {
   name: string;
@@ -51,7 +41,7 @@ async function main(): Promise<void> {
   const rounds = numArg(args, 'rounds', quick ? 20 : 200);
   const seconds = numArg(args, 'seconds', quick ? 1 : 5);
   console.log(`\n${machineLine()}`);
-  const port = await freePort(GROUP);
+  const port = await freeGroupPort(GROUP);
 
   // Keys. Client <-> proxy: one pairwise association (client Sender ID 0xa0, proxy 0x01). End to end: a group
   // Master Secret / Salt, the client's Sender ID 0x5f, one Sender ID per server (0xa1..). All in-memory sequence stores.
@@ -81,8 +71,8 @@ async function main(): Promise<void> {
     servers.push(s);
   }
   // One proxy for all three configurations: OSCORE towards the client when the client applies it, plain otherwise.
-  const listen = await endpoint();
-  const upstream = await endpoint();
+  const listen = await loopbackEndpoint();
+  const upstream = await loopbackEndpoint();
   const proxy = new GroupProxy({
     listen,
     upstream,
@@ -92,7 +82,7 @@ async function main(): Promise<void> {
     maxExchanges: 100000,
     oscore: { contexts: new ContextRegistry().add(proxySide), required: false },
   });
-  const client = await endpoint();
+  const client = await loopbackEndpoint();
   const proxyAddr = listen.transport.address();
   const uri = `coap://${GROUP}:${port}/r`;
 

@@ -9,26 +9,16 @@ import { CODES } from '../src/coap/codes';
 import { OPT, encodeUint, optionNumber } from '../src/coap/options';
 import { GroupClient } from '../src/group/group-client';
 import { GroupServer } from '../src/group/group-server';
-import { CoapEndpoint } from '../src/messaging/endpoint';
 import { GroupProxy } from '../src/proxy/group-proxy';
 import { requestViaProxy } from '../src/proxy/proxy-client';
-import { UdpTransport } from '../src/transport/udp-transport';
-import { fmt, forceGc, kib, median, numArg, parseArgs, percentile, table } from './common';
+import { fmt, forceGc, kib, median, numArg, parseArgs, percentile, table, loopbackEndpoint } from './common';
+import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
 const EMPTY_GROUP = '239.255.0.201';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort(group: string): Promise<number> {
-  const t = await UdpTransport.open({ groups: [{ address: group, port: 0 }] });
-  const p = t.groupPort();
-  await t.close();
-  return p;
-}
 
-async function endpoint(): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
-}
 
 /** Time from sending until `n` responses arrived. */
 function timeTo(n: number, start: (onResponse: () => void) => { cancel(): void }): Promise<number> {
@@ -52,17 +42,17 @@ async function main(): Promise<void> {
   const rounds = numArg(args, 'rounds', 200);
   const seconds = numArg(args, 'seconds', 5);
   const pendingN = numArg(args, 'pending', 10000);
-  const port = await freePort(GROUP);
+  const port = await freeGroupPort(GROUP);
   const servers: GroupServer[] = [];
   for (let i = 0; i < 10; i++) {
     const s = await GroupServer.open({ address: `127.0.0.${2 + i}`, port: 0, groups: [{ address: GROUP, port }], leisure: 0, transport: { recvBufferSize: 4 << 20 } });
     s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
     servers.push(s);
   }
-  const listen = await endpoint();
-  const upstream = await endpoint();
+  const listen = await loopbackEndpoint();
+  const upstream = await loopbackEndpoint();
   const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], maxPendingPerClient: 50000, maxResponsesPerSecond: 1e9, maxExchanges: 100000 });
-  const client = await endpoint();
+  const client = await loopbackEndpoint();
   const proxyAddr = listen.transport.address();
   const uri = `coap://${GROUP}:${port}/r`;
 
@@ -127,7 +117,7 @@ async function main(): Promise<void> {
     }
   });
   const mt = optionNumber('Multicast-Timeout');
-  const emptyPort = await freePort(EMPTY_GROUP);
+  const emptyPort = await freeGroupPort(EMPTY_GROUP);
   const send = async (target: string, tPrime: number, n: number, tag: number) => {
     for (let i = 0; i < n; i++) {
       const token = Buffer.alloc(8);
