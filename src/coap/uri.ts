@@ -74,7 +74,9 @@ export function parseUri(text: string): CoapUri {
   return { scheme, host, zone, port, path, query, family };
 }
 
+/** IPv4 224/4 or IPv6 ff00::/8; a zone id ("ff02::fd%eth0") is ignored. */
 export function isMulticastAddress(address: string): boolean {
+  address = address.split('%')[0];
   if (net.isIPv4(address)) {
     const first = Number(address.split('.')[0]);
     return first >= 224 && first <= 239;

@@ -6,6 +6,7 @@
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { isMulticastAddress } from '../coap/uri';
 
 export interface RemoteAddress {
   address: string;
@@ -149,7 +150,7 @@ export class UdpTransport extends EventEmitter implements Transport {
   async joinGroup(g: GroupMembership): Promise<void> {
     const v6 = this.family === 'udp6';
     const port = g.port ?? 5683;
-    if (!isMulticast(g.address)) throw new TransportError(`${g.address} is not a multicast address`, 'ERR_JOIN');
+    if (!isMulticastAddress(g.address)) throw new TransportError(`${g.address} is not a multicast address`, 'ERR_JOIN');
     // Several users of one transport may join the same group: one receiver, counted.
     const existing = this.receivers.find((r) => r.group === g.address && r.port === port);
     if (existing) {
@@ -235,15 +236,6 @@ export class UdpTransport extends EventEmitter implements Transport {
     this.receivers = [];
     this.emit('close');
   }
-}
-
-function isMulticast(address: string): boolean {
-  const a = address.split('%')[0];
-  if (net.isIPv4(a)) {
-    const first = Number(a.split('.')[0]);
-    return first >= 224 && first <= 239;
-  }
-  return net.isIPv6(a) && /^ff/i.test(a);
 }
 
 function bind(s: dgram.Socket, port: number, address: string): Promise<void> {

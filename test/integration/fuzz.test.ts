@@ -11,7 +11,7 @@ import { OPT } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { UdpTransport } from '../../src/transport/udp-transport';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll, rawProbe } from '../support/lamps';
 
 /** xorshift32: reproducible pseudo-random bytes for the mutations. */
 function prng(seed: number): () => number {
@@ -127,14 +127,12 @@ describe('fuzz: malformed datagrams at a group server and a client endpoint', fu
 
   it('answers a unicast request with an unknown critical option with 4.02, and a CON format error with RST', async function () {
     const target = lamps[1].server.address();
-    const sock = dgram.createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-    const got: Buffer[] = [];
-    sock.on('message', (m) => got.push(m));
-    sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 0x4242, token: Buffer.from([7]), options: [{ number: 65001, value: Buffer.from('x') }], payload: Buffer.alloc(0) }), target.port, target.address);
-    sock.send(Buffer.from('40019999ff', 'hex'), target.port, target.address); // CON, payload marker, no payload
+    const sock = await rawProbe();
+    const got = sock.replies;
+    sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 0x4242, token: Buffer.from([7]), options: [{ number: 65001, value: Buffer.from('x') }], payload: Buffer.alloc(0) }), target);
+    sock.send(Buffer.from('40019999ff', 'hex'), target); // CON, payload marker, no payload
     await new Promise((r) => setTimeout(r, 200));
-    await new Promise<void>((r) => sock.close(() => r()));
+    await sock.close();
     const hexes = got.map((b) => b.toString('hex'));
     assert.ok(hexes.some((h) => h.startsWith('6182' + '4242')), `4.02 ACK expected, got ${hexes}`);
     assert.ok(hexes.includes('70009999'), `RST expected, got ${hexes}`);
@@ -158,20 +156,18 @@ describe('bad input that used to escape: port 0, over-long option values', funct
   it('a request with a 7-byte Observe value gets 4.02 from a group server, and the server keeps serving', async function () {
     const port = await freeGroupPort();
     const [lamp] = await startLamps(1, { groupPort: port, firstHost: 90 });
-    const sock = dgram.createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-    const replies: Buffer[] = [];
-    sock.on('message', (m) => replies.push(m));
+    const sock = await rawProbe();
+    const replies = sock.replies;
     try {
       const dest = lamp.server.address();
-      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 7, token: Buffer.from([1]), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(7, 1) }, { number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest.port, dest.address);
+      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 7, token: Buffer.from([1]), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(7, 1) }, { number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest);
       await new Promise((r) => setTimeout(r, 150));
-      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 8, token: Buffer.from([2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest.port, dest.address);
+      sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 8, token: Buffer.from([2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest);
       await new Promise((r) => setTimeout(r, 150));
       const codes = replies.map((b) => b[1]);
       assert.deepEqual(codes, [0x82, 0x45]);
     } finally {
-      await new Promise<void>((r) => sock.close(() => r()));
+      await sock.close();
       await lamp.server.close();
     }
   });

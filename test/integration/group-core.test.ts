@@ -10,7 +10,7 @@ import { GroupClient, GroupResponse } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { UdpTransport } from '../../src/transport/udp-transport';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll, rawProbe } from '../support/lamps';
 
 describe('group client and group servers on loopback multicast', function () {
   let port: number;
@@ -118,18 +118,16 @@ describe('group client and group servers on loopback multicast', function () {
   });
 
   it('answers a duplicate CON request from its dedup cache without re-running the handler', async function () {
-    const sock = dgram.createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-    const replies: Buffer[] = [];
-    sock.on('message', (m) => replies.push(m));
+    const sock = await rawProbe();
+    const replies = sock.replies;
     const before = lamps[0].server.counters.requests;
     const req = encode({ type: 'CON', code: CODES.GET, messageId: 0x1234, token: Buffer.from([1, 2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
     const dest = lamps[0].server.address();
-    sock.send(req, dest.port, dest.address);
+    sock.send(req, dest);
     await new Promise((r) => setTimeout(r, 50));
-    sock.send(req, dest.port, dest.address);
+    sock.send(req, dest);
     await new Promise((r) => setTimeout(r, 100));
-    await new Promise<void>((r) => sock.close(() => r()));
+    await sock.close();
     assert.equal(replies.length, 2);
     assert.deepEqual(replies[0], replies[1]);
     const m = decode(replies[0]);
@@ -144,23 +142,21 @@ describe('message layer: duplicate detection', function () {
   it('the same Message ID with another token is a new request (a peer whose IDs wrapped), not a duplicate', async function () {
     const port = await freeGroupPort();
     const [lamp] = await startLamps(1, { groupPort: port, firstHost: 80 });
-    const sock = dgram.createSocket('udp4');
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-    const replies: Buffer[] = [];
-    sock.on('message', (m) => replies.push(m));
+    const sock = await rawProbe();
+    const replies = sock.replies;
     try {
       const dest = lamp.server.address();
       const req = (token: string) => encode({ type: 'CON', code: CODES.GET, messageId: 0x4321, token: Buffer.from(token, 'hex'), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
-      sock.send(req('01'), dest.port, dest.address);
+      sock.send(req('01'), dest);
       await new Promise((r) => setTimeout(r, 50));
-      sock.send(req('01'), dest.port, dest.address); // a true retransmission
+      sock.send(req('01'), dest); // a true retransmission
       await new Promise((r) => setTimeout(r, 50));
-      sock.send(req('02'), dest.port, dest.address); // same ID, new token
+      sock.send(req('02'), dest); // same ID, new token
       await new Promise((r) => setTimeout(r, 100));
       assert.equal(lamp.server.counters.requests, 2);
       assert.deepEqual(replies.map((b) => decode(b).token.toString('hex')), ['01', '01', '02']);
     } finally {
-      await new Promise<void>((r) => sock.close(() => r()));
+      await sock.close();
       await lamp.server.close();
     }
   });
