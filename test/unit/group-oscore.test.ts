@@ -31,6 +31,7 @@ import {
   protectResponse,
   unprotectRequest,
   unprotectResponse,
+  bindOwnRequest,
 } from '../../src/oscore';
 import { COSE_ALG, encodeCcs, parseCcs } from '../../src/oscore/group';
 import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
@@ -411,6 +412,34 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     const strange = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.concat([Buffer.from(o.value).subarray(0, 1), h('77')]) } : o)) };
     assert.throws(() => unprotectResponse(binding, strange), code('ERR_OSCORE_CONTEXT_NOT_FOUND'));
     assert.equal(binding.notificationNumberOf('77'), undefined);
+  });
+});
+
+describe('Group OSCORE for multicast notifications (observe-multicast-notifications-15 §9)', function () {
+  const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
+
+  it('the server protects its phantom request in group mode (as FETCH); a late joiner verifies notifications through its binding, and a replayed notification is rejected', function () {
+    const server = groupOf(all, 0);
+    const phantom = wire({ ...get('alarm'), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...get('alarm').options] });
+    const p = protectRequest(server.groupRequests(), phantom);
+    const phantomWire = wire(p.message);
+    assert.equal(phantomWire.code, CODES.FETCH, 'Outer FETCH with Observe (RFC 8613 §4.1.3.5.1)');
+    const own = bindOwnRequest(server.groupRequests(), phantomWire);
+    const notify = (seq: number, text: string) => wire(protectResponse(own.server, { ...reply(text), options: [{ number: OPT.OBSERVE, value: Buffer.from([seq]) }] }));
+    const n1 = notify(1, 'on');
+    const n2 = notify(2, 'off');
+    assert.ok(decodeOscoreOption(getOption(n1, OPT.OSCORE)!).piv, 'every notification has its own Partial IV');
+    // a client that joined later and only saw the phantom request (e.g. in an informative response)
+    const late = groupOf(all, 2);
+    const b = bindOwnRequest(late.groupRequests(), phantomWire).client;
+    const r2 = unprotectResponse(b, n2);
+    assert.equal(r2.message.payload.toString(), 'off');
+    assert.equal(r2.responder.recipientId.toString('hex'), '01');
+    assert.equal(unprotectResponse(b, n1).newest, false, 'older notification: accepted, not newest');
+    assert.throws(() => unprotectResponse(b, n2), code('ERR_OSCORE_REPLAY'));
+    // bound to this phantom request: another request's binding does not verify it
+    const other = bindOwnRequest(late.groupRequests(), wire(protectRequest(server.groupRequests(), phantom).message)).client;
+    assert.throws(() => unprotectResponse(other, n1), code('ERR_OSCORE_SIGNATURE'));
   });
 });
 
