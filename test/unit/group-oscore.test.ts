@@ -362,6 +362,23 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     }
   });
 
+  for (const [genc, aead, label] of [
+    [1, 10, 'A128GCM (12-byte nonce) with AES-CCM-16-64-128 pairwise: Common IV of 13 bytes, group nonces from its first 12 (§2.1.4, §3.3)'],
+    [24, 30, 'ChaCha20/Poly1305 with AES-CCM-16-128-128 pairwise'],
+  ] as const) {
+    it(`other algorithms: ${label}`, function () {
+      const c = groupOf(all, 0, { groupEncryptionAlg: genc, aeadAlg: aead });
+      const s = groupOf(all, 1, { groupEncryptionAlg: genc, aeadAlg: aead });
+      assert.equal(c.commonIv.length, 13);
+      for (const send of [c.groupRequests(), c.peer(all[1].id, 'pairwise')!]) {
+        const { message, binding } = protectRequest(send, get());
+        const v = unprotectRequest(resolverOf(s), wire(message));
+        assert.equal(v.context.mode, send.mode);
+        assert.equal(unprotectResponse(binding, wire(protectResponse(v.binding, reply('ok')))).message.payload.toString(), 'ok');
+      }
+    });
+  }
+
   it('key material stays out of inspect / JSON', function () {
     const g = groupOf(all, 0);
     const text = JSON.stringify(g) + require('node:util').inspect(g, { depth: 5 });
