@@ -70,6 +70,7 @@ export interface ProtectResponseOptions extends ProtectOptions {
 export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => PeerContext | undefined;
 
 const EMPTY = Buffer.alloc(0);
+const ZERO_PIV = Buffer.from([0]);
 
 function toSet(numbers?: Iterable<number>): ReadonlySet<number> | undefined {
   return numbers ? new Set(numbers) : undefined;
@@ -277,7 +278,11 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
   if (mode === false && !binding.canReuseRequestNonce) {
     throw new OscoreError('ERR_OSCORE_INVALID_INPUT', binding.requestFresh ? 'the request nonce was already used by an earlier response' : 'request not verified as fresh: the response needs its own Partial IV (App. B.1.2)');
   }
-  const usePiv = mode === true || (mode === 'auto' && !binding.canReuseRequestNonce);
+  // A response in another mode than the request (RFC 10021 §9) may use an AEAD with another nonce length; the
+  // request's nonce does not fit it then, so the response takes its own Partial IV.
+  const nonceFits = ctx === binding.context || ctx.senderNonce(ZERO_PIV).length === binding.nonce.length;
+  const usePiv = mode === true || (mode === 'auto' && (!binding.canReuseRequestNonce || !nonceFits));
+  if (mode === false && !nonceFits) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'the request nonce does not fit the AEAD of this mode');
   const piv = usePiv ? encodePartialIv(ctx.sequence.next()) : undefined;
   const nonce = piv ? ctx.senderNonce(piv) : binding.nonce;
   // RFC 10021 §3.2: kid in every response to a Group OSCORE request; the Group Flag in group mode (§4.1).

@@ -219,10 +219,16 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
     assert.throws(() => unprotectRequest(resolverOf(s), protectedRequest(c)), code('ERR_OSCORE_SIGNATURE'));
   });
 
-  it('external_aad alg_signature (verifier configured for ES256): rejected', function () {
+  it('external_aad alg_signature (a verifier whose group uses ES256): rejected as a bad signature', function () {
     const c = groupOf(all, 0);
-    const s = groupOf(all, 1, { signatureAlg: COSE_ALG.ES256 }, {});
-    assert.throws(() => unprotectRequest(resolverOf(s), protectedRequest(c)), (e: unknown) => e instanceof OscoreError);
+    const p256 = keys(['11'], COSE_ALG.ES256)[0];
+    const s = groupOf([all[0], p256], 1);
+    assert.equal(s.signatureAlg, COSE_ALG.ES256);
+    assert.throws(() => unprotectRequest(resolverOf(s), protectedRequest(c)), code('ERR_OSCORE_SIGNATURE'));
+  });
+
+  it('a credential that does not fit the Signature Algorithm is a configuration error', function () {
+    assert.throws(() => groupOf(all, 0, { signatureAlg: COSE_ALG.ES256 }), code('ERR_OSCORE_CONFIG'));
   });
 
   it('external_aad sender_cred: the same public key in a credential with other bytes (a sub claim) is rejected', function () {
@@ -371,10 +377,14 @@ describe('Group OSCORE errors, recovery and persistence', function () {
       const s = groupOf(all, 1, { groupEncryptionAlg: genc, aeadAlg: aead });
       assert.equal(c.commonIv.length, 13);
       for (const send of [c.groupRequests(), c.peer(all[1].id, 'pairwise')!]) {
-        const { message, binding } = protectRequest(send, get());
-        const v = unprotectRequest(resolverOf(s), wire(message));
-        assert.equal(v.context.mode, send.mode);
-        assert.equal(unprotectResponse(binding, wire(protectResponse(v.binding, reply('ok')))).message.payload.toString(), 'ok');
+        for (const answer of ['group', 'pairwise'] as const) {
+          const { message, binding } = protectRequest(send, get());
+          const v = unprotectRequest(resolverOf(s), wire(message));
+          assert.equal(v.context.mode, send.mode);
+          const r = unprotectResponse(binding, wire(protectResponse(v.binding, reply('ok'), { mode: answer })));
+          assert.equal(r.message.payload.toString(), 'ok');
+          assert.equal(r.responder.mode, answer);
+        }
       }
     });
   }
