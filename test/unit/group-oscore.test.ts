@@ -33,7 +33,7 @@ import {
   unprotectResponse,
   bindOwnRequest,
 } from '../../src/oscore';
-import { COSE_ALG, encodeCcs, parseCcs } from '../../src/oscore/group';
+import { COSE_ALG, SignatureChecker, encodeCcs, parseCcs } from '../../src/oscore/group';
 import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
 
 const h = (x: string): Buffer => Buffer.from(x, 'hex');
@@ -467,6 +467,30 @@ describe('Group OSCORE for multicast notifications (observe-multicast-notificati
     // bound to this phantom request: another request's binding does not verify it
     const other = bindOwnRequest(late.groupRequests(), wire(protectRequest(server.groupRequests(), phantom).message)).client;
     assert.throws(() => unprotectResponse(other, n1), code('ERR_OSCORE_SIGNATURE'));
+  });
+});
+
+describe('Group OSCORE external signature checker (RFC 10021 §8.5 of -28)', function () {
+  const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
+
+  it('a checker without the group keys verifies group-mode requests and responses and names their senders; forged ones are rejected', function () {
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    const checker = SignatureChecker.forGroup(groupOf(all, 2));
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const req = wire(message);
+    assert.deepEqual(checker.checkRequest(req), h('01'));
+    const v = unprotectRequest(resolverOf(s), req);
+    const res = wire(protectResponse(v.binding, reply('r')));
+    assert.deepEqual(checker.checkResponse(res, binding), h('11'));
+    const bad = Buffer.from(req.payload);
+    bad[bad.length - 1] ^= 1;
+    assert.throws(() => checker.checkRequest({ ...req, payload: bad }), code('ERR_OSCORE_SIGNATURE'));
+    // a host outside the group (its own keys under a member's Sender ID) cannot pass the checker
+    const outsider = groupOf([{ ...keys(['01'], COSE_ALG.EdDSA)[0] }, all[1]], 0);
+    assert.throws(() => checker.checkRequest(wire(protectRequest(outsider.groupRequests(), get()).message)), code('ERR_OSCORE_SIGNATURE'));
+    // pairwise-mode messages carry no signature to check
+    assert.throws(() => checker.checkRequest(wire(protectRequest(c.peer(all[1].id, 'pairwise')!, get()).message)), code('ERR_OSCORE_DECODE'));
   });
 });
 

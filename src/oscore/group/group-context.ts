@@ -10,16 +10,16 @@ import type crypto from 'node:crypto';
 import { inspect } from 'node:util';
 import { Aead, AeadError, aeadParams } from '../aead';
 import { AeadBackendName, createAead } from '../aead-backends';
-import { CborValue, encodeCbor } from '../cbor';
 import type { ContextSource, MessageBinding, PeerContext, ProtectionMode, RequestContext } from '../capabilities';
 import { CODES } from '../../coap/codes';
-import { computeNonce, encodeInfo, OSCORE_VERSION } from '../cose';
+import { computeNonce, encodeInfo } from '../cose';
 import { EchoChallenges } from '../echo';
 import { OscoreError } from '../errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from '../hkdf';
 import { ReplayWindow, ReplayWindowState } from '../replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from '../sequence';
 import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, sharedSecret, sign, signatureLength, verify } from './algorithms';
+import { GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream, xorKeystream } from './cose-group';
 import { parseCcs } from './credential';
 
 export interface GroupMember {
@@ -226,6 +226,11 @@ export class GroupContext implements ContextSource {
     return this.#recipients.delete(Buffer.from(senderId).toString('hex'));
   }
 
+  /** A member's authentication credential (undefined: not a member). */
+  memberCredential(senderId: Uint8Array): Buffer | undefined {
+    return this.#recipients.get(Buffer.from(senderId).toString('hex'))?.credential;
+  }
+
   get memberIds(): Buffer[] {
     return [...this.#recipients.values()].map((r) => r.id);
   }
@@ -294,16 +299,24 @@ export class GroupContext implements ContextSource {
     return computeNonce(id, piv, this.commonIv.subarray(0, aead.nonceLength));
   }
 
-  /** @internal §3.4 aad_array; `senderCred` is the credential of the message's sender. */
-  aadArray(m: MessageBinding, senderCred: Buffer): Buffer {
-    const algs: CborValue = [this.pairwiseAead?.alg ?? null, this.groupEncryption?.alg ?? null, this.hasGroupMode ? this.signatureAlg : null, this.pairwiseKeyAgreementAlg ?? null];
-    return encodeCbor([OSCORE_VERSION, algs, m.requestKid, m.requestPiv, EMPTY, m.requestKidContext ?? EMPTY, m.oscoreOption, senderCred, this.gmCredential ?? EMPTY]);
+  /** The algorithms of the aad_array (§3.4). */
+  get algorithms(): GroupAlgorithms {
+    return { aead: this.pairwiseAead?.alg ?? null, groupEncryption: this.groupEncryption?.alg ?? null, signature: this.hasGroupMode ? this.signatureAlg : null, pairwiseKeyAgreement: this.pairwiseKeyAgreementAlg ?? null };
   }
 
-  /** @internal §4.2 KEYSTREAM = HKDF(salt = PIV, IKM = Signature Encryption Key, info = [id, Gid, is request, L], L). */
+  /** @internal §3.4 aad_array; `senderCred` is the credential of the message's sender. */
+  aadArray(m: MessageBinding, senderCred: Buffer): Buffer {
+    return encodeGroupAadArray(this.algorithms, m, senderCred, this.gmCredential);
+  }
+
+  /** @internal §4.2 */
   keystream(m: MessageBinding): Buffer {
-    const l = this.signatureLength;
-    return hkdf(this.hkdf, this.#signatureEncryptionKey!, m.piv, encodeCbor([m.pivId, this.idContext, m.isRequest, l]), l);
+    return signatureKeystream(this.hkdf, this.#signatureEncryptionKey!, m, this.idContext, this.signatureLength);
+  }
+
+  /** @internal §2.1.9 (for an external signature checker provisioned from this context, §8.5) */
+  signatureEncryptionKey(): Buffer | undefined {
+    return this.#signatureEncryptionKey;
   }
 
   /** @internal */
@@ -311,9 +324,9 @@ export class GroupContext implements ContextSource {
     return this.#senderKey;
   }
 
-  /** @internal RFC 9338 §3.3 with the Countersign_structure of RFC 10021 §3.1: ["CounterSignature0", h'', h'', external_aad, ciphertext]. */
+  /** @internal §3.1 */
   signStructure(aadArray: Buffer, ciphertext: Buffer): Buffer {
-    return encodeCbor(['CounterSignature0', EMPTY, EMPTY, aadArray, ciphertext]);
+    return encodeCountersignStructure(aadArray, ciphertext);
   }
 
   /** @internal */
@@ -368,11 +381,9 @@ function decryptError(): OscoreError {
 /** §8.1 / §8.3: ciphertext ‖ (countersignature XOR keystream). */
 function sealGroupMode(g: GroupContext, plaintext: Buffer, m: MessageBinding): Buffer {
   const aadArray = g.aadArray(m, g.credential);
-  const ciphertext = g.groupEncryption!.encrypt(g.senderKey(), m.nonce, encodeCbor(['Encrypt0', EMPTY, aadArray]), plaintext);
+  const ciphertext = g.groupEncryption!.encrypt(g.senderKey(), m.nonce, encodeGroupAad(aadArray), plaintext);
   const signature = g.countersign(g.signStructure(aadArray, ciphertext));
-  const ks = g.keystream(m);
-  for (let i = 0; i < signature.length; i++) signature[i] ^= ks[i];
-  return Buffer.concat([ciphertext, signature]);
+  return Buffer.concat([ciphertext, xorKeystream(signature, g.keystream(m))]);
 }
 
 /** The sender of group-mode requests to the whole group: many responders, each verified by its own credential. */
@@ -466,13 +477,13 @@ class GroupPeer implements PeerContext {
   seal(plaintext: Buffer, m: MessageBinding): Buffer {
     if (this.mode === 'group') return sealGroupMode(this.g, plaintext, m);
     // §9: pairwise mode = RFC 8613 with the Pairwise Sender Key and the external_aad of §3.4.
-    const aad = encodeCbor(['Encrypt0', EMPTY, this.g.aadArray(m, this.g.credential)]);
+    const aad = encodeGroupAad(this.g.aadArray(m, this.g.credential));
     return this.aead.encrypt(this.g.pairwiseKeys(this.r).sender, m.nonce, aad, plaintext);
   }
 
   open(payload: Buffer, m: MessageBinding): Buffer {
     const aadArray = this.g.aadArray(m, this.r.credential);
-    const aad = encodeCbor(['Encrypt0', EMPTY, aadArray]);
+    const aad = encodeGroupAad(aadArray);
     if (this.mode === 'pairwise') {
       try {
         return this.aead.decrypt(this.g.pairwiseKeys(this.r).recipient, m.nonce, aad, payload);
@@ -484,9 +495,7 @@ class GroupPeer implements PeerContext {
     const l = this.g.signatureLength;
     if (payload.length < l + this.aead.tagLength) throw signatureError();
     const ciphertext = payload.subarray(0, payload.length - l);
-    const signature = Buffer.from(payload.subarray(payload.length - l));
-    const ks = this.g.keystream(m);
-    for (let i = 0; i < l; i++) signature[i] ^= ks[i];
+    const signature = xorKeystream(payload.subarray(payload.length - l), this.g.keystream(m));
     if (!verify(this.g.signatureAlg, this.r.verifyKey, this.g.signStructure(aadArray, ciphertext), signature)) throw signatureError();
     try {
       return this.aead.decrypt(this.r.recipientKey, m.nonce, aad, ciphertext);
