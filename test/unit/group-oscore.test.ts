@@ -1,6 +1,6 @@
-// Group OSCORE message processing (RFC 10021 §3-§10 of -28) through protect.ts: group mode with Ed25519 and
+// Group OSCORE message processing (RFC 10021 §3-§9) through protect.ts: group mode with Ed25519 and
 // ECDSA P-256, pairwise mode with X25519-mapped and P-256 keys, the §4.3 compression examples, a tampering test
-// that flips every external_aad field, the signature, kid, kid context and Group Flag in turn, the §8.2 errors,
+// that flips every external_aad field, the signature, kid, kid context and Group Flag in turn, the §7.2 errors,
 // per-sender replay windows and Response Numbers, Echo recovery of lost windows, persistence, and a group context
 // inside nested OSCORE layers.
 
@@ -114,7 +114,7 @@ for (const [name, alg] of [
       assert.deepEqual(seen, ['s1', 's2', 's3']);
     });
 
-    it('§9: a pairwise-mode request to one server and its response (no Group Flag, kid context present, kid absent in the response allowed)', function () {
+    it('§8: a pairwise-mode request to one server and its response (no Group Flag, kid context present, kid absent in the response allowed)', function () {
       const c = client();
       const s = server(1);
       const { message, binding } = protectRequest(c.peer(all[1].id, 'pairwise')!, get());
@@ -140,7 +140,7 @@ for (const [name, alg] of [
       assert.throws(() => unprotectResponse(binding, forged), code('ERR_OSCORE_SIGNATURE'));
     });
 
-    it('§5.1 (-28 "Replay Protection of Responses"): a Response Number per server; a replayed response is rejected, a new Partial IV on every response but the first', function () {
+    it('§5.3.1 ("Replay Protection of Responses"): a Response Number per server; a replayed response is rejected, a new Partial IV on every response but the first', function () {
       const c = client();
       const { message, binding } = protectRequest(c.groupRequests(), get(), { multipleResponses: true });
       const s1 = server(1);
@@ -187,7 +187,7 @@ describe('Group OSCORE §4.3 compression examples, byte for byte', function () {
   });
 });
 
-describe('Group OSCORE tampering: every bound field, changed in turn, is rejected (RFC 10021 §3.4, §4, §8.2)', function () {
+describe('Group OSCORE tampering: every bound field, changed in turn, is rejected (RFC 10021 §3.4, §4, §7.2)', function () {
   const all = keys(['01', '11'], COSE_ALG.EdDSA);
   const fresh = () => ({ c: groupOf(all, 0), s: groupOf(all, 1) });
   const protectedRequest = (c: GroupContext): CoapMessage => wire(protectRequest(c.groupRequests(), get()).message);
@@ -289,7 +289,7 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
       p[p.length - 64 + i] ^= 0x01;
       let err: unknown;
       assert.throws(() => unprotectRequest(resolverOf(s), { ...good, payload: p }), (e: unknown) => ((err = e), code('ERR_OSCORE_SIGNATURE')(e)));
-      // §8.2: 4.00 with "Decryption failed", as if decryption had failed
+      // §7.2: 4.00 with "Decryption failed", as if decryption had failed
       assert.equal((err as OscoreError).responseCode, CODES.BAD_REQUEST);
       assert.equal((err as OscoreError).diagnostic, 'Decryption failed');
     }
@@ -321,7 +321,7 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
 describe('Group OSCORE errors, recovery and persistence', function () {
   const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
 
-  it('§8.2: a member of the group without a credential here gets 5.03 (Service Unavailable)', function () {
+  it('§7.2: a member of the group without a credential here gets 5.03 (Service Unavailable)', function () {
     const c = groupOf(all, 0);
     const s = groupOf(all.slice(1), 0); // knows only 12
     let err: unknown;
@@ -329,13 +329,13 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     assert.equal(oscoreErrorResponse(err)!.code, CODES.SERVICE_UNAVAILABLE);
   });
 
-  it('§5 (-28 "Message Reception"): the Group Flag towards a plain RFC 8613 context is discarded as 4.02', function () {
+  it('§6 ("Message Reception"): the Group Flag towards a plain RFC 8613 context is discarded as 4.02', function () {
     const c = groupOf(all, 0);
     const plain = SecurityContext.derive({ masterSecret: SECRET, senderId: h('11'), recipientId: h('01'), idContext: GID });
     assert.throws(() => unprotectRequest(plain, wire(protectRequest(c.groupRequests(), get()).message)), code('ERR_OSCORE_DECODE'));
   });
 
-  it('§10 (-28) Echo recovery: lost windows challenge each member with a protected 4.01 + Echo; the retry with Echo sets that member\'s window', function () {
+  it('§9 Echo recovery: lost windows challenge each member with a protected 4.01 + Echo; the retry with Echo sets that member\'s window', function () {
     const c = groupOf(all, 0);
     const s = groupOf(all, 1, {}, { replayWindowInitialized: false });
     const first = protectRequest(c.peer(all[1].id, 'pairwise')!, get());
@@ -470,7 +470,7 @@ describe('Group OSCORE for multicast notifications (observe-multicast-notificati
   });
 });
 
-describe('Group OSCORE external signature checker (RFC 10021 §8.5 of -28)', function () {
+describe('Group OSCORE external signature checker (RFC 10021 §7.5)', function () {
   const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
 
   it('a checker without the group keys verifies group-mode requests and responses and names their senders; forged ones are rejected', function () {

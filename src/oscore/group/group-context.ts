@@ -2,7 +2,7 @@
 // Signature Algorithm, Signature Encryption Key, Pairwise Key Agreement Algorithm and the Group Manager's
 // credential; one Sender Context with the private key and own credential; one Recipient Context per other member
 // with its credential, keys and replay window. It hands out PeerContext associations per member and mode (group
-// mode §8, pairwise mode §9 of -28), and the group-mode sender for requests to the whole group. Message processing
+// mode §7, pairwise mode §8), and the group-mode sender for requests to the whole group. Message processing
 // is protect.ts; here are the key derivations (§2.3, §2.1.9, §2.5.1), the external_aad (§3.4), the countersignature
 // and its encryption (§3.1, §4.1, §4.2). Keys stay in #private fields.
 
@@ -60,7 +60,7 @@ export interface GroupContextOptions {
   sequenceStore?: SequenceStore;
   sequence?: SenderSequenceOptions;
   replayWindowSize?: number;
-  /** false: the windows were lost (restart); the first request of each member is challenged with Echo (§10 of -28) */
+  /** false: the windows were lost (restart); the first request of each member is challenged with Echo (§9) */
   replayWindowInitialized?: boolean;
   /** windows saved by replayWindows() on a clean shutdown, by hex Recipient ID */
   replayWindows?: Record<string, ReplayWindowState>;
@@ -243,7 +243,7 @@ export class GroupContext implements ContextSource {
     return this.pairwiseAead !== undefined && this.pairwiseKeyAgreementAlg !== undefined;
   }
 
-  /** The group-mode association for requests to the whole group (§8.1). */
+  /** The group-mode association for requests to the whole group (§7.1). */
   groupRequests(): RequestContext {
     if (!this.hasGroupMode) throw new OscoreError('ERR_OSCORE_CONFIG', 'the group mode is not used in this group');
     return this.#sender;
@@ -260,9 +260,9 @@ export class GroupContext implements ContextSource {
   }
 
   /**
-   * §8.2 step 2: the Recipient Context for a request. Another Gid: undefined (4.01 "Security context not found",
-   * §8.2); the group but an unknown kid: 5.03, since the credential is missing and there is no dynamic
-   * derivation here; our own Sender ID: undefined (§8.2 "SHOULD NOT process").
+   * §7.2 step 2: the Recipient Context for a request. Another Gid: undefined (4.01 "Security context not found",
+   * §7.2); the group but an unknown kid: 5.03, since the credential is missing and there is no dynamic
+   * derivation here; our own Sender ID: undefined (§7.2 "SHOULD NOT process").
    */
   resolve(kid: Buffer, kidContext: Buffer | undefined, group: boolean): PeerContext | undefined {
     if (kidContext === undefined || !kidContext.equals(this.idContext)) return undefined;
@@ -314,7 +314,7 @@ export class GroupContext implements ContextSource {
     return signatureKeystream(this.hkdf, this.#signatureEncryptionKey!, m, this.idContext, this.signatureLength);
   }
 
-  /** @internal §2.1.9 (for an external signature checker provisioned from this context, §8.5) */
+  /** @internal §2.1.9 (for an external signature checker provisioned from this context, §7.5) */
   signatureEncryptionKey(): Buffer | undefined {
     return this.#signatureEncryptionKey;
   }
@@ -378,7 +378,7 @@ function decryptError(): OscoreError {
   return new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed');
 }
 
-/** §8.1 / §8.3: ciphertext ‖ (countersignature XOR keystream). */
+/** §7.1 / §7.3: ciphertext ‖ (countersignature XOR keystream). */
 function sealGroupMode(g: GroupContext, plaintext: Buffer, m: MessageBinding): Buffer {
   const aadArray = g.aadArray(m, g.credential);
   const ciphertext = g.groupEncryption!.encrypt(g.senderKey(), m.nonce, encodeGroupAad(aadArray), plaintext);
@@ -415,7 +415,7 @@ class GroupSender implements RequestContext {
     return sealGroupMode(this.g, plaintext, m);
   }
 
-  /** §8.4: kid is always present in a response to a group-mode request; its Group Flag gives the mode. */
+  /** §7.4: kid is always present in a response to a group-mode request; its Group Flag gives the mode. */
   responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined {
     return kid === undefined ? undefined : this.g.peer(kid, group ? 'group' : 'pairwise');
   }
@@ -476,7 +476,7 @@ class GroupPeer implements PeerContext {
 
   seal(plaintext: Buffer, m: MessageBinding): Buffer {
     if (this.mode === 'group') return sealGroupMode(this.g, plaintext, m);
-    // §9: pairwise mode = RFC 8613 with the Pairwise Sender Key and the external_aad of §3.4.
+    // §8: pairwise mode = RFC 8613 with the Pairwise Sender Key and the external_aad of §3.4.
     const aad = encodeGroupAad(this.g.aadArray(m, this.g.credential));
     return this.aead.encrypt(this.g.pairwiseKeys(this.r).sender, m.nonce, aad, plaintext);
   }
@@ -491,7 +491,7 @@ class GroupPeer implements PeerContext {
         throw decryptError();
       }
     }
-    // §8.2 / §8.4: the countersignature is verified before decryption.
+    // §7.2 / §7.4: the countersignature is verified before decryption.
     const l = this.g.signatureLength;
     if (payload.length < l + this.aead.tagLength) throw signatureError();
     const ciphertext = payload.subarray(0, payload.length - l);
@@ -504,7 +504,7 @@ class GroupPeer implements PeerContext {
     }
   }
 
-  /** §9.4 / §8.4: a response from this member (kid absent = the member the request was for). */
+  /** §7.4 / §8.6: a response from this member (kid absent = the member the request was for). */
   responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined {
     if (kid !== undefined && !kid.equals(this.r.id)) return undefined;
     return this.withMode(group ? 'group' : 'pairwise');

@@ -1,4 +1,4 @@
-// An external signature checker (RFC 10021 §8.5 of -28, "External Signature Checkers"): an entity outside the
+// An external signature checker (RFC 10021 §7.5, "External Signature Checkers"): an entity outside the
 // group, e.g. a proxy, that verifies the countersignature of messages protected in group mode before letting them
 // through, and drops forged ones. It needs the Signature Encryption Key, the algorithms, the members'
 // credentials and the Group Manager's credential; it cannot decrypt anything (no Sender / Recipient Keys).
