@@ -42,10 +42,10 @@ export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
  * share one context reuses nonces, and the client's replay window admits only one response per Partial IV.
  */
 export interface EndToEndOscore {
-  /** protects the request (its Sender side is what all servers share) */
-  context: SecurityContext;
+  /** protects the request (its Sender side is what all servers share; a Group OSCORE group-mode context fits) */
+  context: RequestContext;
   /** the Recipient Context for one server's responses, by origin and by the response's kid if it carries one */
-  responder?: (origin: Origin, kid: Buffer | undefined) => SecurityContext | undefined;
+  responder?: (origin: Origin, kid: Buffer | undefined) => RequestContext | undefined;
 }
 
 export interface ProxiedOscoreOptions {

@@ -494,4 +494,42 @@ describe('Group OSCORE external signature checker (RFC 10021 §7.5)', function (
   });
 });
 
+describe('Group OSCORE bad input', function () {
+  it('2000 random mutations of a group-mode request and response: every rejection is a typed OscoreError, nothing else escapes', function () {
+    const all = keys(['01', '11'], COSE_ALG.EdDSA);
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+    let rejected = 0;
+    for (let i = 0; i < 1000; i++) {
+      const { message, binding } = protectRequest(c.groupRequests(), get());
+      const req = wire(message);
+      const opt = Buffer.from(getOption(req, OPT.OSCORE)!);
+      const payload = Buffer.from(req.payload);
+      // mutate the option or the payload: flip, truncate or extend
+      const target = rnd(2) === 0 ? opt : payload;
+      const kind = rnd(3);
+      let mutated: Buffer = target;
+      if (kind === 0 && target.length) target[rnd(target.length)] ^= 1 << rnd(8);
+      else if (kind === 1) mutated = target.subarray(0, rnd(target.length + 1));
+      else mutated = Buffer.concat([target, Buffer.from([rnd(256)])]);
+      const m = target === opt ? { ...req, options: req.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: mutated } : o)) } : { ...req, payload: mutated };
+      try {
+        const v = unprotectRequest(resolverOf(s), m);
+        // a mutation may survive only where it changed nothing that is protected: never a different request
+        assert.equal(v.message.code, CODES.GET);
+        const res = wire(protectResponse(v.binding, reply('r')));
+        const rp = Buffer.from(res.payload);
+        rp[rnd(rp.length)] ^= 1 << rnd(8);
+        assert.throws(() => unprotectResponse(binding, { ...res, payload: rp }), (e: unknown) => e instanceof OscoreError);
+      } catch (err) {
+        if (!(err instanceof OscoreError)) throw err;
+        rejected++;
+      }
+    }
+    assert.ok(rejected > 900, `${rejected} of 1000 mutated requests rejected`);
+  });
+});
+
 void MemorySequenceStore;
