@@ -33,8 +33,8 @@ import {
   unprotectResponse,
   bindOwnRequest,
 } from '../../src/oscore';
-import { COSE_ALG, SignatureChecker, encodeCcs, parseCcs } from '../../src/oscore/group';
-import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
+import { COSE_ALG, COSE_CRV, COSE_KTY, SignatureChecker, encodeCcs, parseCcs, publicKeyOf } from '../../src/oscore/group';
+import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, oscoreServerTransform, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
 
 const h = (x: string): Buffer => Buffer.from(x, 'hex');
 const GID = h('feedca57');
@@ -389,6 +389,25 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     });
   }
 
+  it('a pairwise-only group (no Group Encryption Algorithm) with X25519 credentials: requests and responses in pairwise mode; group mode is refused', function () {
+    const x = ['01', '11'].map((id) => {
+      const privateKey = require('node:crypto').randomBytes(32) as Buffer;
+      return { id: h(id), privateKey, credential: encodeCcs({ ...publicKeyOf('X25519', privateKey) }) };
+    });
+    const mk = (i: number) => groupOf(x, i, { groupEncryptionAlg: null });
+    const c = mk(0);
+    const s = mk(1);
+    assert.equal(parseCcs(x[0].credential).crv, COSE_CRV.X25519);
+    assert.equal(parseCcs(x[0].credential).kty, COSE_KTY.OKP);
+    assert.throws(() => c.groupRequests(), code('ERR_OSCORE_CONFIG'));
+    const { message, binding } = protectRequest(c.peer(h('11'), 'pairwise')!, get());
+    const v = unprotectRequest(resolverOf(s), wire(message));
+    assert.equal(unprotectResponse(binding, wire(protectResponse(v.binding, reply('x')))).message.payload.toString(), 'x');
+    // a Group Flag towards a pairwise-only group is discarded (RFC 10021 §6)
+    const flagged = { ...wire(message), options: wire(message).options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.from([o.value[0] | 0x20, ...o.value.subarray(1)]) } : o)) };
+    assert.throws(() => unprotectRequest(resolverOf(s), flagged), code('ERR_OSCORE_DECODE'));
+  });
+
   it('key material stays out of inspect / JSON', function () {
     const g = groupOf(all, 0);
     const text = JSON.stringify(g) + require('node:util').inspect(g, { depth: 5 });
@@ -428,6 +447,26 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     const got = unprotectResponseLayers(wire(relayed), sent.layers.map((l) => ({ binding: l.binding, classE: l.classE })));
     assert.equal(got.message.payload.toString(), 'on');
     assert.equal(got.verified[1].responder.mode, 'group');
+  });
+
+  it('oscoreServerTransform (the group server\'s request transform) takes a GroupContext directly: verified request in, protected response out', function () {
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    const transform = oscoreServerTransform({ contexts: s });
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const out = transform({ message: wire(message), remote: { address: '127.0.0.1', port: 5683 }, multicast: true });
+    assert.ok('request' in out && out.protect);
+    assert.equal(getOption(out.request.message, OPT.URI_PATH)!.toString(), 'light');
+    const res = out.protect!({ code: CODES.CONTENT, options: [], payload: Buffer.from('on') });
+    const r = unprotectResponse(binding, wire({ ...reply(''), ...res }));
+    assert.equal(r.message.payload.toString(), 'on');
+    assert.equal(r.responder.recipientId.toString('hex'), '11');
+    // a forged request gets the RFC 10021 §7.2 answer, unprotected: 4.00 "Decryption failed"
+    const forged = wire(protectRequest(c.groupRequests(), get()).message);
+    forged.payload[forged.payload.length - 1] ^= 1;
+    const rej = transform({ message: forged, remote: { address: '127.0.0.1', port: 5683 }, multicast: true });
+    assert.ok('reject' in rej && rej.reject);
+    assert.equal(rej.reject.code, CODES.BAD_REQUEST);
   });
 
   it('bounded state: a client\'s Response Numbers are per member of the group, and unknown kids never create any', function () {
