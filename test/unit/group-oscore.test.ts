@@ -221,14 +221,18 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
 
   it('external_aad alg_signature (a verifier whose group uses ES256): rejected as a bad signature', function () {
     const c = groupOf(all, 0);
-    const p256 = keys(['11'], COSE_ALG.ES256)[0];
-    const s = groupOf([all[0], p256], 1);
+    // the verifier's group says ES256 and holds a P-256 credential for the client's Sender ID: the client's
+    // EdDSA countersignature cannot verify under it
+    const p256 = keys(['01', '11'], COSE_ALG.ES256);
+    const s = groupOf(p256, 1);
     assert.equal(s.signatureAlg, COSE_ALG.ES256);
     assert.throws(() => unprotectRequest(resolverOf(s), protectedRequest(c)), code('ERR_OSCORE_SIGNATURE'));
   });
 
-  it('a credential that does not fit the Signature Algorithm is a configuration error', function () {
+  it('a credential that does not fit the Signature Algorithm is a configuration error (own or a member\'s)', function () {
     assert.throws(() => groupOf(all, 0, { signatureAlg: COSE_ALG.ES256 }), code('ERR_OSCORE_CONFIG'));
+    const p256 = keys(['11'], COSE_ALG.ES256)[0];
+    assert.throws(() => groupOf([all[0], p256], 0), code('ERR_OSCORE_CONFIG'));
   });
 
   it('external_aad sender_cred: the same public key in a credential with other bytes (a sub claim) is rejected', function () {

@@ -219,7 +219,10 @@ export class GroupContext implements ContextSource {
     const replay = new ReplayWindow({ size: this.#windowSize, initialized: this.#initialized });
     const saved = this.#savedWindows?.[k];
     if (saved) replay.restore(saved);
-    this.#recipients.set(k, new Recipient(id, bytes('member credential', m.credential)!, this.deriveKey(id), replay));
+    const r = new Recipient(id, bytes('member credential', m.credential)!, this.deriveKey(id), replay);
+    // §2.4: every credential in a group has the same format and key type; a mismatch could never verify.
+    if (this.groupEncryption && !keyFitsSignature(r.pub, this.signatureAlg)) throw new OscoreError('ERR_OSCORE_CONFIG', `member ${k}: credential does not fit Signature Algorithm ${this.signatureAlg}`);
+    this.#recipients.set(k, r);
   }
 
   removeMember(senderId: Uint8Array): boolean {
