@@ -103,7 +103,6 @@ export class GroupServer {
   private readonly resources = new Map<string, Resource>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly observers = new Map<string, Map<string, Observer>>();
-  private readonly notificationMids = new Map<number, string>();
   private observeSeq = 2;
   private closed = false;
 
@@ -115,12 +114,6 @@ export class GroupServer {
     private readonly maxObservers = 10_000,
   ) {
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
-    // RFC 7641 §3.6: a RST to a notification cancels that observation.
-    endpoint.on('reset', (remote: { address: string; port: number }, mid: number) => {
-      const key = this.notificationMids.get(mid);
-      // only the observer the notification went to can cancel it this way
-      if (key && key.startsWith(`${remote.address}|${remote.port}|`)) this.removeObserver(key);
-    });
   }
 
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
@@ -184,8 +177,8 @@ export class GroupServer {
           const msg = { type, code: built.code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
           const send = () => {
             if (this.closed) return;
-            this.notificationMids.set(msg.messageId, o.key);
-            if (this.notificationMids.size > 4096) this.notificationMids.delete(this.notificationMids.keys().next().value!);
+            // RFC 7641 §3.6: a RST to a notification (CON or NON) cancels that observation; the endpoint matches the
+            // RST to this message by Message ID and the observer's address, so no one else can cancel it.
             this.endpoint.sendMessage({ ...msg, options: [...msg.options].sort((a, b) => a.number - b.number) }, o.remote, {
               onReset: () => obs.delete(o.key),
               onFail: () => obs.delete(o.key),
