@@ -41,7 +41,7 @@ export function nonLifetime(p: TransmissionParams): number {
 }
 /**
  * groupcomm-bis §3.1.5: NON_LIFETIME + MAX_LATENCY + MAX_SERVER_RESPONSE_DELAY. The document rounds the first two
- * up to 250 s (SPEC-DIGEST §6 item 7), so the conservative max of both readings is used: 500 s with defaults.
+ * up to 250 s (as RFC 7390 did), so the conservative max of both readings is used: 500 s with defaults.
  */
 export function minTokenReuseTime(p: TransmissionParams): number {
   return Math.max(nonLifetime(p) + p.MAX_LATENCY, 250_000) + p.MAX_SERVER_RESPONSE_DELAY;

@@ -86,7 +86,7 @@ export function originFromRelayed(m: CoapMessage, remote: RemoteAddress, groupPo
   const rf = rfNum !== undefined ? getOption(m, rfNum) : undefined;
   if (rf) {
     const { target, reference } = decodeReplyFrom(rf);
-    if (reference) {
+    if (reference?.host) {
       // Case 1: the proxy stands in for each server; follow-ups go to `target` with Uri-Host/Uri-Port of `reference`.
       const via = authorityOrigin(target);
       return { ...authorityOrigin({ ...reference, scheme: target.scheme }), via };
