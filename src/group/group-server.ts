@@ -7,9 +7,11 @@
 
 import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
+import { CoapResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
 import { OPT, decodeUint, encodeUint } from '../coap/options';
 import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
+import { Clock } from '../messaging/parameters';
 import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport/udp-transport';
 
 export interface ServerRequest extends IncomingRequest {
@@ -101,7 +103,9 @@ interface Resource {
 export class GroupServer {
   readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0 };
   private readonly resources = new Map<string, Resource>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<unknown>();
+  /** the clock of the Leisure timers (EndpointOptions.clock, shared with the endpoint) */
+  readonly clock: Clock;
   private readonly observers = new Map<string, Map<string, Observer>>();
   private observeSeq = 2;
   private closed = false;
@@ -113,6 +117,7 @@ export class GroupServer {
     private readonly transform?: RequestTransform,
     private readonly maxObservers = 10_000,
   ) {
+    this.clock = endpoint.clock;
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
   }
 
@@ -187,7 +192,7 @@ export class GroupServer {
           if (o.viaGroup && this.leisure > 0) this.later(send, Math.random() * this.leisure);
           else send();
         })
-        .catch((err) => this.endpoint.emit('handler-error', err));
+        .catch((err) => this.endpoint.reportHandlerError(err));
     }
   }
 
@@ -197,13 +202,13 @@ export class GroupServer {
   }
 
   private later(fn: () => void, ms: number): void {
-    const t = setTimeout(() => {
+    const t = this.clock.setTimeout(() => {
       this.timers.delete(t);
       if (this.closed) return;
       try {
         fn();
       } catch (err) {
-        this.endpoint.emit('handler-error', err);
+        this.endpoint.reportHandlerError(err);
       }
     }, ms);
     this.timers.add(t);
@@ -249,13 +254,19 @@ export class GroupServer {
       .then(
         (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}, protect),
         (err) => {
-          this.endpoint.emit('handler-error', err);
+          // A CoapResponseError becomes its response; anything else an empty 5.00 (the message stays internal).
+          if (err instanceof CoapResponseError) {
+            const r = err.toResponse();
+            return this.reply(sreq, ctx, { code: r.code, options: r.options, payload: r.payload }, resource?.opts ?? {}, protect);
+          }
+          this.endpoint.reportHandlerError(err);
           this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {}, protect);
         },
       )
       .catch((err) => {
-        // e.g. an option value too long to read as a uint: answer 4.02 (RFC 7252 §5.4.3), never crash
-        this.endpoint.emit('handler-error', err);
+        // An option value too long to read as a uint (decodeUint's RangeError) is the client's fault: 4.02
+        // (RFC 7252 §5.4.3). Anything else is a fault of ours and counted. Never crash either way.
+        if (!(err instanceof RangeError)) this.endpoint.reportHandlerError(err);
         if (req.multicast) ctx.ignore();
         else ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from('malformed option value') });
       });
@@ -302,7 +313,7 @@ export class GroupServer {
         try {
           out = protect(message);
         } catch (err) {
-          this.endpoint.emit('handler-error', err);
+          this.endpoint.reportHandlerError(err);
           return ctx.ignore();
         }
       }
@@ -348,7 +359,7 @@ export class GroupServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.timers) this.clock.clearTimeout(t);
     this.timers.clear();
     await this.endpoint.close();
   }

@@ -54,6 +54,11 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/** Let a timer not keep the process alive (a no-op for clocks whose handles are not Node timers). */
+export function unrefTimer(handle: unknown): void {
+  (handle as { unref?: () => void } | undefined)?.unref?.();
+}
+
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
