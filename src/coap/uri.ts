@@ -158,6 +158,18 @@ export function optionsToUri(options: CoapOption[], scheme: string, destHost: st
   return { scheme, host: h, zone: pct >= 0 ? bare.slice(pct + 1) : undefined, port, path, query, family: net.isIPv4(h) ? 4 : net.isIPv6(h) ? 6 : 0 };
 }
 
+/**
+ * The Uri-Host value for a host (RFC 7252 §6.4 step 5: the host component of the URI): an IPv6 literal goes in
+ * brackets, as an IP-literal of RFC 3986 §3.2.2, with its zone id ("fe80::1%eth0" -> "[fe80::1%eth0]", which
+ * optionsToUri reads back); IPv4 literals and host names as they are.
+ */
+export function uriHostValue(host: string, zone?: string): Buffer {
+  const pct = host.indexOf('%');
+  const bare = pct >= 0 ? host.slice(0, pct) : host;
+  const z = zone ?? (pct >= 0 ? host.slice(pct + 1) : undefined);
+  return Buffer.from(net.isIPv6(bare) ? `[${bare}${z ? '%' + z : ''}]` : bare, 'utf8');
+}
+
 /** Address string for node:dgram: IPv6 link-local / multicast with a zone become "ff02::fd%eth0". */
 export function socketAddress(uri: Pick<CoapUri, 'host' | 'zone'>): string {
   return uri.zone ? `${uri.host}%${uri.zone}` : uri.host;

@@ -9,7 +9,7 @@ import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
 import { CoapResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
-import { OPT, decodeUint, encodeUint } from '../coap/options';
+import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
 import { Clock } from '../messaging/parameters';
 import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport/udp-transport';
@@ -93,6 +93,8 @@ export interface ServerCounters {
   groupRequests: number;
   suppressed: number;
   responses: number;
+  /** group requests ignored because they carried Q-Block2 (RFC 10020 §3.8) */
+  ignoredQBlock2: number;
 }
 
 interface Resource {
@@ -101,7 +103,7 @@ interface Resource {
 }
 
 export class GroupServer {
-  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0 };
+  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0, ignoredQBlock2: 0 };
   private readonly resources = new Map<string, Resource>();
   private readonly timers = new Set<unknown>();
   /** the clock of the Leisure timers (EndpointOptions.clock, shared with the endpoint) */
@@ -225,7 +227,14 @@ export class GroupServer {
 
   private handle(incoming: IncomingRequest, ctx: ResponseContext): void {
     this.counters.requests++;
-    if (incoming.multicast) this.counters.groupRequests++;
+    if (incoming.multicast) {
+      this.counters.groupRequests++;
+      // RFC 10020 §3.8 (after RFC 9177 §4): a server ignores a group request that carries Q-Block2.
+      if (getOption(incoming.message, optionNumber('Q-Block2')) !== undefined) {
+        this.counters.ignoredQBlock2++;
+        return ctx.ignore();
+      }
+    }
     let req = incoming;
     let protect: ((res: ResponseParts) => ResponseParts) | undefined;
     if (this.transform) {
