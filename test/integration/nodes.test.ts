@@ -6,7 +6,8 @@ import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { Msg, collect } from '../support/flow';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { closeChecked } from '../support/endpoints';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -54,7 +55,7 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
     lamps = await startLamps(5, { groupPort: port, leisure: 100 });
   });
   after(async function () {
-    await stopAll(lamps.map((l) => l.server));
+    await closeChecked(lamps.map((l) => l.server));
   });
   afterEach(async function () {
     await helper.unload();
@@ -203,7 +204,7 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
       assert.ok(all.every((m) => m.payload !== 'too late'));
       assert.ok(all.findIndex((m) => m.complete) === all.length - 1);
     } finally {
-      await slow.close();
+      await closeChecked(slow);
     }
   });
 

@@ -158,12 +158,9 @@ describe('multicast notifications: traditional observers below a threshold, move
       observation.update('quiet');
       await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'quiet' && n.via === 'multicast')));
     } finally {
-      for (const o of obs) {
-        o.obs.cancel();
-        await o.ep.close();
-      }
+      for (const o of obs) o.obs.cancel();
       observation.close();
-      await server.close();
+      await closeChecked(obs.map((o) => o.ep), server);
     }
   });
 });
