@@ -276,3 +276,15 @@ describe('group membership is a capability of the Transport interface', function
     }
   });
 });
+
+describe('tp_info never names an unspecified address (observe-multicast-notifications-15 §4.2.1.1)', function () {
+  it('a group observation on a server bound to 0.0.0.0 is refused with a clear error', async function () {
+    const server = await GroupServer.open({ address: '0.0.0.0', port: 0, groups: [], leisure: 0 });
+    try {
+      assert.throws(() => new GroupObservation({ server, path: '/x', group: { address: NOTIF_GROUP, port: 5683 }, initial: 'v' }), /own unicast address/);
+      assert.equal(server.observerCount('/x'), 0);
+    } finally {
+      await closeChecked(server);
+    }
+  });
+});
