@@ -14,7 +14,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, isMulticastAddress, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse, ResponseContext } from '../messaging/endpoint';
-import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
+import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
 
 // The project's CBOR settings (cbor/informative-response.ts): no records, no tags on byte strings.
@@ -435,7 +435,7 @@ export class TicketListener extends EventEmitter {
     m.refs++;
     let joining = m.ports.get(port);
     if (!joining) {
-      const transport = this.upstream.transport as UdpTransport;
+      const transport = this.upstream.transport;
       if (typeof transport.joinGroup !== 'function') throw new Error('the upstream transport cannot join groups');
       joining = transport.joinGroup({ address, port, interfaces: [this.opts.groupInterface ?? (address.includes(':') ? '::%lo' : '127.0.0.1')] });
       m.ports.set(port, joining);
@@ -448,7 +448,7 @@ export class TicketListener extends EventEmitter {
     if (!m) return;
     if (--m.refs > 0) return;
     this.memberships.delete(address);
-    const transport = this.upstream.transport as UdpTransport;
+    const transport = this.upstream.transport;
     for (const [port, joining] of m.ports) void joining.catch(() => undefined).then(() => transport.leaveGroup?.(address, port));
   }
 

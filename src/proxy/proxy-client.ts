@@ -11,7 +11,7 @@ import { CborStructureError, CriAuthority, decodeReplyFrom, decodeResponseForwar
 import { CODES, codeClass, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
-import { CoapUri, formatUri, originUri, parseUri, uriToOptions } from '../coap/uri';
+import { CoapUri, formatUri, originUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import type { RequestContext } from '../oscore/capabilities';
 import { SecurityContext } from '../oscore/context';
@@ -87,7 +87,7 @@ export function originFromRelayed(m: CoapMessage, remote: RemoteAddress, groupPo
   const rf = rfNum !== undefined ? getOption(m, rfNum) : undefined;
   if (rf) {
     const { target, reference } = decodeReplyFrom(rf);
-    if (reference) {
+    if (reference?.host) {
       // Case 1: the proxy stands in for each server; follow-ups go to `target` with Uri-Host/Uri-Port of `reference`.
       const via = authorityOrigin(target);
       return { ...authorityOrigin({ ...reference, scheme: target.scheme }), via };
@@ -340,7 +340,7 @@ export class ProxiedGroupExchange extends ResponseStream {
     const path = this.uri.path;
     const opts = options.filter((x) => ![OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, optionNumber('Multicast-Timeout')].includes(x.number as never));
     if (origin.via) {
-      opts.push({ number: OPT.URI_HOST, value: Buffer.from(origin.address, 'utf8') }, { number: OPT.URI_PORT, value: encodeUint(origin.port) });
+      opts.push({ number: OPT.URI_HOST, value: uriHostValue(origin.address) }, { number: OPT.URI_PORT, value: encodeUint(origin.port) });
       opts.push(...uriToOptions({ ...this.uri, family: 4 }).filter((x) => x.number === OPT.URI_PATH || x.number === OPT.URI_QUERY));
       return this.endpoint.request({ code: this.request.code, options: opts }, { address: origin.via.address, port: origin.via.port }, { confirmable: true });
     }
