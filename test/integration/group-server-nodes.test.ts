@@ -2,7 +2,7 @@
 // multicast, asked by a coap-group-request node in the same flow, as a user would wire them.
 
 import assert from 'node:assert/strict';
-import { DoneCounter, Msg, collect, completeWatch } from '../support/flow';
+import { DoneCounter, Msg, WATCH_NODES, collect, completeWatch } from '../support/flow';
 import { GROUP_V4, freeGroupPort } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -17,12 +17,10 @@ const groupServerNode = require('../../nodes/coap-group-server');
 const groupResponseNode = require('../../nodes/coap-group-response');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const changeNode = require('@node-red/nodes/core/function/15-change.js');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const completeNode = require('@node-red/nodes/core/common/24-complete.js');
 
 helper.init(require.resolve('node-red'));
 
-const NODES = [endpointNode, groupRequestNode, groupServerNode, groupResponseNode, changeNode, completeNode];
+const NODES = [endpointNode, groupRequestNode, groupServerNode, groupResponseNode, changeNode, ...WATCH_NODES];
 
 /** Wait until a node's status satisfies `pred` (statuses are events, so no polling of time). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

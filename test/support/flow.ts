@@ -13,13 +13,18 @@ export function collect(node: { on(event: 'input', fn: (msg: Msg) => void): void
   });
 }
 
+/** The core Complete and Catch nodes, to load beside the nodes under test when a flow uses completeWatch. */
+export const WATCH_NODES = [require('@node-red/nodes/core/common/24-complete.js'), require('@node-red/nodes/core/common/25-catch.js')];
+
 /**
- * A Complete node watching `scope` (node ids), wired to a helper node: add these to a test flow, then
- * `doneCounts(helper.getNode(id))` counts done() calls per input message id (STYLE.md: exactly one per input).
+ * A Complete node (done()) and a Catch node (done(err)) watching `scope` (node ids), both wired to one helper node:
+ * add these to a test flow (and WATCH_NODES to the loaded nodes), then `new DoneCounter(helper.getNode(`${id}-out`))`
+ * counts done() calls per input message id (STYLE.md: exactly one per input message).
  */
 export function completeWatch(scope: string[], id = 'cmp'): Record<string, unknown>[] {
   return [
     { id, type: 'complete', scope, uncaught: false, wires: [[`${id}-out`]] },
+    { id: `${id}-catch`, type: 'catch', scope, uncaught: false, wires: [[`${id}-out`]] },
     { id: `${id}-out`, type: 'helper' },
   ];
 }
