@@ -12,12 +12,12 @@ import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
-import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { parseDuration } from '../src/node-support/units';
+import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
-import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, closeThen, guarded } from './lib/red';
+import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, guarded, shortText } from './lib/red';
 
 interface GroupRequestDef extends NodeDef {
   endpoint?: string;
@@ -63,11 +63,6 @@ function pathOptions(uri: CoapUri) {
   return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
 }
 
-/** Status texts sit under the node: keep them short (the full text is in the log / done(err)). */
-export function shortText(text: string, max = 32): string {
-  return text.length <= max ? text : text.slice(0, max - 1) + '…';
-}
-
 module.exports = function (RED: NodeAPI) {
   function CoapGroupRequestNode(this: Node, def: GroupRequestDef) {
     RED.nodes.createNode(this, def);
@@ -75,7 +70,7 @@ module.exports = function (RED: NodeAPI) {
     const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
     const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
     const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
-    let privateEndpoint: Promise<CoapEndpoint> | undefined;
+    let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
     let lastError: string | undefined;
@@ -88,11 +83,13 @@ module.exports = function (RED: NodeAPI) {
       node.error(`invalid options in configuration: ${(err as Error).message}`);
     }
 
+    // The endpoint owns its socket and its users (register/deregister); without one, the shared default endpoint.
+    endpointNode?.register(node);
     const getEndpoint = (): Promise<CoapEndpoint> => {
+      if (def.endpoint && !endpointNode) return Promise.reject(new Error(RED._('coap-endpoint.errors.missing')));
       if (endpointNode) return endpointNode.getEndpoint();
-      // No endpoint configured: a private one on an ephemeral port, multicast pinned to loopback.
-      privateEndpoint ??= UdpTransport.open({ bindAddress: '0.0.0.0', recvBufferSize: 1 << 20 }).then((t) => new CoapEndpoint(t));
-      return privateEndpoint;
+      usesDefault = true;
+      return acquireDefaultEndpoint(RED, node);
     };
 
     // Short texts (they sit under the node): what the last exchange gave, not a running total.
@@ -250,9 +247,9 @@ module.exports = function (RED: NodeAPI) {
       for (const r of running.values()) r.cancel();
       running.clear();
       node.status({});
-      const p = privateEndpoint;
-      privateEndpoint = undefined;
-      closeThen(p, done);
+      if (endpointNode) endpointNode.deregister(node, done, _removed);
+      else if (usesDefault) releaseDefaultEndpoint(node, done);
+      else done();
     });
   }
   RED.nodes.registerType('coap-group-request', CoapGroupRequestNode);
