@@ -51,11 +51,20 @@ module.exports = function (RED: NodeAPI) {
     let proxy: GroupProxy | undefined;
     let closed = false;
     let relayed = 0;
-    let rejected = 0;
 
+    // The proxy's own counters (a relayed Observe notification counts too, not only responses seen as events),
+    // and the observations it holds upstream, so a proxy that relays never shows "0 relayed".
+    let shown = '';
     const status = () => {
-      if (!proxy) return;
-      node.status({ fill: proxy.activeExchanges ? 'blue' : 'green', shape: 'dot', text: RED._('coap-group-proxy.status.active', { active: proxy.activeExchanges, relayed, rejected }) });
+      if (!proxy || closed) return;
+      const observing = proxy.relayedObservations;
+      const values = { relayed: Math.max(relayed, proxy.counters.relayed), rejected: proxy.counters.rejected, observing };
+      const key = observing > 0 ? 'coap-group-proxy.status.observing' : 'coap-group-proxy.status.active';
+      const s = { fill: proxy.activeExchanges || observing ? ('blue' as const) : ('green' as const), shape: 'dot' as const, text: RED._(key, values) };
+      // only changes reach the editor (the refresh must not resend the same status every 2 s)
+      const text = JSON.stringify([s, values]);
+      if (text !== shown) node.status(s);
+      shown = text;
     };
 
     const start = async () => {
@@ -104,7 +113,6 @@ module.exports = function (RED: NodeAPI) {
       proxy.on('event', (e: ProxyEvent) => {
         if (e.kind === 'response') relayed++;
         if (e.kind === 'reject') {
-          rejected++;
           node.log(`rejected ${e.client.address}:${e.client.port} -> ${e.target ?? '?'}: ${e.code} ${e.reason}`);
         }
         if (e.kind === 'drop') node.warn(`${e.client.address}:${e.client.port}: ${e.reason}`);
@@ -113,7 +121,10 @@ module.exports = function (RED: NodeAPI) {
         status();
       });
       status();
+      // Relayed notifications raise no event: refresh the counters now and then while the proxy runs.
+      refresh = setInterval(status, 2000);
     };
+    let refresh: NodeJS.Timeout | undefined;
     start().catch((err: Error) => {
       node.error(err.message);
       node.status({ fill: 'red', shape: 'dot', text: shortText(err.message) });
@@ -121,6 +132,7 @@ module.exports = function (RED: NodeAPI) {
 
     node.on('close', (_removed, done) => {
       closed = true;
+      clearInterval(refresh);
       node.status({});
       // The proxy first (it stops using both sockets), then the endpoints it used, each closing with its last user.
       const release = (ep: EndpointConfigNode | null) => new Promise<void>((r) => (ep ? ep.deregister(node, r, _removed) : r()));

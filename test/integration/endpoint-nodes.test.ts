@@ -3,7 +3,7 @@
 // without an endpoint share one visible default endpoint, and the socket closes with its last user.
 
 import assert from 'node:assert/strict';
-import { DoneCounter, Msg, WATCH_NODES, collect, completeWatch } from '../support/flow';
+import { DoneCounter, Msg, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -22,13 +22,6 @@ const groupResponseNode = require('../../nodes/coap-group-response');
 helper.init(require.resolve('node-red'));
 const NODES = [endpointNode, groupRequestNode, proxyNode, groupServerNode, groupResponseNode, ...WATCH_NODES];
 
-type Status = { fill?: string; shape?: string; text?: string };
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function statusOf(node: any, pred: (s: Status) => boolean): Promise<Status> {
-  const seen = node.status.getCalls().map((c: { args: [Status] }) => c.args[0]).find(pred);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve) => node.on('call:status', (c: { args: [Status] }) => pred(c.args[0]) && resolve(c.args[0])));
-}
 
 describe('nodes: coap-endpoint owns its socket and its users', function () {
   this.timeout(15000);
@@ -51,7 +44,7 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
     it(`an endpoint with port ${JSON.stringify(badPort)} fails its users with a red status; nothing is sent from another socket`, async function () {
       const flow = [{ id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: badPort, multicastInterface: '127.0.0.1' }, req('req'), { id: 'out', type: 'helper' }, ...completeWatch(['req'])];
       await helper.load(NODES, flow);
-      assert.ok(helper.getNode('ep').error.called, 'the endpoint logs its configuration error');
+      assert.ok(callsOf(helper.getNode('ep'), 'error').length > 0, 'the endpoint logs its configuration error');
       const n = helper.getNode('req');
       // broadcast at registration, before any message
       const s = await statusOf(n, (x) => x.fill === 'red');
@@ -63,7 +56,7 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
       n.receive(input);
       await dones.assertOncePer([input._msgid]);
       assert.deepEqual(out, [], 'no response and no completion: the request never left');
-      assert.match(String(n.error.lastCall.args[0]), /invalid port/);
+      assert.match(String(callsOf(n, 'error').at(-1)), /invalid port/);
     });
   }
 
@@ -95,7 +88,7 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
     const [x, y] = await seen;
     await ends;
     assert.equal(x.coap.origin.port, y.coap.origin.port);
-    const logs = [...helper.getNode('a').log.getCalls(), ...helper.getNode('b').log.getCalls()].map((c: { args: unknown[] }) => String(c.args[0]));
+    const logs = [...callsOf(helper.getNode('a'), 'log'), ...callsOf(helper.getNode('b'), 'log')].map(String);
     assert.ok(logs.includes('coap-endpoint.log.default'), logs.join(' | '));
   });
 

@@ -4,7 +4,7 @@
 // RED._ returns message keys, so statuses are checked by key here and the English texts in the last test.
 
 import assert from 'node:assert/strict';
-import { DoneCounter, Msg, WATCH_NODES, collect, completeWatch } from '../support/flow';
+import { DoneCounter, Msg, Status, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -19,14 +19,6 @@ const proxyNode = require('../../nodes/coap-group-proxy');
 helper.init(require.resolve('node-red'));
 const NODES = [endpointNode, groupRequestNode, proxyNode, ...WATCH_NODES];
 
-type Status = { fill?: string; shape?: string; text?: string };
-/** The next status that satisfies `pred`, or one already shown. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function statusOf(node: any, pred: (s: Status) => boolean): Promise<Status> {
-  const seen = node.status.getCalls().map((c: { args: [Status] }) => c.args[0]).find(pred);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve) => node.on('call:status', (c: { args: [Status] }) => pred(c.args[0]) && resolve(c.args[0])));
-}
 
 describe('nodes: honest status and errors of coap-group-request', function () {
   this.timeout(15000);
@@ -60,7 +52,7 @@ describe('nodes: honest status and errors of coap-group-request', function () {
     assert.deepEqual(completion.responders, []);
     const s = await statusOf(n, (x) => x.fill === 'yellow' || x.fill === 'green');
     assert.deepEqual(s, { fill: 'yellow', shape: 'ring', text: 'coap-group-request.status.no-answer' });
-    assert.ok(n.warn.getCalls().some((c: { args: string[] }) => c.args[0] === 'coap-group-request.warn.no-answer'), 'a warning is logged');
+    assert.ok(callsOf(n, 'warn').includes('coap-group-request.warn.no-answer'), 'a warning is logged');
     await dones.assertOncePer([input._msgid]);
   });
 
@@ -98,10 +90,10 @@ describe('nodes: honest status and errors of coap-group-request', function () {
     const bads: Msg[] = ['abc', -1, {}].map((timeout) => ({ timeout }));
     for (const m of bads) n.receive(m);
     await dones.assertOncePer([ok._msgid, ...bads.map((m) => m._msgid)]);
-    const errs = n.error.getCalls().map((c: { args: unknown[] }) => String(c.args[0]));
+    const errs = callsOf(n, 'error').map(String);
     assert.equal(errs.length, 3);
     assert.ok(errs.every((e: string) => /msg\.timeout/.test(e) && !/undefined/.test(e)), errs.join(' | '));
-    const reds = n.status.getCalls().map((c: { args: Status[] }) => c.args[0]).filter((x: Status) => x.fill === 'red');
+    const reds = callsOf(n, 'status').filter((x: Status) => x.fill === 'red');
     assert.ok(reds.length >= 3 && reds.every((x: Status) => /msg\.timeout/.test(String(x.text)) && x.text!.length <= 32));
   });
 
@@ -110,7 +102,7 @@ describe('nodes: honest status and errors of coap-group-request', function () {
     const n = helper.getNode('req');
     n.receive({ url: 5683 });
     await statusOf(n, (x) => x.fill === 'red');
-    assert.ok(n.error.getCalls().some((c: { args: unknown[] }) => String(c.args[0]).includes('coap-group-request.errors.url-type')));
+    assert.ok(callsOf(n, 'error').some((e) => String(e).includes('coap-group-request.errors.url-type')));
   });
 
   describe('through a proxy', function () {

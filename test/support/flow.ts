@@ -62,3 +62,22 @@ export class DoneCounter {
     if (this.total !== msgIds.length) throw new Error(`done() called ${this.total} times for ${msgIds.length} input messages`);
   }
 }
+
+export type Status = { fill?: string; shape?: string; text?: string };
+
+/**
+ * The first argument of every call of `method` (status, error, warn, log) made by this node. The test helper spies
+ * on the Node prototype, so a spy's calls include every node's: keep this node's only.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function callsOf(node: any, method: 'status' | 'error' | 'warn' | 'log'): any[] {
+  return node[method].getCalls().filter((c: { thisValue: unknown }) => c.thisValue === node).map((c: { args: unknown[] }) => c.args[0]);
+}
+
+/** A status of this node that satisfies `pred`: one already shown, or the next one. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function statusOf(node: any, pred: (s: Status) => boolean): Promise<Status> {
+  const seen = callsOf(node, 'status').find(pred);
+  if (seen) return Promise.resolve(seen);
+  return new Promise((resolve) => node.on('call:status', (c: { args: [Status] }) => pred(c.args[0]) && resolve(c.args[0])));
+}
