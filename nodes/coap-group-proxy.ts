@@ -40,7 +40,7 @@ interface ProxyDef extends NodeDef {
   members?: string;
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupProxyNode(this: Node, def: ProxyDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -147,4 +147,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-group-proxy', CoapGroupProxyNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);
