@@ -68,6 +68,20 @@ describe('package layout', function () {
     }
   });
 
+  it('every status text is short enough to stay under its node and has no count-dependent plural ("1 responses")', function () {
+    const dir = path.join(root, 'nodes', 'locales', 'en-US');
+    for (const f of fs.readdirSync(dir)) {
+      const catalog = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+      for (const [type, texts] of Object.entries<Record<string, Record<string, string>>>(catalog)) {
+        for (const [key, text] of Object.entries(texts.status ?? {})) {
+          const one = text.replace(/__\w+__/g, '1');
+          assert.ok(text.replace(/__\w+__/g, '1000').length <= 32, `${type}.status.${key} "${text}" is too long for a status`);
+          assert.doesNotMatch(one, /\b1 [a-z]+s\b/, `${type}.status.${key} "${text}" reads "${one}"`);
+        }
+      }
+    }
+  });
+
   it('npm pack ships dist/src, dist/nodes and examples, and no tests, benches or TypeScript sources', function () {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const files: string[] = JSON.parse(out)[0].files.map((f: { path: string }) => f.path);
