@@ -46,6 +46,9 @@ export interface NodeAPI {
   settings: { userDir?: string; [key: string]: unknown };
   _(key: string, substitutions?: Record<string, unknown>): string;
   util: { cloneMessage<T>(msg: T): T };
+  /** the editor's admin HTTP API (absent in some test doubles) */
+  httpAdmin?: { get(path: string, ...handlers: ((req: any, res: any, next: () => void) => void)[]): void }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  auth?: { needsPermission(permission: string): (req: unknown, res: unknown, next: () => void) => void };
 }
 
 /** Run an async input handler so that a rejection reaches done(err), never the runtime. */
@@ -62,4 +65,9 @@ export function closeThen(opening: Promise<{ close(): Promise<void> }> | undefin
     () => done(),
     () => done(),
   );
+}
+
+/** Status texts sit under the node: keep them short (the full text is in the log and in done(err)). */
+export function shortText(text: string, max = 32): string {
+  return text.length <= max ? text : text.slice(0, max - 1) + '…';
 }
