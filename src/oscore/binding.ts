@@ -3,11 +3,11 @@
 // response without Partial IV, §5.2). The server also tracks whether the request nonce may still be reused; the
 // client tracks which responses it has accepted (one, or a Notification Number for Observe, §7.4.1).
 
+import type { PeerContext, RequestContext } from './capabilities';
 import { NotificationTracker, ResponseAcceptance } from './replay';
-import { SecurityContext } from './context';
 
-export interface RequestBindingInit {
-  context: SecurityContext;
+export interface RequestBindingInit<C extends RequestContext = RequestContext> {
+  context: C;
   /** request_kid: the client's Sender ID as carried in the request */
   kid: Buffer;
   /** request_piv: the request's Partial IV bytes as carried */
@@ -19,15 +19,15 @@ export interface RequestBindingInit {
   observe: boolean;
 }
 
-abstract class RequestBinding {
-  readonly context: SecurityContext;
+abstract class RequestBinding<C extends RequestContext> {
+  readonly context: C;
   readonly kid: Buffer;
   readonly piv: Buffer;
   readonly nonce: Buffer;
   readonly kidContext?: Buffer;
   readonly observe: boolean;
 
-  constructor(init: RequestBindingInit) {
+  constructor(init: RequestBindingInit<C>) {
     this.context = init.context;
     this.kid = init.kid;
     this.piv = init.piv;
@@ -38,17 +38,29 @@ abstract class RequestBinding {
 }
 
 /** Kept by the client from protectRequest() until the exchange (or observation) ends (§8.1 step 6). */
-export class ClientBinding extends RequestBinding {
+export class ClientBinding extends RequestBinding<RequestContext> {
   /** accept several responses (e.g. through a proxy, oscore-capable-proxies-07 §2.6.1), each fresh by Partial IV */
   readonly multipleResponses: boolean;
-  private readonly tracker?: NotificationTracker;
+  /**
+   * One Notification Number per responding server (RFC 10021 §5.1 of -28 "Response Number"); an RFC 8613 context
+   * has one responder. Bounded by the number of Recipient Contexts the context has.
+   */
+  private readonly trackers?: Map<string, NotificationTracker>;
+  private readonly trackerOpts: { size?: number; onlyNewer?: boolean };
   private finished = false;
   private accepted = 0;
 
   constructor(init: RequestBindingInit & { multipleResponses?: boolean; onlyNewerNotifications?: boolean; notificationWindow?: number }) {
     super(init);
     this.multipleResponses = init.multipleResponses ?? false;
-    if (this.observe || this.multipleResponses) this.tracker = new NotificationTracker({ size: init.notificationWindow, onlyNewer: init.onlyNewerNotifications });
+    this.trackerOpts = { size: init.notificationWindow, onlyNewer: init.onlyNewerNotifications };
+    if (this.observe || this.multipleResponses) this.trackers = new Map();
+  }
+
+  private tracker(responder: string): NotificationTracker {
+    let t = this.trackers!.get(responder);
+    if (!t) this.trackers!.set(responder, (t = new NotificationTracker(this.trackerOpts)));
+    return t;
   }
 
   /** §7.4: a non-notification response ends the binding; only one is accepted. */
@@ -60,20 +72,26 @@ export class ClientBinding extends RequestBinding {
     return this.accepted;
   }
 
-  /** The Notification Number (§4.1.3.5.2): highest Partial IV accepted on this binding. */
+  /** The Notification Number (§4.1.3.5.2): highest Partial IV accepted on this binding (from `responder`, hex Recipient ID; default: the only or first one). */
+  notificationNumberOf(responder?: string): number | undefined {
+    if (!this.trackers) return undefined;
+    const t = responder !== undefined ? this.trackers.get(responder) : this.trackers.values().next().value;
+    return t?.notificationNumber;
+  }
+
   get notificationNumber(): number | undefined {
-    return this.tracker?.notificationNumber;
+    return this.notificationNumberOf();
   }
 
   /** @internal replay check before decryption; `tracked` = the response belongs to a multi-response stream */
-  checkResponse(piv: number | undefined, tracked: boolean): void {
-    if (tracked) this.tracker!.check(piv);
+  checkResponse(piv: number | undefined, tracked: boolean, responder = ''): void {
+    if (tracked) this.trackers!.get(responder)?.check(piv);
   }
 
   /** @internal after successful decryption */
-  acceptResponse(piv: number | undefined, tracked: boolean): ResponseAcceptance {
+  acceptResponse(piv: number | undefined, tracked: boolean, responder = ''): ResponseAcceptance {
     this.accepted++;
-    if (tracked) return this.tracker!.accept(piv);
+    if (tracked) return this.tracker(responder).accept(piv);
     this.finished = true;
     return { newest: true };
   }
@@ -85,18 +103,18 @@ export class ClientBinding extends RequestBinding {
 
   /** @internal whether a response of this kind belongs to the tracked stream */
   tracks(notification: boolean): boolean {
-    return this.tracker !== undefined && (notification || this.multipleResponses);
+    return this.trackers !== undefined && (notification || this.multipleResponses);
   }
 }
 
 /** Kept by the server from unprotectRequest() until all responses to the request are sent (§7.1). */
-export class ServerBinding extends RequestBinding {
+export class ServerBinding extends RequestBinding<PeerContext> {
   /** false when the request's freshness is unknown (replay window not initialized, App. B.1.2) */
   readonly requestFresh: boolean;
   private nonceUsed = false;
   private sent = 0;
 
-  constructor(init: RequestBindingInit & { requestFresh?: boolean }) {
+  constructor(init: RequestBindingInit<PeerContext> & { requestFresh?: boolean }) {
     super(init);
     this.requestFresh = init.requestFresh ?? true;
   }

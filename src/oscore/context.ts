@@ -5,9 +5,10 @@
 // Secret is not kept at all after derivation.
 
 import { inspect } from 'node:util';
-import { Aead, AEAD_ALGORITHMS, DEFAULT_AEAD_ALG } from './aead';
+import { Aead, AEAD_ALGORITHMS, AeadError, DEFAULT_AEAD_ALG } from './aead';
 import { AeadBackendName, createAead } from './aead-backends';
-import { computeNonce, encodeInfo } from './cose';
+import type { MessageBinding, PeerContext, ProtectionMode } from './capabilities';
+import { computeNonce, encodeAad, encodeInfo } from './cose';
 import { EchoChallenges } from './echo';
 import { OscoreError } from './errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from './hkdf';
@@ -103,7 +104,11 @@ export function deriveKeys(params: SecurityContextParams): DerivedKeys {
   return keys;
 }
 
-export class SecurityContext {
+/** The RFC 8613 context: one peer, one mode ('oscore'); a PeerContext like a Group OSCORE association. */
+export class SecurityContext implements PeerContext {
+  readonly mode = 'oscore' as const;
+  readonly manyResponders = false;
+  readonly kidInResponses = false;
   readonly aead: Aead;
   readonly hkdf: HkdfHash;
   readonly idContext?: Buffer;
@@ -153,14 +158,28 @@ export class SecurityContext {
     return computeNonce(this.recipientId, piv, this.commonIv);
   }
 
-  /** Encrypt with the Sender Key. */
-  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
-    return this.aead.encrypt(this.#senderKey, nonce, aad, plaintext);
+  /** §5.3-§5.4: encrypt with the Sender Key; the AAD binds the request's kid and Partial IV. */
+  seal(plaintext: Buffer, m: MessageBinding): Buffer {
+    return this.aead.encrypt(this.#senderKey, m.nonce, encodeAad(this.alg, m.requestKid, m.requestPiv), plaintext);
   }
 
-  /** Decrypt with the Recipient Key; throws AeadError('ERR_AEAD_AUTH'). */
-  open(nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Buffer {
-    return this.aead.decrypt(this.#recipientKey, nonce, aad, ciphertext);
+  /** Decrypt with the Recipient Key; throws OscoreError('ERR_OSCORE_DECRYPT'). */
+  open(payload: Buffer, m: MessageBinding): Buffer {
+    try {
+      return this.aead.decrypt(this.#recipientKey, m.nonce, encodeAad(this.alg, m.requestKid, m.requestPiv), payload);
+    } catch (err) {
+      if (err instanceof AeadError || err instanceof RangeError) throw new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed');
+      throw err;
+    }
+  }
+
+  /** A response from the peer: no Group Flag, and a kid (if any) equal to the Recipient ID (§8.4 step 2). */
+  responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined {
+    return !group && (kid === undefined || kid.equals(this.recipientId)) ? this : undefined;
+  }
+
+  withMode(mode: ProtectionMode): PeerContext | undefined {
+    return mode === 'oscore' ? this : undefined;
   }
 
   /**

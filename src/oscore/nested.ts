@@ -10,10 +10,11 @@ import { OPT, optionDef } from '../coap/options';
 import type { IncomingRequest } from '../messaging/endpoint';
 import type { RemoteAddress } from '../transport/udp-transport';
 import { ClientBinding, ServerBinding } from './binding';
-import { SecurityContext } from './context';
+import type { CanUnprotect, ContextSource, PeerContext, RequestContext } from './capabilities';
 import { EchoRequiredError, OscoreError } from './errors';
 import { oscoreClass } from './option-classes';
 import {
+  ContextResolver,
   MessageParts,
   VerifiedResponse,
   echoChallenge,
@@ -24,7 +25,6 @@ import {
   unprotectRequest,
   unprotectResponse,
 } from './protect';
-import { ContextRegistry } from './registry';
 
 /** OCP-07 §2.1 gives no number; two layers (end to end + one hop) is the typical depth. */
 export const DEFAULT_MAX_LAYERS = 2;
@@ -243,7 +243,7 @@ export function assertRecognized(msg: { options?: CoapOption[] }, kind: 'request
 // §2.3: an outgoing request with several layers
 
 export interface RequestLayer {
-  context: SecurityContext;
+  context: RequestContext;
   /** where the layer's peer sits, for the escalation of §2.2 (without view and classE nothing is escalated) */
   view?: LayerView;
   /** escalated options given directly (merged with the view's result) */
@@ -258,7 +258,7 @@ export interface RequestLayer {
 
 export interface AppliedLayer {
   binding: ClientBinding;
-  context: SecurityContext;
+  context: RequestContext;
   /** the options this layer protected as class E although they are class U */
   classE: number[];
 }
@@ -292,10 +292,13 @@ export function protectRequestLayers<T extends MessageParts>(msg: T, layers: rea
  * policies (OCP-07 §2.4.1): return undefined for a context not acceptable from `source`, which gives the same
  * 4.01 "Security context not found" as an unknown kid, so the two cannot be told apart.
  */
-export type ContextLookup = SecurityContext | ContextRegistry | ((kid: Buffer, kidContext: Buffer | undefined, source: RemoteAddress | undefined, depth: number) => SecurityContext | undefined);
+export type ContextLookup =
+  | PeerContext
+  | ContextSource
+  | ((kid: Buffer, kidContext: Buffer | undefined, source: RemoteAddress | undefined, depth: number, group: boolean) => PeerContext | undefined);
 
 export interface RemovedLayer {
-  context: SecurityContext;
+  context: PeerContext;
   binding: ServerBinding;
   /** 0 = the outermost layer (removed first) */
   depth: number;
@@ -325,10 +328,10 @@ export interface RequestLayersResult {
   proxied: boolean;
 }
 
-function resolverFor(contexts: ContextLookup, source: RemoteAddress | undefined, depth: number): SecurityContext | ((kid: Buffer, kidContext: Buffer | undefined) => SecurityContext | undefined) {
-  if (contexts instanceof SecurityContext) return contexts; // matched by Recipient ID and ID Context in protect.ts
-  if (contexts instanceof ContextRegistry) return (kid, kidContext) => contexts.find(kid, kidContext);
-  return (kid, kidContext) => contexts(kid, kidContext, source, depth);
+function resolverFor(contexts: ContextLookup, source: RemoteAddress | undefined, depth: number): PeerContext | ContextResolver {
+  if (typeof contexts === 'function') return (kid, kidContext, group) => contexts(kid, kidContext, source, depth, group);
+  if ('resolve' in contexts) return (kid, kidContext, group) => contexts.resolve(kid, kidContext, group);
+  return contexts; // one association: matched by Recipient ID and ID Context in protect.ts
 }
 
 /**
@@ -446,7 +449,7 @@ export function unprotectResponseLayers(msg: CoapMessage, layers: readonly Respo
 }
 
 /** A ClientBinding for another Recipient Context of the same request (same kid, Partial IV and nonce, §8.1 step 6). */
-export function rebindResponses(template: ClientBinding, context: SecurityContext, opts: { multipleResponses?: boolean } = {}): ClientBinding {
+export function rebindResponses(template: ClientBinding, context: RequestContext, opts: { multipleResponses?: boolean } = {}): ClientBinding {
   return new ClientBinding({
     context,
     kid: template.kid,
@@ -462,7 +465,7 @@ export function rebindResponses(template: ClientBinding, context: SecurityContex
 // Identities and an OSCORE server endpoint
 
 /** The identity of the peer of a context: hex Recipient ID, with "@" and the hex ID Context when there is one. */
-export function oscoreClientId(ctx: SecurityContext): string {
+export function oscoreClientId(ctx: Pick<CanUnprotect, 'recipientId' | 'idContext'>): string {
   const kid = ctx.recipientId.toString('hex');
   return ctx.idContext ? `${kid}@${ctx.idContext.toString('hex')}` : kid;
 }

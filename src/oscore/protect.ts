@@ -8,10 +8,9 @@ import { codeToString, CODES, isRequestCode, isResponseCode } from '../coap/code
 import { CoapFormatError, decodeCodeOptionsPayload, encodeCodeOptionsPayload } from '../coap/codec';
 import { CoapMessage, CoapOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint } from '../coap/options';
-import { AeadError } from './aead';
 import { ClientBinding, ServerBinding } from './binding';
-import { SecurityContext } from './context';
-import { OscoreOptionFields, decodeOscoreOption, decodePartialIv, encodeAad, encodeOscoreOption, encodePartialIv } from './cose';
+import type { MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
+import { OscoreOptionFields, decodeOscoreOption, decodePartialIv, encodeOscoreOption, encodePartialIv } from './cose';
 import { DIAGNOSTICS, EchoRequiredError, OscoreError } from './errors';
 import { mergeOptions, splitOptions } from './option-split';
 
@@ -52,13 +51,23 @@ export interface ProtectRequestOptions extends ProtectOptions {
 
 export interface ProtectResponseOptions extends ProtectOptions {
   /**
+   * Answer in another mode of the same group than the request used (RFC 10021 §9: a server may answer a group-mode
+   * request in pairwise mode). Default: the request's mode.
+   */
+  mode?: ProtectionMode;
+  /**
    * §8.3 step 3: true = new Partial IV, false = reuse the request nonce (allowed once, and only for a fresh request),
    * 'auto' (default) = reuse for the first response, a new Partial IV for every later one (§4.1.3.5.2 notifications).
    */
   partialIv?: boolean | 'auto';
 }
 
-export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined) => SecurityContext | undefined;
+/**
+ * Finds the Recipient Context for a request's kid and kid context; `group` is the request's Group Flag (RFC 10021
+ * §5 of -28 "Message Reception"), so a Group OSCORE context can hand out its group-mode or pairwise-mode
+ * association. May throw an OscoreError that carries its response (e.g. 5.03 for an unknown credential).
+ */
+export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => PeerContext | undefined;
 
 const EMPTY = Buffer.alloc(0);
 
@@ -89,7 +98,7 @@ function outerWith(outer: CoapOption[], oscore: Buffer, extra?: CoapOption[]): C
 // ---------------------------------------------------------------------------------------------------------------
 // §8.1 Protecting the request (client)
 
-export function protectRequest<T extends MessageParts>(ctx: SecurityContext, msg: T, opts: ProtectRequestOptions = {}): { message: Protected<T>; binding: ClientBinding } {
+export function protectRequest<T extends MessageParts>(ctx: RequestContext, msg: T, opts: ProtectRequestOptions = {}): { message: Protected<T>; binding: ClientBinding } {
   if (!isRequestCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectRequest needs a request code, got ${codeToString(msg.code)}`);
   const options = msg.options ?? [];
   const { inner, outer } = splitOptions(options, true, toSet(opts.classE));
@@ -98,12 +107,13 @@ export function protectRequest<T extends MessageParts>(ctx: SecurityContext, msg
   // Step 3: take the Sender Sequence Number only once nothing else can fail before it is used.
   const piv = encodePartialIv(ctx.sequence.next());
   const kid = ctx.senderId;
-  const sendKidContext = opts.kidContext ?? ctx.sendKidContext;
+  // RFC 10021 §3.2: a Group OSCORE request always carries kid context (the Gid).
+  const sendKidContext = (opts.kidContext ?? ctx.sendKidContext) || ctx.mode !== 'oscore';
   const kidContext = sendKidContext && ctx.idContext ? ctx.idContext : undefined;
   const nonce = ctx.senderNonce(piv);
-  const aad = encodeAad(ctx.alg, kid, piv);
-  const ciphertext = ctx.seal(nonce, aad, plaintext);
-  const oscore = encodeOscoreOption({ piv, kid, ...(kidContext ? { kidContext } : {}) });
+  // RFC 10021 §3.4: the OSCORE option is final before encryption and signing (it is in the external_aad).
+  const oscore = encodeOscoreOption({ piv, kid, ...(kidContext ? { kidContext } : {}), ...(ctx.mode === 'group' ? { group: true } : {}) });
+  const payload = ctx.seal(plaintext, { nonce, piv, pivId: kid, isRequest: true, requestKid: kid, requestPiv: piv, ...(kidContext ? { requestKidContext: kidContext } : {}), oscoreOption: oscore });
   // §4.2: Outer Code POST, or FETCH when Observe is present (§4.1.3.5.1).
   const code = observeOpt ? CODES.FETCH : CODES.POST;
   const binding = new ClientBinding({
@@ -113,10 +123,10 @@ export function protectRequest<T extends MessageParts>(ctx: SecurityContext, msg
     nonce,
     kidContext,
     observe: observeOpt !== undefined && decodeUint(observeOpt.value) === 0,
-    multipleResponses: opts.multipleResponses,
+    multipleResponses: opts.multipleResponses ?? ctx.manyResponders,
     onlyNewerNotifications: opts.onlyNewerNotifications,
   });
-  return { message: finish(msg, code, outerWith(outer, oscore, opts.outerOptions), ciphertext), binding };
+  return { message: finish(msg, code, outerWith(outer, oscore, opts.outerOptions), payload), binding };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -124,16 +134,17 @@ export function protectRequest<T extends MessageParts>(ctx: SecurityContext, msg
 
 export interface VerifiedRequest {
   message: CoapMessage;
-  context: SecurityContext;
+  /** the association that verified the request (its mode is the request's) */
+  context: PeerContext;
   binding: ServerBinding;
   /** Outer options discarded in step 1 (e.g. an Outer If-Match or Block option) */
   discarded: CoapOption[];
 }
 
+const bad = (why: string) => new OscoreError('ERR_OSCORE_DECODE', why, DIAGNOSTICS.DECODE);
+
 function decodeForRequest(value: Buffer, payload: Buffer): Required<Pick<OscoreOptionFields, 'piv' | 'kid'>> & OscoreOptionFields {
   const f = decodeOscoreOption(value); // throws ERR_OSCORE_DECODE with 4.02
-  const bad = (why: string) => new OscoreError('ERR_OSCORE_DECODE', why, DIAGNOSTICS.DECODE);
-  if (f.group) throw bad('Group Flag set in a plain OSCORE request');
   // §5: Partial IV and kid SHALL be present in requests.
   if (!f.piv) throw bad('request without Partial IV');
   if (f.kid === undefined) throw bad('request without kid');
@@ -142,25 +153,35 @@ function decodeForRequest(value: Buffer, payload: Buffer): Required<Pick<OscoreO
   return f as Required<Pick<OscoreOptionFields, 'piv' | 'kid'>> & OscoreOptionFields;
 }
 
-function lookup(resolver: SecurityContext | ContextResolver, kid: Buffer, kidContext: Buffer | undefined): SecurityContext {
-  let ctx: SecurityContext | undefined;
-  if (resolver instanceof SecurityContext) {
+function lookup(resolver: PeerContext | ContextResolver, kid: Buffer, kidContext: Buffer | undefined, group: boolean): PeerContext {
+  let ctx: PeerContext | undefined;
+  if (typeof resolver === 'function') {
+    ctx = resolver(kid, kidContext, group);
+  } else {
+    if (group && resolver.mode === 'oscore') throw bad('Group Flag set in a plain OSCORE request');
     const idOk = resolver.recipientId.equals(kid);
     const ctxOk = kidContext === undefined || (resolver.idContext !== undefined && resolver.idContext.equals(kidContext));
     ctx = idOk && ctxOk ? resolver : undefined;
-  } else {
-    ctx = resolver(kid, kidContext);
   }
   if (!ctx) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'no security context for this kid / kid context', DIAGNOSTICS.CONTEXT_NOT_FOUND);
+  // RFC 10021 §5 (-28 "Message Reception"): the Group Flag selects the mode; a mode the context lacks, or the flag
+  // on a plain RFC 8613 context, means the message is discarded.
+  if (group !== (ctx.mode === 'group')) {
+    if (ctx.mode === 'oscore') throw bad('Group Flag set in a plain OSCORE request');
+    const other = ctx.withMode(group ? 'group' : 'pairwise');
+    if (!other) throw bad(`${group ? 'group' : 'pairwise'} mode is not used in this group`);
+    ctx = other;
+  }
   return ctx;
 }
 
-function decryptOrThrow(ctx: SecurityContext, nonce: Buffer, aad: Buffer, ciphertext: Buffer, withResponse: boolean): Buffer {
+function openOrThrow(ctx: PeerContext, payload: Buffer, m: MessageBinding, withResponse: boolean): Buffer {
   try {
-    return ctx.open(nonce, aad, ciphertext);
+    return ctx.open(payload, m);
   } catch (err) {
-    if (err instanceof AeadError || err instanceof RangeError) {
-      throw new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed', withResponse ? DIAGNOSTICS.DECRYPT : undefined);
+    // RFC 10021 §8.2: a failed countersignature answers as if decryption had failed ("Decryption failed").
+    if (err instanceof OscoreError && (err.code === 'ERR_OSCORE_DECRYPT' || err.code === 'ERR_OSCORE_SIGNATURE')) {
+      throw new OscoreError(err.code, err.message, withResponse ? DIAGNOSTICS.DECRYPT : undefined);
     }
     throw err;
   }
@@ -183,20 +204,21 @@ function parsePlaintext(plaintext: Buffer, request: boolean, withResponse: boole
   return inner;
 }
 
-export function unprotectRequest(resolver: SecurityContext | ContextResolver, msg: CoapMessage, opts: LayerOptions = {}): VerifiedRequest {
+export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: CoapMessage, opts: LayerOptions = {}): VerifiedRequest {
   const value = msg.options.find((o) => o.number === OPT.OSCORE)?.value;
   if (value === undefined) throw new OscoreError('ERR_OSCORE_NOT_PROTECTED', 'request has no OSCORE option');
   // Step 2: decompress, then find the Recipient Context.
   const f = decodeForRequest(value, msg.payload);
-  const ctx = lookup(resolver, f.kid, f.kidContext);
+  const ctx = lookup(resolver, f.kid, f.kidContext, f.group === true);
   const seq = decodePartialIv(f.piv);
   // Step 3: replay check (skipped while the window is lost; App. B.1.2 then demands Echo below).
   const windowKnown = ctx.replay.initialized;
   if (windowKnown) ctx.replay.check(seq);
   // Steps 4-6. The nonce uses the Recipient ID, which equals the kid for a context found by kid.
   const nonce = ctx.recipientNonce(f.piv);
-  const aad = encodeAad(ctx.alg, f.kid, f.piv);
-  const plaintext = decryptOrThrow(ctx, nonce, aad, msg.payload, true);
+  const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: Buffer.from(value) };
+  // RFC 10021 §8.2: a bad countersignature stops here, before the replay window is updated.
+  const plaintext = openOrThrow(ctx, msg.payload, m, true);
   if (windowKnown) ctx.replay.update(seq);
   const inner = parsePlaintext(plaintext, true, true);
   let innerOptions = inner.options;
@@ -239,7 +261,12 @@ export function unprotectRequest(resolver: SecurityContext | ContextResolver, ms
 
 export function protectResponse<T extends MessageParts>(binding: ServerBinding, msg: T, opts: ProtectResponseOptions = {}): Protected<T> {
   if (!isResponseCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectResponse needs a response code, got ${codeToString(msg.code)}`);
-  const ctx = binding.context;
+  let ctx = binding.context;
+  if (opts.mode !== undefined && opts.mode !== ctx.mode) {
+    const other = ctx.withMode(opts.mode);
+    if (!other) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `this context has no ${opts.mode} mode`);
+    ctx = other;
+  }
   const options = msg.options ?? [];
   const notification = options.some((o) => o.number === OPT.OBSERVE);
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a response to a request that did not register an observation');
@@ -253,13 +280,23 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
   const usePiv = mode === true || (mode === 'auto' && !binding.canReuseRequestNonce);
   const piv = usePiv ? encodePartialIv(ctx.sequence.next()) : undefined;
   const nonce = piv ? ctx.senderNonce(piv) : binding.nonce;
-  // §5.4: request_kid and request_piv are those of the request, also in responses.
-  const aad = encodeAad(ctx.alg, binding.kid, binding.piv);
-  const ciphertext = ctx.seal(nonce, aad, plaintext);
+  // RFC 10021 §3.2: kid in every response to a Group OSCORE request; the Group Flag in group mode (§4.1).
+  const oscore = encodeOscoreOption({ ...(piv ? { piv } : {}), ...(ctx.kidInResponses ? { kid: ctx.senderId } : {}), ...(ctx.mode === 'group' ? { group: true } : {}) });
+  // §5.4 / RFC 10021 §3.4: request_kid, request_piv and request_kid_context are those of the request. Without its
+  // own Partial IV the response uses the request's, generated by the client (RFC 10021 §4.2 keystream).
+  const payload = ctx.seal(plaintext, {
+    nonce,
+    piv: piv ?? binding.piv,
+    pivId: piv ? ctx.senderId : binding.kid,
+    isRequest: false,
+    requestKid: binding.kid,
+    requestPiv: binding.piv,
+    ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
+    oscoreOption: oscore,
+  });
   binding.recordResponse(!piv);
-  const oscore = encodeOscoreOption(piv ? { piv } : {});
   // §4.2: Outer Code 2.04, or 2.05 for notifications (§4.1.3.5).
-  return finish(msg, notification ? CODES.CONTENT : CODES.CHANGED, outerWith(outer, oscore, opts.outerOptions), ciphertext);
+  return finish(msg, notification ? CODES.CONTENT : CODES.CHANGED, outerWith(outer, oscore, opts.outerOptions), payload);
 }
 
 /** App. B.1.2: the protected 4.01 (Unauthorized) with an Inner Echo, always with the server's own Partial IV. */
@@ -286,6 +323,8 @@ export function oscoreErrorResponse(err: unknown): Protected<MessageParts> | und
 
 export interface VerifiedResponse {
   message: CoapMessage;
+  /** the association that verified the response: who sent it (its recipientId) and in which mode */
+  responder: PeerContext;
   /** the response's own Partial IV, if it carried one */
   piv?: number;
   /** a notification (Outer Observe on a response to an Observe registration) */
@@ -311,23 +350,37 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     // §8.4 step 2: the client only stops processing; no response code.
     throw clientError('ERR_OSCORE_DECODE', (err as Error).message);
   }
-  if (f.group) throw clientError('ERR_OSCORE_DECODE', 'Group Flag set in a plain OSCORE response');
-  // §6.1: kid context SHALL NOT be present in responses.
-  if (f.kidContext !== undefined) throw clientError('ERR_OSCORE_DECODE', 'kid context in a response');
-  if (f.kid !== undefined && !f.kid.equals(ctx.recipientId)) throw clientError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'response kid does not match the Recipient ID');
+  // §6.1: kid context SHALL NOT be present in responses; RFC 10021 §8.3 allows the group's (new) Gid.
+  if (f.kidContext !== undefined && (ctx.mode === 'oscore' || !ctx.idContext || !f.kidContext.equals(ctx.idContext))) throw clientError('ERR_OSCORE_DECODE', 'unexpected kid context in a response');
+  const peer = ctx.responder(f.kid, f.group === true);
+  if (!peer) {
+    if (f.group && ctx.mode === 'oscore') throw clientError('ERR_OSCORE_DECODE', 'Group Flag set in a plain OSCORE response');
+    throw clientError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'response kid does not match a Recipient ID');
+  }
   if (msg.payload.length === 0) throw clientError('ERR_OSCORE_DECODE', 'OSCORE message without payload');
   const notification = msg.options.some((o) => o.number === OPT.OBSERVE);
   // §4.1.3.5.2 / §8.4.2: Observe in a response to a non-Observe request: stop processing.
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_UNEXPECTED_OBSERVE', 'Observe in a response to a request without Observe registration');
   const seq = f.piv ? decodePartialIv(f.piv) : undefined;
   const tracked = binding.tracks(notification);
-  binding.checkResponse(seq, tracked);
+  // RFC 10021 §5.1 (-28 "Replay Protection of Responses"): one Response Number per server.
+  const responderKey = peer.recipientId.toString('hex');
+  binding.checkResponse(seq, tracked, responderKey);
   // §8.4 step 4: own Partial IV → nonce from the Recipient ID; none → the request's nonce.
-  const nonce = f.piv ? ctx.recipientNonce(f.piv) : binding.nonce;
-  const aad = encodeAad(ctx.alg, binding.kid, binding.piv);
-  const plaintext = decryptOrThrow(ctx, nonce, aad, msg.payload, false);
+  const nonce = f.piv ? peer.recipientNonce(f.piv) : binding.nonce;
+  const m: MessageBinding = {
+    nonce,
+    piv: f.piv ?? binding.piv,
+    pivId: f.piv ? peer.recipientId : binding.kid,
+    isRequest: false,
+    requestKid: binding.kid,
+    requestPiv: binding.piv,
+    ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
+    oscoreOption: Buffer.from(value),
+  };
+  const plaintext = openOrThrow(peer, msg.payload, m, false);
   const inner = parsePlaintext(plaintext, false, false);
-  const { newest } = binding.acceptResponse(seq, tracked);
+  const { newest } = binding.acceptResponse(seq, tracked, responderKey);
   const merged = mergeOptions(msg.options, inner.options, toSet(opts.classE));
   let options = merged.options;
   if (notification) {
@@ -340,6 +393,7 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
   }
   return {
     message: { type: msg.type, code: inner.code, messageId: msg.messageId, token: msg.token, options, payload: inner.payload },
+    responder: peer,
     ...(seq !== undefined ? { piv: seq } : {}),
     notification,
     newest,

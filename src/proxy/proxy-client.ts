@@ -13,6 +13,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
+import type { RequestContext } from '../oscore/capabilities';
 import { SecurityContext } from '../oscore/context';
 import { decodeOscoreOption } from '../oscore/cose';
 import {
@@ -123,7 +124,7 @@ export class ProxiedGroupExchange extends ResponseStream {
   /** the OSCORE layers of the request currently out: [end-to-end?, proxy?] */
   private layers?: { e2e?: AppliedLayer; proxy?: AppliedLayer };
   /** one binding per end-to-end Recipient Context: at most one response without Partial IV each (OCP-07 §2.6.1) */
-  private e2eBindings = new Map<SecurityContext, ClientBinding>();
+  private e2eBindings = new Map<RequestContext, ClientBinding>();
   private echo?: Buffer;
   private retriedEcho = false;
 

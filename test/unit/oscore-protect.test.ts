@@ -332,7 +332,7 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
       assert.equal(server.sequence.peek(), 2);
       // §4.1.3.5.2: the Inner Observe is empty; decrypt n1 by hand to see the plaintext
       const piv = h('00');
-      const plaintext = client.open(client.recipientNonce(piv), encodeAad(client.alg, req.binding.kid, req.binding.piv), n1.payload);
+      const plaintext = client.open(n1.payload, { nonce: client.recipientNonce(piv), piv, pivId: client.recipientId, isRequest: false, requestKid: req.binding.kid, requestPiv: req.binding.piv, oscoreOption: h('0100') });
       const inner = decodeCodeOptionsPayload(plaintext);
       assert.equal(inner.code, CODES.CONTENT);
       assert.deepEqual(inner.options, [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }]);
@@ -504,7 +504,7 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
       for (const plaintext of [h('01d0'), h('45'), h('01ff')]) {
         const { client, server } = pair();
         const req = protectRequest(client, request([]));
-        const forged = { ...req.message, payload: client.seal(req.binding.nonce, encodeAad(client.alg, req.binding.kid, req.binding.piv), plaintext) };
+        const forged = { ...req.message, payload: client.seal(plaintext, { nonce: req.binding.nonce, piv: req.binding.piv, pivId: req.binding.kid, isRequest: true, requestKid: req.binding.kid, requestPiv: req.binding.piv, oscoreOption: getOption(req.message, OPT.OSCORE)! }) };
         assert.throws(() => unprotectRequest(server, wire(forged)), errorWith('ERR_OSCORE_INNER_FORMAT', CODES.BAD_REQUEST), plaintext.toString('hex'));
       }
     });
