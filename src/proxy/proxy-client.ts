@@ -29,7 +29,7 @@ import {
 import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
-import { Origin, ResponseStream } from '../group/group-client';
+import { Origin, ResponseStream, VerifiedIncoming } from '../group/group-client';
 
 export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
 
@@ -324,15 +324,19 @@ export class ProxiedGroupExchange extends ResponseStream {
       this.e2eBindings.set(ctx, binding);
     }
     try {
-      return { ...res, message: unprotectResponse(binding, res.message).message };
+      // RFC 10021 §8.4: attributed to the member whose credential verified it (kept on the origin).
+      const v = unprotectResponse(binding, res.message);
+      return { ...res, message: v.message, oscore: { kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode } } as VerifiedIncoming;
     } catch (err) {
+      this.rejected++;
       this.reportError(origin.uri, err as Error, 'oscore');
       return undefined;
     }
   }
 
-  protected originOf(res: IncomingResponse): Origin {
-    return originFromRelayed(res.message, res.remote, this.uri.port);
+  protected originOf(res: VerifiedIncoming): Origin {
+    const origin = originFromRelayed(res.message, res.remote, this.uri.port);
+    return res.oscore ? { ...origin, oscore: res.oscore } : origin;
   }
 
   protected fetchBlock(_first: IncomingResponse, origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {
