@@ -1,10 +1,10 @@
 // Minimal deterministic CBOR writer (RFC 8949 §4.2.1) for the fixed-shape structures OSCORE feeds to its crypto:
-// `info` (RFC 8613 §3.2.1), `aad_array` and the Enc_structure (§5.4, RFC 9052 §5.3). Hand-written because the bytes
+// `info` (RFC 8613 §3.2.1; the keystream info of RFC 10021 §4.2 with its bool), `aad_array` and the Enc_structure (§5.4, RFC 9052 §5.3). Hand-written because the bytes
 // must be canonical and the shapes are tiny (uint/nint, bstr, tstr, null, arrays), while cbor-x tags Uint8Arrays
 // (tag 64) by default and writes integers above 2^32 as float64. Tests compare it with cbor-x (untagged) on random
 // values and with the RFC 8613 App. C bytes.
 
-export type CborValue = number | bigint | string | Uint8Array | null | CborValue[];
+export type CborValue = number | bigint | string | boolean | Uint8Array | null | CborValue[];
 
 function head(major: number, value: number | bigint, out: number[]): void {
   const v = BigInt(value);
@@ -25,6 +25,8 @@ function head(major: number, value: number | bigint, out: number[]): void {
 function write(value: CborValue, out: number[]): void {
   if (value === null) {
     out.push(0xf6);
+  } else if (typeof value === 'boolean') {
+    out.push(value ? 0xf5 : 0xf4); // RFC 8949 §3.3 simple values true / false
   } else if (typeof value === 'number' || typeof value === 'bigint') {
     if (typeof value === 'number' && !Number.isSafeInteger(value)) throw new RangeError('only integers are supported');
     const v = BigInt(value);

@@ -130,7 +130,7 @@ export function encodeAad(alg: number | string, requestKid: Uint8Array, requestP
   return encodeCbor(['Encrypt0', Buffer.alloc(0), encodeAadArray(alg, requestKid, requestPiv, classIOptions)]);
 }
 
-/** §3.2.1 info = [id, id_context / null, alg_aead, type ("Key" / "IV"), L]. */
-export function encodeInfo(id: Uint8Array, idContext: Uint8Array | undefined, alg: number | string, type: 'Key' | 'IV', length: number): Buffer {
+/** §3.2.1 info = [id, id_context / null, alg_aead, type ("Key" / "IV"; RFC 10021 §2.1.9 adds "SEKey"), L]. */
+export function encodeInfo(id: Uint8Array, idContext: Uint8Array | undefined, alg: number | string, type: 'Key' | 'IV' | 'SEKey', length: number): Buffer {
   return encodeCbor([id, idContext ?? null, alg, type, length]);
 }

@@ -1,10 +1,12 @@
-// Public API of the framework-free OSCORE core (RFC 8613): security contexts, AEAD backends, protect / unprotect of
-// requests and responses, replay windows, persisted sender sequence numbers and Echo-based window recovery.
+// Public API of the framework-free OSCORE core (RFC 8613, and Group OSCORE RFC 10021 in ./group): security contexts
+// behind the capability interfaces, AEAD backends, protect / unprotect of requests and responses, replay windows,
+// persisted sender sequence numbers and Echo-based window recovery.
 
 export { type Aead, AeadError, type AeadErrorCode, type AeadParams, AEAD_ALGORITHMS, DEFAULT_AEAD_ALG, aeadParams } from './aead';
 export { type AeadBackendName, AEAD_BACKENDS, DEFAULT_AEAD_BACKEND, createAead } from './aead-backends';
 export { nodeAead } from './aead-node';
 export { nobleAead } from './aead-noble';
+export type { CanProtect, CanUnprotect, ContextSource, MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
 export { ClientBinding, ServerBinding, type RequestBindingInit } from './binding';
 export { type DerivedKeys, SecurityContext, type SecurityContextOptions, type SecurityContextParams, deriveKeys } from './context';
 export {
@@ -46,3 +48,4 @@ export { joinProxyUri, splitProxyUri } from './proxy-uri';
 export { ContextRegistry } from './registry';
 export { DEFAULT_REPLAY_WINDOW, NotificationTracker, ReplayWindow, type ReplayWindowOptions, type ReplayWindowState } from './replay';
 export { DEFAULT_SEQUENCE_BLOCK, FileSequenceStore, MemorySequenceStore, SenderSequence, type SenderSequenceOptions, type SequenceStore } from './sequence';
+export * from './group';
