@@ -14,7 +14,6 @@ import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/op
 import { CoapUri, formatUri, originUri, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import type { RequestContext } from '../oscore/capabilities';
-import { SecurityContext } from '../oscore/context';
 import { decodeOscoreOption } from '../oscore/cose';
 import {
   AppliedLayer,
@@ -34,23 +33,21 @@ import { Origin, ResponseStream, VerifiedIncoming } from '../group/group-client'
 export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
 
 /**
- * End-to-end protection for the servers. Real groups use Group OSCORE (RFC 10021), which this package does not
- * implement; the stand-in is plain OSCORE where every server holds a Recipient Context for the client's one Sender
- * ID (same Master Secret / Salt / ID Context) and, to keep nonces apart, its own Sender ID: `responder` then maps a
- * response's origin (from Reply-From) to the client's Recipient Context for that server. Without `responder` all
- * responses are checked with `context` itself, which is right for one server, but a group whose servers literally
- * share one context reuses nonces, and the client's replay window admits only one response per Partial IV.
+ * End-to-end protection for the servers: Group OSCORE (RFC 10021), `context` = GroupContext.groupRequests(); each
+ * response is verified with the Recipient Context its kid names (RFC 10021 §8.4) and the origin records that member
+ * (Origin.oscore). Any other RequestContext works too (an RFC 8613 context for one server). `responder` overrides
+ * the lookup per origin (the older stand-in of one RFC 8613 context per server, test/support/oscore-group.ts).
  */
 export interface EndToEndOscore {
   /** protects the request (its Sender side is what all servers share) */
-  context: SecurityContext;
+  context: RequestContext;
   /** the Recipient Context for one server's responses, by origin and by the response's kid if it carries one */
-  responder?: (origin: Origin, kid: Buffer | undefined) => SecurityContext | undefined;
+  responder?: (origin: Origin, kid: Buffer | undefined) => RequestContext | undefined;
 }
 
 export interface ProxiedOscoreOptions {
   /** the context shared with the proxy: the outer layer, applied last (OCP-07 §2.3) and removed first */
-  proxy?: SecurityContext;
+  proxy?: RequestContext;
   endToEnd?: EndToEndOscore;
   /** most layers this client applies (OCP-07 §2.1, default 2); more aborts the sending */
   maxLayers?: number;
