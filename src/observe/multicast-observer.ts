@@ -43,7 +43,7 @@ export interface MulticastObserverOptions {
    * every notification on this client's token (multicast-notifications-proxy-02 §3)
    */
   proxy?: RemoteAddress;
-  /** §9.3: protect the requests and verify what comes back (Group OSCORE, see oscore/group-observe.ts) */
+  /** §9.3: protect the requests and verify what comes back (Group OSCORE: observe/group-oscore.ts) */
   security?: MulticastObserverSecurity;
 }
 

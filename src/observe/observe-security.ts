@@ -1,7 +1,7 @@
 // The hooks by which a security protocol protects a group observation (observe-multicast-notifications-15 §9):
 // the server protects the phantom request and every notification bound to it (§9.2), the client protects its
 // registration, verifies the phantom request without replay check (§9.3.1) and every notification through it. The
-// Group OSCORE implementation of these hooks is in oscore/group-observe.ts; observe/ itself knows no crypto.
+// Group OSCORE implementation of these hooks is observe/group-oscore.ts; the observers themselves know no crypto.
 
 import type { CoapMessage, CoapOption } from '../coap/message';
 import type { RemoteAddress } from '../transport/udp-transport';
