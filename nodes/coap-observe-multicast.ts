@@ -10,6 +10,8 @@ import { CoapEndpoint } from '../src/messaging/endpoint';
 import { CountEstimate, GroupObservation } from '../src/observe/group-observation';
 import { MulticastObserver, Notification } from '../src/observe/multicast-observer';
 import { UdpTransport } from '../src/transport/udp-transport';
+import { groupObservationSecurity, multicastObserverSecurity } from '../src/observe/group-oscore';
+import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
 import { Node, NodeAPI, NodeDef, NodeMessage, closeThen, guarded } from './lib/red';
@@ -35,6 +37,8 @@ interface ObserveDef extends NodeDef {
   payloadMode?: PayloadMode;
   /** client mode: register through this proxy (coap://host:port) */
   proxy?: string;
+  /** coap-group-oscore-context: protect registrations and notifications with Group OSCORE (OMN-15 §9) */
+  groupOscore?: string;
 }
 
 module.exports = function (RED: NodeAPI) {
@@ -42,6 +46,7 @@ module.exports = function (RED: NodeAPI) {
     RED.nodes.createNode(this, def);
     const node = this;
     const mode = def.mode === 'client' ? 'client' : 'server';
+    const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
     let closed = false;
 
     if (mode === 'server') {
@@ -60,6 +65,8 @@ module.exports = function (RED: NodeAPI) {
           groups: [],
           leisure: 0,
           transport: { multicastInterface: def.multicastInterface || '127.0.0.1', multicastTtl: 1 },
+          // OMN-15 §9: with Group OSCORE, registrations and unicast responses are protected too
+          ...(groupOscoreNode ? { requestTransform: groupOscoreNode.serverTransform() } : {}),
         });
         if (closed) return server.close();
         observation = new GroupObservation({
@@ -70,6 +77,7 @@ module.exports = function (RED: NodeAPI) {
           initial: def.initial ?? '',
           contentFormat,
           minInterval: def.minInterval === undefined || def.minInterval === '' ? 3000 : Number(def.minInterval),
+          ...(groupOscoreNode ? { security: groupObservationSecurity(groupOscoreNode.getContext()) } : {}),
         });
         observation.on('registration', (r) => {
           if (closed) return;
@@ -141,7 +149,8 @@ module.exports = function (RED: NodeAPI) {
         const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
         proxy = { address: socketAddress(p), port: p.port };
       }
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy });
+      const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, security });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;
