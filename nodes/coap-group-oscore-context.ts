@@ -24,7 +24,6 @@ import {
 } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
 import type { RequestTransform } from '../src/group/group-server';
-import { parseHex } from './coap-oscore-context';
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
 export interface GroupOscoreContextConfigNode extends Node {
@@ -54,6 +53,19 @@ interface GroupOscoreContextDef extends NodeDef {
   hkdf?: string;
   replayWindow?: string | number;
   sequenceStore?: 'file' | 'memory';
+}
+
+/**
+ * Hex from the editor: spaces, colons and a leading 0x are allowed. The error names the field, never its value
+ * (the same parser reads the Master Secret and the private key). Kept here: a node module's named exports do not
+ * survive its `module.exports = function (RED)`.
+ */
+function parseHex(field: string, text: unknown): Buffer {
+  if (text === undefined || text === null) return Buffer.alloc(0);
+  if (typeof text !== 'string') throw new OscoreError('ERR_OSCORE_CONFIG', `${field} must be a hex string`);
+  const clean = text.trim().replace(/^0x/i, '').replace(/[\s:]/g, '');
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(clean)) throw new OscoreError('ERR_OSCORE_CONFIG', `${field} must be hex digits, an even number of them`);
+  return Buffer.from(clean, 'hex');
 }
 
 /** Signature Algorithms offered (RFC 10021 §2.1.5, §10: EdDSA with Ed25519 and ECDSA with P-256). */
