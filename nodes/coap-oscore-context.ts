@@ -19,9 +19,10 @@ import {
   SequenceStore,
 } from '../src/oscore';
 import { OscoreExchanges } from './lib/oscore-exchanges';
+import type { OscoreLayerSource } from './lib/oscore-source';
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
-export interface OscoreContextConfigNode extends Node {
+export interface OscoreContextConfigNode extends Node, OscoreLayerSource {
   /** The shared security context; throws the configuration error (never containing a secret) if there is one. */
   getContext(): SecurityContext;
   /** Request/response bindings shared by the coap-oscore-layer nodes using this context. */
@@ -225,6 +226,13 @@ module.exports = function (RED: NodeAPI) {
       if (!ctx) throw failure ?? new OscoreError('ERR_OSCORE_CONFIG', 'security context not available');
       return ctx;
     };
+    // coap-oscore-layer's view (nodes/lib/oscore-source.ts): one pairwise context does both.
+    node.requestContext = (recipient?: Buffer) => {
+      const c = node.getContext();
+      if (recipient && !recipient.equals(c.recipientId)) throw new OscoreError('ERR_OSCORE_CONFIG', 'this context has no peer with that Recipient ID');
+      return c;
+    };
+    node.requestVerifier = () => node.getContext();
 
     node.on('close', (_removed, done) => {
       closed = true;

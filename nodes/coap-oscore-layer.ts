@@ -1,5 +1,6 @@
-// coap-oscore-layer: one OSCORE layer (RFC 8613 §8) in a flow, for custom stacks: protect or verify a request or a
-// response with the security context of a coap-oscore-context node. Maps msg <-> protectRequest / unprotectRequest
+// coap-oscore-layer: one OSCORE layer (RFC 8613 §8; Group OSCORE RFC 10021 §8-§9) in a flow, for custom stacks:
+// protect or verify a request or a response with the security context of a config node that offers
+// nodes/lib/oscore-source.ts (coap-oscore-context, or a Group OSCORE context node). Maps msg <-> protectRequest / unprotectRequest
 // / protectResponse / unprotectResponse only; the request/response bindings live in the context node, so the node
 // that protects a request and the node that verifies its response can be different nodes.
 
@@ -22,7 +23,7 @@ import {
   unprotectRequest,
   unprotectResponse,
 } from '../src/oscore';
-import type { OscoreContextConfigNode } from './coap-oscore-context';
+import type { OscoreLayerSource } from './lib/oscore-source';
 import { describeMessage, objectToOptions } from './lib/msg-mapping';
 import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn } from './lib/red';
 
@@ -117,9 +118,13 @@ interface InputLayerOptions {
   partialIv?: boolean | 'auto';
   multipleResponses?: boolean;
   kidContext?: boolean;
+  /** Group OSCORE: protect a response in this mode ('group' / 'pairwise'; RFC 10021 §9 allows pairwise for a group-mode request) */
+  mode?: 'group' | 'pairwise';
+  /** Group OSCORE: protect a request in pairwise mode for this member (hex Sender ID) instead of group mode */
+  recipient?: string;
 }
 
-function layerOptions(msg: NodeMessage): { classE?: number[]; outerOptions?: CoapOption[]; partialIv?: boolean | 'auto'; multipleResponses?: boolean; kidContext?: boolean } {
+function layerOptions(msg: NodeMessage): { classE?: number[]; outerOptions?: CoapOption[]; partialIv?: boolean | 'auto'; multipleResponses?: boolean; kidContext?: boolean; mode?: 'group' | 'pairwise'; recipient?: Buffer } {
   const o = msg.oscoreOptions as InputLayerOptions | undefined;
   if (o === undefined || o === null) return {};
   if (typeof o !== 'object') throw new LayerInputError('ERR_INPUT', 'msg.oscoreOptions must be an object');
@@ -130,10 +135,17 @@ function layerOptions(msg: NodeMessage): { classE?: number[]; outerOptions?: Coa
       ...(o.partialIv !== undefined ? { partialIv: o.partialIv } : {}),
       ...(o.multipleResponses !== undefined ? { multipleResponses: o.multipleResponses === true } : {}),
       ...(o.kidContext !== undefined ? { kidContext: o.kidContext === true } : {}),
+      ...(o.mode === 'group' || o.mode === 'pairwise' ? { mode: o.mode } : {}),
+      ...(o.recipient !== undefined ? { recipient: recipientId(o.recipient) } : {}),
     };
   } catch (err) {
     throw new LayerInputError('ERR_INPUT', `msg.oscoreOptions: ${(err as Error).message}`);
   }
+}
+
+function recipientId(v: unknown): Buffer {
+  if (typeof v !== 'string' || !/^(?:[0-9a-fA-F]{2}){0,7}$/.test(v)) throw new Error('recipient must be a Sender ID in hex (up to 7 bytes)');
+  return Buffer.from(v, 'hex');
 }
 
 function errorInfo(err: unknown): LayerErrorInfo {
@@ -152,7 +164,7 @@ module.exports = function (RED: NodeAPI) {
   function CoapOscoreLayerNode(this: Node, def: LayerDef) {
     RED.nodes.createNode(this, def);
     const node = this;
-    const contextNode = def.context ? (RED.nodes.getNode(def.context) as OscoreContextConfigNode | null) : null;
+    const contextNode = def.context ? (RED.nodes.getNode(def.context) as (Node & OscoreLayerSource) | null) : null;
     const role: LayerRole = ROLES.includes(def.role as LayerRole) ? (def.role as LayerRole) : 'protect-request';
     const format: LayerFormat = def.format === 'message' ? 'message' : 'datagram';
     const errorsToOutput = def.errors === 'output';
@@ -198,7 +210,7 @@ module.exports = function (RED: NodeAPI) {
       let input: CoapMessage | undefined;
       try {
         if (!contextNode) throw new OscoreError('ERR_OSCORE_CONFIG', 'no coap-oscore-context selected');
-        const ctx = contextNode.getContext();
+        const verifier = contextNode.requestVerifier(); // throws the context's configuration error first, whatever the role
         const exchanges = contextNode.exchanges;
         input = readMessage(msg, format);
         // OSCORE protects requests and responses; Empty messages (ACK, RST, CoAP ping) pass unchanged.
@@ -216,7 +228,7 @@ module.exports = function (RED: NodeAPI) {
         let info: Record<string, unknown>;
         switch (role) {
           case 'protect-request': {
-            const r = protectRequest(ctx, input, opts as ProtectRequestOptions);
+            const r = protectRequest(contextNode.requestContext(opts.recipient), input, opts as ProtectRequestOptions);
             const observe = r.binding.observe;
             exchanges.client.set(input.token, r.binding, observe || opts.multipleResponses === true);
             out = r.message;
@@ -225,10 +237,10 @@ module.exports = function (RED: NodeAPI) {
             break;
           }
           case 'unprotect-request': {
-            const v = unprotectRequest(ctx, input, opts);
+            const v = unprotectRequest(verifier, input, opts);
             exchanges.server.set(input.token, v.binding, v.binding.observe);
             out = v.message;
-            info = { kid: v.binding.kid.toString('hex'), piv: decodePartialIv(v.binding.piv), ...(v.binding.kidContext ? { kidContext: v.binding.kidContext.toString('hex') } : {}) };
+            info = { kid: v.binding.kid.toString('hex'), piv: decodePartialIv(v.binding.piv), ...(v.binding.kidContext ? { kidContext: v.binding.kidContext.toString('hex') } : {}), mode: v.context.mode };
             node.status({ fill: 'green', shape: 'dot', text: RED._('coap-oscore-layer.status.verified-request', { piv: info.piv }) });
             break;
           }
@@ -251,7 +263,7 @@ module.exports = function (RED: NodeAPI) {
             const v = unprotectResponse(binding, input, opts);
             if (binding.done) exchanges.client.delete(input.token);
             out = v.message;
-            info = { ...(v.piv !== undefined ? { piv: v.piv } : {}), notification: v.notification, newest: v.newest };
+            info = { ...(v.piv !== undefined ? { piv: v.piv } : {}), notification: v.notification, newest: v.newest, kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode };
             node.status({ fill: 'green', shape: 'dot', text: RED._('coap-oscore-layer.status.verified-response', { code: codeToString(out.code) }) });
           }
         }

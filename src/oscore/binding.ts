@@ -3,10 +3,10 @@
 // response without Partial IV, §5.2). The server also tracks whether the request nonce may still be reused; the
 // client tracks which responses it has accepted (one, or a Notification Number for Observe, §7.4.1).
 
-import type { PeerContext, RequestContext } from './capabilities';
+import type { CanProtect, RequestContext, ResponseContext } from './capabilities';
 import { NotificationTracker, ResponseAcceptance } from './replay';
 
-export interface RequestBindingInit<C extends RequestContext = RequestContext> {
+export interface RequestBindingInit<C extends CanProtect = RequestContext> {
   context: C;
   /** request_kid: the client's Sender ID as carried in the request */
   kid: Buffer;
@@ -19,7 +19,7 @@ export interface RequestBindingInit<C extends RequestContext = RequestContext> {
   observe: boolean;
 }
 
-abstract class RequestBinding<C extends RequestContext> {
+abstract class RequestBinding<C extends CanProtect> {
   readonly context: C;
   readonly kid: Buffer;
   readonly piv: Buffer;
@@ -108,13 +108,13 @@ export class ClientBinding extends RequestBinding<RequestContext> {
 }
 
 /** Kept by the server from unprotectRequest() until all responses to the request are sent (§7.1). */
-export class ServerBinding extends RequestBinding<PeerContext> {
+export class ServerBinding extends RequestBinding<ResponseContext> {
   /** false when the request's freshness is unknown (replay window not initialized, App. B.1.2) */
   readonly requestFresh: boolean;
   private nonceUsed = false;
   private sent = 0;
 
-  constructor(init: RequestBindingInit<PeerContext> & { requestFresh?: boolean }) {
+  constructor(init: RequestBindingInit<ResponseContext> & { requestFresh?: boolean }) {
     super(init);
     this.requestFresh = init.requestFresh ?? true;
   }

@@ -79,6 +79,14 @@ export interface PeerContext extends RequestContext, CanUnprotect {
 }
 
 /**
+ * What protects the responses to a request: the PeerContext that verified it, or, for a request the server made
+ * itself (the phantom request of observe-multicast-notifications-15 §9), its own RequestContext.
+ */
+export interface ResponseContext extends CanProtect {
+  withMode?(mode: ProtectionMode): CanProtect | undefined;
+}
+
+/**
  * Something that finds the association for a request's kid, kid context and Group Flag: a ContextRegistry, a
  * GroupContext. May throw an OscoreError that renders as the response RFC 10021 §8.2 allows (5.03).
  */

@@ -6,7 +6,7 @@ export { type Aead, AeadError, type AeadErrorCode, type AeadParams, AEAD_ALGORIT
 export { type AeadBackendName, AEAD_BACKENDS, DEFAULT_AEAD_BACKEND, createAead } from './aead-backends';
 export { nodeAead } from './aead-node';
 export { nobleAead } from './aead-noble';
-export type { CanProtect, CanUnprotect, ContextSource, MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
+export type { CanProtect, CanUnprotect, ContextSource, MessageBinding, PeerContext, ProtectionMode, RequestContext, ResponseContext } from './capabilities';
 export { ClientBinding, ServerBinding, type RequestBindingInit } from './binding';
 export { type DerivedKeys, SecurityContext, type SecurityContextOptions, type SecurityContextParams, deriveKeys } from './context';
 export {
@@ -36,6 +36,7 @@ export {
   type ProtectResponseOptions,
   type VerifiedRequest,
   type VerifiedResponse,
+  bindOwnRequest,
   echoChallenge,
   isProtected,
   oscoreErrorResponse,

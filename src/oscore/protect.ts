@@ -9,7 +9,7 @@ import { CoapFormatError, decodeCodeOptionsPayload, encodeCodeOptionsPayload } f
 import { CoapMessage, CoapOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint } from '../coap/options';
 import { ClientBinding, ServerBinding } from './binding';
-import type { MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
+import type { CanProtect, MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
 import { OscoreOptionFields, decodeOscoreOption, decodePartialIv, encodeOscoreOption, encodePartialIv } from './cose';
 import { DIAGNOSTICS, EchoRequiredError, OscoreError } from './errors';
 import { mergeOptions, splitOptions } from './option-split';
@@ -70,6 +70,7 @@ export interface ProtectResponseOptions extends ProtectOptions {
 export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => PeerContext | undefined;
 
 const EMPTY = Buffer.alloc(0);
+const ZERO_PIV = Buffer.from([0]);
 
 function toSet(numbers?: Iterable<number>): ReadonlySet<number> | undefined {
   return numbers ? new Set(numbers) : undefined;
@@ -261,9 +262,9 @@ export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: C
 
 export function protectResponse<T extends MessageParts>(binding: ServerBinding, msg: T, opts: ProtectResponseOptions = {}): Protected<T> {
   if (!isResponseCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectResponse needs a response code, got ${codeToString(msg.code)}`);
-  let ctx = binding.context;
+  let ctx: CanProtect = binding.context;
   if (opts.mode !== undefined && opts.mode !== ctx.mode) {
-    const other = ctx.withMode(opts.mode);
+    const other = binding.context.withMode?.(opts.mode);
     if (!other) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `this context has no ${opts.mode} mode`);
     ctx = other;
   }
@@ -277,7 +278,11 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
   if (mode === false && !binding.canReuseRequestNonce) {
     throw new OscoreError('ERR_OSCORE_INVALID_INPUT', binding.requestFresh ? 'the request nonce was already used by an earlier response' : 'request not verified as fresh: the response needs its own Partial IV (App. B.1.2)');
   }
-  const usePiv = mode === true || (mode === 'auto' && !binding.canReuseRequestNonce);
+  // A response in another mode than the request (RFC 10021 §9) may use an AEAD with another nonce length; the
+  // request's nonce does not fit it then, so the response takes its own Partial IV.
+  const nonceFits = ctx === binding.context || ctx.senderNonce(ZERO_PIV).length === binding.nonce.length;
+  const usePiv = mode === true || (mode === 'auto' && (!binding.canReuseRequestNonce || !nonceFits));
+  if (mode === false && !nonceFits) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'the request nonce does not fit the AEAD of this mode');
   const piv = usePiv ? encodePartialIv(ctx.sequence.next()) : undefined;
   const nonce = piv ? ctx.senderNonce(piv) : binding.nonce;
   // RFC 10021 §3.2: kid in every response to a Group OSCORE request; the Group Flag in group mode (§4.1).
@@ -404,4 +409,29 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
 /** Whether a message carries the OSCORE option (and so is for unprotectRequest / unprotectResponse). */
 export function isProtected(msg: { options: CoapOption[] }): boolean {
   return msg.options.some((o) => o.number === OPT.OSCORE);
+}
+
+/**
+ * Bindings for a request this endpoint protected but will answer itself, or that a client learned without sending
+ * it: the phantom request of observe-multicast-notifications-15 §9, protected in group mode by the server. The
+ * server protects its notifications with `server` (its own Sender Context; the request nonce is never reused, every
+ * notification has its own Partial IV); a client, also a late joiner that got the phantom request from an
+ * informative response, verifies them with `client`, whose kid / Partial IV / kid context are the phantom
+ * request's (bound into every notification's external_aad). No replay check is made on the request itself (§9).
+ */
+export function bindOwnRequest(ctx: RequestContext, request: { options: CoapOption[] }): { client: ClientBinding; server: ServerBinding } {
+  const value = request.options.find((o) => o.number === OPT.OSCORE)?.value;
+  if (value === undefined) throw new OscoreError('ERR_OSCORE_NOT_PROTECTED', 'request has no OSCORE option');
+  const f = decodeOscoreOption(value);
+  if (!f.piv || f.kid === undefined) throw new OscoreError('ERR_OSCORE_DECODE', 'request without kid or Partial IV');
+  const own = f.kid.equals(ctx.senderId);
+  // The nonce of the request, from the Sender ID of its generator (RFC 8613 §5.2).
+  const nonce = own ? ctx.senderNonce(f.piv) : ctx.responder(f.kid, f.group === true)?.recipientNonce(f.piv);
+  if (!nonce) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'the request\'s kid is not a member of this context');
+  const init = { kid: f.kid, piv: f.piv, nonce, ...(f.kidContext ? { kidContext: f.kidContext } : {}), observe: true };
+  return {
+    client: new ClientBinding({ ...init, context: ctx, multipleResponses: true }),
+    // requestFresh false: the request nonce is never reused, each notification carries a Partial IV
+    server: new ServerBinding({ ...init, context: ctx, requestFresh: false }),
+  };
 }

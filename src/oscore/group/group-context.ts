@@ -19,7 +19,7 @@ import { OscoreError } from '../errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from '../hkdf';
 import { ReplayWindow, ReplayWindowState } from '../replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from '../sequence';
-import { COSE_ALG, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, sharedSecret, sign, signatureLength, verify } from './algorithms';
+import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, sharedSecret, sign, signatureLength, verify } from './algorithms';
 import { parseCcs } from './credential';
 
 export interface GroupMember {
@@ -73,6 +73,11 @@ function bytes(name: string, v: unknown, optional = false): Buffer | undefined {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+function keyFitsSignature(k: PublicKeyInfo, alg: number): boolean {
+  if (alg === COSE_ALG.EdDSA) return k.kty === COSE_KTY.OKP && k.crv === COSE_CRV.Ed25519;
+  return k.kty === COSE_KTY.EC2 && k.crv === COSE_CRV.P256;
+}
 
 class Recipient {
   readonly replay: ReplayWindow;
@@ -168,6 +173,10 @@ export class GroupContext implements ContextSource {
       this.pairwiseKeyAgreementAlg = pka;
     }
     this.#ownPub = parseCcs(this.credential);
+    // §2.4: with the group mode, the credential's key is for the Signature Algorithm.
+    if (this.groupEncryption && !keyFitsSignature(this.#ownPub, this.signatureAlg)) {
+      throw new OscoreError('ERR_OSCORE_CONFIG', `own credential's key does not fit Signature Algorithm ${this.signatureAlg}`);
+    }
     this.#signingKey = privateKeyObject(this.#ownPub, this.#privateKey);
     // §2.3: keys and IV use the Group Encryption Algorithm if set, else the AEAD Algorithm; the IV is as long as the
     // longest nonce of the two (§2.1.4).
