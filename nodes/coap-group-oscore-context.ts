@@ -24,9 +24,11 @@ import {
 } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
 import type { RequestTransform } from '../src/group/group-server';
+import { OscoreExchanges } from './lib/oscore-exchanges';
+import type { OscoreLayerSource } from './lib/oscore-source';
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
-export interface GroupOscoreContextConfigNode extends Node {
+export interface GroupOscoreContextConfigNode extends Node, OscoreLayerSource {
   /** The member's Group OSCORE context; throws the configuration error (never containing a secret) if there is one. */
   getContext(): GroupContext;
   /** A GroupServer requestTransform that removes this group's layer and protects every response (RFC 10021 §8.2-§8.3). */
@@ -160,6 +162,8 @@ module.exports = function (RED: NodeAPI & AdminApi) {
     let failure: Error | undefined;
     let closed = false;
     const members = Array.isArray(def.members) ? def.members : [];
+    const exchanges = new OscoreExchanges();
+    (node as { exchanges: OscoreExchanges }).exchanges = exchanges;
 
     node.describe = () => `group ${def.gid || '(empty Gid)'}, sender ID ${def.senderId || '(empty)'}, ${members.length} member(s), signature ${def.signatureAlg || -8}`;
 
@@ -242,9 +246,23 @@ module.exports = function (RED: NodeAPI & AdminApi) {
     };
 
     node.serverTransform = () => oscoreServerTransform({ contexts: node.getContext(), maxLayers: 1 });
+    // coap-oscore-layer's view (nodes/lib/oscore-source.ts): group mode for requests, or pairwise mode towards one
+    // member; incoming requests from every member, by kid, Gid and Group Flag (RFC 10021 §8.2, §9.3 of -28).
+    node.requestContext = (recipient?: Buffer) => {
+      const g = node.getContext();
+      if (!recipient) return g.groupRequests();
+      const peer = g.peer(recipient, 'pairwise');
+      if (!peer) throw new OscoreError('ERR_OSCORE_CONFIG', 'no pairwise association with that Sender ID in this group');
+      return peer;
+    };
+    node.requestVerifier = () => {
+      const g = node.getContext();
+      return (kid, kidContext, groupFlag) => g.resolve(kid, kidContext, groupFlag);
+    };
 
     node.on('close', (_removed, done) => {
       closed = true;
+      exchanges.clear();
       const state = group ? { context: fingerprint(group), windows: group.replayWindows() } : undefined;
       if (state) {
         if (storage === 'memory') {

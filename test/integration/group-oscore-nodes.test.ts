@@ -9,11 +9,12 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { decode } from '../../src/coap/codec';
+import { decode, encode } from '../../src/coap/codec';
+import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
-import { decodeOscoreOption, parseCcs, privateKeyObject, publicKeyObject, sign, verify } from '../../src/oscore';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { decodeOscoreOption, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -24,6 +25,8 @@ const groupContextNode = require('../../nodes/coap-group-oscore-context');
 const requestNode = require('../../nodes/coap-group-request');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const observeNode = require('../../nodes/coap-observe-multicast');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const layerNode = require('../../nodes/coap-oscore-layer');
 
 helper.init(require.resolve('node-red'));
 
@@ -203,6 +206,37 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       assertNoSecret([got, events], secretsOf(material));
     } finally {
       await new Promise<void>((r) => sniffer.close(() => r()));
+    }
+  });
+
+  it('coap-oscore-layer with the group context: a request protected in group mode (and one in pairwise mode), a member\'s responses verified and attributed', async function () {
+    const c = member(material, 'g26', '26', serverIds(3));
+    const flow = [
+      c.node,
+      { id: 'pReq', type: 'coap-oscore-layer', groupContext: 'g26', role: 'protect-request', format: 'datagram', errors: 'throw', wires: [['reqOut']] },
+      { id: 'uRes', type: 'coap-oscore-layer', groupContext: 'g26', role: 'unprotect-response', format: 'datagram', errors: 'throw', wires: [['resOut']] },
+      { id: 'reqOut', type: 'helper' },
+      { id: 'resOut', type: 'helper' },
+    ];
+    await helper.load([groupContextNode, layerNode], flow, { g26: c.credentials });
+    const reqOut = collect('reqOut');
+    const resOut = collect('resOut');
+    const server = memberContext(material, 'a2');
+    for (const [i, recipient] of [undefined, 'a2'].entries()) {
+      const token = Buffer.from([0x61, i]);
+      helper.getNode('pReq').receive({ payload: encode({ type: 'NON', code: CODES.GET, messageId: 10 + i, token, options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), ...(recipient ? { oscoreOptions: { recipient } } : {}) });
+      await until(() => reqOut.length === i + 1);
+      const wire = decode(reqOut[i].payload);
+      assert.equal(decodeOscoreOption(getOption(wire, OPT.OSCORE)!).group === true, recipient === undefined, 'group mode, or pairwise for one member');
+      // the member 0xa2 verifies it and answers
+      const v = unprotectRequest((kid, kidContext, groupFlag) => server.resolve(kid, kidContext, groupFlag), wire);
+      assert.equal(v.message.options.find((o) => o.number === OPT.URI_PATH)!.value.toString(), 'light');
+      const res = protectResponse(v.binding, { code: CODES.CONTENT, options: [], payload: Buffer.from('on') });
+      helper.getNode('uRes').receive({ payload: encode({ type: 'NON', messageId: 20 + i, token, ...res }) });
+      await until(() => resOut.length === i + 1);
+      assert.equal(decode(resOut[i].payload).payload.toString(), 'on');
+      assert.equal(resOut[i].oscore.kid, 'a2');
+      assert.equal(resOut[i].oscore.mode, recipient ? 'pairwise' : 'group');
     }
   });
 
