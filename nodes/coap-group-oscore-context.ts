@@ -5,6 +5,10 @@
 // directory; on close every member's replay window is saved beside it, and read back (and removed) on the next
 // start; after a crash the windows are unknown and the first request of each member is challenged with Echo. An
 // admin endpoint generates a key pair for the dialog. Nothing here puts key material into a log, status or msg.
+// For examples and trials, "keys made in this Node-RED process" provisions a group whose Master Secret and key pairs
+// are generated in memory when the first member starts: every member of that Gid in this process knows every
+// other; nothing secret is in the flow file, and a restart of Node-RED makes a new group (new keys), so sequence
+// numbers kept in memory can never repeat a nonce.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -55,6 +59,8 @@ interface GroupOscoreContextDef extends NodeDef {
   hkdf?: string;
   replayWindow?: string | number;
   sequenceStore?: 'file' | 'memory';
+  /** 'credentials' (default): keys from this node's credentials; 'process': a group generated in this process */
+  provisioning?: 'credentials' | 'process';
 }
 
 /**
@@ -140,6 +146,37 @@ function saveWindows(file: string, state: SavedWindows): void {
 /** 'memory' storage survives redeploys in one process, not a restart (the documented weakness of the option). */
 const memoryState = new Map<string, { store: MemorySequenceStore; saved?: SavedWindows }>();
 
+interface ProcessMember {
+  senderId: Buffer;
+  privateKey: Buffer;
+  credential: Buffer;
+  store: MemorySequenceStore;
+  saved?: Record<string, ReplayWindowState>;
+  /** the running context of this member, if its node is deployed */
+  context?: GroupContext;
+}
+
+/** Groups provisioned in this process, by hex Gid: their secrets live only here, for the life of the process. */
+const processGroups = new Map<string, { masterSecret: Buffer; masterSalt: Buffer; signatureAlg: number; members: Map<string, ProcessMember> }>();
+
+/**
+ * The member `senderId` of the process-provisioned group `gid`: its key pair and sequence number are made once per
+ * process (kept across redeploys, so no nonce repeats), and every running member learns its credential.
+ */
+function processMember(gid: Buffer, senderId: Buffer, signatureAlg: number): { group: { masterSecret: Buffer; masterSalt: Buffer }; me: ProcessMember; others: ProcessMember[] } {
+  const key = gid.toString('hex');
+  let g = processGroups.get(key);
+  if (!g) processGroups.set(key, (g = { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8), signatureAlg, members: new Map() }));
+  if (g.signatureAlg !== signatureAlg) throw new OscoreError('ERR_OSCORE_CONFIG', 'the members of this group in this process use different signature algorithms');
+  const id = senderId.toString('hex');
+  let me = g.members.get(id);
+  if (!me) {
+    const kp = generateGroupKeyPair({ signatureAlg });
+    g.members.set(id, (me = { senderId, privateKey: kp.privateKey, credential: kp.credential, store: new MemorySequenceStore() }));
+  }
+  return { group: g, me, others: [...g.members.values()].filter((m) => m !== me) };
+}
+
 const algOrNull = (v: string | undefined, def: number): number | null => (v === 'none' ? null : v === undefined || v === '' ? def : Number(v));
 
 /** The admin API slice this node uses (the key-pair button). */
@@ -167,71 +204,103 @@ module.exports = function (RED: NodeAPI & AdminApi) {
 
     node.describe = () => `group ${def.gid || '(empty Gid)'}, sender ID ${def.senderId || '(empty)'}, ${members.length} member(s), signature ${def.signatureAlg || -8}`;
 
+    let processed: ProcessMember | undefined;
     try {
-      const creds = node.credentials ?? {};
-      const masterSecret = parseHex('Master Secret', creds.masterSecret);
-      if (masterSecret.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no Master Secret: set it in the group context node');
-      const privateKey = parseHex('private key', creds.privateKey);
-      if (privateKey.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no private key: set it, or generate a key pair, in the group context node');
-      const credential = parseHex('own credential', def.credential);
-      if (credential.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no own authentication credential');
-      const windowSize = def.replayWindow === undefined || def.replayWindow === '' ? DEFAULT_REPLAY_WINDOW : Number(def.replayWindow);
-      if (!Number.isInteger(windowSize) || windowSize < 1 || windowSize > 65536) throw new OscoreError('ERR_OSCORE_CONFIG', 'replay window size must be an integer from 1 to 65536');
-      const memberList = members.map((m, i) => {
-        const cred = parseHex(`credential of member ${i + 1}`, m.credential);
-        parseCcs(cred); // a broken credential is named here rather than deep in a handshake
-        return { senderId: parseHex(`Sender ID of member ${i + 1}`, m.senderId), credential: cred };
-      });
-
-      let store: SequenceStore;
-      let usedBefore: boolean;
-      let saved: SavedWindows | undefined;
-      if (storage === 'file') {
-        fs.mkdirSync(dir, { recursive: true });
-        const file = new FileSequenceStore(groupSequenceFile(dir, node.id));
-        usedBefore = file.load() !== undefined;
-        if (!usedBefore) file.reserve(0);
-        saved = takeSavedWindows(groupReplayFile(dir, node.id));
-        store = file;
-      } else {
-        let entry = memoryState.get(node.id);
-        usedBefore = entry !== undefined;
-        if (!entry) memoryState.set(node.id, (entry = { store: new MemorySequenceStore() }));
-        saved = entry.saved;
-        entry.saved = undefined;
-        store = entry.store;
-        node.warn(RED._('coap-group-oscore-context.warn.memory'));
-      }
-      const params = {
-        masterSecret,
-        masterSalt: parseHex('Master Salt', creds.masterSalt),
-        idContext: parseHex('Group ID', def.gid),
-        senderId: parseHex('Sender ID', def.senderId),
-        privateKey,
-        credential,
-        members: memberList,
-        ...(def.gmCredential ? { gmCredential: parseHex('Group Manager credential', def.gmCredential) } : {}),
-        groupEncryptionAlg: algOrNull(def.groupEncryptionAlg, 10),
-        aeadAlg: algOrNull(def.aeadAlg, 10),
-        signatureAlg: Number(def.signatureAlg || -8),
-        hkdf: (def.hkdf || 'SHA-256') as HkdfHash,
-      };
-      try {
-        // Windows of a context whose fingerprint matches are resumed; without saved windows after an earlier run
-        // (a crash), every member's window is unknown: Echo recovery (RFC 10021 §10 of -28, RFC 8613 App. B.1.2).
-        const probe = new GroupContext(params, { sequenceStore: new MemorySequenceStore(), replayWindowSize: windowSize });
-        const matching = saved && saved.context === fingerprint(probe) ? saved.windows : undefined;
-        try {
-          group = new GroupContext(params, { sequenceStore: store, replayWindowSize: windowSize, replayWindowInitialized: !usedBefore || saved !== undefined, ...(matching ? { replayWindows: matching } : {}) });
-        } catch (err) {
-          if (!matching) throw err;
-          // a damaged saved window: start with every window unknown (Echo recovery) rather than guess
-          group = new GroupContext(params, { sequenceStore: store, replayWindowSize: windowSize, replayWindowInitialized: false });
+      if (def.provisioning === 'process') {
+        const windowSize = def.replayWindow === undefined || def.replayWindow === '' ? DEFAULT_REPLAY_WINDOW : Number(def.replayWindow);
+        const signatureAlg = Number(def.signatureAlg || -8);
+        const gid = parseHex('Group ID', def.gid);
+        const { group: pg, me, others } = processMember(gid, parseHex('Sender ID', def.senderId), signatureAlg);
+        if (me.context) throw new OscoreError('ERR_OSCORE_CONFIG', 'another node is already this member of the group');
+        group = new GroupContext(
+          {
+            masterSecret: pg.masterSecret,
+            masterSalt: pg.masterSalt,
+            idContext: gid,
+            senderId: me.senderId,
+            privateKey: me.privateKey,
+            credential: me.credential,
+            members: others.map((m) => ({ senderId: m.senderId, credential: m.credential })),
+            groupEncryptionAlg: algOrNull(def.groupEncryptionAlg, 10),
+            aeadAlg: algOrNull(def.aeadAlg, 10),
+            signatureAlg,
+            hkdf: (def.hkdf || 'SHA-256') as HkdfHash,
+          },
+          { sequenceStore: me.store, replayWindowSize: windowSize, ...(me.saved ? { replayWindows: me.saved } : {}) },
+        );
+        me.saved = undefined;
+        me.context = group;
+        processed = me;
+        // the running members that started before this one learn its credential now
+        for (const m of others) {
+          if (m.context && !m.context.memberIds.some((x) => x.equals(me.senderId))) m.context.addMember({ senderId: me.senderId, credential: me.credential });
         }
-        if (usedBefore && !saved) node.log(RED._('coap-group-oscore-context.log.echo-recovery'));
-      } finally {
-        masterSecret.fill(0);
-        privateKey.fill(0);
+      } else {
+        const creds = node.credentials ?? {};
+        const masterSecret = parseHex('Master Secret', creds.masterSecret);
+        if (masterSecret.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no Master Secret: set it in the group context node');
+        const privateKey = parseHex('private key', creds.privateKey);
+        if (privateKey.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no private key: set it, or generate a key pair, in the group context node');
+        const credential = parseHex('own credential', def.credential);
+        if (credential.length === 0) throw new OscoreError('ERR_OSCORE_CONFIG', 'no own authentication credential');
+        const windowSize = def.replayWindow === undefined || def.replayWindow === '' ? DEFAULT_REPLAY_WINDOW : Number(def.replayWindow);
+        if (!Number.isInteger(windowSize) || windowSize < 1 || windowSize > 65536) throw new OscoreError('ERR_OSCORE_CONFIG', 'replay window size must be an integer from 1 to 65536');
+        const memberList = members.map((m, i) => {
+          const cred = parseHex(`credential of member ${i + 1}`, m.credential);
+          parseCcs(cred); // a broken credential is named here rather than deep in a handshake
+          return { senderId: parseHex(`Sender ID of member ${i + 1}`, m.senderId), credential: cred };
+        });
+
+        let store: SequenceStore;
+        let usedBefore: boolean;
+        let saved: SavedWindows | undefined;
+        if (storage === 'file') {
+          fs.mkdirSync(dir, { recursive: true });
+          const file = new FileSequenceStore(groupSequenceFile(dir, node.id));
+          usedBefore = file.load() !== undefined;
+          if (!usedBefore) file.reserve(0);
+          saved = takeSavedWindows(groupReplayFile(dir, node.id));
+          store = file;
+        } else {
+          let entry = memoryState.get(node.id);
+          usedBefore = entry !== undefined;
+          if (!entry) memoryState.set(node.id, (entry = { store: new MemorySequenceStore() }));
+          saved = entry.saved;
+          entry.saved = undefined;
+          store = entry.store;
+          node.warn(RED._('coap-group-oscore-context.warn.memory'));
+        }
+        const params = {
+          masterSecret,
+          masterSalt: parseHex('Master Salt', creds.masterSalt),
+          idContext: parseHex('Group ID', def.gid),
+          senderId: parseHex('Sender ID', def.senderId),
+          privateKey,
+          credential,
+          members: memberList,
+          ...(def.gmCredential ? { gmCredential: parseHex('Group Manager credential', def.gmCredential) } : {}),
+          groupEncryptionAlg: algOrNull(def.groupEncryptionAlg, 10),
+          aeadAlg: algOrNull(def.aeadAlg, 10),
+          signatureAlg: Number(def.signatureAlg || -8),
+          hkdf: (def.hkdf || 'SHA-256') as HkdfHash,
+        };
+        try {
+          // Windows of a context whose fingerprint matches are resumed; without saved windows after an earlier run
+          // (a crash), every member's window is unknown: Echo recovery (RFC 10021 §10 of -28, RFC 8613 App. B.1.2).
+          const probe = new GroupContext(params, { sequenceStore: new MemorySequenceStore(), replayWindowSize: windowSize });
+          const matching = saved && saved.context === fingerprint(probe) ? saved.windows : undefined;
+          try {
+            group = new GroupContext(params, { sequenceStore: store, replayWindowSize: windowSize, replayWindowInitialized: !usedBefore || saved !== undefined, ...(matching ? { replayWindows: matching } : {}) });
+          } catch (err) {
+            if (!matching) throw err;
+            // a damaged saved window: start with every window unknown (Echo recovery) rather than guess
+            group = new GroupContext(params, { sequenceStore: store, replayWindowSize: windowSize, replayWindowInitialized: false });
+          }
+          if (usedBefore && !saved) node.log(RED._('coap-group-oscore-context.log.echo-recovery'));
+        } finally {
+          masterSecret.fill(0);
+          privateKey.fill(0);
+        }
       }
     } catch (err) {
       failure = err instanceof Error ? err : new Error(String(err));
@@ -263,6 +332,13 @@ module.exports = function (RED: NodeAPI & AdminApi) {
     node.on('close', (_removed, done) => {
       closed = true;
       exchanges.clear();
+      if (processed) {
+        // kept in this process for the next deploy: the windows (the sequence number store already is)
+        if (group) processed.saved = group.replayWindows();
+        processed.context = undefined;
+        group = undefined;
+        return done();
+      }
       const state = group ? { context: fingerprint(group), windows: group.replayWindows() } : undefined;
       if (state) {
         if (storage === 'memory') {
