@@ -149,6 +149,9 @@ module.exports = function (RED: NodeAPI) {
         const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
         proxy = { address: socketAddress(p), port: p.port };
       }
+      // MNP-02 §4: through a proxy the protected informative response is the client's to read, and the proxy only
+      // listens after a ticket request, which this node does not send (the core's TicketClient does).
+      if (groupOscoreNode && proxy) throw new Error('Group OSCORE through a proxy needs a ticket request (multicast-notifications-proxy-02 §4), which this node does not send');
       const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
       const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, security });
       observer = obs;
