@@ -1,4 +1,4 @@
-// Group OSCORE cost (RFC 10021 §8, §9): one operation = protect a request at the client + verify it at one server.
+// Group OSCORE cost (RFC 10021 §7, §8): one operation = protect a request at the client + verify it at one server.
 // Group mode (countersignature with EdDSA / Ed25519 or ECDSA / P-256, its keystream encryption, the longer
 // external_aad) beside a bare node:crypto sign + verify of a message as long as the Countersign_structure, so the
 // table shows how much of the group mode is the signature; pairwise mode beside RFC 8613 (the same AEAD, the

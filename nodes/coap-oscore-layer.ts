@@ -1,4 +1,4 @@
-// coap-oscore-layer: one OSCORE layer (RFC 8613 §8; Group OSCORE RFC 10021 §8-§9) in a flow, for custom stacks:
+// coap-oscore-layer: one OSCORE layer (RFC 8613 §8; Group OSCORE RFC 10021 §7-§8) in a flow, for custom stacks:
 // protect or verify a request or a response with the security context of a config node that offers
 // nodes/lib/oscore-source.ts (coap-oscore-context, or a Group OSCORE context node). Maps msg <-> protectRequest / unprotectRequest
 // / protectResponse / unprotectResponse only; the request/response bindings live in the context node, so the node
@@ -120,7 +120,7 @@ interface InputLayerOptions {
   partialIv?: boolean | 'auto';
   multipleResponses?: boolean;
   kidContext?: boolean;
-  /** Group OSCORE: protect a response in this mode ('group' / 'pairwise'; RFC 10021 §9 allows pairwise for a group-mode request) */
+  /** Group OSCORE: protect a response in this mode ('group' / 'pairwise'; RFC 10021 §8 allows pairwise for a group-mode request) */
   mode?: 'group' | 'pairwise';
   /** Group OSCORE: protect a request in pairwise mode for this member (hex Sender ID) instead of group mode */
   recipient?: string;

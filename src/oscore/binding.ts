@@ -42,7 +42,7 @@ export class ClientBinding extends RequestBinding<RequestContext> {
   /** accept several responses (e.g. through a proxy, oscore-capable-proxies-07 §2.6.1), each fresh by Partial IV */
   readonly multipleResponses: boolean;
   /**
-   * One Notification Number per responding server (RFC 10021 §5.1 of -28 "Response Number"); an RFC 8613 context
+   * One Notification Number per responding server (RFC 10021 §5.1, §5.3.1 "Response Number"); an RFC 8613 context
    * has one responder. Bounded by the number of Recipient Contexts the context has.
    */
   private readonly trackers?: Map<string, NotificationTracker>;

@@ -51,7 +51,7 @@ export interface ProtectRequestOptions extends ProtectOptions {
 
 export interface ProtectResponseOptions extends ProtectOptions {
   /**
-   * Answer in another mode of the same group than the request used (RFC 10021 §9: a server may answer a group-mode
+   * Answer in another mode of the same group than the request used (RFC 10021 §8: a server may answer a group-mode
    * request in pairwise mode). Default: the request's mode.
    */
   mode?: ProtectionMode;
@@ -64,7 +64,7 @@ export interface ProtectResponseOptions extends ProtectOptions {
 
 /**
  * Finds the Recipient Context for a request's kid and kid context; `group` is the request's Group Flag (RFC 10021
- * §5 of -28 "Message Reception"), so a Group OSCORE context can hand out its group-mode or pairwise-mode
+ * §6 "Message Reception"), so a Group OSCORE context can hand out its group-mode or pairwise-mode
  * association. May throw an OscoreError that carries its response (e.g. 5.03 for an unknown credential).
  */
 export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => PeerContext | undefined;
@@ -165,7 +165,7 @@ function lookup(resolver: PeerContext | ContextResolver, kid: Buffer, kidContext
     ctx = idOk && ctxOk ? resolver : undefined;
   }
   if (!ctx) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'no security context for this kid / kid context', DIAGNOSTICS.CONTEXT_NOT_FOUND);
-  // RFC 10021 §5 (-28 "Message Reception"): the Group Flag selects the mode; a mode the context lacks, or the flag
+  // RFC 10021 §6 ("Message Reception"): the Group Flag selects the mode; a mode the context lacks, or the flag
   // on a plain RFC 8613 context, means the message is discarded.
   if (group !== (ctx.mode === 'group')) {
     if (ctx.mode === 'oscore') throw bad('Group Flag set in a plain OSCORE request');
@@ -180,7 +180,7 @@ function openOrThrow(ctx: PeerContext, payload: Buffer, m: MessageBinding, withR
   try {
     return ctx.open(payload, m);
   } catch (err) {
-    // RFC 10021 §8.2: a failed countersignature answers as if decryption had failed ("Decryption failed").
+    // RFC 10021 §7.2: a failed countersignature answers as if decryption had failed ("Decryption failed").
     if (err instanceof OscoreError && (err.code === 'ERR_OSCORE_DECRYPT' || err.code === 'ERR_OSCORE_SIGNATURE')) {
       throw new OscoreError(err.code, err.message, withResponse ? DIAGNOSTICS.DECRYPT : undefined);
     }
@@ -218,7 +218,7 @@ export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: C
   // Steps 4-6. The nonce uses the Recipient ID, which equals the kid for a context found by kid.
   const nonce = ctx.recipientNonce(f.piv);
   const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: Buffer.from(value) };
-  // RFC 10021 §8.2: a bad countersignature stops here, before the replay window is updated.
+  // RFC 10021 §7.2: a bad countersignature stops here, before the replay window is updated.
   const plaintext = openOrThrow(ctx, msg.payload, m, true);
   if (windowKnown) ctx.replay.update(seq);
   const inner = parsePlaintext(plaintext, true, true);
@@ -278,7 +278,7 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
   if (mode === false && !binding.canReuseRequestNonce) {
     throw new OscoreError('ERR_OSCORE_INVALID_INPUT', binding.requestFresh ? 'the request nonce was already used by an earlier response' : 'request not verified as fresh: the response needs its own Partial IV (App. B.1.2)');
   }
-  // A response in another mode than the request (RFC 10021 §9) may use an AEAD with another nonce length; the
+  // A response in another mode than the request (RFC 10021 §8) may use an AEAD with another nonce length; the
   // request's nonce does not fit it then, so the response takes its own Partial IV.
   const nonceFits = ctx === binding.context || ctx.senderNonce(ZERO_PIV).length === binding.nonce.length;
   const usePiv = mode === true || (mode === 'auto' && (!binding.canReuseRequestNonce || !nonceFits));
@@ -355,7 +355,7 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     // §8.4 step 2: the client only stops processing; no response code.
     throw clientError('ERR_OSCORE_DECODE', (err as Error).message);
   }
-  // §6.1: kid context SHALL NOT be present in responses; RFC 10021 §8.3 allows the group's (new) Gid.
+  // §6.1: kid context SHALL NOT be present in responses; RFC 10021 §7.3 allows the group's (new) Gid.
   if (f.kidContext !== undefined && (ctx.mode === 'oscore' || !ctx.idContext || !f.kidContext.equals(ctx.idContext))) throw clientError('ERR_OSCORE_DECODE', 'unexpected kid context in a response');
   const peer = ctx.responder(f.kid, f.group === true);
   if (!peer) {
@@ -368,7 +368,7 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_UNEXPECTED_OBSERVE', 'Observe in a response to a request without Observe registration');
   const seq = f.piv ? decodePartialIv(f.piv) : undefined;
   const tracked = binding.tracks(notification);
-  // RFC 10021 §5.1 (-28 "Replay Protection of Responses"): one Response Number per server.
+  // RFC 10021 §5.3.1 ("Replay Protection of Responses"): one Response Number per server.
   const responderKey = peer.recipientId.toString('hex');
   binding.checkResponse(seq, tracked, responderKey);
   // §8.4 step 4: own Partial IV → nonce from the Recipient ID; none → the request's nonce.

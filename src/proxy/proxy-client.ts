@@ -39,7 +39,7 @@ export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
  * the lookup per origin (the older stand-in of one RFC 8613 context per server, test/support/oscore-group.ts).
  */
 export interface EndToEndOscore {
-  /** protects the request (its Sender side is what all servers share) */
+  /** protects the request (its Sender side is what all servers share; a Group OSCORE group-mode context fits) */
   context: RequestContext;
   /** the Recipient Context for one server's responses, by origin and by the response's kid if it carries one */
   responder?: (origin: Origin, kid: Buffer | undefined) => RequestContext | undefined;

@@ -56,13 +56,13 @@ describe('Group OSCORE reference exchange (RFC 10021)', function () {
     }
   });
 
-  it('§8.1: the group-mode request, byte for byte (OSCORE option 39 14 08 <Gid> 25, ciphertext ‖ encrypted countersignature)', function () {
+  it('§7.1: the group-mode request, byte for byte (OSCORE option 39 14 08 <Gid> 25, ciphertext ‖ encrypted countersignature)', function () {
     const client = member('client', 20);
     const { message } = protectRequest(client.groupRequests(), getLight());
     assert.equal(encode(message as CoapMessage).toString('hex'), REF.request);
   });
 
-  it('§8.2 / §8.3: s1 verifies the request and answers in group mode, byte for byte', function () {
+  it('§7.2 / §7.3: s1 verifies the request and answers in group mode, byte for byte', function () {
     const s1 = member('s1');
     const v = unprotectRequest((kid, kidContext, group) => s1.resolve(kid, kidContext, group), decode(h(REF.request)));
     assert.equal(v.context.mode, 'group');
@@ -72,14 +72,14 @@ describe('Group OSCORE reference exchange (RFC 10021)', function () {
     assert.equal(encode(res as CoapMessage).toString('hex'), REF.groupResponse);
   });
 
-  it('§9: s1 answers the group-mode request in pairwise mode, byte for byte (option 08 52, no Group Flag)', function () {
+  it('§8.5: s1 answers the group-mode request in pairwise mode, byte for byte (option 08 52, no Group Flag)', function () {
     const s1 = member('s1');
     const v = unprotectRequest((kid, kidContext, group) => s1.resolve(kid, kidContext, group), decode(h(REF.request)));
     const res = protectResponse(v.binding, content(REF.pairwiseResponseMid), { mode: 'pairwise' });
     assert.equal(encode(res as CoapMessage).toString('hex'), REF.pairwiseResponse);
   });
 
-  it('§8.4 / §9.4: the client verifies both reference responses and attributes them to s1', function () {
+  it('§7.4 / §8.6: the client verifies both reference responses and attributes them to s1', function () {
     for (const wire of [REF.groupResponse, REF.pairwiseResponse]) {
       const client = member('client', 20);
       const { binding } = protectRequest(client.groupRequests(), getLight());

@@ -1,6 +1,6 @@
-// Group OSCORE message processing (RFC 10021 §3-§10 of -28) through protect.ts: group mode with Ed25519 and
+// Group OSCORE message processing (RFC 10021 §3-§9) through protect.ts: group mode with Ed25519 and
 // ECDSA P-256, pairwise mode with X25519-mapped and P-256 keys, the §4.3 compression examples, a tampering test
-// that flips every external_aad field, the signature, kid, kid context and Group Flag in turn, the §8.2 errors,
+// that flips every external_aad field, the signature, kid, kid context and Group Flag in turn, the §7.2 errors,
 // per-sender replay windows and Response Numbers, Echo recovery of lost windows, persistence, and a group context
 // inside nested OSCORE layers.
 
@@ -33,8 +33,8 @@ import {
   unprotectResponse,
   bindOwnRequest,
 } from '../../src/oscore';
-import { COSE_ALG, encodeCcs, parseCcs } from '../../src/oscore/group';
-import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
+import { COSE_ALG, COSE_CRV, COSE_KTY, SignatureChecker, encodeCcs, parseCcs, publicKeyOf } from '../../src/oscore/group';
+import { CLIENT_TO_PROXY_VIEW, END_TO_END_VIEW, oscoreServerTransform, protectRequestLayers, protectResponseLayers, removeRequestLayers, unprotectResponseLayers } from '../../src/oscore/nested';
 
 const h = (x: string): Buffer => Buffer.from(x, 'hex');
 const GID = h('feedca57');
@@ -114,7 +114,7 @@ for (const [name, alg] of [
       assert.deepEqual(seen, ['s1', 's2', 's3']);
     });
 
-    it('§9: a pairwise-mode request to one server and its response (no Group Flag, kid context present, kid absent in the response allowed)', function () {
+    it('§8: a pairwise-mode request to one server and its response (no Group Flag, kid context present, kid absent in the response allowed)', function () {
       const c = client();
       const s = server(1);
       const { message, binding } = protectRequest(c.peer(all[1].id, 'pairwise')!, get());
@@ -140,7 +140,7 @@ for (const [name, alg] of [
       assert.throws(() => unprotectResponse(binding, forged), code('ERR_OSCORE_SIGNATURE'));
     });
 
-    it('§5.1 (-28 "Replay Protection of Responses"): a Response Number per server; a replayed response is rejected, a new Partial IV on every response but the first', function () {
+    it('§5.3.1 ("Replay Protection of Responses"): a Response Number per server; a replayed response is rejected, a new Partial IV on every response but the first', function () {
       const c = client();
       const { message, binding } = protectRequest(c.groupRequests(), get(), { multipleResponses: true });
       const s1 = server(1);
@@ -187,7 +187,7 @@ describe('Group OSCORE §4.3 compression examples, byte for byte', function () {
   });
 });
 
-describe('Group OSCORE tampering: every bound field, changed in turn, is rejected (RFC 10021 §3.4, §4, §8.2)', function () {
+describe('Group OSCORE tampering: every bound field, changed in turn, is rejected (RFC 10021 §3.4, §4, §7.2)', function () {
   const all = keys(['01', '11'], COSE_ALG.EdDSA);
   const fresh = () => ({ c: groupOf(all, 0), s: groupOf(all, 1) });
   const protectedRequest = (c: GroupContext): CoapMessage => wire(protectRequest(c.groupRequests(), get()).message);
@@ -221,14 +221,18 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
 
   it('external_aad alg_signature (a verifier whose group uses ES256): rejected as a bad signature', function () {
     const c = groupOf(all, 0);
-    const p256 = keys(['11'], COSE_ALG.ES256)[0];
-    const s = groupOf([all[0], p256], 1);
+    // the verifier's group says ES256 and holds a P-256 credential for the client's Sender ID: the client's
+    // EdDSA countersignature cannot verify under it
+    const p256 = keys(['01', '11'], COSE_ALG.ES256);
+    const s = groupOf(p256, 1);
     assert.equal(s.signatureAlg, COSE_ALG.ES256);
     assert.throws(() => unprotectRequest(resolverOf(s), protectedRequest(c)), code('ERR_OSCORE_SIGNATURE'));
   });
 
-  it('a credential that does not fit the Signature Algorithm is a configuration error', function () {
+  it('a credential that does not fit the Signature Algorithm is a configuration error (own or a member\'s)', function () {
     assert.throws(() => groupOf(all, 0, { signatureAlg: COSE_ALG.ES256 }), code('ERR_OSCORE_CONFIG'));
+    const p256 = keys(['11'], COSE_ALG.ES256)[0];
+    assert.throws(() => groupOf([all[0], p256], 0), code('ERR_OSCORE_CONFIG'));
   });
 
   it('external_aad sender_cred: the same public key in a credential with other bytes (a sub claim) is rejected', function () {
@@ -289,7 +293,7 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
       p[p.length - 64 + i] ^= 0x01;
       let err: unknown;
       assert.throws(() => unprotectRequest(resolverOf(s), { ...good, payload: p }), (e: unknown) => ((err = e), code('ERR_OSCORE_SIGNATURE')(e)));
-      // §8.2: 4.00 with "Decryption failed", as if decryption had failed
+      // §7.2: 4.00 with "Decryption failed", as if decryption had failed
       assert.equal((err as OscoreError).responseCode, CODES.BAD_REQUEST);
       assert.equal((err as OscoreError).diagnostic, 'Decryption failed');
     }
@@ -321,7 +325,7 @@ describe('Group OSCORE tampering: every bound field, changed in turn, is rejecte
 describe('Group OSCORE errors, recovery and persistence', function () {
   const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
 
-  it('§8.2: a member of the group without a credential here gets 5.03 (Service Unavailable)', function () {
+  it('§7.2: a member of the group without a credential here gets 5.03 (Service Unavailable)', function () {
     const c = groupOf(all, 0);
     const s = groupOf(all.slice(1), 0); // knows only 12
     let err: unknown;
@@ -329,13 +333,13 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     assert.equal(oscoreErrorResponse(err)!.code, CODES.SERVICE_UNAVAILABLE);
   });
 
-  it('§5 (-28 "Message Reception"): the Group Flag towards a plain RFC 8613 context is discarded as 4.02', function () {
+  it('§6 ("Message Reception"): the Group Flag towards a plain RFC 8613 context is discarded as 4.02', function () {
     const c = groupOf(all, 0);
     const plain = SecurityContext.derive({ masterSecret: SECRET, senderId: h('11'), recipientId: h('01'), idContext: GID });
     assert.throws(() => unprotectRequest(plain, wire(protectRequest(c.groupRequests(), get()).message)), code('ERR_OSCORE_DECODE'));
   });
 
-  it('§10 (-28) Echo recovery: lost windows challenge each member with a protected 4.01 + Echo; the retry with Echo sets that member\'s window', function () {
+  it('§9 Echo recovery: lost windows challenge each member with a protected 4.01 + Echo; the retry with Echo sets that member\'s window', function () {
     const c = groupOf(all, 0);
     const s = groupOf(all, 1, {}, { replayWindowInitialized: false });
     const first = protectRequest(c.peer(all[1].id, 'pairwise')!, get());
@@ -389,6 +393,25 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     });
   }
 
+  it('a pairwise-only group (no Group Encryption Algorithm) with X25519 credentials: requests and responses in pairwise mode; group mode is refused', function () {
+    const x = ['01', '11'].map((id) => {
+      const privateKey = require('node:crypto').randomBytes(32) as Buffer;
+      return { id: h(id), privateKey, credential: encodeCcs({ ...publicKeyOf('X25519', privateKey) }) };
+    });
+    const mk = (i: number) => groupOf(x, i, { groupEncryptionAlg: null });
+    const c = mk(0);
+    const s = mk(1);
+    assert.equal(parseCcs(x[0].credential).crv, COSE_CRV.X25519);
+    assert.equal(parseCcs(x[0].credential).kty, COSE_KTY.OKP);
+    assert.throws(() => c.groupRequests(), code('ERR_OSCORE_CONFIG'));
+    const { message, binding } = protectRequest(c.peer(h('11'), 'pairwise')!, get());
+    const v = unprotectRequest(resolverOf(s), wire(message));
+    assert.equal(unprotectResponse(binding, wire(protectResponse(v.binding, reply('x')))).message.payload.toString(), 'x');
+    // a Group Flag towards a pairwise-only group is discarded (RFC 10021 §6)
+    const flagged = { ...wire(message), options: wire(message).options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.from([o.value[0] | 0x20, ...o.value.subarray(1)]) } : o)) };
+    assert.throws(() => unprotectRequest(resolverOf(s), flagged), code('ERR_OSCORE_DECODE'));
+  });
+
   it('key material stays out of inspect / JSON', function () {
     const g = groupOf(all, 0);
     const text = JSON.stringify(g) + require('node:util').inspect(g, { depth: 5 });
@@ -430,6 +453,26 @@ describe('Group OSCORE errors, recovery and persistence', function () {
     assert.equal(got.verified[1].responder.mode, 'group');
   });
 
+  it('oscoreServerTransform (the group server\'s request transform) takes a GroupContext directly: verified request in, protected response out', function () {
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    const transform = oscoreServerTransform({ contexts: s });
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const out = transform({ message: wire(message), remote: { address: '127.0.0.1', port: 5683 }, multicast: true });
+    assert.ok('request' in out && out.protect);
+    assert.equal(getOption(out.request.message, OPT.URI_PATH)!.toString(), 'light');
+    const res = out.protect!({ code: CODES.CONTENT, options: [], payload: Buffer.from('on') });
+    const r = unprotectResponse(binding, wire({ ...reply(''), ...res }));
+    assert.equal(r.message.payload.toString(), 'on');
+    assert.equal(r.responder.recipientId.toString('hex'), '11');
+    // a forged request gets the RFC 10021 §7.2 answer, unprotected: 4.00 "Decryption failed"
+    const forged = wire(protectRequest(c.groupRequests(), get()).message);
+    forged.payload[forged.payload.length - 1] ^= 1;
+    const rej = transform({ message: forged, remote: { address: '127.0.0.1', port: 5683 }, multicast: true });
+    assert.ok('reject' in rej && rej.reject);
+    assert.equal(rej.reject.code, CODES.BAD_REQUEST);
+  });
+
   it('bounded state: a client\'s Response Numbers are per member of the group, and unknown kids never create any', function () {
     const c = groupOf(all, 0);
     const { message, binding } = protectRequest(c.groupRequests(), get());
@@ -467,6 +510,68 @@ describe('Group OSCORE for multicast notifications (observe-multicast-notificati
     // bound to this phantom request: another request's binding does not verify it
     const other = bindOwnRequest(late.groupRequests(), wire(protectRequest(server.groupRequests(), phantom).message)).client;
     assert.throws(() => unprotectResponse(other, n1), code('ERR_OSCORE_SIGNATURE'));
+  });
+});
+
+describe('Group OSCORE external signature checker (RFC 10021 §7.5)', function () {
+  const all = keys(['01', '11', '12'], COSE_ALG.EdDSA);
+
+  it('a checker without the group keys verifies group-mode requests and responses and names their senders; forged ones are rejected', function () {
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    const checker = SignatureChecker.forGroup(groupOf(all, 2));
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const req = wire(message);
+    assert.deepEqual(checker.checkRequest(req), h('01'));
+    const v = unprotectRequest(resolverOf(s), req);
+    const res = wire(protectResponse(v.binding, reply('r')));
+    assert.deepEqual(checker.checkResponse(res, binding), h('11'));
+    const bad = Buffer.from(req.payload);
+    bad[bad.length - 1] ^= 1;
+    assert.throws(() => checker.checkRequest({ ...req, payload: bad }), code('ERR_OSCORE_SIGNATURE'));
+    // a host outside the group (its own keys under a member's Sender ID) cannot pass the checker
+    const outsider = groupOf([{ ...keys(['01'], COSE_ALG.EdDSA)[0] }, all[1]], 0);
+    assert.throws(() => checker.checkRequest(wire(protectRequest(outsider.groupRequests(), get()).message)), code('ERR_OSCORE_SIGNATURE'));
+    // pairwise-mode messages carry no signature to check
+    assert.throws(() => checker.checkRequest(wire(protectRequest(c.peer(all[1].id, 'pairwise')!, get()).message)), code('ERR_OSCORE_DECODE'));
+  });
+});
+
+describe('Group OSCORE bad input', function () {
+  it('2000 random mutations of a group-mode request and response: every rejection is a typed OscoreError, nothing else escapes', function () {
+    const all = keys(['01', '11'], COSE_ALG.EdDSA);
+    const c = groupOf(all, 0);
+    const s = groupOf(all, 1);
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+    let rejected = 0;
+    for (let i = 0; i < 1000; i++) {
+      const { message, binding } = protectRequest(c.groupRequests(), get());
+      const req = wire(message);
+      const opt = Buffer.from(getOption(req, OPT.OSCORE)!);
+      const payload = Buffer.from(req.payload);
+      // mutate the option or the payload: flip, truncate or extend
+      const target = rnd(2) === 0 ? opt : payload;
+      const kind = rnd(3);
+      let mutated: Buffer = target;
+      if (kind === 0 && target.length) target[rnd(target.length)] ^= 1 << rnd(8);
+      else if (kind === 1) mutated = target.subarray(0, rnd(target.length + 1));
+      else mutated = Buffer.concat([target, Buffer.from([rnd(256)])]);
+      const m = target === opt ? { ...req, options: req.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: mutated } : o)) } : { ...req, payload: mutated };
+      try {
+        const v = unprotectRequest(resolverOf(s), m);
+        // a mutation may survive only where it changed nothing that is protected: never a different request
+        assert.equal(v.message.code, CODES.GET);
+        const res = wire(protectResponse(v.binding, reply('r')));
+        const rp = Buffer.from(res.payload);
+        rp[rnd(rp.length)] ^= 1 << rnd(8);
+        assert.throws(() => unprotectResponse(binding, { ...res, payload: rp }), (e: unknown) => e instanceof OscoreError);
+      } catch (err) {
+        if (!(err instanceof OscoreError)) throw err;
+        rejected++;
+      }
+    }
+    assert.ok(rejected > 900, `${rejected} of 1000 mutated requests rejected`);
   });
 });
 

@@ -65,7 +65,7 @@ export function publicKeyObject(pub: PublicKeyInfo): crypto.KeyObject {
   try {
     if (pub.kty === COSE_KTY.OKP && pub.crv === COSE_CRV.Ed25519 && pub.x.length === 32) return crypto.createPublicKey({ key: Buffer.concat([ED25519_SPKI, pub.x]), format: 'der', type: 'spki' });
     if (pub.kty === COSE_KTY.OKP && pub.crv === COSE_CRV.X25519 && pub.x.length === 32) return crypto.createPublicKey({ key: Buffer.concat([X25519_SPKI, pub.x]), format: 'der', type: 'spki' });
-    // RFC 10021 §13.? (-28 "Cryptographic Considerations"): public keys are validated; JWK import checks the point.
+    // RFC 10021 "Cryptographic Considerations": public keys are validated; JWK import checks the point.
     if (pub.kty === COSE_KTY.EC2 && pub.crv === COSE_CRV.P256 && pub.x.length === 32 && pub.y?.length === 32) return crypto.createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: b64u(pub.x), y: b64u(pub.y) }, format: 'jwk' });
   } catch {
     throw configError('invalid public key');

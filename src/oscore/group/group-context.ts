@@ -2,7 +2,7 @@
 // Signature Algorithm, Signature Encryption Key, Pairwise Key Agreement Algorithm and the Group Manager's
 // credential; one Sender Context with the private key and own credential; one Recipient Context per other member
 // with its credential, keys and replay window. It hands out PeerContext associations per member and mode (group
-// mode §8, pairwise mode §9 of -28), and the group-mode sender for requests to the whole group. Message processing
+// mode §7, pairwise mode §8), and the group-mode sender for requests to the whole group. Message processing
 // is protect.ts; here are the key derivations (§2.3, §2.1.9, §2.5.1), the external_aad (§3.4), the countersignature
 // and its encryption (§3.1, §4.1, §4.2). Keys stay in #private fields.
 
@@ -10,16 +10,16 @@ import type crypto from 'node:crypto';
 import { inspect } from 'node:util';
 import { Aead, AeadError, aeadParams } from '../aead';
 import { AeadBackendName, createAead } from '../aead-backends';
-import { CborValue, encodeCbor } from '../cbor';
 import type { ContextSource, MessageBinding, PeerContext, ProtectionMode, RequestContext } from '../capabilities';
 import { CODES } from '../../coap/codes';
-import { computeNonce, encodeInfo, OSCORE_VERSION } from '../cose';
+import { computeNonce, encodeInfo } from '../cose';
 import { EchoChallenges } from '../echo';
 import { OscoreError } from '../errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from '../hkdf';
 import { ReplayWindow, ReplayWindowState } from '../replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from '../sequence';
 import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, sharedSecret, sign, signatureLength, verify } from './algorithms';
+import { GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream, xorKeystream } from './cose-group';
 import { parseCcs } from './credential';
 
 export interface GroupMember {
@@ -60,7 +60,7 @@ export interface GroupContextOptions {
   sequenceStore?: SequenceStore;
   sequence?: SenderSequenceOptions;
   replayWindowSize?: number;
-  /** false: the windows were lost (restart); the first request of each member is challenged with Echo (§10 of -28) */
+  /** false: the windows were lost (restart); the first request of each member is challenged with Echo (§9) */
   replayWindowInitialized?: boolean;
   /** windows saved by replayWindows() on a clean shutdown, by hex Recipient ID */
   replayWindows?: Record<string, ReplayWindowState>;
@@ -219,11 +219,19 @@ export class GroupContext implements ContextSource {
     const replay = new ReplayWindow({ size: this.#windowSize, initialized: this.#initialized });
     const saved = this.#savedWindows?.[k];
     if (saved) replay.restore(saved);
-    this.#recipients.set(k, new Recipient(id, bytes('member credential', m.credential)!, this.deriveKey(id), replay));
+    const r = new Recipient(id, bytes('member credential', m.credential)!, this.deriveKey(id), replay);
+    // §2.4: every credential in a group has the same format and key type; a mismatch could never verify.
+    if (this.groupEncryption && !keyFitsSignature(r.pub, this.signatureAlg)) throw new OscoreError('ERR_OSCORE_CONFIG', `member ${k}: credential does not fit Signature Algorithm ${this.signatureAlg}`);
+    this.#recipients.set(k, r);
   }
 
   removeMember(senderId: Uint8Array): boolean {
     return this.#recipients.delete(Buffer.from(senderId).toString('hex'));
+  }
+
+  /** A member's authentication credential (undefined: not a member). */
+  memberCredential(senderId: Uint8Array): Buffer | undefined {
+    return this.#recipients.get(Buffer.from(senderId).toString('hex'))?.credential;
   }
 
   get memberIds(): Buffer[] {
@@ -238,7 +246,7 @@ export class GroupContext implements ContextSource {
     return this.pairwiseAead !== undefined && this.pairwiseKeyAgreementAlg !== undefined;
   }
 
-  /** The group-mode association for requests to the whole group (§8.1). */
+  /** The group-mode association for requests to the whole group (§7.1). */
   groupRequests(): RequestContext {
     if (!this.hasGroupMode) throw new OscoreError('ERR_OSCORE_CONFIG', 'the group mode is not used in this group');
     return this.#sender;
@@ -255,9 +263,9 @@ export class GroupContext implements ContextSource {
   }
 
   /**
-   * §8.2 step 2: the Recipient Context for a request. Another Gid: undefined (4.01 "Security context not found",
-   * §8.2); the group but an unknown kid: 5.03, since the credential is missing and there is no dynamic
-   * derivation here; our own Sender ID: undefined (§8.2 "SHOULD NOT process").
+   * §7.2 step 2: the Recipient Context for a request. Another Gid: undefined (4.01 "Security context not found",
+   * §7.2); the group but an unknown kid: 5.03, since the credential is missing and there is no dynamic
+   * derivation here; our own Sender ID: undefined (§7.2 "SHOULD NOT process").
    */
   resolve(kid: Buffer, kidContext: Buffer | undefined, group: boolean): PeerContext | undefined {
     if (kidContext === undefined || !kidContext.equals(this.idContext)) return undefined;
@@ -294,16 +302,24 @@ export class GroupContext implements ContextSource {
     return computeNonce(id, piv, this.commonIv.subarray(0, aead.nonceLength));
   }
 
-  /** @internal §3.4 aad_array; `senderCred` is the credential of the message's sender. */
-  aadArray(m: MessageBinding, senderCred: Buffer): Buffer {
-    const algs: CborValue = [this.pairwiseAead?.alg ?? null, this.groupEncryption?.alg ?? null, this.hasGroupMode ? this.signatureAlg : null, this.pairwiseKeyAgreementAlg ?? null];
-    return encodeCbor([OSCORE_VERSION, algs, m.requestKid, m.requestPiv, EMPTY, m.requestKidContext ?? EMPTY, m.oscoreOption, senderCred, this.gmCredential ?? EMPTY]);
+  /** The algorithms of the aad_array (§3.4). */
+  get algorithms(): GroupAlgorithms {
+    return { aead: this.pairwiseAead?.alg ?? null, groupEncryption: this.groupEncryption?.alg ?? null, signature: this.hasGroupMode ? this.signatureAlg : null, pairwiseKeyAgreement: this.pairwiseKeyAgreementAlg ?? null };
   }
 
-  /** @internal §4.2 KEYSTREAM = HKDF(salt = PIV, IKM = Signature Encryption Key, info = [id, Gid, is request, L], L). */
+  /** @internal §3.4 aad_array; `senderCred` is the credential of the message's sender. */
+  aadArray(m: MessageBinding, senderCred: Buffer): Buffer {
+    return encodeGroupAadArray(this.algorithms, m, senderCred, this.gmCredential);
+  }
+
+  /** @internal §4.2 */
   keystream(m: MessageBinding): Buffer {
-    const l = this.signatureLength;
-    return hkdf(this.hkdf, this.#signatureEncryptionKey!, m.piv, encodeCbor([m.pivId, this.idContext, m.isRequest, l]), l);
+    return signatureKeystream(this.hkdf, this.#signatureEncryptionKey!, m, this.idContext, this.signatureLength);
+  }
+
+  /** @internal §2.1.9 (for an external signature checker provisioned from this context, §7.5) */
+  signatureEncryptionKey(): Buffer | undefined {
+    return this.#signatureEncryptionKey;
   }
 
   /** @internal */
@@ -311,9 +327,9 @@ export class GroupContext implements ContextSource {
     return this.#senderKey;
   }
 
-  /** @internal RFC 9338 §3.3 with the Countersign_structure of RFC 10021 §3.1: ["CounterSignature0", h'', h'', external_aad, ciphertext]. */
+  /** @internal §3.1 */
   signStructure(aadArray: Buffer, ciphertext: Buffer): Buffer {
-    return encodeCbor(['CounterSignature0', EMPTY, EMPTY, aadArray, ciphertext]);
+    return encodeCountersignStructure(aadArray, ciphertext);
   }
 
   /** @internal */
@@ -365,14 +381,12 @@ function decryptError(): OscoreError {
   return new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed');
 }
 
-/** §8.1 / §8.3: ciphertext ‖ (countersignature XOR keystream). */
+/** §7.1 / §7.3: ciphertext ‖ (countersignature XOR keystream). */
 function sealGroupMode(g: GroupContext, plaintext: Buffer, m: MessageBinding): Buffer {
   const aadArray = g.aadArray(m, g.credential);
-  const ciphertext = g.groupEncryption!.encrypt(g.senderKey(), m.nonce, encodeCbor(['Encrypt0', EMPTY, aadArray]), plaintext);
+  const ciphertext = g.groupEncryption!.encrypt(g.senderKey(), m.nonce, encodeGroupAad(aadArray), plaintext);
   const signature = g.countersign(g.signStructure(aadArray, ciphertext));
-  const ks = g.keystream(m);
-  for (let i = 0; i < signature.length; i++) signature[i] ^= ks[i];
-  return Buffer.concat([ciphertext, signature]);
+  return Buffer.concat([ciphertext, xorKeystream(signature, g.keystream(m))]);
 }
 
 /** The sender of group-mode requests to the whole group: many responders, each verified by its own credential. */
@@ -404,7 +418,7 @@ class GroupSender implements RequestContext {
     return sealGroupMode(this.g, plaintext, m);
   }
 
-  /** §8.4: kid is always present in a response to a group-mode request; its Group Flag gives the mode. */
+  /** §7.4: kid is always present in a response to a group-mode request; its Group Flag gives the mode. */
   responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined {
     return kid === undefined ? undefined : this.g.peer(kid, group ? 'group' : 'pairwise');
   }
@@ -465,14 +479,14 @@ class GroupPeer implements PeerContext {
 
   seal(plaintext: Buffer, m: MessageBinding): Buffer {
     if (this.mode === 'group') return sealGroupMode(this.g, plaintext, m);
-    // §9: pairwise mode = RFC 8613 with the Pairwise Sender Key and the external_aad of §3.4.
-    const aad = encodeCbor(['Encrypt0', EMPTY, this.g.aadArray(m, this.g.credential)]);
+    // §8: pairwise mode = RFC 8613 with the Pairwise Sender Key and the external_aad of §3.4.
+    const aad = encodeGroupAad(this.g.aadArray(m, this.g.credential));
     return this.aead.encrypt(this.g.pairwiseKeys(this.r).sender, m.nonce, aad, plaintext);
   }
 
   open(payload: Buffer, m: MessageBinding): Buffer {
     const aadArray = this.g.aadArray(m, this.r.credential);
-    const aad = encodeCbor(['Encrypt0', EMPTY, aadArray]);
+    const aad = encodeGroupAad(aadArray);
     if (this.mode === 'pairwise') {
       try {
         return this.aead.decrypt(this.g.pairwiseKeys(this.r).recipient, m.nonce, aad, payload);
@@ -480,13 +494,11 @@ class GroupPeer implements PeerContext {
         throw decryptError();
       }
     }
-    // §8.2 / §8.4: the countersignature is verified before decryption.
+    // §7.2 / §7.4: the countersignature is verified before decryption.
     const l = this.g.signatureLength;
     if (payload.length < l + this.aead.tagLength) throw signatureError();
     const ciphertext = payload.subarray(0, payload.length - l);
-    const signature = Buffer.from(payload.subarray(payload.length - l));
-    const ks = this.g.keystream(m);
-    for (let i = 0; i < l; i++) signature[i] ^= ks[i];
+    const signature = xorKeystream(payload.subarray(payload.length - l), this.g.keystream(m));
     if (!verify(this.g.signatureAlg, this.r.verifyKey, this.g.signStructure(aadArray, ciphertext), signature)) throw signatureError();
     try {
       return this.aead.decrypt(this.r.recipientKey, m.nonce, aad, ciphertext);
@@ -495,7 +507,7 @@ class GroupPeer implements PeerContext {
     }
   }
 
-  /** §9.4 / §8.4: a response from this member (kid absent = the member the request was for). */
+  /** §7.4 / §8.6: a response from this member (kid absent = the member the request was for). */
   responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined {
     if (kid !== undefined && !kid.equals(this.r.id)) return undefined;
     return this.withMode(group ? 'group' : 'pairwise');

@@ -18,5 +18,7 @@ export {
   verify,
 } from './algorithms';
 export { CRED_FORMAT_KCCS, type CredentialInfo, type GeneratedKeyPair, encodeCcs, generateGroupKeyPair, parseCcs } from './credential';
+export { type GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream } from './cose-group';
+export { type CheckedRequest, SignatureChecker, type SignatureCheckerParams } from './signature-checker';
 export { GroupContext, type GroupContextOptions, type GroupContextParams, type GroupMember } from './group-context';
 export { DEFAULT_LEISURE_GROUP_MODE_MS, DEFAULT_LEISURE_PAIRWISE_ONLY_MS, DEFAULT_LEISURE_PLAIN_MS, groupOscoreLeisure, leisureLowerBound } from './leisure';
