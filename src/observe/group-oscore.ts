@@ -7,75 +7,23 @@
 
 import { CoapMessage } from '../coap/message';
 import { OPT } from '../coap/options';
-import { ClientBinding, ServerBinding } from '../oscore/binding';
 import type { PeerContext, RequestContext } from '../oscore/capabilities';
 import { decodeOscoreOption } from '../oscore/cose';
 import { OscoreError } from '../oscore/errors';
 import { GroupContext } from '../oscore/group/group-context';
-import { protectRequest, protectResponse, unprotectRequest, unprotectResponse } from '../oscore/protect';
+import { bindOwnRequest, protectRequest, protectResponse, unprotectRequest, unprotectResponse } from '../oscore/protect';
 import { ReplayWindow } from '../oscore/replay';
 import type { GroupObservationSecurity, MulticastObserverSecurity, ProtectedParts, ResponseVerifier } from './observe-security';
-
-/**
- * The association a server protects its own notifications with: the group-mode sender of `group`, seen as the
- * "server" of the phantom request it made itself. Sealing in group mode uses only the Sender Context (own key, own
- * credential, own Partial IVs), so this view needs no Recipient Context; it never verifies anything.
- */
-function ownGroupSender(group: GroupContext): PeerContext {
-  const sender = group.groupRequests();
-  const never = (): never => {
-    throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'the phantom request is protected by this endpoint itself: nothing to verify');
-  };
-  const view: PeerContext = {
-    mode: 'group',
-    manyResponders: false,
-    sendKidContext: true,
-    kidInResponses: true,
-    get senderId() {
-      return sender.senderId;
-    },
-    get idContext() {
-      return sender.idContext;
-    },
-    get sequence() {
-      return sender.sequence;
-    },
-    senderNonce: (piv) => sender.senderNonce(piv),
-    seal: (plaintext, m) => sender.seal(plaintext, m),
-    get recipientId() {
-      return sender.senderId;
-    },
-    get replay(): ReplayWindow {
-      return never();
-    },
-    get echo(): never {
-      return never();
-    },
-    recipientNonce: () => never(),
-    open: () => never(),
-    responder: () => undefined,
-    withMode: (mode) => (mode === 'group' ? view : undefined),
-  };
-  return view;
-}
 
 /** Server side: OMN-15 §9.2 with the server's Group OSCORE context. */
 export function groupObservationSecurity(group: GroupContext): GroupObservationSecurity {
   return {
     protectPhantom(plain: ProtectedParts) {
       // §9.2.1: group mode, the server's own Sender Context; its Sender Sequence Number gives the Partial IV.
-      const { message, binding } = protectRequest(group.groupRequests(), plain);
-      // §9.2.3: every notification is a response to the phantom request, always with its own Partial IV (the
-      // request's nonce is never reused: requestFresh false).
-      const responses = new ServerBinding({
-        context: ownGroupSender(group),
-        kid: binding.kid,
-        piv: binding.piv,
-        nonce: binding.nonce,
-        ...(binding.kidContext ? { kidContext: binding.kidContext } : {}),
-        observe: true,
-        requestFresh: false,
-      });
+      const { message } = protectRequest(group.groupRequests(), plain);
+      // §9.2.3: every notification is a response to the phantom request, sealed with the server's own group-mode
+      // Sender Context and always with its own Partial IV (the request's nonce is never reused).
+      const responses = bindOwnRequest(group.groupRequests(), message).server;
       return {
         phantom: { code: message.code, options: message.options, payload: message.payload },
         protectNotification: (n: ProtectedParts) => {
@@ -122,18 +70,13 @@ export function verifyPhantomRequest(group: GroupContext, phReq: ProtectedParts)
   if (!peer) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'ph_req from a sender that is not a member of the group');
   const scratch = new ReplayWindow({ initialized: true });
   const noReplayCheck: PeerContext = Object.create(peer, { replay: { value: scratch } });
-  const verified = unprotectRequest(
+  // throws unless the countersignature and the ciphertext verify
+  unprotectRequest(
     (kid, kidContext, isGroup) => (isGroup && kid.equals(serverKid) && kidContext !== undefined && kidContext.equals(group.idContext) ? noReplayCheck : undefined),
     { type: 'NON', code: phReq.code, messageId: 0, token: Buffer.alloc(0), options: phReq.options, payload: phReq.payload },
   );
-  const binding = new ClientBinding({
-    context: group.groupRequests(),
-    kid: verified.binding.kid,
-    piv: verified.binding.piv,
-    nonce: verified.binding.nonce,
-    ...(verified.binding.kidContext ? { kidContext: verified.binding.kidContext } : {}),
-    observe: true,
-  });
+  // One Notification Number for that server (RFC 10021 §5.1 of -28): replayed notifications are refused.
+  const binding = bindOwnRequest(group.groupRequests(), phReq).client;
   return {
     verify(n: CoapMessage): CoapMessage {
       const v = unprotectResponse(binding, n);
