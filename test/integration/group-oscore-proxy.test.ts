@@ -14,7 +14,7 @@ import { OPT } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, decodeOscoreOption, generateGroupKeyPair, protectResponse } from '../../src/oscore';
+import { ContextRegistry, GroupContext, SignatureChecker, decodeOscoreOption, generateGroupKeyPair, protectResponse } from '../../src/oscore';
 import { removeRequestLayers } from '../../src/oscore/nested';
 import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
@@ -197,6 +197,44 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(direct.rejected, 2);
     } finally {
       await stopAll(impostor, stranger);
+    }
+  });
+
+  it('the proxy as external signature checker (RFC 10021 §7.5): a genuine request is fanned out, a forged one is answered 4.00 and never reaches the group', async function () {
+    const cl = await endpointOn('127.0.0.1');
+    const cu = await endpointOn('127.0.0.1');
+    // The checker holds the Signature Encryption Key and the members' credentials (here taken from one member's
+    // context): it can verify countersignatures, not decrypt.
+    const checking = new GroupProxy({ listen: cl, upstream: cu, allow: [{ address: '*' }], signatureCheckers: [SignatureChecker.forGroup(memberContext(material, lamps[0].kid))] });
+    try {
+      const send = (ctx: GroupContext) => requestViaProxy(client, { proxy: cl.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1500, oscore: { endToEnd: { context: ctx.groupRequests() } } });
+      const genuine = send(clientGroup);
+      await genuine.summary;
+      assertAttributed(genuine.responses);
+      assert.equal(checking.counters.groupRequests, 1);
+      // 0x26 signs with a key that is not the one its credential names: the signature cannot verify.
+      const forger = new GroupContext({
+        masterSecret: material.masterSecret,
+        masterSalt: material.masterSalt,
+        idContext: material.gid,
+        senderId: Buffer.from('26', 'hex'),
+        privateKey: generateGroupKeyPair().privateKey,
+        credential: material.keys.get('26')!.credential,
+        members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
+      });
+      const sentUpstream = cu.transport.counters.sent;
+      const forged = send(forger);
+      const s = await forged.summary;
+      assert.equal(forged.responses.length, 0);
+      assert.deepEqual(forged.proxyErrors.map((e) => [e.code, e.message]), [['4.00', 'Group OSCORE signature check failed']]);
+      assert.equal(s.errors[0].code, '4.00');
+      assert.equal(checking.counters.signatureRejected, 1);
+      assert.equal(checking.counters.groupRequests, 1);
+      // the proxy decided before fanning out: its upstream socket sent nothing for the forged request
+      assert.equal(cu.transport.counters.sent, sentUpstream);
+    } finally {
+      await checking.close();
+      await stopAll(cl, cu);
     }
   });
 });
