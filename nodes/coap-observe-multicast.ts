@@ -14,6 +14,7 @@ import { groupObservationSecurity, multicastObserverSecurity } from '../src/obse
 import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
+import { parseDuration } from '../src/node-support/units';
 import { Node, NodeAPI, NodeDef, NodeMessage, closeThen, guarded } from './lib/red';
 
 interface ObserveDef extends NodeDef {
@@ -35,6 +36,8 @@ interface ObserveDef extends NodeDef {
   groupInterface?: string;
   autoStart?: boolean;
   payloadMode?: PayloadMode;
+  /** client mode: seconds before answering a Feedback-Divider poll (default RFC 7252 DEFAULT_LEISURE, 5 s) */
+  leisure?: string | number;
   /** client mode: register through this proxy (coap://host:port) */
   proxy?: string;
   /** coap-group-oscore-context: protect registrations and notifications with Group OSCORE (OMN-15 §9) */
@@ -105,9 +108,11 @@ module.exports = function (RED: NodeAPI) {
           if (!observation) throw new Error('server not running');
           if (msg.cancel) observation.cancel();
           else if (msg.estimate !== undefined) {
-            // A counting round: msg.estimate = { target, wait } (wait in ms).
-            const e = (typeof msg.estimate === 'object' ? msg.estimate : {}) as { target?: number; wait?: number };
-            observation.estimateObservers(Number(e.target ?? 8), e.wait === undefined ? undefined : Number(e.wait)).catch((err: Error) => node.warn(err.message));
+            // A counting round: msg.estimate = { target, wait } (wait in seconds like every time in the nodes, or
+            // "500ms"); it must outlast the observers' leisure, or their confirmations arrive after the round.
+            const e = (typeof msg.estimate === 'object' && msg.estimate !== null ? msg.estimate : {}) as { target?: number; wait?: unknown };
+            const wait = e.wait === undefined ? undefined : parseDuration(e.wait, 'msg.estimate.wait');
+            observation.estimateObservers(Number(e.target ?? 8), wait).catch((err: Error) => node.warn(err.message));
           } else observation.update(encodePayload(msg.payload, contentFormat));
           status();
           done();
@@ -153,7 +158,8 @@ module.exports = function (RED: NodeAPI) {
       // listens after a ticket request, which this node does not send (the core's TicketClient does).
       if (groupOscoreNode && proxy) throw new Error('Group OSCORE through a proxy needs a ticket request (multicast-notifications-proxy-02 §4), which this node does not send');
       const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, security });
+      const leisure = def.leisure === undefined || def.leisure === '' ? undefined : parseDuration(def.leisure, 'Leisure', { min: 0 });
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, leisure, security });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;
