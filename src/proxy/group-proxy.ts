@@ -33,7 +33,7 @@ import { MessageParts, isProtected } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
 import { NotificationRelay } from '../observe/notification-relay';
 import type { SignatureChecker } from '../oscore/group/signature-checker';
-import { SIGNATURE_CHECK_FAILED, checkGroupSignature } from './signature-check';
+import { RequestVerdict, SIGNATURE_CHECK_FAILED, checkGroupRequest, checkGroupResponse } from './signature-check';
 import { TicketListener } from '../observe/ticket-request';
 import { CachedResponse, ProxyCache, isCacheableRequest, requestKey } from './cache';
 import { chainTimers, minimumAcceptable } from './multicast-timeout';
@@ -159,7 +159,7 @@ export interface ProxyCounters {
   earlyStops: number;
   /** requests refused while removing OSCORE layers (RFC 8613 §8.2 errors, layer limit) */
   oscoreFailures: number;
-  /** group requests dropped before fan-out because their Group OSCORE signature did not verify (RFC 10021 §7.5) */
+  /** group requests dropped before fan-out, and relayed responses dropped, because their Group OSCORE signature did not verify (RFC 10021 §7.5) */
   signatureRejected: number;
 }
 
@@ -200,6 +200,8 @@ interface Exchange {
   /** servers ("addr|port") that answered or were served from the cache in this exchange */
   answered: Set<string>;
   cacheTimer?: NodeJS.Timeout;
+  /** the request passed the signature check (RFC 10021 §7.5): its responses are checked too */
+  signature?: Extract<RequestVerdict, { kind: 'ok' }>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -450,12 +452,10 @@ export class GroupProxy extends EventEmitter {
       throw new ProxyError(CODES.TOO_MANY_REQUESTS, `too many pending exchanges (${pending}) for this client`, [{ number: OPT.MAX_AGE, value: encodeUint(Math.max(1, tPrime)) }], 'ERR_LIMIT');
     }
     // RFC 10021 §7.5: as external signature checker, drop a forged group-mode request before it reaches the group.
-    if (this.opts.signatureCheckers?.length) {
-      const verdict = checkGroupSignature(this.opts.signatureCheckers, msg);
-      if (typeof verdict === 'object') {
-        this.counters.signatureRejected++;
-        throw new ProxyError(CODES.BAD_REQUEST, SIGNATURE_CHECK_FAILED, [], 'ERR_SIGNATURE_CHECK');
-      }
+    const verdict: RequestVerdict = this.opts.signatureCheckers?.length ? checkGroupRequest(this.opts.signatureCheckers, msg) : { kind: 'unchecked' };
+    if (verdict.kind === 'failed') {
+      this.counters.signatureRejected++;
+      throw new ProxyError(CODES.BAD_REQUEST, SIGNATURE_CHECK_FAILED, [], 'ERR_SIGNATURE_CHECK');
     }
     this.counters.groupRequests++;
 
@@ -463,6 +463,7 @@ export class GroupProxy extends EventEmitter {
       key: keyOf(client, msg.token), client, clientToken: msg.token, target: target.text, observing: getOption(msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(msg, OPT.OBSERVE)!) === 0,
       gotObserve2xx: false, reverse: target.reverse, groupPort: target.uri.port, relayedMids: new Set(), relayCount: 0, ended: false, layers,
       answered: new Set(),
+      ...(verdict.kind === 'ok' ? { signature: verdict } : {}),
     };
 
     let upstreamOptions = this.forwardedOptions(msg, target, hopLimit);
@@ -744,6 +745,12 @@ export class GroupProxy extends EventEmitter {
     }
     this.rate.set(ck, r);
     const m = res.message;
+    if (ex.signature && typeof checkGroupResponse(ex.signature.checker, ex.signature.request, m) === 'object') {
+      // RFC 10021 §7.5: a group-mode response whose countersignature does not verify is not relayed.
+      this.counters.signatureRejected++;
+      this.emitEvent({ kind: 'drop', client: ex.client, token: ex.clientToken.toString('hex'), reason: `${SIGNATURE_CHECK_FAILED} (response from ${res.remote.address}:${res.remote.port})` });
+      return;
+    }
     const observe = getOption(m, OPT.OBSERVE);
     if (ex.observing && codeClass(m.code) === 2 && observe !== undefined) ex.gotObserve2xx = true;
 

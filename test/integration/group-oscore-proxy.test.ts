@@ -200,17 +200,24 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     }
   });
 
-  it('the proxy as external signature checker (RFC 10021 §7.5): a genuine request is fanned out, a forged one is answered 4.00 and never reaches the group', async function () {
+  it('the proxy as external signature checker (RFC 10021 §7.5): a genuine request is fanned out and the non-members\' responses to it are not relayed; a forged request is answered 4.00 and never reaches the group', async function () {
     const cl = await endpointOn('127.0.0.1');
     const cu = await endpointOn('127.0.0.1');
+    const impostor = await intruder('127.0.0.32', port, material, lamps[0].kid);
+    const stranger = await intruder('127.0.0.33', port, material, 'e9');
     // The checker holds the Signature Encryption Key and the members' credentials (here taken from one member's
     // context): it can verify countersignatures, not decrypt.
     const checking = new GroupProxy({ listen: cl, upstream: cu, allow: [{ address: '*' }], signatureCheckers: [SignatureChecker.forGroup(memberContext(material, lamps[0].kid))] });
     try {
       const send = (ctx: GroupContext) => requestViaProxy(client, { proxy: cl.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1500, oscore: { endToEnd: { context: ctx.groupRequests() } } });
       const genuine = send(clientGroup);
-      await genuine.summary;
+      const gs = await genuine.summary;
       assertAttributed(genuine.responses);
+      // the two forged responses stopped at the proxy: the client had nothing to drop
+      assert.equal(genuine.rejected, 0);
+      assert.deepEqual(gs.errors, []);
+      assert.equal(checking.counters.signatureRejected, 2);
+      assert.equal(checking.counters.relayed, 5);
       assert.equal(checking.counters.groupRequests, 1);
       // 0x26 signs with a key that is not the one its credential names: the signature cannot verify.
       const forger = new GroupContext({
@@ -228,13 +235,13 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(forged.responses.length, 0);
       assert.deepEqual(forged.proxyErrors.map((e) => [e.code, e.message]), [['4.00', 'Group OSCORE signature check failed']]);
       assert.equal(s.errors[0].code, '4.00');
-      assert.equal(checking.counters.signatureRejected, 1);
+      assert.equal(checking.counters.signatureRejected, 3);
       assert.equal(checking.counters.groupRequests, 1);
       // the proxy decided before fanning out: its upstream socket sent nothing for the forged request
       assert.equal(cu.transport.counters.sent, sentUpstream);
     } finally {
       await checking.close();
-      await stopAll(cl, cu);
+      await stopAll(cl, cu, impostor, stranger);
     }
   });
 });
