@@ -14,7 +14,7 @@ import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { decodeOscoreOption, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -27,6 +27,10 @@ const requestNode = require('../../nodes/coap-group-request');
 const observeNode = require('../../nodes/coap-observe-multicast');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const layerNode = require('../../nodes/coap-oscore-layer');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const endpointNode = require('../../nodes/coap-endpoint');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const proxyNode = require('../../nodes/coap-group-proxy');
 
 helper.init(require.resolve('node-red'));
 
@@ -97,7 +101,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     port = await freeGroupPort();
     // A member ID per test: each test has a fresh user directory, so a reused ID would restart its sequence number
     // (the lamps would rightly refuse the repeated Partial IVs as replays).
-    material = groupMaterial(['25', '26', '27', '5e', ...serverIds(3)]);
+    material = groupMaterial(['25', '26', '27', '28', '5e', ...serverIds(3)]);
     lamps = await startGroupOscoreLamps(3, { groupPort: port, material, firstHost: 60 });
   });
   beforeEach(function () {
@@ -237,6 +241,39 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       assert.equal(decode(resOut[i].payload).payload.toString(), 'on');
       assert.equal(resOut[i].oscore.kid, 'a2');
       assert.equal(resOut[i].oscore.mode, recipient ? 'pairwise' : 'group');
+    }
+  });
+
+  it('coap-group-proxy with a signature check: a protected request through it reaches every lamp, and a non-member\'s forged response never reaches the client', async function () {
+    // a member 0x28 for this test (fresh sequence numbers), and a host claiming lamp 0xa1 with its own key
+    const forger = await intruder('127.0.0.34', port, material, serverIds(3)[0], '28');
+    try {
+      const c = member(material, 'g28', '28', serverIds(3));
+      const lampSide = member(material, 'ga1', serverIds(3)[0], ['28', ...serverIds(3).slice(1)]);
+      const flow = [
+        c.node,
+        lampSide.node,
+        { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow: '127.0.0.1', signatureGroup: 'ga1', events: true, outputs: 1, wires: [['events']] },
+        { id: 'events', type: 'helper' },
+        { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', groupOscore: 'g28', wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      await helper.load([groupContextNode, endpointNode, proxyNode, requestNode], flow, { g28: c.credentials, ga1: lampSide.credentials });
+      const ep = await helper.getNode('pl').getEndpoint();
+      const out = collect('out');
+      const events = collect('events');
+      helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
+      await until(() => out.some((m) => m.complete));
+      const responses = out.filter((m) => !m.complete);
+      assert.deepEqual(responses.map((m) => m.coap.origin.oscore.kid).sort(), serverIds(3));
+      // the forged response was dropped by the proxy, so the client had nothing to refuse
+      assert.deepEqual(out.find((m) => m.complete)!.coap.errors, []);
+      assert.ok(events.some((m) => m.topic === 'drop' && /signature check failed/.test(m.payload.reason) && m.payload.reason.includes('127.0.0.34')));
+    } finally {
+      await forger.close();
     }
   });
 

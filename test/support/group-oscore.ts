@@ -103,3 +103,33 @@ export async function startGroupOscoreLamps(n: number, opts: { groupPort: number
   }
   return lamps;
 }
+
+/**
+ * A host on `address` that is not (or not the claimed) member: it reads a group request of `client` with a
+ * GroupContext that knows that client, and answers with a response protected under `kid` but signed with its own
+ * key pair, so that neither the signature nor (for an unknown kid) the sender can verify.
+ */
+export async function intruder(address: string, groupPort: number, g: GroupMaterial, kid: string, client: string): Promise<GroupServer> {
+  const own = generateGroupKeyPair();
+  const ctx = new GroupContext({
+    masterSecret: g.masterSecret,
+    masterSalt: g.masterSalt,
+    idContext: g.gid,
+    senderId: Buffer.from(kid, 'hex'),
+    privateKey: own.privateKey,
+    credential: own.credential,
+    members: [{ senderId: Buffer.from(client, 'hex'), credential: g.keys.get(client)!.credential }],
+  });
+  const server = await GroupServer.open({
+    address,
+    port: 0,
+    groups: [{ address: GROUP_V4, port: groupPort }],
+    leisure: 20,
+    requestTransform: (req) => {
+      const r = removeRequestLayers(req.message, { contexts: ctx, maxLayers: 1 });
+      return { request: { ...req, message: r.message }, protect: (res) => protectResponse(r.layers[0].binding, res) };
+    },
+  });
+  server.addResource('/light', () => ({ code: CODES.CONTENT, contentFormat: 50, payload: JSON.stringify({ name: 'intruder', on: false }) }));
+  return server;
+}
