@@ -68,7 +68,7 @@ export function endpointOptionsFromConfig(def: EndpointDef): { transport: UdpTra
   };
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   // The dialogs offer the machine's interfaces for every multicast interface field.
   if (RED.httpAdmin) {
     const guard = RED.auth ? [RED.auth.needsPermission('coap-endpoint.read')] : [];
@@ -148,4 +148,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-endpoint', CoapEndpointNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

@@ -15,6 +15,7 @@ import { CoapEndpoint } from '../src/messaging/endpoint';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
+import { UnicastCancelled, unicastOrigin, unicastRequest } from '../src/node-support/unicast';
 import { parseDuration } from '../src/node-support/units';
 import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
@@ -62,11 +63,7 @@ function viaOf(msg: NodeMessage): RemoteAddress | undefined {
   return undefined;
 }
 
-function pathOptions(uri: CoapUri) {
-  return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
-}
-
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupRequestNode(this: Node, def: GroupRequestDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -173,30 +170,30 @@ module.exports = function (RED: NodeAPI) {
         if (!isGroup) {
           // A follow-up unicast request to one server: one response, then completion (same shape as a group).
           const id = randomBytes(8).toString('hex');
-          running.set(id, { id, cancel: () => undefined });
+          const via = viaOf(msg);
+          const ux = unicastRequest(ep, { uri, method, options, payload, confirmable: def.confirmable !== false, timeout, via, proxy });
+          running.set(id, { id, cancel: () => ux.cancel() });
           showStatus();
           try {
-            const via = viaOf(msg);
-            const res = via
-              ? // reverse proxy case 1: to the proxy, naming the server in Uri-Host / Uri-Port (groupcomm-proxy-07 §6)
-                await ep.request({ code: method, payload, options: [...options, { number: OPT.URI_HOST, value: Buffer.from(uri.host) }, { number: OPT.URI_PORT, value: encodeUint(uri.port) }, ...pathOptions(uri)] }, via, { confirmable: def.confirmable !== false, timeout })
-              : proxy
-                ? // through a forward proxy: Proxy-Uri (RFC 7252 §5.10.2)
-                  await ep.request({ code: method, payload, options: [...options, { number: OPT.PROXY_URI, value: Buffer.from(formatUri(uri)) }] }, proxy, { confirmable: def.confirmable !== false, timeout })
-                : await client.unicast({ method, uri, options, payload, confirmable: def.confirmable !== false, timeout });
+            const res = await ux.response;
             // Through a reverse proxy standing in for the server (or a forward proxy), the origin is the server the
             // request named, reached via the proxy; msg.topic names that server (groupcomm-proxy-07 §6).
-            const origin: Origin =
-              via || proxy
-                ? { address: socketAddress(uri), port: uri.port, uri: originUri(socketAddress(uri), uri.port), via: { ...res.remote, uri: originUri(res.remote.address, res.remote.port) } }
-                : { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+            const o = unicastOrigin({ uri, via, proxy }, res.remote);
+            const origin: Origin = { address: o.address, port: o.port, uri: originUri(o.address, o.port), ...(o.via ? { via: { ...o.via, uri: originUri(o.via.address, o.via.port) } } : {}) };
             emitResponse({ message: res.message, remote: res.remote, origin, index: 1 }, id);
             emitComplete(id, [origin], 1, { token: res.message.token.toString('hex'), outcome: 'answered' });
             lastOutcome = { responses: 1 };
             done();
           } catch (err) {
-            lastError = (err as Error).message;
-            done(err as Error);
+            if (err instanceof UnicastCancelled) {
+              // msg.cancel ends a follow-up like a group exchange: a completion without responses
+              emitComplete(id, [], 0, { outcome: 'cancelled', cancelled: true, errors: [] });
+              lastOutcome = { responses: 0, sent: true };
+              done();
+            } else {
+              lastError = (err as Error).message;
+              done(err as Error);
+            }
           } finally {
             running.delete(id);
             showStatus();
@@ -257,4 +254,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-group-request', CoapGroupRequestNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

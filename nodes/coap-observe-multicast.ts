@@ -44,7 +44,7 @@ interface ObserveDef extends NodeDef {
   groupOscore?: string;
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapObserveMulticastNode(this: Node, def: ObserveDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -200,4 +200,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-observe-multicast', CoapObserveMulticastNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

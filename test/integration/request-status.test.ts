@@ -15,6 +15,8 @@ const endpointNode = require('../../nodes/coap-endpoint');
 const groupRequestNode = require('../../nodes/coap-group-request');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const proxyNode = require('../../nodes/coap-group-proxy');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const groupServerNode = require('../../nodes/coap-group-server');
 
 helper.init(require.resolve('node-red'));
 const NODES = [endpointNode, groupRequestNode, proxyNode, ...WATCH_NODES];
@@ -103,6 +105,25 @@ describe('nodes: honest status and errors of coap-group-request', function () {
     n.receive({ url: 5683 });
     await statusOf(n, (x) => x.fill === 'red');
     assert.ok(callsOf(n, 'error').some((e) => String(e).includes('coap-group-request.errors.url-type')));
+  });
+
+  it('msg.cancel ends a unicast follow-up that is still waiting: a completion with outcome "cancelled", done once each', async function () {
+    // a member that hands requests to a flow that never answers (within the test)
+    const member = { id: 'm', type: 'coap-group-server', address: '127.0.0.125', port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/slow', leisure: 0.05, mode: 'flow', responseTimeout: 30, wires: [['asked']] };
+    await helper.load([...NODES, groupServerNode], [ep, member, { id: 'asked', type: 'helper' }, req({ timeout: 20 }), { id: 'out', type: 'helper' }, ...completeWatch(['req'])]);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
+    const memberPort = (await helper.getNode('m').serverAddress()).port;
+    const asked = collect(helper.getNode('asked'), (m) => m.length >= 1);
+    const got = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    const first: Msg = { url: `coap://127.0.0.125:${memberPort}/slow` };
+    helper.getNode('req').receive(first);
+    await asked; // the request is at the member, waiting for its flow
+    const cancel: Msg = { cancel: true };
+    helper.getNode('req').receive(cancel);
+    const [completion] = await got;
+    assert.equal(completion.coap.outcome, 'cancelled');
+    assert.equal(completion.coap.responses, 0);
+    await dones.assertOncePer([first._msgid, cancel._msgid]);
   });
 
   describe('through a proxy', function () {
