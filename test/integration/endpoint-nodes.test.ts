@@ -60,6 +60,13 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
     });
   }
 
+  it('an endpoint whose socket cannot open (an address this machine does not have) turns its users red at deploy', async function () {
+    // 192.0.2.1 is TEST-NET-1 (RFC 5737): not an address of this machine, so bind fails and nothing is sent
+    const flow = [{ id: 'ep', type: 'coap-endpoint', bindAddress: '192.0.2.1', port: 0, multicastInterface: '127.0.0.1' }, req('a'), req('b'), { id: 'out', type: 'helper' }];
+    await helper.load(NODES, flow);
+    for (const id of ['a', 'b']) assert.equal((await statusOf(helper.getNode(id), (x) => x.fill === 'red')).text, 'coap-endpoint.status.failed');
+  });
+
   it('two request nodes on one endpoint use one socket (a member sees one source port)', async function () {
     const member = { id: 'm', type: 'coap-group-server', address: '127.0.0.150', port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/who', leisure: 0.05, mode: 'flow', wires: [['seen', 'resp']] };
     const flow = [{ id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' }, member, { id: 'resp', type: 'coap-group-response' }, { id: 'seen', type: 'helper' }, req('a', { url: `coap://${GROUP_V4}:${port}/who` }), req('b', { url: `coap://${GROUP_V4}:${port}/who` }), { id: 'out', type: 'helper' }];
