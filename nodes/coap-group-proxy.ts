@@ -10,7 +10,8 @@ import { parseAllowList, parseMembers, parseReverse, ReverseRow } from '../src/n
 import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
-import { ContextRegistry } from '../src/oscore';
+import { ContextRegistry, SignatureChecker } from '../src/oscore';
+import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import { Node, NodeAPI, NodeDef, shortText } from './lib/red';
 
 interface ProxyDef extends NodeDef {
@@ -35,6 +36,8 @@ interface ProxyDef extends NodeDef {
   oscoreContext3?: string;
   /** answer clients without an OSCORE layer for the proxy with 4.01 */
   oscoreRequired?: boolean;
+  /** coap-group-oscore-context whose group this proxy checks signatures for (RFC 10021 §7.5) */
+  signatureGroup?: string;
   cache?: boolean;
   /** group authority -> member addresses, one "group = member, member" per line */
   members?: string;
@@ -100,8 +103,13 @@ function register(RED: NodeAPI): void {
         for (const n of ctxNodes) registry.add(n.getContext());
         oscore = { contexts: registry, required: def.oscoreRequired !== false };
       }
+      // RFC 10021 §7.5: an external signature checker for one group; it takes only the Signature Encryption Key and
+      // the members' credentials from the context node, never keys that decrypt.
+      const sigNode = def.signatureGroup ? (RED.nodes.getNode(def.signatureGroup) as GroupOscoreContextConfigNode | null) : null;
+      const signatureCheckers = sigNode ? [SignatureChecker.forGroup(sigNode.getContext())] : undefined;
       proxy = new GroupProxy({
         oscore,
+        ...(signatureCheckers ? { signatureCheckers } : {}),
         cache: def.cache === true,
         members: parseMembers(def.members),
         listen,

@@ -14,6 +14,7 @@ import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
+import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import { UnicastCancelled, unicastOrigin, unicastRequest } from '../src/node-support/unicast';
 import { parseDuration } from '../src/node-support/units';
 import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
@@ -38,6 +39,8 @@ interface GroupRequestDef extends NodeDef {
   oscoreProxy?: string;
   /** coap-oscore-context shared with the servers: the end-to-end layer inside (oscore-capable-proxies-07 §2.3) */
   oscoreEndToEnd?: string;
+  /** coap-group-oscore-context: Group OSCORE end to end for the whole group (RFC 10021 group mode) */
+  groupOscore?: string;
 }
 
 interface Running {
@@ -67,6 +70,9 @@ function register(RED: NodeAPI): void {
     const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
     const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
     const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
+    const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
+    // RFC 10021 §8.1: one group-mode request for every member; each response verified with its sender's credential.
+    const groupOscore = () => (groupOscoreNode ? { context: groupOscoreNode.getContext().groupRequests() } : undefined);
     let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
@@ -210,12 +216,10 @@ function register(RED: NodeAPI): void {
           // allow-list (groupcomm-proxy-07 §5.2.1 step 2, oscore-capable-proxies-07).
           // End to end, inside it: one context for the request and for every server's responses (a group whose
           // servers each have their own Sender ID needs the core API's `responder`).
-          const oscore =
-            oscoreProxyNode || oscoreE2eNode
-              ? { proxy: oscoreProxyNode?.getContext(), endToEnd: oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined }
-              : undefined;
+          const endToEnd = groupOscore() ?? (oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined);
+          const oscore = oscoreProxyNode || endToEnd ? { proxy: oscoreProxyNode?.getContext(), endToEnd } : undefined;
           ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore });
-        } else ex = client.request({ method, uri, options, payload, timeout });
+        } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore() });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
         showStatus();

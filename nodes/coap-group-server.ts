@@ -11,6 +11,7 @@ import { GroupServer, ServerRequest, ServerResponse } from '../src/group/group-s
 import { PendingReplies, PendingRepliesFull, StateResource, parseInitialState } from '../src/node-support/member-resource';
 import { contentFormatOf, describeMessage } from './lib/msg-mapping';
 import { Node, NodeAPI, NodeDef, NodeStatus } from './lib/red';
+import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 
 export interface GroupServerNode extends Node {
   /** Answer a request handed to the flow (coap-group-response); false when it is no longer waiting. */
@@ -38,6 +39,8 @@ interface GroupServerDef extends NodeDef {
   rt?: string;
   /** seconds the flow has to answer (flow mode) */
   responseTimeout?: string | number;
+  /** coap-group-oscore-context: serve only Group OSCORE requests of the group's members and protect every response */
+  groupOscore?: string;
 }
 
 /** Validate and convert the dialog's fields; throws with a message a user can act on. */
@@ -140,13 +143,21 @@ function register(RED: NodeAPI): void {
 
     node.answer = (id, response) => pending.settle(id, response);
 
-    const ready = GroupServer.open({
-      address: cfg.address,
-      port: cfg.port,
-      groups: [cfg.group],
-      leisure: cfg.leisureMs,
-      transport: { multicastInterface: cfg.multicastInterface, multicastTtl: 1 },
-    }).then(
+    // RFC 10021 §8.2-§8.3: with a Group OSCORE context every request must carry its layer (4.01 otherwise, suppressed
+    // for group requests) and every response, notifications included, is protected for the requester.
+    const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
+    const ready = Promise.resolve()
+      .then(() =>
+        GroupServer.open({
+          address: cfg.address,
+          port: cfg.port,
+          groups: [cfg.group],
+          leisure: cfg.leisureMs,
+          transport: { multicastInterface: cfg.multicastInterface, multicastTtl: 1 },
+          ...(groupOscoreNode ? { requestTransform: groupOscoreNode.serverTransform() } : {}),
+        }),
+      )
+      .then(
       (s) => {
         if (closed) return s.close();
         server = s;

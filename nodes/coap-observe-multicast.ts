@@ -10,6 +10,8 @@ import { CoapEndpoint } from '../src/messaging/endpoint';
 import { CountEstimate, GroupObservation } from '../src/observe/group-observation';
 import { MulticastObserver, Notification } from '../src/observe/multicast-observer';
 import { UdpTransport } from '../src/transport/udp-transport';
+import { groupObservationSecurity, multicastObserverSecurity } from '../src/observe/group-oscore';
+import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
 import { parseDuration } from '../src/node-support/units';
@@ -38,6 +40,8 @@ interface ObserveDef extends NodeDef {
   leisure?: string | number;
   /** client mode: register through this proxy (coap://host:port) */
   proxy?: string;
+  /** coap-group-oscore-context: protect registrations and notifications with Group OSCORE (OMN-15 §9) */
+  groupOscore?: string;
 }
 
 function register(RED: NodeAPI): void {
@@ -45,6 +49,7 @@ function register(RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this;
     const mode = def.mode === 'client' ? 'client' : 'server';
+    const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
     let closed = false;
 
     if (mode === 'server') {
@@ -63,6 +68,8 @@ function register(RED: NodeAPI): void {
           groups: [],
           leisure: 0,
           transport: { multicastInterface: def.multicastInterface || '127.0.0.1', multicastTtl: 1 },
+          // OMN-15 §9: with Group OSCORE, registrations and unicast responses are protected too
+          ...(groupOscoreNode ? { requestTransform: groupOscoreNode.serverTransform() } : {}),
         });
         if (closed) return server.close();
         observation = new GroupObservation({
@@ -73,6 +80,7 @@ function register(RED: NodeAPI): void {
           initial: def.initial ?? '',
           contentFormat,
           minInterval: def.minInterval === undefined || def.minInterval === '' ? 3000 : Number(def.minInterval),
+          ...(groupOscoreNode ? { security: groupObservationSecurity(groupOscoreNode.getContext()) } : {}),
         });
         observation.on('registration', (r) => {
           if (closed) return;
@@ -146,8 +154,12 @@ function register(RED: NodeAPI): void {
         const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
         proxy = { address: socketAddress(p), port: p.port };
       }
+      // MNP-02 §4: through a proxy the protected informative response is the client's to read, and the proxy only
+      // listens after a ticket request, which this node does not send (the core's TicketClient does).
+      if (groupOscoreNode && proxy) throw new Error('Group OSCORE through a proxy needs a ticket request (multicast-notifications-proxy-02 §4), which this node does not send');
+      const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
       const leisure = def.leisure === undefined || def.leisure === '' ? undefined : parseDuration(def.leisure, 'Leisure', { min: 0 });
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, leisure });
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, leisure, security });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;

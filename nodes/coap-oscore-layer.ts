@@ -33,6 +33,8 @@ const ROLES: LayerRole[] = ['protect-request', 'unprotect-request', 'protect-res
 
 interface LayerDef extends NodeDef {
   context?: string;
+  /** coap-group-oscore-context (RFC 10021); used instead of `context` when set */
+  groupContext?: string;
   role?: LayerRole;
   format?: LayerFormat;
   /** 'throw' = done(err) (Catch nodes); 'output' = a second output carries the failed message */
@@ -164,7 +166,9 @@ function register(RED: NodeAPI): void {
   function CoapOscoreLayerNode(this: Node, def: LayerDef) {
     RED.nodes.createNode(this, def);
     const node = this;
-    const contextNode = def.context ? (RED.nodes.getNode(def.context) as (Node & OscoreLayerSource) | null) : null;
+    // A Group OSCORE context (coap-group-oscore-context) takes the place of the RFC 8613 one when both are set.
+    const contextId = def.groupContext || def.context;
+    const contextNode = contextId ? (RED.nodes.getNode(contextId) as (Node & OscoreLayerSource) | null) : null;
     const role: LayerRole = ROLES.includes(def.role as LayerRole) ? (def.role as LayerRole) : 'protect-request';
     const format: LayerFormat = def.format === 'message' ? 'message' : 'datagram';
     const errorsToOutput = def.errors === 'output';

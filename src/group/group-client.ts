@@ -1,7 +1,9 @@
 // Group client (groupcomm-bis §3.1, §3.8 / RFC 10020): one NON request to a group URI yields a stream of
 // responses until a deadline, each tagged with the server it came from; servers that answered with Block2 M=1
 // are asked for the remaining blocks by unicast (§3.8), and the exchange completes when the deadline has passed
-// and every follow-up has finished. Also the follow-up unicast request to one origin.
+// and every follow-up has finished. Also the follow-up unicast request to one origin. With `oscore`, the request
+// is protected once (Group OSCORE group mode, RFC 10021 §8.1) and every response is verified with the credential
+// of the member it names and attributed to it (§8.4); what does not verify is counted and dropped.
 
 import { EventEmitter } from 'node:events';
 import { blockSize, decodeBlock, encodeBlock } from '../coap/block';
@@ -10,6 +12,8 @@ import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/messa
 import { OPT } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, GroupRequestHandle, IncomingResponse } from '../messaging/endpoint';
+import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
+import { protectRequest, unprotectResponse } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
 
 export interface Origin {
@@ -20,7 +24,17 @@ export interface Origin {
   via?: { address: string; port: number; uri: string };
   /** the origin came from the datagram's source because a relayed response had no Reply-From */
   unverified?: boolean;
+  /** the OSCORE sender the response verified as: its Sender ID (hex) and mode (RFC 10021 §8.4, §9.5 of -28) */
+  oscore?: OscoreSender;
 }
+
+export interface OscoreSender {
+  kid: string;
+  mode: ProtectionMode;
+}
+
+/** A response after end-to-end verification, with who protected it. */
+export type VerifiedIncoming = IncomingResponse & { oscore?: OscoreSender };
 
 export interface GroupResponse {
   message: CoapMessage;
@@ -56,6 +70,11 @@ export interface GroupRequestOptions {
   block2Size?: number;
   /** cap on the reassembled body of one server, in bytes */
   maxBodySize?: number;
+  /**
+   * End-to-end protection for the whole group: the Group OSCORE group-mode sender (GroupContext.groupRequests()),
+   * or any RequestContext. Block2 follow-ups are then not fetched.
+   */
+  oscore?: { context: RequestContext };
 }
 
 export const DEFAULT_GROUP_TIMEOUT = 8000;
@@ -67,6 +86,8 @@ export const DEFAULT_GROUP_TIMEOUT = 8000;
  */
 export abstract class ResponseStream extends EventEmitter implements AsyncIterable<GroupResponse> {
   readonly responses: GroupResponse[] = [];
+  /** responses that failed end-to-end verification (forged, replayed, from a non-member): dropped, not delivered */
+  rejected = 0;
   readonly summary: Promise<GroupSummary>;
   protected pendingFollowUps = 0;
   protected collecting = true;
@@ -200,6 +221,8 @@ export class GroupExchange extends ResponseStream {
     request: CoapMessage,
     private readonly group: RemoteAddress,
     private readonly opts: { timeout: number; followBlocks: boolean; maxBodySize: number },
+    /** verifies one response end to end (throws if it does not verify) */
+    private readonly verify?: (res: IncomingResponse) => VerifiedIncoming,
   ) {
     super(endpoint, request, opts);
   }
@@ -210,8 +233,23 @@ export class GroupExchange extends ResponseStream {
 
   /** @internal */
   start(): this {
-    this.handle = this.endpoint.groupRequest(this.request, this.group, this.opts.timeout, (res) => this.onResponse(res), () => this.stopCollecting());
+    this.handle = this.endpoint.groupRequest(this.request, this.group, this.opts.timeout, (res) => this.onVerified(res), () => this.stopCollecting());
     return this;
+  }
+
+  private onVerified(res: IncomingResponse): void {
+    if (!this.verify) return this.onResponse(res);
+    if (!this.collecting || this.cancelled) return;
+    let v: VerifiedIncoming;
+    try {
+      v = this.verify(res);
+    } catch (err) {
+      // RFC 8613 §8.4 / RFC 10021 §8.4: stop processing that response; the exchange goes on.
+      this.rejected++;
+      this.reportError(originUri(res.remote.address, res.remote.port), err as Error, 'oscore');
+      return;
+    }
+    this.onResponse(v);
   }
 
   /** Stop now: no more responses are delivered, follow-ups are abandoned, 'end' fires. */
@@ -222,8 +260,8 @@ export class GroupExchange extends ResponseStream {
     this.handle.cancel();
   }
 
-  protected originOf(res: IncomingResponse): Origin {
-    return { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+  protected originOf(res: VerifiedIncoming): Origin {
+    return { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port), ...(res.oscore ? { oscore: res.oscore } : {}) };
   }
 
   protected fetchBlock(first: IncomingResponse, _origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {
@@ -243,12 +281,26 @@ export class GroupClient {
     if (opts.block2Size && !options.some((o) => o.number === OPT.BLOCK2)) {
       options.push({ number: OPT.BLOCK2, value: encodeBlock({ num: 0, more: false, szx: Math.max(0, Math.log2(opts.block2Size) - 4) }) });
     }
-    const msg = createMessage({ type: 'NON', code: opts.method ?? CODES.GET, options, payload: opts.payload });
-    const ex = new GroupExchange(this.endpoint, msg, { address: socketAddress(uri), port: uri.port }, {
-      timeout: opts.timeout ?? DEFAULT_GROUP_TIMEOUT,
-      followBlocks: opts.followBlocks ?? true,
-      maxBodySize: opts.maxBodySize ?? 1 << 20,
-    });
+    let msg = createMessage({ type: 'NON', code: opts.method ?? CODES.GET, options, payload: opts.payload });
+    let verify: ((res: IncomingResponse) => VerifiedIncoming) | undefined;
+    if (opts.oscore) {
+      // RFC 10021 §8.1: one protected request for every member; each response is verified with the Recipient
+      // Context its kid names (§8.4), with one replay window per responder.
+      const p = protectRequest(opts.oscore.context, msg, { multipleResponses: true });
+      msg = { ...msg, code: p.message.code, options: p.message.options, payload: p.message.payload };
+      const binding = p.binding;
+      verify = (res) => {
+        const v = unprotectResponse(binding, res.message);
+        return { ...res, message: v.message, oscore: { kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode } };
+      };
+    }
+    const ex = new GroupExchange(
+      this.endpoint,
+      msg,
+      { address: socketAddress(uri), port: uri.port },
+      { timeout: opts.timeout ?? DEFAULT_GROUP_TIMEOUT, followBlocks: opts.oscore ? false : opts.followBlocks ?? true, maxBodySize: opts.maxBodySize ?? 1 << 20 },
+      verify,
+    );
     return ex.start();
   }
 

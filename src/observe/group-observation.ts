@@ -2,7 +2,8 @@
 // request and token T (§4.1), the 5.03 informative response to every registration (§4.2), one NON multicast
 // notification per change from the server's unicast address to the group (§4.3), refresh before the latest
 // notification's max age runs out, cancellation with a multicast 5.03 (§4.5), and rough counting of clients with
-// Feedback-Divider (§8, App. B). Attaches to a GroupServer resource.
+// Feedback-Divider (§8, App. B). Attaches to a GroupServer resource. With `security` (§9.2), the phantom request,
+// every notification, last_notif and the cancellation are protected by the caller's Group OSCORE hooks.
 
 import { EventEmitter } from 'node:events';
 import { INFORMATIVE_RESPONSE_CONTENT_FORMAT, encodeInformativeResponse } from '../cbor/informative-response';
@@ -12,6 +13,7 @@ import { CoapOption, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { GroupServer, ServerRequest, ServerResponse } from '../group/group-server';
 import { Clock, unrefTimer } from '../messaging/parameters';
+import type { GroupObservationSecurity, ProtectedParts } from './observe-security';
 
 export interface GroupObservationOptions {
   server: GroupServer;
@@ -36,6 +38,11 @@ export interface GroupObservationOptions {
   attributes?: Record<string, string | true>;
   /** clock for minInterval, the refresh before max age and counting rounds (default: the server's) */
   clock?: Clock;
+  /**
+   * §9.2: protect the phantom request in group mode and every notification bound to it (Group OSCORE). The
+   * registrations and the informative response are protected by the GroupServer's requestTransform.
+   */
+  security?: GroupObservationSecurity;
 }
 
 export interface CountEstimate {
@@ -72,13 +79,15 @@ export class GroupObservation extends EventEmitter {
   private seq: number;
   private value: Buffer;
   private lastNotif?: Buffer;
+  /** §9.2.1: the protected phantom request of the current observation and its notification protector */
+  private phantom?: { bytes: Buffer; protect(n: ProtectedParts): ProtectedParts };
   private lastSentAt = 0;
   private pending?: unknown;
   private refresh?: unknown;
   private countRound?: { q: number; n: number; confirmations: number; timer: unknown; resolve: (e: CountEstimate) => void };
   private closed = false;
   private readonly clock: Clock;
-  private readonly o: Required<Omit<GroupObservationOptions, 'contentFormat' | 'attributes' | 'threshold' | 'clock'>> & GroupObservationOptions;
+  private readonly o: Required<Omit<GroupObservationOptions, 'contentFormat' | 'attributes' | 'threshold' | 'clock' | 'security'>> & GroupObservationOptions;
 
   constructor(opts: GroupObservationOptions) {
     super();
@@ -90,6 +99,9 @@ export class GroupObservation extends EventEmitter {
     }
     this.o = { maxAge: 60, minInterval: 3000, confirmationWait: 452_000, dampener: 4, ...opts };
     this.clock = opts.clock ?? opts.server.clock;
+    // §9: protected notifications need protected informative responses; observers moved over from a traditional
+    // observation (threshold > 1) would get theirs unprotected, so that combination is refused.
+    if (opts.security && opts.threshold && opts.threshold > 1) throw new RangeError('a protected group observation starts with the first registration (threshold 1)');
     this.value = typeof opts.initial === 'string' ? Buffer.from(opts.initial) : opts.initial;
     // §4.1 step 2: the server owns the token space of (GRP_ADDR:GRP_PORT -> SRV_ADDR:SRV_PORT); any fresh token.
     this.token = opts.server.endpoint.newToken();
@@ -117,7 +129,12 @@ export class GroupObservation extends EventEmitter {
   private start(): void {
     if (this.active) return;
     this.active = true;
-    this.lastNotif = this.notificationBytes(this.notificationOptions());
+    if (this.o.security) {
+      // §9.2.1: protected once per observation (it uses one Sender Sequence Number); §9.2.2: ph_req is its outer form.
+      const ph = this.o.security.protectPhantom(this.phantomRequestParts());
+      this.phantom = { bytes: encodeCodeOptionsPayload(ph.phantom.code, sortOptions(ph.phantom.options), ph.phantom.payload), protect: ph.protectNotification };
+    }
+    this.lastNotif = encodeParts(this.notificationParts(this.notificationOptions()));
     this.armRefresh();
     // §4.2: existing traditional observers MAY be moved: each gets an informative response.
     for (const o of this.o.server.takeObservers(this.o.path)) {
@@ -130,10 +147,20 @@ export class GroupObservation extends EventEmitter {
     this.emit('started');
   }
 
-  private phantomRequestBytes(): Buffer {
+  private phantomRequestParts(): ProtectedParts {
     const options: CoapOption[] = [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }];
     for (const seg of this.o.path.split('/').filter(Boolean)) options.push({ number: OPT.URI_PATH, value: Buffer.from(seg) });
-    return encodeCodeOptionsPayload(CODES.GET, sortOptions(options), Buffer.alloc(0));
+    return { code: CODES.GET, options: sortOptions(options), payload: Buffer.alloc(0) };
+  }
+
+  private phantomRequestBytes(): Buffer {
+    return this.phantom?.bytes ?? encodeParts(this.phantomRequestParts());
+  }
+
+  /** A notification as sent: §9.2.3 protected with the phantom request's binding when there is security. */
+  private notificationParts(options: CoapOption[], code: number = CODES.CONTENT, payload: Buffer = this.value): ProtectedParts {
+    const plain = { code, options, payload };
+    return this.phantom ? this.phantom.protect(plain) : plain;
   }
 
   private informativeOptions(): CoapOption[] {
@@ -186,10 +213,6 @@ export class GroupObservation extends EventEmitter {
     return sortOptions(options);
   }
 
-  private notificationBytes(options: CoapOption[]): Buffer {
-    return Buffer.from(encodeCodeOptionsPayload(CODES.CONTENT, options, this.value));
-  }
-
   /** A new state of the resource: one multicast notification (coalesced to at most one per minInterval). */
   update(value: Buffer | string): void {
     if (this.closed) return;
@@ -212,11 +235,11 @@ export class GroupObservation extends EventEmitter {
   /** §4.3: NON, Observe, token T, from SRV_ADDR:SRV_PORT to GRP_ADDR:GRP_PORT. Returns the Observe value. */
   private sendNotification(divider?: number): number {
     this.seq = (this.seq + 1) & 0xffffff;
-    const options = this.notificationOptions(divider);
+    const parts = this.notificationParts(this.notificationOptions(divider));
     const ep = this.o.server.endpoint;
-    const msg = { type: 'NON' as const, code: CODES.CONTENT, messageId: ep.newMessageId(), token: this.token, options, payload: this.value };
+    const msg = { type: 'NON' as const, messageId: ep.newMessageId(), token: this.token, ...parts, options: sortOptions(parts.options) };
     ep.transport.send(encode(msg), this.o.group);
-    this.lastNotif = this.notificationBytes(options);
+    this.lastNotif = encodeParts(parts);
     this.lastSentAt = this.clock.now();
     this.armRefresh();
     this.emit('notification', { sequence: this.seq, bytes: this.lastNotif });
@@ -264,8 +287,11 @@ export class GroupObservation extends EventEmitter {
   cancel(): void {
     if (!this.active) return;
     const ep = this.o.server.endpoint;
-    ep.transport.send(encode({ type: 'NON', code: CODES.SERVICE_UNAVAILABLE, messageId: ep.newMessageId(), token: this.token, options: [], payload: Buffer.alloc(0) }), this.o.group);
+    // §9.2.4: with security the 5.03 is protected in group mode too, with its own Partial IV.
+    const parts = this.notificationParts([], CODES.SERVICE_UNAVAILABLE, Buffer.alloc(0));
+    ep.transport.send(encode({ type: 'NON', messageId: ep.newMessageId(), token: this.token, ...parts, options: sortOptions(parts.options) }), this.o.group);
     this.active = false;
+    this.phantom = undefined;
     this.count = 0;
     this.lastNotif = undefined;
     this.stopTimers();
@@ -291,4 +317,8 @@ export class GroupObservation extends EventEmitter {
     this.stopTimers();
     this.o.server.removeResource(this.o.path);
   }
+}
+
+function encodeParts(p: ProtectedParts): Buffer {
+  return Buffer.from(encodeCodeOptionsPayload(p.code, sortOptions(p.options), p.payload));
 }

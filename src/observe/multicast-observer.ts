@@ -2,6 +2,8 @@
 // Observe 0; on a 5.03 informative response join GRP_ADDR:GRP_PORT, take token T, rebuild last_notif and accept
 // notifications from SRV_ADDR:SRV_PORT in Observe order (RFC 7641 §3.4); answer the Feedback-Divider poll; free T
 // on the multicast 5.03. An ordinary 2.xx answer means a traditional unicast observation, which works the same.
+// With `security` (§9.3) the requests are protected, ph_req is verified and every notification is verified through
+// it before anything else looks at it; what does not verify is counted and dropped.
 
 import { EventEmitter } from 'node:events';
 import { CborStructureError } from '../cbor/cri';
@@ -14,6 +16,7 @@ import { CoapUri, formatUri, originUri, parseUri, socketAddress, uriToOptions } 
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { Clock, unrefTimer } from '../messaging/parameters';
 import { RemoteAddress, canJoinGroups } from '../transport/udp-transport';
+import type { MulticastObserverSecurity, ResponseVerifier } from './observe-security';
 
 export interface Notification {
   message: CoapMessage;
@@ -43,6 +46,8 @@ export interface MulticastObserverOptions {
   proxy?: RemoteAddress;
   /** clock for the registration timeout, the poll leisure and Observe freshness (default: the endpoint's) */
   clock?: Clock;
+  /** §9.3: protect the requests and verify what comes back (Group OSCORE: observe/group-oscore.ts) */
+  security?: MulticastObserverSecurity;
 }
 
 /** RFC 7641 §3.4: is V2 (arriving at t2) fresher than V1 (at t1)? */
@@ -67,6 +72,10 @@ export class MulticastObserver extends EventEmitter {
   private last?: { seq: number; at: number };
   private readonly timers = new Set<unknown>();
   private readonly clock: Clock;
+  /** with security: messages that did not verify (dropped), by where they came */
+  readonly counters = { rejectedUnicast: 0, rejectedMulticast: 0 };
+  private unicastVerifier?: ResponseVerifier;
+  private notificationVerifier?: ResponseVerifier;
 
   constructor(
     readonly endpoint: CoapEndpoint,
@@ -107,10 +116,16 @@ export class MulticastObserver extends EventEmitter {
       this.once('error', fail);
       this.once('mode', settle);
       this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.peer);
-      const msg = createMessage({
+      let msg = createMessage({
         type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
         options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
       });
+      try {
+        msg = this.protect(msg, (v) => (this.unicastVerifier = v));
+      } catch (err) {
+        this.stopReg();
+        return fail(err as Error);
+      }
       this.endpoint.sendMessage(msg, this.peer, {
         onFail: (err) => this.fail(err),
         onReset: () => this.fail(new Error('the server answered the registration with RST')),
@@ -122,8 +137,26 @@ export class MulticastObserver extends EventEmitter {
     return { address: this.server.address, port: this.server.port, uri: originUri(this.server.address, this.server.port) };
   }
 
+  /** §9: the security hook's request protection (identity without security). */
+  private protect(msg: CoapMessage, keep?: (v: ResponseVerifier) => void): CoapMessage {
+    if (!this.o.security) return msg;
+    const p = this.o.security.protectRequest(msg);
+    keep?.(p.responses);
+    return p.message;
+  }
+
   private onUnicast(res: IncomingResponse): void {
-    const m = res.message;
+    let m = res.message;
+    if (this.unicastVerifier) {
+      try {
+        m = this.unicastVerifier.verify(m);
+      } catch (err) {
+        // RFC 8613 §8.4: an unverifiable response is dropped; the registration may still be answered properly.
+        this.counters.rejectedUnicast++;
+        this.report(err as Error);
+        return;
+      }
+    }
     const cf = getOption(m, OPT.CONTENT_FORMAT);
     if (m.code === CODES.SERVICE_UNAVAILABLE && cf !== undefined && decodeUint(cf) === INFORMATIVE_RESPONSE_CONTENT_FORMAT) {
       this.onInformative(m, res.remote).catch((err: Error) => this.fail(err));
@@ -157,6 +190,10 @@ export class MulticastObserver extends EventEmitter {
       if (ir.phReq) {
         const ph = decodeCodeOptionsPayload(ir.phReq);
         if (ph.code !== CODES.GET && ph.code !== CODES.FETCH) throw new CborStructureError('ph_req is not a GET/FETCH');
+        // §9.3.1: verify the phantom request (no replay check) and keep what every notification is bound to.
+        if (this.o.security) this.notificationVerifier = this.o.security.verifyPhantom({ code: ph.code, options: ph.options, payload: Buffer.from(ph.payload) }, remote);
+      } else if (this.o.security) {
+        throw new CborStructureError('protected notifications need ph_req in the informative response (§9.3.1)');
       }
     } catch (err) {
       // §5.2: invalid fields: withdraw.
@@ -186,7 +223,10 @@ export class MulticastObserver extends EventEmitter {
       // in a rebuilt notification is ignored (§8.2). A malformed one is reported, and the observation goes on.
       try {
         const d = decodeCodeOptionsPayload(ir.lastNotif);
-        this.deliver({ type: 'NON', code: d.code, messageId: 0, token: t.token, options: d.options, payload: Buffer.from(d.payload) }, 'last_notif');
+        let last: CoapMessage = { type: 'NON', code: d.code, messageId: 0, token: t.token, options: d.options, payload: Buffer.from(d.payload) };
+        // §9.3.1: last_notif is verified like any notification.
+        if (this.notificationVerifier) last = this.notificationVerifier.verify(last);
+        this.deliver(last, 'last_notif');
       } catch (err) {
         this.report(err as Error);
       }
@@ -194,7 +234,17 @@ export class MulticastObserver extends EventEmitter {
   }
 
   private onMulticast(res: IncomingResponse): void {
-    const m = res.message;
+    let m = res.message;
+    if (this.notificationVerifier) {
+      try {
+        m = this.notificationVerifier.verify(m);
+      } catch (err) {
+        // Forged, replayed or from another context: dropped before anything (even a cancellation) is acted on.
+        this.counters.rejectedMulticast++;
+        this.report(err as Error);
+        return;
+      }
+    }
     if (m.code === CODES.SERVICE_UNAVAILABLE && getOption(m, OPT.OBSERVE) === undefined) {
       // §5.3: the group observation was cancelled.
       this.end(true);
@@ -229,7 +279,7 @@ export class MulticastObserver extends EventEmitter {
       } catch (err) {
         return this.report(err as Error); // the retired-token cap is reached: skip this confirmation
       }
-      const msg = createMessage({
+      const plain = createMessage({
         type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
         options: [
           { number: OPT.OBSERVE, value: Buffer.alloc(0) },
@@ -238,6 +288,12 @@ export class MulticastObserver extends EventEmitter {
           { number: optionNumber('Feedback-Divider'), value: Buffer.alloc(0) },
         ],
       });
+      let msg: CoapMessage;
+      try {
+        msg = this.protect(plain);
+      } catch (err) {
+        return this.report(err as Error);
+      }
       // §8.2: to the same destination as the original registration (the proxy, if it went through one)
       this.endpoint.sendMessage(msg, this.peer);
     }, Math.random() * (this.o.leisure ?? 5000));
@@ -270,7 +326,11 @@ export class MulticastObserver extends EventEmitter {
   cancel(): void {
     if (this.mode === 'unicast' && this.regToken) {
       const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...this.targetOptions()] });
-      this.endpoint.sendMessage(msg, this.peer);
+      try {
+        this.endpoint.sendMessage(this.protect(msg), this.peer);
+      } catch (err) {
+        this.report(err as Error);
+      }
     }
     this.end(false);
   }

@@ -32,6 +32,8 @@ import {
 import { MessageParts, isProtected } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
 import { NotificationRelay } from '../observe/notification-relay';
+import type { SignatureChecker } from '../oscore/group/signature-checker';
+import { RequestVerdict, SIGNATURE_CHECK_FAILED, checkGroupRequest, checkGroupResponse } from './signature-check';
 import { TicketListener } from '../observe/ticket-request';
 import { CachedResponse, ProxyCache, isCacheableRequest, requestKey } from './cache';
 import { chainTimers, minimumAcceptable } from './multicast-timeout';
@@ -128,6 +130,11 @@ export interface GroupProxyOptions {
   members?: Record<string, string[]>;
   /** serve unicast Observe registrations through one upstream observation per target (MNP-02 §3); default true */
   observeRelay?: boolean;
+  /**
+   * Act as external signature checker (RFC 10021 §7.5) for these groups: a group-mode request of one of them whose
+   * countersignature does not verify is answered 4.00 and never fanned out. Requests of other groups pass as they are.
+   */
+  signatureCheckers?: SignatureChecker[];
 }
 
 export interface ProxyEvent {
@@ -152,6 +159,8 @@ export interface ProxyCounters {
   earlyStops: number;
   /** requests refused while removing OSCORE layers (RFC 8613 §8.2 errors, layer limit) */
   oscoreFailures: number;
+  /** group requests dropped before fan-out, and relayed responses dropped, because their Group OSCORE signature did not verify (RFC 10021 §7.5) */
+  signatureRejected: number;
 }
 
 /** Errors that become a response to the client. */
@@ -191,20 +200,22 @@ interface Exchange {
   /** servers ("addr|port") that answered or were served from the cache in this exchange */
   answered: Set<string>;
   cacheTimer?: NodeJS.Timeout;
+  /** the request passed the signature check (RFC 10021 §7.5): its responses are checked too */
+  signature?: Extract<RequestVerdict, { kind: 'ok' }>;
 }
 
 const EMPTY = Buffer.alloc(0);
 const keyOf = (c: ProxyClient, token: Buffer) => `${clientKey(c)}|${token.toString('hex')}`;
 
 export class GroupProxy extends EventEmitter {
-  readonly counters: ProxyCounters = { requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0, oscoreFailures: 0 };
+  readonly counters: ProxyCounters = { requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0, oscoreFailures: 0, signatureRejected: 0 };
   private readonly exchanges = new Map<string, Exchange>();
   private readonly perClient = new Map<string, number>();
   private readonly rate = new Map<string, { windowStart: number; count: number }>();
   /** servers that answered through us, for reverse case 1 follow-ups: "addr|port" */
   private readonly knownServers = new Map<string, number>();
   private readonly midToExchange = new Map<number, string>();
-  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout' | 'oscore' | 'cache' | 'members' | 'observeRelay'>> & GroupProxyOptions;
+  private readonly opts: Required<Omit<GroupProxyOptions, 'chain' | 'selfAuthority' | 'allow' | 'reverse' | 'unicastTimeout' | 'oscore' | 'cache' | 'members' | 'observeRelay' | 'signatureCheckers'>> & GroupProxyOptions;
   private closed = false;
   private readonly onReset = (remote: RemoteAddress, mid: number) => this.clientReset(remote, mid);
   /** GCP-07 §7 response cache, when enabled */
@@ -440,12 +451,19 @@ export class GroupProxy extends EventEmitter {
     if (pending >= this.opts.maxPendingPerClient || this.exchanges.size >= this.opts.maxExchanges) {
       throw new ProxyError(CODES.TOO_MANY_REQUESTS, `too many pending exchanges (${pending}) for this client`, [{ number: OPT.MAX_AGE, value: encodeUint(Math.max(1, tPrime)) }], 'ERR_LIMIT');
     }
+    // RFC 10021 §7.5: as external signature checker, drop a forged group-mode request before it reaches the group.
+    const verdict: RequestVerdict = this.opts.signatureCheckers?.length ? checkGroupRequest(this.opts.signatureCheckers, msg) : { kind: 'unchecked' };
+    if (verdict.kind === 'failed') {
+      this.counters.signatureRejected++;
+      throw new ProxyError(CODES.BAD_REQUEST, SIGNATURE_CHECK_FAILED, [], 'ERR_SIGNATURE_CHECK');
+    }
     this.counters.groupRequests++;
 
     const ex: Exchange = {
       key: keyOf(client, msg.token), client, clientToken: msg.token, target: target.text, observing: getOption(msg, OPT.OBSERVE) !== undefined && decodeUint(getOption(msg, OPT.OBSERVE)!) === 0,
       gotObserve2xx: false, reverse: target.reverse, groupPort: target.uri.port, relayedMids: new Set(), relayCount: 0, ended: false, layers,
       answered: new Set(),
+      ...(verdict.kind === 'ok' ? { signature: verdict } : {}),
     };
 
     let upstreamOptions = this.forwardedOptions(msg, target, hopLimit);
@@ -727,6 +745,12 @@ export class GroupProxy extends EventEmitter {
     }
     this.rate.set(ck, r);
     const m = res.message;
+    if (ex.signature && typeof checkGroupResponse(ex.signature.checker, ex.signature.request, m) === 'object') {
+      // RFC 10021 §7.5: a group-mode response whose countersignature does not verify is not relayed.
+      this.counters.signatureRejected++;
+      this.emitEvent({ kind: 'drop', client: ex.client, token: ex.clientToken.toString('hex'), reason: `${SIGNATURE_CHECK_FAILED} (response from ${res.remote.address}:${res.remote.port})` });
+      return;
+    }
     const observe = getOption(m, OPT.OBSERVE);
     if (ex.observing && codeClass(m.code) === 2 && observe !== undefined) ex.gotObserve2xx = true;
 

@@ -14,7 +14,6 @@ import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/op
 import { CoapUri, formatUri, originUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import type { RequestContext } from '../oscore/capabilities';
-import { SecurityContext } from '../oscore/context';
 import { decodeOscoreOption } from '../oscore/cose';
 import {
   AppliedLayer,
@@ -29,17 +28,15 @@ import {
 import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
-import { Origin, ResponseStream } from '../group/group-client';
+import { Origin, ResponseStream, VerifiedIncoming } from '../group/group-client';
 
 export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
 
 /**
- * End-to-end protection for the servers. Real groups use Group OSCORE (RFC 10021), which this package does not
- * implement; the stand-in is plain OSCORE where every server holds a Recipient Context for the client's one Sender
- * ID (same Master Secret / Salt / ID Context) and, to keep nonces apart, its own Sender ID: `responder` then maps a
- * response's origin (from Reply-From) to the client's Recipient Context for that server. Without `responder` all
- * responses are checked with `context` itself, which is right for one server, but a group whose servers literally
- * share one context reuses nonces, and the client's replay window admits only one response per Partial IV.
+ * End-to-end protection for the servers: Group OSCORE (RFC 10021), `context` = GroupContext.groupRequests(); each
+ * response is verified with the Recipient Context its kid names (RFC 10021 §8.4) and the origin records that member
+ * (Origin.oscore). Any other RequestContext works too (an RFC 8613 context for one server). `responder` overrides
+ * the lookup per origin (the older stand-in of one RFC 8613 context per server, test/support/oscore-group.ts).
  */
 export interface EndToEndOscore {
   /** protects the request (its Sender side is what all servers share; a Group OSCORE group-mode context fits) */
@@ -50,7 +47,7 @@ export interface EndToEndOscore {
 
 export interface ProxiedOscoreOptions {
   /** the context shared with the proxy: the outer layer, applied last (OCP-07 §2.3) and removed first */
-  proxy?: SecurityContext;
+  proxy?: RequestContext;
   endToEnd?: EndToEndOscore;
   /** most layers this client applies (OCP-07 §2.1, default 2); more aborts the sending */
   maxLayers?: number;
@@ -324,15 +321,19 @@ export class ProxiedGroupExchange extends ResponseStream {
       this.e2eBindings.set(ctx, binding);
     }
     try {
-      return { ...res, message: unprotectResponse(binding, res.message).message };
+      // RFC 10021 §8.4: attributed to the member whose credential verified it (kept on the origin).
+      const v = unprotectResponse(binding, res.message);
+      return { ...res, message: v.message, oscore: { kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode } } as VerifiedIncoming;
     } catch (err) {
+      this.rejected++;
       this.reportError(origin.uri, err as Error, 'oscore');
       return undefined;
     }
   }
 
-  protected originOf(res: IncomingResponse): Origin {
-    return originFromRelayed(res.message, res.remote, this.uri.port);
+  protected originOf(res: VerifiedIncoming): Origin {
+    const origin = originFromRelayed(res.message, res.remote, this.uri.port);
+    return res.oscore ? { ...origin, oscore: res.oscore } : origin;
   }
 
   protected fetchBlock(_first: IncomingResponse, origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {

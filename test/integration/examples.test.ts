@@ -34,7 +34,7 @@ async function example(file: string): Promise<Msg[]> {
   let text = fs.readFileSync(path.join(root, 'examples', file), 'utf8');
   const groupPort = await freeGroupPort();
   text = text.replace(/\b5683\b/g, String(groupPort));
-  for (const fixed of [5690, 5691, 5692, 5693, 5695]) {
+  for (const fixed of [5690, 5691, 5692, 5693, 5695, 5696]) {
     ports[fixed] = await freeUnicastPort();
     text = text.replace(new RegExp(`\\b${fixed}\\b`, 'g'), String(ports[fixed]));
   }
@@ -115,6 +115,26 @@ describe('examples: each one deployed alone works with nothing else running', fu
       const relayed = collect(byName(flow, 'relayed through two proxies'), (m) => m.some((x) => x.complete));
       byName(flow, "T' = 5").receive({});
       assert.deepEqual(responsesFrom(await relayed), ['127.0.3.2', '127.0.3.3', '127.0.3.4']);
+    },
+    'Group OSCORE - protected lighting group through a proxy, protected alarms.json': async () => {
+      const flow = await example('Group OSCORE - protected lighting group through a proxy, protected alarms.json');
+      await helper.load([...OURS, ...CORE], flow);
+      // the observers register at deploy: listen from the start
+      const observers = ['observer 1 notifications', 'observer 2 notifications'];
+      const registered = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.length >= 1)));
+      // every lamp's response verified with its own credential: the signer is the lamp the origin names
+      const verified = await collect(byName(flow, 'verified responses (origin.oscore = signer)'), (m) => m.some((x) => x.complete));
+      assert.deepEqual(responsesFrom(verified), ['127.0.4.2', '127.0.4.3', '127.0.4.4']);
+      for (const m of verified.filter((x) => !x.complete)) {
+        assert.deepEqual(m.coap.origin.oscore, { kid: `a${Number(m.coap.origin.address.split('.')[3]) - 1}`, mode: 'group' });
+        assert.equal(m.payload.on, false);
+      }
+      assert.deepEqual(verified.find((x) => x.complete)!.coap.errors, []);
+      // protected alarms: both observers get the state, then the ALARM, each verified through the phantom request
+      for (const got of await registered) assert.deepEqual(got[0].payload, { alarm: false });
+      const alarms = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.some((x) => x.payload?.alarm === true))));
+      byName(flow, 'ALARM').receive({});
+      for (const got of await alarms) assert.equal(got.find((x) => x.payload?.alarm === true)!.coap.via, 'multicast');
     },
     'Multicast notifications - alarm server and observers.json': async () => {
       const flow = await example('Multicast notifications - alarm server and observers.json');

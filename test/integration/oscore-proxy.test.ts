@@ -1,7 +1,7 @@
 // Group proxy as an OSCORE endpoint on real sockets and loopback multicast (oscore-capable-proxies-07 §2;
 // groupcomm-proxy-07 §5.2.1 steps 1-2, §5.4, §5.5, §10; RFC 8613 §7.4, §8.2, App. B.1): client -> proxy -> 5 OSCORE
-// lamps on 127.0.0.2-6, with a client-proxy layer and, inside it, an end-to-end layer for the servers (the Group
-// OSCORE stand-in of test/support/oscore-group.ts).
+// lamps on 127.0.0.2-6, with a client-proxy layer (RFC 8613) and, inside it, the end-to-end Group OSCORE layer
+// (RFC 10021 group mode) for the servers (test/support/group-oscore.ts).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -20,7 +20,8 @@ import { GroupProxy, ProxyEvent } from '../../src/proxy/group-proxy';
 import { ProxiedGroupExchange, ProxiedRequestOptions, requestViaProxy } from '../../src/proxy/proxy-client';
 import { RemoteAddress, UdpTransport } from '../../src/transport/udp-transport';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
-import { GroupKeys, OscoreLamp, groupClient, groupKeys, pairwise, startOscoreLamps } from '../support/oscore-group';
+import { pairwise } from '../support/oscore-group';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 
 async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
@@ -62,8 +63,8 @@ function tap(ep: CoapEndpoint) {
 describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (oscore-capable-proxies-07)', function () {
   this.timeout(20000);
   let port: number;
-  let keys: GroupKeys;
-  let lamps: OscoreLamp[];
+  let material: GroupMaterial;
+  let lamps: GroupOscoreLamp[];
   let client: CoapEndpoint;
   let roaming: CoapEndpoint;
   let listen: CoapEndpoint;
@@ -84,9 +85,9 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
   before(async function () {
     port = await freeGroupPort();
     plainPort = await freeGroupPort();
-    keys = groupKeys(5);
+    material = groupMaterial(['5f', '6f', ...serverIds(5)]);
     // Two client Sender IDs end to end: 0x5f for most tests, 0x6f for the restart test.
-    lamps = await startOscoreLamps(5, { groupPort: port, keys, clientIds: ['5f', '6f'] });
+    lamps = await startGroupOscoreLamps(5, { groupPort: port, material });
     for (const l of lamps) l.server.endpoint.on('handler-error', () => undefined);
     // A plain server on a second group for the client-proxy-only case; its response carries an unknown option.
     plain = await GroupServer.open({ address: '127.0.0.30', port: 0, groups: [{ address: GROUP_V4, port: plainPort }], leisure: 20 });
@@ -121,13 +122,13 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     fs.rmSync(restartFiles.dir, { recursive: true, force: true });
   });
 
-  const e2e = () => groupClient(keys, '5f', lamps.map((l) => l.address));
+  const e2e = () => memberContext(material, '5f');
   let e2eClient: ReturnType<typeof e2e>;
   const request = (ep: CoapEndpoint, o: Partial<ProxiedRequestOptions> & Pick<ProxiedRequestOptions, 'oscore'>): ProxiedGroupExchange =>
     requestViaProxy(ep, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout: 1400, ...o });
   const bothLayers = (cp: SecurityContext = alice.client) => {
     e2eClient ??= e2e();
-    return { proxy: cp, endToEnd: { context: e2eClient.request, responder: e2eClient.responder } };
+    return { proxy: cp, endToEnd: { context: e2eClient.groupRequests() } };
   };
 
   it('5 responses through both layers, each origin from Reply-From; only an outer OSCORE option on the wire; a Partial IV on every relayed response but at most the first', async function () {
@@ -254,13 +255,13 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     const derive = () => {
       const ids = (s: string, r: string) => ({ senderId: Buffer.from(s, 'hex'), recipientId: Buffer.from(r, 'hex') });
       const cp = SecurityContext.derive({ masterSecret: restartMaster, ...ids('d0', '01') }, { sequenceStore: new FileSequenceStore(restartFiles.cp) });
-      const g = groupClient(keys, '6f', lamps.map((l) => l.address), { sequenceStore: new FileSequenceStore(restartFiles.e2e) });
+      const g = memberContext(material, '6f', { sequenceStore: new FileSequenceStore(restartFiles.e2e) });
       return { cp, g };
     };
     const run = async (c: ReturnType<typeof derive>) => {
       const wire = tap(client);
       try {
-        const ex = request(client, { oscore: { proxy: c.cp, endToEnd: { context: c.g.request, responder: c.g.responder } } });
+        const ex = request(client, { oscore: { proxy: c.cp, endToEnd: { context: c.g.groupRequests() } } });
         const s = await ex.summary;
         assert.deepEqual(s.errors, []);
         assert.equal(ex.responses.length, 5);
@@ -271,11 +272,11 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     };
     const first = derive();
     const piv1 = await run(first);
-    const e2eUsed = first.g.request.sequence.peek();
+    const e2eUsed = first.g.sequence.peek();
     // "Restart": the old objects are dropped; new ones read the files, which hold a limit ahead of every number used.
     const second = derive();
     assert.ok(second.cp.sequence.peek() > piv1);
-    assert.ok(second.g.request.sequence.peek() >= e2eUsed);
+    assert.ok(second.g.sequence.peek() >= e2eUsed);
     const piv2 = await run(second);
     assert.ok(piv2 > piv1, `Partial IV ${piv2} after the restart, ${piv1} before`);
   });
@@ -357,7 +358,7 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
       fake.sendMessage({ type: 'NON', messageId: fake.newMessageId(), token: req.message.token, ...parts }, req.remote);
     });
     try {
-      const ex = requestViaProxy(client, { proxy: fake.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1200, oscore: { proxy: cp.client, endToEnd: { context: e2e().request } } });
+      const ex = requestViaProxy(client, { proxy: fake.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1200, oscore: { proxy: cp.client, endToEnd: { context: e2e().groupRequests() } } });
       const s = await ex.summary;
       assert.equal(ex.responses.length, 0);
       assert.deepEqual(s.errors, [{ origin: 'coap://127.0.0.2', error: '5.02 without end-to-end protection: cannot relay', code: '5.02' }]);

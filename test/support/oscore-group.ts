@@ -1,8 +1,7 @@
-// OSCORE fixtures for the proxy tests: pairwise client<->proxy contexts, and the stand-in for Group OSCORE (which
-// the core does not implement) used end to end: one Master Secret / Salt for the group, one Sender ID per client
-// that every server holds a Recipient Context for, and one Sender ID per server so that no two servers ever encrypt
-// under the same key (a context literally shared by all servers would repeat (key, nonce) pairs). The lamps are
-// GroupServers that remove the end-to-end layer and protect every response (GroupServer `requestTransform`).
+// OSCORE (RFC 8613) fixtures for the proxy tests: pairwise client<->proxy contexts, and one server with an RFC 8613
+// end-to-end context (one Sender ID per server, a Recipient Context per client Sender ID). A group of servers that
+// protects end to end uses Group OSCORE instead: test/support/group-oscore.ts. The lamps are GroupServers that remove
+// the end-to-end layer and protect every response (GroupServer `requestTransform`).
 
 import crypto from 'node:crypto';
 import { CODES } from '../../src/coap/codes';
@@ -33,18 +32,6 @@ export interface GroupKeys {
 
 export function groupKeys(n: number): GroupKeys {
   return { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8), serverIds: Array.from({ length: n }, (_, i) => (0xa1 + i).toString(16)) };
-}
-
-/**
- * The client's side for one client Sender ID: the context that protects requests (its Recipient ID is the first
- * server's, unused for requests) and the Recipient Context for each server, by the server's unicast address.
- */
-export function groupClient(keys: GroupKeys, clientId: string, addresses: string[], opts: SecurityContextOptions = {}) {
-  const derive = (serverId: string, o: SecurityContextOptions = {}) =>
-    SecurityContext.derive({ masterSecret: keys.masterSecret, masterSalt: keys.masterSalt, senderId: h(clientId), recipientId: h(serverId) }, o);
-  const request = derive(keys.serverIds[0], opts);
-  const byAddress = new Map<string, SecurityContext>(addresses.map((a, i) => [a, i === 0 ? request : derive(keys.serverIds[i])]));
-  return { request, byAddress, responder: (origin: { address: string }) => byAddress.get(origin.address) };
 }
 
 export interface OscoreLamp {
