@@ -124,7 +124,9 @@ export function ed25519PublicToX25519(pub: Buffer): Buffer {
   // RFC 8032 §5.1.3: little-endian y with the sign of x in the top bit.
   const le = Buffer.from(pub);
   le[31] &= 0x7f;
-  const y = BigInt(`0x${Buffer.from(le).reverse().toString('hex')}`) % P25519;
+  const y = BigInt(`0x${Buffer.from(le).reverse().toString('hex')}`);
+  // RFC 8032 §5.1.3: "If the resulting value is >= p, decoding fails" (a non-canonical y is not reduced).
+  if (y >= P25519) throw configError('Ed25519 public key with a non-canonical y-coordinate');
   if (y === 1n || y === P25519 - 1n) throw configError('Ed25519 public key with y = 1 or -1 has no usable Montgomery form');
   const u = ((1n + y) * modPow((1n - y + P25519) % P25519, P25519 - 2n, P25519)) % P25519;
   return Buffer.from(u.toString(16).padStart(64, '0'), 'hex').reverse();
