@@ -74,6 +74,21 @@ describe('Group OSCORE review: credentials for the pairwise mode (RFC 10021 §2.
   });
 });
 
+describe('Group OSCORE review: public key validation (RFC 10021 "Cryptographic Considerations")', function () {
+  it('a member\'s P-256 credential whose point is not on the curve is refused ("received public keys MUST be successfully validated")', function () {
+    const me = generateGroupKeyPair({ signatureAlg: COSE_ALG.ES256 });
+    const peer = generateGroupKeyPair({ signatureAlg: COSE_ALG.ES256 });
+    const pub = publicKeyOf('P-256', peer.privateKey);
+    const y = Buffer.from(pub.y!);
+    y[31] ^= 1;
+    const offCurve = encodeCcs({ ...pub, y, alg: COSE_ALG.ES256 });
+    const g = base({ id: '01', ...me }, [], { signatureAlg: COSE_ALG.ES256 });
+    g.addMember({ senderId: h('02'), credential: peer.credential });
+    assert.throws(() => g.addMember({ senderId: h('03'), credential: offCurve }), code('ERR_OSCORE_CONFIG'));
+    assert.deepEqual(g.memberIds.map((i) => i.toString('hex')), ['02']);
+  });
+});
+
 describe('Group OSCORE review: the Montgomery map of an Ed25519 public key (RFC 10021 §2.5.2)', function () {
   const P = (1n << 255n) - 19n;
   const le = (v: bigint): Buffer => Buffer.from(v.toString(16).padStart(64, '0'), 'hex').reverse();
