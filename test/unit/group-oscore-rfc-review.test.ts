@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { Decoder } from 'cbor-x';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
-import { CoapMessage } from '../../src/coap/message';
+import { CoapMessage, getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
-import { GroupContext, OscoreError, protectRequest, unprotectRequest } from '../../src/oscore';
+import { GroupContext, OscoreError, decodeOscoreOption, protectRequest, protectResponse, unprotectRequest, unprotectResponse } from '../../src/oscore';
 import { COSE_ALG, SignatureChecker, ed25519PublicToX25519, encodeCcs, generateGroupKeyPair, publicKeyOf } from '../../src/oscore/group';
 import type { MessageBinding } from '../../src/oscore/capabilities';
 
@@ -152,5 +152,41 @@ describe('Group OSCORE review: external_aad (RFC 10021 §3.4)', function () {
     const s = base({ id: '02', ...kp[1] }, [{ id: '01', credential: kp[0].credential }], { aeadAlg: null });
     const req = wire(protectRequest(c.groupRequests(), get()).message);
     assert.throws(() => unprotectRequest((kid, kc, g) => s.resolve(kid, kc, g), req), code('ERR_OSCORE_SIGNATURE'));
+  });
+});
+
+describe('Group OSCORE review: responses (RFC 10021 §3.2, §5.3.1, §7.3)', function () {
+  const kp = [generateGroupKeyPair(), generateGroupKeyPair()];
+  const client = () => base({ id: '01', ...kp[0] }, [{ id: '02', credential: kp[1].credential }]);
+  const server = () => base({ id: '02', ...kp[1] }, [{ id: '01', credential: kp[0].credential }]);
+  const reply = (text: string) => ({ code: CODES.CONTENT, options: [], payload: Buffer.from(text) });
+
+  it('§7.3 step 3: only the first response may reuse the request nonce, whatever mode each response is in', function () {
+    const c = client();
+    const s = server();
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const v = unprotectRequest((kid, kc, g) => s.resolve(kid, kc, g), wire(message));
+    const first = wire(protectResponse(v.binding, reply('a'), { mode: 'group' }));
+    assert.equal(decodeOscoreOption(getOption(first, OPT.OSCORE)!).piv, undefined);
+    // a second response in the other mode still needs its own Partial IV (another key, but the rule is per request)
+    assert.throws(() => protectResponse(v.binding, reply('b'), { mode: 'pairwise', partialIv: false }), code('ERR_OSCORE_INVALID_INPUT'));
+    const second = wire(protectResponse(v.binding, reply('b'), { mode: 'pairwise' }));
+    assert.ok(decodeOscoreOption(getOption(second, OPT.OSCORE)!).piv);
+    assert.equal(unprotectResponse(binding, first).message.payload.toString(), 'a');
+    assert.equal(unprotectResponse(binding, second).message.payload.toString(), 'b');
+    // §5.3.1: at most one response without Partial IV per server
+    assert.throws(() => unprotectResponse(binding, first), code('ERR_OSCORE_REPLAY'));
+  });
+
+  it('§3.2: a response to a group-mode request without kid is not attributed to anyone and is rejected', function () {
+    const c = client();
+    const s = server();
+    const { message, binding } = protectRequest(c.groupRequests(), get());
+    const v = unprotectRequest((kid, kc, g) => s.resolve(kid, kc, g), wire(message));
+    const res = wire(protectResponse(v.binding, reply('a')));
+    // flag byte with k cleared and the kid removed: 0x28 52 -> 0x20
+    const noKid = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.from([o.value[0] & ~0x08]) } : o)) };
+    assert.throws(() => unprotectResponse(binding, noKid), code('ERR_OSCORE_CONTEXT_NOT_FOUND'));
+    assert.equal(unprotectResponse(binding, res).message.payload.toString(), 'a', 'the genuine one still verifies');
   });
 });
