@@ -9,7 +9,7 @@ import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { CoapMessage, getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
-import { GroupContext, OscoreError, decodeOscoreOption, protectRequest, protectResponse, unprotectRequest, unprotectResponse } from '../../src/oscore';
+import { GroupContext, OscoreError, decodeOscoreOption, oscoreErrorResponse, protectRequest, protectResponse, unprotectRequest, unprotectResponse } from '../../src/oscore';
 import { COSE_ALG, SignatureChecker, ed25519PublicToX25519, encodeCcs, generateGroupKeyPair, publicKeyOf } from '../../src/oscore/group';
 import type { MessageBinding } from '../../src/oscore/capabilities';
 
@@ -188,5 +188,22 @@ describe('Group OSCORE review: responses (RFC 10021 §3.2, §5.3.1, §7.3)', fun
     const noKid = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.from([o.value[0] & ~0x08]) } : o)) };
     assert.throws(() => unprotectResponse(binding, noKid), code('ERR_OSCORE_CONTEXT_NOT_FOUND'));
     assert.equal(unprotectResponse(binding, res).message.payload.toString(), 'a', 'the genuine one still verifies');
+  });
+});
+
+describe('Group OSCORE review: error responses (RFC 10021 §7.2)', function () {
+  it('5.03 for a member without credential carries no Max-Age 0: its Max-Age is the retry time, absent = 60 s (RFC 7252 §5.10.5)', function () {
+    const kp = [generateGroupKeyPair(), generateGroupKeyPair()];
+    const c = base({ id: '01', ...kp[0] }, [{ id: '02', credential: kp[1].credential }]);
+    const s = base({ id: '02', ...kp[1] }, []); // does not know 01's credential
+    let err: unknown;
+    assert.throws(() => unprotectRequest((kid, kc, g) => s.resolve(kid, kc, g), wire(protectRequest(c.groupRequests(), get()).message)), (e: unknown) => ((err = e), code('ERR_OSCORE_CREDENTIAL_UNKNOWN')(e)));
+    const res = oscoreErrorResponse(err)!;
+    assert.equal(res.code, CODES.SERVICE_UNAVAILABLE);
+    assert.equal(res.options.find((o) => o.number === OPT.MAX_AGE), undefined);
+    // the other errors keep the Outer Max-Age 0 of RFC 8613 §4.1.3.1 / §8.2
+    const other = base({ id: '02', ...kp[1] }, [{ id: '01', credential: kp[0].credential }], { idContext: h('0bad') });
+    assert.throws(() => unprotectRequest((kid, kc, g) => other.resolve(kid, kc, g), wire(protectRequest(c.groupRequests(), get()).message)), (e: unknown) => ((err = e), code('ERR_OSCORE_CONTEXT_NOT_FOUND')(e)));
+    assert.deepEqual(oscoreErrorResponse(err)!.options, [{ number: OPT.MAX_AGE, value: Buffer.alloc(0) }]);
   });
 });

@@ -1,4 +1,4 @@
-// The asymmetric algorithms of Group OSCORE on node:crypto (RFC 10021 §2.1.5, §2.1.7, §2.5; RFC 9053 §2):
+// The asymmetric algorithms of Group OSCORE on node:crypto (RFC 10021 §2.1.8, §2.1.10, §2.4, §2.5; RFC 9053 §2):
 // countersignatures with EdDSA / Ed25519 (COSE -8) and ECDSA / P-256 with SHA-256 (COSE -7, r ‖ s, 64 bytes), and
 // the static-static ECDH of the pairwise mode with X25519 and P-256, Ed25519 keys mapped to Montgomery form
 // (RFC 10021 §2.5.2, RFC 7748 §4.1). Keys are raw bytes as a COSE Key carries them; node:crypto gets them as DER

@@ -308,7 +308,7 @@ export class GroupContext implements ContextSource {
     return out;
   }
 
-  /** §10 of -28 / RFC 8613 App. B.1.2: mark every window lost; requests are challenged with Echo until recovered. */
+  /** §9 / RFC 8613 App. B.1.2: mark every window lost; requests are challenged with Echo until recovered. */
   requireEchoRecovery(): void {
     for (const r of this.#recipients.values()) {
       r.replay.reset(false);
