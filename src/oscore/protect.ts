@@ -161,7 +161,8 @@ function lookup(resolver: PeerContext | ContextResolver, kid: Buffer, kidContext
   } else {
     if (group && resolver.mode === 'oscore') throw bad('Group Flag set in a plain OSCORE request');
     const idOk = resolver.recipientId.equals(kid);
-    const ctxOk = kidContext === undefined || (resolver.idContext !== undefined && resolver.idContext.equals(kidContext));
+    // RFC 10021 §3.2: a Group OSCORE request always carries the Gid as kid context; only RFC 8613 may omit it.
+    const ctxOk = kidContext === undefined ? resolver.mode === 'oscore' : resolver.idContext !== undefined && resolver.idContext.equals(kidContext);
     ctx = idOk && ctxOk ? resolver : undefined;
   }
   if (!ctx) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'no security context for this kid / kid context', DIAGNOSTICS.CONTEXT_NOT_FOUND);

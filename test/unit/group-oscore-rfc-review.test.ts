@@ -207,3 +207,20 @@ describe('Group OSCORE review: error responses (RFC 10021 §7.2)', function () {
     assert.deepEqual(oscoreErrorResponse(err)!.options, [{ number: OPT.MAX_AGE, value: Buffer.alloc(0) }]);
   });
 });
+
+describe('Group OSCORE review: kid context in requests (RFC 10021 §3.2)', function () {
+  it('a request without kid context is not verified by a Group OSCORE association given directly (not only through resolve)', function () {
+    const kp = [generateGroupKeyPair(), generateGroupKeyPair()];
+    const c = base({ id: '01', ...kp[0] }, [{ id: '02', credential: kp[1].credential }]);
+    const s = base({ id: '02', ...kp[1] }, [{ id: '01', credential: kp[0].credential }]);
+    const peer = s.peer(h('01'), 'pairwise')!;
+    const req = wire(protectRequest(c.peer(h('02'), 'pairwise')!, get()).message);
+    assert.equal(unprotectRequest(peer, req).message.code, CODES.GET, 'with its kid context it verifies');
+    // the same request with the kid context removed from the option (flags 0x19 -> 0x09, no s / Gid)
+    const f = decodeOscoreOption(getOption(req, OPT.OSCORE)!);
+    const stripped = { ...req, options: req.options.map((o) => (o.number === OPT.OSCORE ? { number: o.number, value: Buffer.concat([Buffer.from([0x08 | f.piv!.length]), f.piv!, f.kid!]) } : o)) };
+    // a fresh server (no replay state), so only the missing kid context can reject it
+    const fresh = base({ id: '02', ...kp[1] }, [{ id: '01', credential: kp[0].credential }]).peer(h('01'), 'pairwise')!;
+    assert.throws(() => unprotectRequest(fresh, stripped), code('ERR_OSCORE_CONTEXT_NOT_FOUND'));
+  });
+});
