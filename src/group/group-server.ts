@@ -44,9 +44,10 @@ export interface ResponseParts {
 /**
  * Runs on every request before it reaches a resource, e.g. to remove OSCORE layers: either the request to serve
  * plus how to turn each of its responses into what is sent (e.g. protect it), or `reject` with the response to send
- * instead (undefined: none; for group requests rejections are suppressed like other errors, §3.1.2).
+ * instead (undefined: none; for group requests rejections are suppressed like other errors, §3.1.2). `challenge`
+ * marks a reject that is the RFC 10021 §9 protected 4.01 + Echo, which is sent to group requests too.
  */
-export type RequestTransform = (req: IncomingRequest) => { request: IncomingRequest; protect?: (res: ResponseParts) => ResponseParts } | { reject: ResponseParts | undefined };
+export type RequestTransform = (req: IncomingRequest) => { request: IncomingRequest; protect?: (res: ResponseParts) => ResponseParts } | { reject: ResponseParts | undefined; challenge?: boolean };
 
 export interface ResourceOptions {
   /** link attributes for /.well-known/core, e.g. { rt: 'light', if: 'core.a' } */
@@ -240,7 +241,15 @@ export class GroupServer {
     if (this.transform) {
       const t = this.transform(incoming);
       if ('reject' in t) {
-        if (t.reject && !incoming.multicast) return ctx.respond(t.reject);
+        const reject = t.reject;
+        if (reject && !incoming.multicast) return ctx.respond(reject);
+        // RFC 10021 §9: a server whose replay window for the client is invalid answers even a group request with
+        // the protected 4.01 + Echo (its own Partial IV); suppressing it would leave the window invalid for good.
+        if (reject && t.challenge) {
+          if (this.leisure > 0) this.later(() => ctx.respond(reject), Math.random() * this.leisure);
+          else ctx.respond(reject);
+          return;
+        }
         this.counters.suppressed++;
         return ctx.ignore();
       }

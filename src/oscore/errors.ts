@@ -32,9 +32,9 @@ export type OscoreErrorCode =
   | 'ERR_OSCORE_UNSUPPORTED_ALGORITHM'
   /** caller handed protect() something it cannot protect (bad Proxy-Uri, forbidden nonce reuse, ...) */
   | 'ERR_OSCORE_INVALID_INPUT'
-  /** Group OSCORE: countersignature verification failed (RFC 10021 §8.2): 4.00 "Decryption failed", window untouched */
+  /** Group OSCORE: countersignature verification failed (RFC 10021 §7.2, §7.4): 4.00 "Decryption failed", window untouched */
   | 'ERR_OSCORE_SIGNATURE'
-  /** Group OSCORE: known group, but no authentication credential for this kid (RFC 10021 §8.2): 5.03 */
+  /** Group OSCORE: known group, but no authentication credential for this kid (RFC 10021 §7.2): 5.03 */
   | 'ERR_OSCORE_CREDENTIAL_UNKNOWN';
 
 export class OscoreError extends Error {

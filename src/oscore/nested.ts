@@ -472,7 +472,7 @@ export function oscoreClientId(ctx: Pick<CanUnprotect, 'recipientId' | 'idContex
 
 export type UnwrappedRequest =
   | { request: IncomingRequest; protect?: (response: { code: number; options: CoapOption[]; payload: Buffer }) => { code: number; options: CoapOption[]; payload: Buffer }; layers?: RemovedLayer[] }
-  | { reject: { code: number; options: CoapOption[]; payload: Buffer } | undefined };
+  | { reject: { code: number; options: CoapOption[]; payload: Buffer } | undefined; /** the reject is the protected 4.01 + Echo (RFC 10021 §9) */ challenge?: boolean };
 
 export interface ServerLayersOptions {
   contexts: ContextLookup;
@@ -494,7 +494,8 @@ export function oscoreServerTransform(opts: ServerLayersOptions): (req: Incoming
     } catch (err) {
       if (!(err instanceof LayerError)) throw err;
       const res = err.response;
-      return { reject: res ? { code: res.code, options: res.options ?? [], payload: res.payload ?? EMPTY } : undefined };
+      const challenge = err.cause instanceof EchoRequiredError;
+      return { reject: res ? { code: res.code, options: res.options ?? [], payload: res.payload ?? EMPTY } : undefined, ...(challenge ? { challenge } : {}) };
     }
     if (r.layers.length === 0) {
       if (opts.required === false) return { request: req };

@@ -161,7 +161,8 @@ function lookup(resolver: PeerContext | ContextResolver, kid: Buffer, kidContext
   } else {
     if (group && resolver.mode === 'oscore') throw bad('Group Flag set in a plain OSCORE request');
     const idOk = resolver.recipientId.equals(kid);
-    const ctxOk = kidContext === undefined || (resolver.idContext !== undefined && resolver.idContext.equals(kidContext));
+    // RFC 10021 §3.2: a Group OSCORE request always carries the Gid as kid context; only RFC 8613 may omit it.
+    const ctxOk = kidContext === undefined ? resolver.mode === 'oscore' : resolver.idContext !== undefined && resolver.idContext.equals(kidContext);
     ctx = idOk && ctxOk ? resolver : undefined;
   }
   if (!ctx) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'no security context for this kid / kid context', DIAGNOSTICS.CONTEXT_NOT_FOUND);
@@ -312,13 +313,15 @@ export function echoChallenge(err: EchoRequiredError, opts: ProtectOptions = {})
 /**
  * The unprotected error response for an OSCORE error on a request (§8.2, §7.4): the error's code, an Outer
  * Max-Age of 0 so intermediaries do not cache it (§4.1.3.1), and the diagnostic text. undefined when the error
- * is not one that becomes a response (or needs a protected one, like EchoRequiredError).
+ * is not one that becomes a response (or needs a protected one, like EchoRequiredError). A 5.03 has no Max-Age:
+ * there it is the time after which to retry (RFC 10021 §7.2, RFC 7252 §5.9.3.4), and 0 would invite an immediate
+ * retry; without it the client waits the default 60 s (RFC 7252 §5.10.5).
  */
 export function oscoreErrorResponse(err: unknown): Protected<MessageParts> | undefined {
   if (!(err instanceof OscoreError) || err.responseCode === undefined || err instanceof EchoRequiredError) return undefined;
   return {
     code: err.responseCode,
-    options: [{ number: OPT.MAX_AGE, value: encodeUint(0) }],
+    options: err.responseCode === CODES.SERVICE_UNAVAILABLE ? [] : [{ number: OPT.MAX_AGE, value: encodeUint(0) }],
     payload: err.diagnostic ? Buffer.from(err.diagnostic, 'utf8') : EMPTY,
   };
 }

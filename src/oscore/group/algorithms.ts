@@ -1,4 +1,4 @@
-// The asymmetric algorithms of Group OSCORE on node:crypto (RFC 10021 §2.1.5, §2.1.7, §2.5; RFC 9053 §2):
+// The asymmetric algorithms of Group OSCORE on node:crypto (RFC 10021 §2.1.8, §2.1.10, §2.4, §2.5; RFC 9053 §2):
 // countersignatures with EdDSA / Ed25519 (COSE -8) and ECDSA / P-256 with SHA-256 (COSE -7, r ‖ s, 64 bytes), and
 // the static-static ECDH of the pairwise mode with X25519 and P-256, Ed25519 keys mapped to Montgomery form
 // (RFC 10021 §2.5.2, RFC 7748 §4.1). Keys are raw bytes as a COSE Key carries them; node:crypto gets them as DER
@@ -124,7 +124,9 @@ export function ed25519PublicToX25519(pub: Buffer): Buffer {
   // RFC 8032 §5.1.3: little-endian y with the sign of x in the top bit.
   const le = Buffer.from(pub);
   le[31] &= 0x7f;
-  const y = BigInt(`0x${Buffer.from(le).reverse().toString('hex')}`) % P25519;
+  const y = BigInt(`0x${Buffer.from(le).reverse().toString('hex')}`);
+  // RFC 8032 §5.1.3: "If the resulting value is >= p, decoding fails" (a non-canonical y is not reduced).
+  if (y >= P25519) throw configError('Ed25519 public key with a non-canonical y-coordinate');
   if (y === 1n || y === P25519 - 1n) throw configError('Ed25519 public key with y = 1 or -1 has no usable Montgomery form');
   const u = ((1n + y) * modPow((1n - y + P25519) % P25519, P25519 - 2n, P25519)) % P25519;
   return Buffer.from(u.toString(16).padStart(64, '0'), 'hex').reverse();

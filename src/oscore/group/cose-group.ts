@@ -31,7 +31,9 @@ export function encodeGroupAad(aadArray: Buffer): Buffer {
 
 /**
  * §3.1: the Countersign_structure of RFC 9338 §3.3 with the context "CounterSignature0", empty body_protected and
- * sign_protected, the external_aad and the ciphertext as payload.
+ * sign_protected, the external_aad and the ciphertext as payload. RFC 9338 §3.3 omits sign_protected for the
+ * abbreviated form (4 elements); both implementations of RFC 10021's implementation status (aiocoap, Californium via
+ * COSE-JAVA) sign these 5 elements and interoperate, so this follows them for interoperability.
  */
 export function encodeCountersignStructure(aadArray: Buffer, ciphertext: Buffer): Buffer {
   return encodeCbor(['CounterSignature0', EMPTY, EMPTY, aadArray, ciphertext]);

@@ -73,7 +73,7 @@ export interface GeneratedKeyPair {
   credential: Buffer;
 }
 
-/** A new key pair for a group member, for EdDSA / Ed25519 (default) or ECDSA / P-256 (RFC 10021 §2.1.5). */
+/** A new key pair for a group member, for EdDSA / Ed25519 (default) or ECDSA / P-256 (RFC 10021 §2.1.8, §10). */
 export function generateGroupKeyPair(opts: { signatureAlg?: number; subject?: string } = {}): GeneratedKeyPair {
   const alg = opts.signatureAlg ?? COSE_ALG.EdDSA;
   let privateKey: Buffer;

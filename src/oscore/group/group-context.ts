@@ -18,7 +18,7 @@ import { OscoreError } from '../errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from '../hkdf';
 import { ReplayWindow, ReplayWindowState } from '../replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from '../sequence';
-import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, sharedSecret, sign, signatureLength, verify } from './algorithms';
+import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, publicKeyOf, sharedSecret, sign, signatureLength, verify } from './algorithms';
 import { GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream, xorKeystream } from './cose-group';
 import { parseCcs } from './credential';
 
@@ -73,6 +73,22 @@ function bytes(name: string, v: unknown, optional = false): Buffer | undefined {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** The curve a key is used on for the static-static ECDH of §2.5.1 (Ed25519 keys are mapped to X25519, §2.5.2). */
+function ecdhCurve(k: PublicKeyInfo): string {
+  return k.kty === COSE_KTY.OKP && k.crv === COSE_CRV.Ed25519 ? `${COSE_KTY.OKP}/${COSE_CRV.X25519}` : `${k.kty}/${k.crv}`;
+}
+
+/** Whether `priv` is the private key of `pub` (Ed25519 seed, X25519 scalar or P-256 scalar). */
+function privateKeyMatches(pub: PublicKeyInfo, priv: Buffer): boolean {
+  try {
+    const kind = pub.kty === COSE_KTY.EC2 ? 'P-256' : pub.crv === COSE_CRV.Ed25519 ? 'Ed25519' : 'X25519';
+    const derived = publicKeyOf(kind, priv);
+    return derived.x.equals(pub.x) && (pub.y === undefined || (derived.y !== undefined && derived.y.equals(pub.y)));
+  } catch {
+    return false;
+  }
+}
 
 function keyFitsSignature(k: PublicKeyInfo, alg: number): boolean {
   if (alg === COSE_ALG.EdDSA) return k.kty === COSE_KTY.OKP && k.crv === COSE_CRV.Ed25519;
@@ -178,6 +194,9 @@ export class GroupContext implements ContextSource {
       throw new OscoreError('ERR_OSCORE_CONFIG', `own credential's key does not fit Signature Algorithm ${this.signatureAlg}`);
     }
     this.#signingKey = privateKeyObject(this.#ownPub, this.#privateKey);
+    // §2 Sender Context: the private key and the own credential are one key pair. A mismatch would sign with a key
+    // no member can verify against, and derive pairwise keys (§2.5.1) no member can match.
+    if (!privateKeyMatches(this.#ownPub, this.#privateKey)) throw new OscoreError('ERR_OSCORE_CONFIG', 'privateKey is not the private key of the own credential');
     // §2.3: keys and IV use the Group Encryption Algorithm if set, else the AEAD Algorithm; the IV is as long as the
     // longest nonce of the two (§2.1.4).
     const keyAead = this.groupEncryption ?? this.pairwiseAead!;
@@ -222,6 +241,9 @@ export class GroupContext implements ContextSource {
     const r = new Recipient(id, bytes('member credential', m.credential)!, this.deriveKey(id), replay);
     // §2.4: every credential in a group has the same format and key type; a mismatch could never verify.
     if (this.groupEncryption && !keyFitsSignature(r.pub, this.signatureAlg)) throw new OscoreError('ERR_OSCORE_CONFIG', `member ${k}: credential does not fit Signature Algorithm ${this.signatureAlg}`);
+    // §2.4 / §2.5.1: the pairwise mode needs an ECDH between the two keys, so they must be on the same curve
+    // (after the Ed25519-to-X25519 map); found here rather than as a failure on the member's first message.
+    if (this.hasPairwiseMode && ecdhCurve(r.pub) !== ecdhCurve(this.#ownPub)) throw new OscoreError('ERR_OSCORE_CONFIG', `member ${k}: credential is on another curve than ours, no pairwise keys possible`);
     this.#recipients.set(k, r);
   }
 
@@ -286,7 +308,7 @@ export class GroupContext implements ContextSource {
     return out;
   }
 
-  /** §10 of -28 / RFC 8613 App. B.1.2: mark every window lost; requests are challenged with Echo until recovered. */
+  /** §9 / RFC 8613 App. B.1.2: mark every window lost; requests are challenged with Echo until recovered. */
   requireEchoRecovery(): void {
     for (const r of this.#recipients.values()) {
       r.replay.reset(false);
