@@ -193,14 +193,16 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(checking.counters.signatureRejected, 2);
       assert.equal(checking.counters.relayed, 5);
       assert.equal(checking.counters.groupRequests, 1);
-      // 0x26 signs with a key that is not the one its credential names: the signature cannot verify.
+      // Someone who knows the group keys but not 0x26's private key claims to be 0x26: it signs with a key pair of
+      // its own, so the countersignature cannot verify against 0x26's credential that the group knows.
+      const own = generateGroupKeyPair();
       const forger = new GroupContext({
         masterSecret: material.masterSecret,
         masterSalt: material.masterSalt,
         idContext: material.gid,
         senderId: Buffer.from('26', 'hex'),
-        privateKey: generateGroupKeyPair().privateKey,
-        credential: material.keys.get('26')!.credential,
+        privateKey: own.privateKey,
+        credential: own.credential,
         members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
       });
       const sentUpstream = cu.transport.counters.sent;
