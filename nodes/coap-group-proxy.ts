@@ -8,6 +8,7 @@ import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { ContextRegistry } from '../src/oscore';
+import { GroupView } from './lib/group-view';
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
 interface ProxyDef extends NodeDef {
@@ -90,6 +91,7 @@ module.exports = function (RED: NodeAPI) {
     let closed = false;
     let relayed = 0;
     let rejected = 0;
+    const view = new GroupView(RED, node, 'proxy');
 
     const status = () => {
       if (!proxy) return;
@@ -141,6 +143,7 @@ module.exports = function (RED: NodeAPI) {
           node.log(`rejected ${e.client.address}:${e.client.port} -> ${e.target ?? '?'}: ${e.code} ${e.reason}`);
         }
         if (e.kind === 'drop') node.warn(`${e.client.address}:${e.client.port}: ${e.reason}`);
+        view.proxyEvent(e, proxy!.counters, proxy!.activeExchanges);
         if (closed) return; // the proxy ends its exchanges while closing: nothing more goes into the flow
         if (def.events) node.send({ topic: e.kind, payload: e });
         status();
@@ -152,8 +155,9 @@ module.exports = function (RED: NodeAPI) {
       node.status({ fill: 'red', shape: 'dot', text: err.message });
     });
 
-    node.on('close', (_removed, done) => {
+    node.on('close', (removed, done) => {
       closed = true;
+      view.close(removed);
       node.status({});
       Promise.resolve()
         .then(() => proxy?.close())

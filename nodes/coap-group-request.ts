@@ -16,6 +16,7 @@ import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
+import { GroupView } from './lib/group-view';
 import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, closeThen, guarded } from './lib/red';
 
 interface GroupRequestDef extends NodeDef {
@@ -74,6 +75,7 @@ module.exports = function (RED: NodeAPI) {
     let totalResponses = 0;
     let lastError: string | undefined;
     let closing = false;
+    const view = new GroupView(RED, node, 'request');
 
     let configOptions: CoapOption[] = [];
     try {
@@ -143,6 +145,7 @@ module.exports = function (RED: NodeAPI) {
         const emitResponse = (r: GroupResponse, exchangeId: string) => {
           totalResponses++;
           const m = responseToMsg(r, exchangeId, mode);
+          view.response(exchangeId, r.origin.uri, m.coap.code);
           const out: NodeMessage = { ...RED.util.cloneMessage(msg), payload: m.payload, topic: m.topic, coap: m.coap, parts: { id: exchangeId, type: 'array', index: r.index - 1 } };
           delete out.complete;
           if (m.decodeError) node.warn(m.decodeError);
@@ -158,6 +161,7 @@ module.exports = function (RED: NodeAPI) {
           // A follow-up unicast request to one server: one response, then completion (same shape as a group).
           const id = randomBytes(8).toString('hex');
           running.set(id, { id, cancel: () => undefined });
+          view.started(id, url);
           showStatus();
           try {
             const via = viaOf(msg);
@@ -176,6 +180,7 @@ module.exports = function (RED: NodeAPI) {
             lastError = (err as Error).message;
             done(err as Error);
           } finally {
+            view.ended(id);
             running.delete(id);
             showStatus();
           }
@@ -203,6 +208,7 @@ module.exports = function (RED: NodeAPI) {
         } else ex = client.request({ method, uri, options, payload, timeout });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
+        view.started(id, url);
         showStatus();
         ex.on('response', (r: GroupResponse) => {
           emitResponse(r, id);
@@ -211,14 +217,16 @@ module.exports = function (RED: NodeAPI) {
         ex.on('error', (err: Error & { origin?: string }) => node.warn(`${err.origin ?? ''}: ${err.message}`));
         ex.on('end', (s) => {
           running.delete(id);
+          view.ended(id, s);
           emitComplete(id, s.responders, s.responses, { token: id, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });
     };
 
-    node.on('close', (_removed, done) => {
+    node.on('close', (removed, done) => {
       closing = true;
+      view.close(removed);
       for (const r of running.values()) r.cancel();
       running.clear();
       node.status({});

@@ -46,6 +46,7 @@ export interface NodeAPI {
   settings: { userDir?: string; [key: string]: unknown };
   _(key: string, substitutions?: Record<string, unknown>): string;
   util: { cloneMessage<T>(msg: T): T };
+  comms: { publish(topic: string, data: unknown, retain?: boolean): void };
 }
 
 /** Run an async input handler so that a rejection reaches done(err), never the runtime. */

@@ -6,6 +6,7 @@ import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { Msg, collect } from '../support/flow';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -19,7 +20,7 @@ const splitterNode = require('../../nodes/coap-response-splitter');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const joinNode = require('@node-red/nodes/core/sequence/17-split.js');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 
 /** A group member that answers every request twice (two NON responses, distinct MIDs): a real duplicate. */
