@@ -4,6 +4,7 @@
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { TransmissionParams } from '../src/messaging/parameters';
 import { UdpTransport, UdpTransportOptions } from '../src/transport/udp-transport';
+import { interfaceChoices } from '../src/node-support/interfaces';
 import { Node, NodeAPI, NodeDef, closeThen } from './lib/red';
 
 export interface EndpointConfigNode extends Node {
@@ -48,6 +49,11 @@ export function endpointOptionsFromConfig(def: EndpointDef): { transport: UdpTra
 }
 
 module.exports = function (RED: NodeAPI) {
+  // The dialogs offer the machine's interfaces for every multicast interface field.
+  if (RED.httpAdmin) {
+    const guard = RED.auth ? [RED.auth.needsPermission('coap-endpoint.read')] : [];
+    RED.httpAdmin.get('/coap-group-proxy/interfaces', ...guard, (_req, res) => res.json(interfaceChoices()));
+  }
   function CoapEndpointNode(this: EndpointConfigNode, def: EndpointDef) {
     RED.nodes.createNode(this, def);
     const node = this;

@@ -1,12 +1,12 @@
-// `npm start`: a simulated lighting group of 6 lamps on loopback multicast (224.0.1.187:5683, lamps on
-// 127.0.0.2-7) and Node-RED on http://127.0.0.1:1880 with this package and every example flow deployed
-// (one tab each; the flows file is written on first start and kept afterwards).
+// `npm start`: Node-RED on http://127.0.0.1:1880 with this package and every example flow deployed (one tab each;
+// the flows file is written on first start and kept afterwards). The examples bring their own group members
+// (coap-group-server nodes on loopback addresses), so nothing else is started: what runs here is what a user gets
+// from Import > Examples.
 // Runs until Ctrl-C. Environment: PORT (editor port, default 1880), DEMO_USER_DIR (default .node-red-demo).
 
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { startLightingGroup } from './lighting-group';
 
 const root = path.resolve(__dirname, '..', '..');
 const EXAMPLES = path.join(root, 'examples');
@@ -33,10 +33,7 @@ async function main(): Promise<void> {
   if (!fs.existsSync(link)) fs.symlinkSync(root, link, 'dir');
   if (!fs.existsSync(flowFile)) fs.writeFileSync(flowFile, JSON.stringify(demoFlows(), null, 2));
 
-  const lamps = await startLightingGroup(6, { groupPort: 5683, port: 5683, leisure: 300 });
-  console.log(`lighting group: ${lamps.map((l) => `${l.name}@${l.address}`).join(', ')} in group coap://224.0.1.187:5683`);
-
-  // Node-RED is embedded so that one process holds the lamps and the runtime; express comes with node-red.
+  // Node-RED is embedded (express comes with node-red) so that the demo needs no global install.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const RED = require('node-red');
   // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -73,7 +70,6 @@ async function main(): Promise<void> {
     console.log('stopping...');
     await RED.stop();
     server.close();
-    await Promise.all(lamps.map((l) => l.server.close()));
     process.exit(0);
   };
   process.on('SIGINT', stop);

@@ -1,0 +1,123 @@
+// Every example flow, deployed alone in a Node-RED runtime exactly as Import > Examples would give it (only its
+// fixed ports moved to free ones, so that parallel runs cannot meet): it brings its own group members, and its
+// debug nodes (replaced by test helpers with the same ids) see one message per member.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Msg, collect } from '../support/flow';
+import { freeGroupPort } from '../support/lamps';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const helper = require('node-red-node-test-helper');
+const root = path.resolve(__dirname, '..', '..', '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+const OURS = Object.values<string>(pkg['node-red'].nodes).map((f) => require(path.join(root, f)));
+const CORE = ['common/20-inject.js', 'common/90-comment.js', 'common/24-complete.js', 'function/10-switch.js', 'function/15-change.js', 'sequence/17-split.js'].map((f) => require(`@node-red/nodes/core/${f}`));
+
+helper.init(require.resolve('node-red'));
+
+async function freeUnicastPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+/** The example as shipped, its fixed ports moved to free ones and its debug nodes turned into helpers. */
+async function example(file: string): Promise<Msg[]> {
+  let text = fs.readFileSync(path.join(root, 'examples', file), 'utf8');
+  const groupPort = await freeGroupPort();
+  text = text.replace(/\b5683\b/g, String(groupPort));
+  for (const fixed of [5690, 5691, 5692, 5693, 5695]) text = text.replace(new RegExp(`\\b${fixed}\\b`, 'g'), String(await freeUnicastPort()));
+  return JSON.parse(text).map((n: Msg) => (n.type === 'debug' ? { id: n.id, z: n.z, name: n.name, type: 'helper', wires: [] } : n));
+}
+
+const byName = (flow: Msg[], name: string) => {
+  const n = flow.find((x) => x.name === name);
+  if (!n) throw new Error(`no node named ${name}`);
+  return helper.getNode(n.id);
+};
+const responsesFrom = (msgs: Msg[]) => msgs.filter((m) => !m.complete).map((m) => m.coap.origin.address).sort();
+
+describe('examples: each one deployed alone works with nothing else running', function () {
+  this.timeout(20000);
+  afterEach(async function () {
+    await helper.unload();
+  });
+
+  it('every example file is covered here', function () {
+    const files = fs.readdirSync(path.join(root, 'examples')).filter((f) => f.endsWith('.json'));
+    assert.deepEqual(files.sort(), Object.keys(CASES).sort());
+  });
+
+  const CASES: Record<string, () => Promise<void>> = {
+    'Lighting group - one message per lamp.json': async () => {
+      const flow = await example('Lighting group - one message per lamp.json');
+      await helper.load([...OURS, ...CORE], flow);
+      // the "read all lamps" inject fires once at deploy: no click needed
+      const every = await collect(byName(flow, 'every response'), (m) => m.some((x) => x.complete));
+      assert.deepEqual(responsesFrom(every), ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7']);
+      for (const m of every.filter((x) => !x.complete)) assert.equal(m.payload.on, false);
+      // all lamps on: one PUT, six 2.04, six lamp outputs
+      const changed = collect(byName(flow, 'lamps changed'), (m) => m.length >= 6);
+      const put = collect(byName(flow, 'PUT results'), (m) => m.some((x) => x.complete));
+      byName(flow, 'all lamps on').receive({});
+      assert.deepEqual((await put).filter((m) => !m.complete).map((m) => m.coap.code), Array(6).fill('2.04'));
+      assert.deepEqual((await changed).map((m) => m.payload.on), Array(6).fill(true));
+      // the follow-up reads lamp-3 alone
+      const again = collect(byName(flow, 'every response'), (m) => m.some((x) => x.complete));
+      byName(flow, 'follow-up: lamp-3 only').receive({});
+      const one = (await again).filter((m) => !m.complete);
+      assert.equal(one.length, 1);
+      assert.deepEqual(one[0].payload, { name: 'lamp-3', on: true });
+    },
+    'Group proxy - forward proxy to a lighting group.json': async () => {
+      const flow = await example('Group proxy - forward proxy to a lighting group.json');
+      await helper.load([...OURS, ...CORE], flow);
+      const relayed = await collect(byName(flow, 'relayed responses'), (m) => m.some((x) => x.complete));
+      assert.deepEqual(responsesFrom(relayed), ['127.0.1.2', '127.0.1.3', '127.0.1.4']);
+      // Observe through the proxy, then a lamp changes: its notification names it
+      const notes = collect(byName(flow, 'notifications'), (m) => m.length >= 3);
+      byName(flow, 'observe all lamps via proxy').receive({});
+      assert.deepEqual((await notes).map((m) => m.coap.origin.address).sort(), ['127.0.1.2', '127.0.1.3', '127.0.1.4']);
+      const changed = collect(byName(flow, 'notifications'), (m) => m.some((x) => x.payload?.on === true));
+      byName(flow, 'lamp-2 127.0.1.3').receive({ payload: { name: 'lamp-2', on: true } });
+      const n = (await changed).find((x) => x.payload?.on === true)!;
+      assert.equal(n.coap.origin.address, '127.0.1.3');
+      byName(flow, 'stop observing').receive({});
+    },
+    'Group proxy - reverse proxy standing in for each lamp.json': async () => {
+      const flow = await example('Group proxy - reverse proxy standing in for each lamp.json');
+      await helper.load([...OURS, ...CORE], flow);
+      const one = collect(byName(flow, 'one lamp via the reverse proxy'), (m) => m.some((x) => x.complete));
+      const relayed = await collect(byName(flow, 'relayed (origin.via = proxy)'), (m) => m.some((x) => x.complete));
+      assert.deepEqual(responsesFrom(relayed), ['127.0.2.2', '127.0.2.3', '127.0.2.4']);
+      const followUp = (await one).filter((m) => !m.complete);
+      assert.equal(followUp.length, 1);
+      assert.equal(followUp[0].coap.code, '2.05');
+      assert.match(followUp[0].payload.name, /^lamp-[123]$/);
+    },
+    'Group proxy - chain of two proxies.json': async () => {
+      const flow = await example('Group proxy - chain of two proxies.json');
+      await helper.load([...OURS, ...CORE], flow);
+      const relayed = collect(byName(flow, 'relayed through two proxies'), (m) => m.some((x) => x.complete));
+      byName(flow, "T' = 5").receive({});
+      assert.deepEqual(responsesFrom(await relayed), ['127.0.3.2', '127.0.3.3', '127.0.3.4']);
+    },
+    'Multicast notifications - alarm server and observers.json': async () => {
+      const flow = await example('Multicast notifications - alarm server and observers.json');
+      await helper.load([...OURS, ...CORE], flow);
+      const observers = ['observer 1 notifications', 'observer 2 notifications', 'observer 3 notifications'];
+      // wait until all three registered (each gets the current state first), then raise the alarm
+      await Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.length >= 1)));
+      const alarms = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.some((x) => x.payload?.alarm === true))));
+      byName(flow, 'ALARM').receive({});
+      for (const got of await alarms) assert.equal(got.find((x) => x.payload?.alarm === true)!.coap.origin.address, '127.0.0.10');
+    },
+  };
+
+  for (const [file, run] of Object.entries(CASES)) it(`${file.replace(/\.json$/, '')}: per-member messages`, run);
+});
