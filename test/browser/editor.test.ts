@@ -118,8 +118,9 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
     const before: string[] = await page.evaluate(() => { const ids: string[] = []; window.RED.nodes.eachWorkspace((w: { id: string }) => { ids.push(w.id); }); return ids; });
     await page.click('#red-ui-clipboard-dialog-ok');
     await page.locator('#red-ui-clipboard-dialog').waitFor({ state: 'hidden' });
-    const added: string[] = await page.evaluate((old: string[]) => { const ids: string[] = []; window.RED.nodes.eachWorkspace((w: { id: string }) => { if (!old.includes(w.id)) ids.push(w.id); }); return ids; }, before);
-    assert.ok(added.length >= 1, 'the example brings its own tab');
+    // the editor imports once the dialog has closed: wait for the example's tab
+    const handle = await page.waitForFunction((old: string[]) => { const ids: string[] = []; window.RED.nodes.eachWorkspace((w: { id: string }) => { if (!old.includes(w.id)) ids.push(w.id); }); return ids.length ? ids : null; }, before, { timeout: 10000 });
+    const added = (await handle.jsonValue()) as string[];
     await page.click(`#red-ui-tab-${added[0]} a`);
     await page.waitForFunction((id: string) => window.RED.workspaces.active() === id, added[0]);
   }
@@ -142,7 +143,7 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
    */
   async function debugOrigins(): Promise<string[]> {
     const topics: string[] = await page.$$eval('.red-ui-debug-msg .red-ui-debug-msg-topic', (els) => els.map((e) => (e.textContent ?? '').split(' : ')[0].trim()));
-    return topics.filter((t) => /^coap:\/\/(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.%]+\]):\d+$/i.test(t) && !/^coap:\/\/(22[4-9]|23\d)\.|^coap:\/\/\[ff/i.test(t));
+    return topics.filter((t) => /^coap:\/\/(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.%]+\])(:\d+)?$/i.test(t) && !/^coap:\/\/(22[4-9]|23\d)\.|^coap:\/\/\[ff/i.test(t));
   }
 
   it('the palette shows every node of the package (config nodes in the config sidebar)', async function () {
@@ -248,6 +249,7 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
       assert.ok(ok, `no per-member messages in the debug sidebar (origins seen: ${[...new Set(origins)].join(', ') || 'none'})`);
       assertClean(name);
       if (process.env.COAP_SCREENSHOTS && /^Lighting group/.test(name)) {
+        await page.locator('.red-ui-notification').first().waitFor({ state: 'detached', timeout: 15000 }).catch(() => undefined);
         await page.screenshot({ path: path.join(process.env.COAP_SCREENSHOTS, 'demo-flow.png') });
       }
     });
@@ -262,20 +264,49 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
     await importAndShow();
     await deploy();
     await openSidebarTab('coap-group-view');
-    const requests = await page.evaluate(() => window.RED.nodes.filterNodes({ type: 'inject' }).map((n: { id: string; name?: string; once?: boolean }) => ({ id: n.id, name: n.name ?? '', once: !!n.once })));
-    // two exchanges, so the grid has two columns
-    for (const b of requests.filter((x: { name: string; once: boolean }) => x.once || /read/i.test(x.name)).slice(0, 1)) {
-      await page.click(`g.red-ui-flow-node-group[id="${b.id}"] .red-ui-flow-node-button`);
+    const injects: { id: string; name: string }[] = await page.evaluate(() => window.RED.nodes.filterNodes({ type: 'inject' }).map((n: { id: string; name?: string }) => ({ id: n.id, name: n.name ?? '' })));
+    const requestNodes: { id: string; name: string }[] = await page.evaluate(() => window.RED.nodes.filterNodes({ type: 'coap-group-request' }).map((n: { id: string; name?: string }) => ({ id: n.id, name: n.name ?? '' })));
+    const box = (id: string) => `.coap-gv-node[data-node="${id}"]`;
+    const ended = (id: string, n: number) => page.waitForFunction(([sel, k]) => Number(document.querySelector(sel)?.getAttribute('data-ended') ?? 0) >= k, [box(id), n] as [string, number], { timeout: 20000 });
+    // the example reads the lamps once at deploy; read them again (a second column), then switch them on (a second node)
+    const reader = requestNodes.find((n) => /GET/.test(n.name)) ?? requestNodes[0];
+    await ended(reader.id, 1);
+    const read = injects.find((b) => /read/i.test(b.name));
+    if (read) {
+      await page.click(`g.red-ui-flow-node-group[id="${read.id}"] .red-ui-flow-node-button`);
+      await ended(reader.id, 2);
     }
-    const grid = page.locator('#red-ui-sidebar-content .coap-gv-grid').first();
-    await grid.waitFor({ timeout: 20000 });
-    await page.waitForFunction(() => document.querySelectorAll('.coap-gv-grid td.coap-gv-cell[data-code^="2."]').length >= 2, undefined, { timeout: 20000 });
-    const rows = await page.$$eval('.coap-gv-node', (nodes) => nodes.map((n) => ({ head: n.querySelector('.coap-gv-head')?.textContent ?? '', members: n.querySelectorAll('.coap-gv-grid tr').length - 1, ok: n.querySelectorAll('td[data-code^="2."]').length })));
-    assert.ok(rows.some((r) => r.members >= 2 && r.ok >= 2), `a grid with members: ${JSON.stringify(rows)}`);
-    const cellTitle = await page.locator('td.coap-gv-cell[data-code^="2."]').first().getAttribute('title');
-    assert.match(cellTitle ?? '', /2\.\d\d after \d+ ms/);
+    const on = injects.find((b) => /on$/i.test(b.name));
+    const writer = requestNodes.find((n) => /PUT/.test(n.name));
+    if (on && writer) {
+      await page.click(`g.red-ui-flow-node-group[id="${on.id}"] .red-ui-flow-node-button`);
+      await ended(writer.id, 1);
+    }
+    const grid = await page.$eval(box(reader.id), (n) => ({
+      exchanges: Number(n.getAttribute('data-exchanges')),
+      members: [...n.querySelectorAll('.coap-gv-grid tr')].slice(1).map((r) => r.querySelector('th').textContent),
+      codes: [...n.querySelectorAll('td.coap-gv-cell')].map((c) => c.getAttribute('data-code')),
+      head: n.querySelector('.coap-gv-head').textContent,
+    }));
+    assert.ok(grid.head.includes(reader.name), `the section names the node: ${grid.head}`);
+    assert.equal(grid.exchanges, read ? 2 : 1, 'one column per exchange');
+    assert.ok(grid.members.length >= 2 && grid.members.every((m: string) => /^127\.\d+\.\d+\.\d+(:\d+)?$/.test(m)), `one row per member: ${grid.members.join(', ')}`);
+    assert.equal(grid.codes.length, grid.members.length * grid.exchanges);
+    assert.ok(grid.codes.every((c: string) => c === '2.05' || c === 'missing'), `cells coloured by code: ${grid.codes.join(' ')}`);
+    const cellTitle = await page.locator(`${box(reader.id)} td.coap-gv-cell[data-code^="2."]`).first().getAttribute('title');
+    assert.match(cellTitle ?? '', /2\.05 after \d+ ms/, 'each cell gives the member\'s latency');
+    if (writer && on) assert.ok(await page.locator(`${box(writer.id)} td.coap-gv-cell[data-code^="2."]`).count() >= 2, 'the PUT node has its own grid');
     assertClean('group view');
     if (process.env.COAP_SCREENSHOTS) {
+      // a wider sidebar, and no notification over the flow
+      const sep = await page.locator('#red-ui-sidebar-separator').boundingBox();
+      if (sep) {
+        await page.mouse.move(sep.x + sep.width / 2, sep.y + 200);
+        await page.mouse.down();
+        await page.mouse.move(sep.x - 180, sep.y + 200, { steps: 5 });
+        await page.mouse.up();
+      }
+      await page.locator('.red-ui-notification').first().waitFor({ state: 'detached', timeout: 15000 }).catch(() => undefined);
       await page.screenshot({ path: path.join(process.env.COAP_SCREENSHOTS, 'group-view.png') });
     }
   });

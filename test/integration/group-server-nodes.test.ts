@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { DoneCounter, Msg, collect, completeWatch } from '../support/flow';
 import { GROUP_V4, freeGroupPort } from '../support/lamps';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -20,7 +21,7 @@ const changeNode = require('@node-red/nodes/core/function/15-change.js');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const completeNode = require('@node-red/nodes/core/common/24-complete.js');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 const NODES = [endpointNode, groupRequestNode, groupServerNode, groupResponseNode, changeNode, completeNode];
 
