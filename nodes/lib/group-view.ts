@@ -3,6 +3,7 @@
 // RED.comms on the topic `coap-group-view/<node id>`. Nodes feed it with one-line calls; the core knows nothing
 // of it. Everything kept is bounded (exchanges per node, members per exchange) because responders are remote.
 
+import { Clock, systemClock } from '../../src/messaging/parameters';
 import type { NodeAPI } from './red';
 
 export const VIEW_TOPIC = 'coap-group-view';
@@ -76,10 +77,11 @@ function originText(o: { address: string; port: number }): string {
 
 export class GroupView {
   private readonly exchanges: ExchangeView[] = [];
-  private readonly startedAt = new Map<string, number>();
+  /** ids of the kept exchanges */
+  private readonly kept = new Set<string>();
   private counters?: ProxyCountersView;
   private rejected429 = 0;
-  private timer?: NodeJS.Timeout;
+  private timer?: unknown;
   private dirty = false;
   private closed = false;
 
@@ -87,7 +89,7 @@ export class GroupView {
     private readonly RED: Pick<NodeAPI, 'comms'>,
     private readonly node: { id: string; name?: string },
     private readonly kind: 'request' | 'proxy',
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   get topic(): string {
@@ -97,10 +99,9 @@ export class GroupView {
   /** A request went out (a group request node) or came in (a proxy). */
   started(id: string, target: string, client?: { address: string; port: number }): void {
     if (this.closed) return;
-    const t = this.now();
-    this.exchanges.push({ id, target, started: t, ended: false, client: client ? originText(client) : undefined, cells: [], missing: [], overflow: 0, errors: [] });
-    this.startedAt.set(id, t);
-    while (this.exchanges.length > MAX_EXCHANGES) this.startedAt.delete(this.exchanges.shift()!.id);
+    this.exchanges.push({ id, target, started: this.clock.now(), ended: false, client: client ? originText(client) : undefined, cells: [], missing: [], overflow: 0, errors: [] });
+    this.kept.add(id);
+    while (this.exchanges.length > MAX_EXCHANGES) this.kept.delete(this.exchanges.shift()!.id);
     this.changed();
   }
 
@@ -111,7 +112,7 @@ export class GroupView {
     const cell = ex.cells.find((c) => c.member === member);
     if (cell) cell.count++;
     else if (ex.cells.length >= MAX_MEMBERS) ex.overflow++;
-    else ex.cells.push({ member, code, latency: this.now() - ex.started, count: 1 });
+    else ex.cells.push({ member, code, latency: this.clock.now() - ex.started, count: 1 });
     this.changed();
   }
 
@@ -153,13 +154,13 @@ export class GroupView {
 
   /** The data the editor gets. */
   snapshot(): NodeView {
-    return { id: this.node.id, kind: this.kind, name: this.node.name || '', exchanges: this.exchanges.map((e) => ({ ...e, cells: e.cells.map((c) => ({ ...c })), missing: [...e.missing], errors: [...e.errors] })), counters: this.counters && { ...this.counters }, updated: this.now() };
+    return { id: this.node.id, kind: this.kind, name: this.node.name || '', exchanges: this.exchanges.map((e) => ({ ...e, cells: e.cells.map((c) => ({ ...c })), missing: [...e.missing], errors: [...e.errors] })), counters: this.counters && { ...this.counters }, updated: this.clock.now() };
   }
 
   /** Node closed: stop publishing; when removed, the editor drops the node from the view. */
   close(removed: boolean): void {
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     if (removed) this.RED.comms.publish(this.topic, null, false);
     else if (this.dirty) this.publish();
@@ -173,15 +174,15 @@ export class GroupView {
   }
 
   private find(id: string): ExchangeView | undefined {
-    if (this.closed || !this.startedAt.has(id)) return undefined;
+    if (this.closed || !this.kept.has(id)) return undefined;
     for (let i = this.exchanges.length - 1; i >= 0; i--) if (this.exchanges[i].id === id) return this.exchanges[i];
     return undefined;
   }
 
   private changed(): void {
     this.dirty = true;
-    if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => {
+    if (this.timer !== undefined || this.closed) return;
+    this.timer = this.clock.setTimeout(() => {
       this.timer = undefined;
       this.publish();
     }, PUBLISH_INTERVAL);
