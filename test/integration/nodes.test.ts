@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { Msg, collect } from '../support/flow';
-import { nodeRedRuntime } from '../support/node-red-runtime';
+import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -17,8 +17,7 @@ const endpointNode = require('../../nodes/coap-endpoint');
 const groupRequestNode = require('../../nodes/coap-group-request');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const splitterNode = require('../../nodes/coap-response-splitter');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const joinNode = require('@node-red/nodes/core/sequence/17-split.js');
+const joinNode = coreNode('sequence/17-split.js');
 
 helper.init(nodeRedRuntime());
 
