@@ -2,21 +2,24 @@
 // config <-> GroupProxyOptions, proxy events -> an optional output, active exchanges -> status.
 
 import { parseUri, socketAddress } from '../src/coap/uri';
-import { CoapEndpoint } from '../src/messaging/endpoint';
-import { AllowRule, GroupProxy, ProxyEvent, ReplyFromFormat, ReverseMapping } from '../src/proxy/group-proxy';
-import { UdpTransport } from '../src/transport/udp-transport';
+import { GroupProxy, ProxyEvent, ReplyFromFormat } from '../src/proxy/group-proxy';
+import { IncomingRequest } from '../src/messaging/endpoint';
+import { OPT } from '../src/coap/options';
+import { proxyRelatedKind } from '../src/oscore/nested';
+import { parseAllowList, parseMembers, parseReverse, ReverseRow } from '../src/node-support/proxy-config';
+import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { ContextRegistry } from '../src/oscore';
 import { GroupView } from './lib/group-view';
-import { Node, NodeAPI, NodeDef } from './lib/red';
+import { Node, NodeAPI, NodeDef, shortText } from './lib/red';
 
 interface ProxyDef extends NodeDef {
   listen?: string;
   upstream?: string;
   forward?: boolean;
   groupProxying?: boolean;
-  reverse?: { host?: string; path?: string; group: string; standIn?: 'servers' | 'group' }[];
+  reverse?: ReverseRow[];
   allow?: string;
   nextHop?: string;
   rttPrevious?: string | number;
@@ -38,75 +41,48 @@ interface ProxyDef extends NodeDef {
   members?: string;
 }
 
-/**
- * "127.0.0.1", "127.0.0.1:40000", "[::1]:5683", "*", or "kid:0a" / "kid:0a@77" (an OSCORE identity: hex Recipient
- * ID of the context shared with that client, @ hex ID Context); one per line or comma-separated.
- */
-export function parseAllowList(text: string | undefined): AllowRule[] {
-  return (text ?? '')
-    .split(/[\n,]/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'))
-    .map((l) => {
-      if (l === '*') return { address: '*' };
-      if (/^kid:/i.test(l)) return { address: '*', kid: l.slice(4).trim().toLowerCase() };
-      const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(l);
-      if (v6) return { address: v6[1], port: v6[2] ? Number(v6[2]) : undefined };
-      const [address, port] = l.split(':');
-      return { address, port: port ? Number(port) : undefined };
-    });
-}
-
-/** "224.0.1.187:5683 = 127.0.0.2:5683, 127.0.0.3:5683", one group per line. */
-export function parseMembers(text: string | undefined): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const line of (text ?? '').split('\n')) {
-    const [group, list] = line.split('=');
-    if (!group || !list) continue;
-    const g = group.trim();
-    out[g.includes(':') && !g.startsWith('[') ? g : `${g}:5683`] = list.split(',').map((m) => m.trim()).filter(Boolean);
-  }
-  return out;
-}
-
-export function parseReverse(rows: ProxyDef['reverse']): ReverseMapping[] {
-  return (rows ?? [])
-    .filter((r) => r && r.group)
-    .map((r) => ({
-      host: r.host?.trim() || undefined,
-      pathPrefix: r.path ? r.path.split('/').filter(Boolean) : undefined,
-      group: r.group.trim(),
-      standIn: r.standIn === 'servers' ? 'servers' : 'group',
-    }));
-}
-
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupProxyNode(this: Node, def: ProxyDef) {
     RED.nodes.createNode(this, def);
     const node = this;
     const listenNode = def.listen ? (RED.nodes.getNode(def.listen) as EndpointConfigNode | null) : null;
     const upstreamNode = def.upstream ? (RED.nodes.getNode(def.upstream) as EndpointConfigNode | null) : null;
+    listenNode?.register(node);
+    if (upstreamNode && upstreamNode !== listenNode) upstreamNode.register(node);
     let proxy: GroupProxy | undefined;
-    let privateUpstream: CoapEndpoint | undefined;
     let closed = false;
     let relayed = 0;
-    let rejected = 0;
     const view = new GroupView(RED, node, 'proxy');
 
+    // The proxy's own counters (a relayed Observe notification counts too, not only responses seen as events),
+    // and the observations it holds upstream, so a proxy that relays never shows "0 relayed".
+    let shown = '';
     const status = () => {
-      if (!proxy) return;
-      node.status({ fill: proxy.activeExchanges ? 'blue' : 'green', shape: 'dot', text: RED._('coap-group-proxy.status.active', { active: proxy.activeExchanges, relayed, rejected }) });
+      if (!proxy || closed) return;
+      const observing = proxy.relayedObservations;
+      const values = { relayed: Math.max(relayed, proxy.counters.relayed), rejected: proxy.counters.rejected, observing };
+      const key = observing > 0 ? 'coap-group-proxy.status.observing' : 'coap-group-proxy.status.active';
+      const s = { fill: proxy.activeExchanges || observing ? ('blue' as const) : ('green' as const), shape: 'dot' as const, text: RED._(key, values) };
+      // only changes reach the editor (the refresh must not resend the same status every 2 s)
+      const text = JSON.stringify([s, values]);
+      if (text !== shown) node.status(s);
+      shown = text;
     };
 
     const start = async () => {
       if (!listenNode) throw new Error(RED._('coap-group-proxy.errors.no-listen'));
-      const listen = await listenNode.getEndpoint();
-      const upstream = upstreamNode ? await upstreamNode.getEndpoint() : (privateUpstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '0.0.0.0', recvBufferSize: 1 << 20 })));
-      if (closed) {
-        // redeployed while the sockets were opening: close what this start opened
-        await privateUpstream?.close();
-        return;
-      }
+      if (def.upstream && !upstreamNode) throw new Error(RED._('coap-endpoint.errors.missing'));
+      // Several proxies (and other servers) may share the listen endpoint: this one claims the requests it proxies.
+      const reverseHosts = new Set(parseReverse(def.reverse).map((r) => r.host).filter(Boolean));
+      const claims = (req: IncomingRequest) => {
+        const kind = proxyRelatedKind(req.message);
+        if (kind === 'forward') return def.forward !== false;
+        const host = req.message.options.find((o) => o.number === OPT.URI_HOST)?.value.toString('utf8');
+        return kind === 'reverse' && host !== undefined && reverseHosts.has(host);
+      };
+      const listen = await listenNode.getServerEndpoint(node, claims);
+      const upstream = upstreamNode ? await upstreamNode.getEndpoint() : await acquireDefaultEndpoint(RED, node);
+      if (closed) return; // redeployed while the sockets were opening: the close handler releases them
       let chain;
       if (def.nextHop) {
         const u = parseUri(def.nextHop.includes('://') ? def.nextHop : `coap://${def.nextHop}`);
@@ -139,7 +115,6 @@ module.exports = function (RED: NodeAPI) {
       proxy.on('event', (e: ProxyEvent) => {
         if (e.kind === 'response') relayed++;
         if (e.kind === 'reject') {
-          rejected++;
           node.log(`rejected ${e.client.address}:${e.client.port} -> ${e.target ?? '?'}: ${e.code} ${e.reason}`);
         }
         if (e.kind === 'drop') node.warn(`${e.client.address}:${e.client.port}: ${e.reason}`);
@@ -149,19 +124,26 @@ module.exports = function (RED: NodeAPI) {
         status();
       });
       status();
+      // Relayed notifications raise no event: refresh the counters now and then while the proxy runs.
+      refresh = setInterval(status, 2000);
     };
+    let refresh: NodeJS.Timeout | undefined;
     start().catch((err: Error) => {
       node.error(err.message);
-      node.status({ fill: 'red', shape: 'dot', text: err.message });
+      node.status({ fill: 'red', shape: 'dot', text: shortText(err.message) });
     });
 
     node.on('close', (removed, done) => {
       closed = true;
       view.close(removed);
+      clearInterval(refresh);
       node.status({});
+      // The proxy first (it stops using both sockets), then the endpoints it used, each closing with its last user.
+      const release = (ep: EndpointConfigNode | null) => new Promise<void>((r) => (ep ? ep.deregister(node, r, removed) : r()));
       Promise.resolve()
         .then(() => proxy?.close())
-        .then(() => privateUpstream?.close())
+        .then(() => release(listenNode))
+        .then(() => (upstreamNode ? (upstreamNode !== listenNode ? release(upstreamNode) : undefined) : new Promise<void>((r) => releaseDefaultEndpoint(node, r))))
         .then(
           () => done(),
           () => done(),
@@ -169,4 +151,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-group-proxy', CoapGroupProxyNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

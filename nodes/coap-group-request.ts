@@ -12,12 +12,14 @@ import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
-import { UdpTransport } from '../src/transport/udp-transport';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
+import { UnicastCancelled, unicastOrigin, unicastRequest } from '../src/node-support/unicast';
+import { parseDuration } from '../src/node-support/units';
+import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
 import { GroupView } from './lib/group-view';
-import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, closeThen, guarded } from './lib/red';
+import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, guarded, shortText } from './lib/red';
 
 interface GroupRequestDef extends NodeDef {
   endpoint?: string;
@@ -59,18 +61,14 @@ function viaOf(msg: NodeMessage): RemoteAddress | undefined {
   return undefined;
 }
 
-function pathOptions(uri: CoapUri) {
-  return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
-}
-
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupRequestNode(this: Node, def: GroupRequestDef) {
     RED.nodes.createNode(this, def);
     const node = this;
     const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
     const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
     const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
-    let privateEndpoint: Promise<CoapEndpoint> | undefined;
+    let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
     let lastError: string | undefined;
@@ -84,17 +82,25 @@ module.exports = function (RED: NodeAPI) {
       node.error(`invalid options in configuration: ${(err as Error).message}`);
     }
 
+    // The endpoint owns its socket and its users (register/deregister); without one, the shared default endpoint.
+    endpointNode?.register(node);
     const getEndpoint = (): Promise<CoapEndpoint> => {
+      if (def.endpoint && !endpointNode) return Promise.reject(new Error(RED._('coap-endpoint.errors.missing')));
       if (endpointNode) return endpointNode.getEndpoint();
-      // No endpoint configured: a private one on an ephemeral port, multicast pinned to loopback.
-      privateEndpoint ??= UdpTransport.open({ bindAddress: '0.0.0.0', recvBufferSize: 1 << 20 }).then((t) => new CoapEndpoint(t));
-      return privateEndpoint;
+      usesDefault = true;
+      return acquireDefaultEndpoint(RED, node);
     };
 
+    // Short texts (they sit under the node): what the last exchange gave, not a running total.
+    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean } | undefined;
     const showStatus = () => {
-      if (lastError) node.status({ fill: 'red', shape: 'dot', text: lastError });
-      else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { count: running.size, responses: totalResponses }) });
-      else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: totalResponses }) });
+      if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
+      else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { responses: totalResponses }) });
+      else if (!lastOutcome) node.status({});
+      else if (lastOutcome.proxyError) node.status({ fill: 'red', shape: 'ring', text: RED._('coap-group-request.status.proxy-error', { code: lastOutcome.proxyError }) });
+      else if (lastOutcome.sent) node.status({ fill: 'green', shape: 'ring', text: RED._('coap-group-request.status.sent') });
+      else if (lastOutcome.responses === 0) node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.no-answer') });
+      else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: lastOutcome.responses }) });
     };
 
     node.on(
@@ -121,7 +127,8 @@ module.exports = function (RED: NodeAPI) {
           for (const r of [...running.values()]) if (!which || r.id === which) r.cancel();
           return done();
         }
-        const url = typeof msg.url === 'string' && msg.url ? msg.url : def.url;
+        if (msg.url !== undefined && typeof msg.url !== 'string') throw new Error(RED._('coap-group-request.errors.url-type', { type: typeof msg.url }));
+        const url = msg.url ? (msg.url as string) : def.url;
         if (!url) throw new Error(RED._('coap-group-request.errors.no-url'));
         const proxyText = typeof msg.proxy === 'string' ? msg.proxy : def.proxy;
         const proxy = proxyText ? proxyAddress(proxyText) : undefined;
@@ -131,8 +138,8 @@ module.exports = function (RED: NodeAPI) {
         const method = parseCode((msg.method as string) || def.method || 'GET');
         const cfRaw = msg.contentFormat ?? (def.contentFormat || undefined);
         const contentFormat = cfRaw === undefined || cfRaw === '' ? undefined : parseContentFormat(cfRaw as string | number);
-        const timeout = Number(msg.timeout ?? Number(def.timeout || 8) * 1000);
-        if (!Number.isFinite(timeout) || timeout <= 0) throw new Error(`invalid timeout ${msg.timeout}`);
+        // One unit everywhere: seconds, as in the dialog ("500ms" names its unit).
+        const timeout = msg.timeout !== undefined ? parseDuration(msg.timeout, 'msg.timeout') : parseDuration(def.timeout === undefined || def.timeout === '' ? 8 : def.timeout, RED._('coap-group-request.label.timeout'));
         const mode: PayloadMode = def.payloadMode || 'buffer';
         const options = [...configOptions, ...objectToOptions(msg.options)];
         if (contentFormat !== undefined && !options.some((o) => o.number === OPT.CONTENT_FORMAT)) options.push({ number: OPT.CONTENT_FORMAT, value: encodeUint(contentFormat) });
@@ -160,25 +167,31 @@ module.exports = function (RED: NodeAPI) {
         if (!isGroup) {
           // A follow-up unicast request to one server: one response, then completion (same shape as a group).
           const id = randomBytes(8).toString('hex');
-          running.set(id, { id, cancel: () => undefined });
+          const via = viaOf(msg);
+          const ux = unicastRequest(ep, { uri, method, options, payload, confirmable: def.confirmable !== false, timeout, via, proxy });
+          running.set(id, { id, cancel: () => ux.cancel() });
           view.started(id, url);
           showStatus();
           try {
-            const via = viaOf(msg);
-            const res = via
-              ? // reverse proxy case 1: to the proxy, naming the server in Uri-Host / Uri-Port (groupcomm-proxy-07 §6)
-                await ep.request({ code: method, payload, options: [...options, { number: OPT.URI_HOST, value: Buffer.from(uri.host) }, { number: OPT.URI_PORT, value: encodeUint(uri.port) }, ...pathOptions(uri)] }, via, { confirmable: def.confirmable !== false, timeout })
-              : proxy
-                ? // through a forward proxy: Proxy-Uri (RFC 7252 §5.10.2)
-                  await ep.request({ code: method, payload, options: [...options, { number: OPT.PROXY_URI, value: Buffer.from(formatUri(uri)) }] }, proxy, { confirmable: def.confirmable !== false, timeout })
-                : await client.unicast({ method, uri, options, payload, confirmable: def.confirmable !== false, timeout });
-            const origin: Origin = { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+            const res = await ux.response;
+            // Through a reverse proxy standing in for the server (or a forward proxy), the origin is the server the
+            // request named, reached via the proxy; msg.topic names that server (groupcomm-proxy-07 §6).
+            const o = unicastOrigin({ uri, via, proxy }, res.remote);
+            const origin: Origin = { address: o.address, port: o.port, uri: originUri(o.address, o.port), ...(o.via ? { via: { ...o.via, uri: originUri(o.via.address, o.via.port) } } : {}) };
             emitResponse({ message: res.message, remote: res.remote, origin, index: 1 }, id);
-            emitComplete(id, [origin], 1, { token: res.message.token.toString('hex') });
+            emitComplete(id, [origin], 1, { token: res.message.token.toString('hex'), outcome: 'answered' });
+            lastOutcome = { responses: 1 };
             done();
           } catch (err) {
-            lastError = (err as Error).message;
-            done(err as Error);
+            if (err instanceof UnicastCancelled) {
+              // msg.cancel ends a follow-up like a group exchange: a completion without responses
+              emitComplete(id, [], 0, { outcome: 'cancelled', cancelled: true, errors: [] });
+              lastOutcome = { responses: 0, sent: true };
+              done();
+            } else {
+              lastError = (err as Error).message;
+              done(err as Error);
+            }
           } finally {
             view.ended(id);
             running.delete(id);
@@ -188,6 +201,7 @@ module.exports = function (RED: NodeAPI) {
         }
 
         let ex: ResponseStream & { cancel(): void };
+        let relayNothing = false;
         if (proxy) {
           const mtRaw = msg.multicastTimeout ?? (def.multicastTimeout === '' || def.multicastTimeout === undefined ? undefined : def.multicastTimeout);
           const style: TargetStyle = (msg.targetStyle as TargetStyle) || def.targetStyle || 'proxy-uri';
@@ -196,6 +210,7 @@ module.exports = function (RED: NodeAPI) {
           // T' = 0 means "relay nothing": only when asked for, never as a side effect of a short timeout.
           if (mtRaw === undefined && multicastTimeout !== undefined && multicastTimeout < 1) throw new Error('through a proxy the timeout must be more than 1 s (Multicast-Timeout T\' < T), or set Multicast-Timeout to 0 explicitly');
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);
+          relayNothing = multicastTimeout === 0;
           // OSCORE towards the proxy: the proxy removes that layer, identifies this client by it and checks its
           // allow-list (groupcomm-proxy-07 §5.2.1 step 2, oscore-capable-proxies-07).
           // End to end, inside it: one context for the request and for every server's responses (a group whose
@@ -217,8 +232,15 @@ module.exports = function (RED: NodeAPI) {
         ex.on('error', (err: Error & { origin?: string }) => node.warn(`${err.origin ?? ''}: ${err.message}`));
         ex.on('end', (s) => {
           running.delete(id);
+          // Silence is an outcome too: say it in the completion and the status (error responses to a group request
+          // are suppressed by the servers, RFC 10020 §3.1.2, so "all rejected" also ends here).
+          const proxyError = s.errors.find((e: { code?: string }) => e.code && /^[45]\./.test(e.code))?.code;
+          // T' = 0 asks the proxy to relay nothing (groupcomm-proxy-07 §4): silence is what was asked for.
+          const outcome = proxyError ? 'proxy error' : s.responses === 0 ? (s.cancelled ? 'cancelled' : relayNothing ? 'sent' : 'no answer') : 'answered';
+          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled' };
+          if (outcome === 'no answer') node.warn(RED._('coap-group-request.warn.no-answer', { url, seconds: timeout / 1000 }));
           view.ended(id, s);
-          emitComplete(id, s.responders, s.responses, { token: id, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
+          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });
@@ -230,10 +252,13 @@ module.exports = function (RED: NodeAPI) {
       for (const r of running.values()) r.cancel();
       running.clear();
       node.status({});
-      const p = privateEndpoint;
-      privateEndpoint = undefined;
-      closeThen(p, done);
+      if (endpointNode) endpointNode.deregister(node, done, removed);
+      else if (usesDefault) releaseDefaultEndpoint(node, done);
+      else done();
     });
   }
   RED.nodes.registerType('coap-group-request', CoapGroupRequestNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

@@ -13,7 +13,7 @@ interface GroupResponseDef extends NodeDef {
   contentFormat?: string;
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupResponseNode(this: Node, def: GroupResponseDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -39,5 +39,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-group-response', CoapGroupResponseNode);
-};
+}
 
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

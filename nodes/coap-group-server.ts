@@ -67,7 +67,7 @@ export function groupServerOptionsFromConfig(def: GroupServerDef) {
   };
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapGroupServerNode(this: GroupServerNode, def: GroupServerDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -192,4 +192,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-group-server', CoapGroupServerNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

@@ -12,6 +12,7 @@ import { MulticastObserver, Notification } from '../src/observe/multicast-observ
 import { UdpTransport } from '../src/transport/udp-transport';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
+import { parseDuration } from '../src/node-support/units';
 import { Node, NodeAPI, NodeDef, NodeMessage, closeThen, guarded } from './lib/red';
 
 interface ObserveDef extends NodeDef {
@@ -33,11 +34,13 @@ interface ObserveDef extends NodeDef {
   groupInterface?: string;
   autoStart?: boolean;
   payloadMode?: PayloadMode;
+  /** client mode: seconds before answering a Feedback-Divider poll (default RFC 7252 DEFAULT_LEISURE, 5 s) */
+  leisure?: string | number;
   /** client mode: register through this proxy (coap://host:port) */
   proxy?: string;
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapObserveMulticastNode(this: Node, def: ObserveDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -97,9 +100,11 @@ module.exports = function (RED: NodeAPI) {
           if (!observation) throw new Error('server not running');
           if (msg.cancel) observation.cancel();
           else if (msg.estimate !== undefined) {
-            // A counting round: msg.estimate = { target, wait } (wait in ms).
-            const e = (typeof msg.estimate === 'object' ? msg.estimate : {}) as { target?: number; wait?: number };
-            observation.estimateObservers(Number(e.target ?? 8), e.wait === undefined ? undefined : Number(e.wait)).catch((err: Error) => node.warn(err.message));
+            // A counting round: msg.estimate = { target, wait } (wait in seconds like every time in the nodes, or
+            // "500ms"); it must outlast the observers' leisure, or their confirmations arrive after the round.
+            const e = (typeof msg.estimate === 'object' && msg.estimate !== null ? msg.estimate : {}) as { target?: number; wait?: unknown };
+            const wait = e.wait === undefined ? undefined : parseDuration(e.wait, 'msg.estimate.wait');
+            observation.estimateObservers(Number(e.target ?? 8), wait).catch((err: Error) => node.warn(err.message));
           } else observation.update(encodePayload(msg.payload, contentFormat));
           status();
           done();
@@ -141,7 +146,8 @@ module.exports = function (RED: NodeAPI) {
         const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
         proxy = { address: socketAddress(p), port: p.port };
       }
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy });
+      const leisure = def.leisure === undefined || def.leisure === '' ? undefined : parseDuration(def.leisure, 'Leisure', { min: 0 });
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, leisure });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;
@@ -182,4 +188,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-observe-multicast', CoapObserveMulticastNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

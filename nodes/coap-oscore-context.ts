@@ -4,7 +4,6 @@
 // it so a redeploy or a clean restart resumes it, while after a crash the first request is challenged with Echo
 // (App. B.1.2). Nothing here ever puts key material into a log, a status, a msg or an error text.
 
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,11 +13,14 @@ import {
   HkdfHash,
   MemorySequenceStore,
   OscoreError,
-  ReplayWindowState,
   SecurityContext,
   SequenceStore,
 } from '../src/oscore';
+import { SavedWindow, fingerprint, replayFile, saveWindow, sequenceFile, takeSavedWindow } from '../src/node-support/replay-persistence';
 import { OscoreExchanges } from './lib/oscore-exchanges';
+
+// still reachable from this module (tests and users imported them from here)
+export { replayFile, sequenceFile };
 import { Node, NodeAPI, NodeDef } from './lib/red';
 
 export interface OscoreContextConfigNode extends Node {
@@ -57,91 +59,13 @@ export function parseHex(field: string, text: unknown): Buffer {
   return Buffer.from(clean, 'hex');
 }
 
-/** File names keep only characters that are safe on every file system. */
-const safeId = (id: string): string => id.replace(/[^A-Za-z0-9._-]/g, '_');
-
-export function sequenceFile(dir: string, nodeId: string): string {
-  return path.join(dir, `oscore-${safeId(nodeId)}.ssn.json`);
-}
-
-export function replayFile(dir: string, nodeId: string): string {
-  return path.join(dir, `oscore-${safeId(nodeId)}.replay.json`);
-}
-
-const REPLAY_FORMAT = 'oscore-replay-1';
-
-/** A saved window plus which context it belongs to: a window of other keys must not be resumed. */
-interface SavedWindow {
-  context: string;
-  window: ReplayWindowState;
-}
-
-/**
- * Which context a saved window belongs to, without writing anything secret: a one-way hash of the Common IV (a
- * pseudo-random value derived from the secrets, itself no key), the IDs and the algorithm. New keys, a new ID or
- * a new algorithm give a new context (RFC 8613 §3.2), whose replay window starts empty.
- */
-function fingerprint(ctx: SecurityContext): string {
-  const h = crypto.createHash('sha256');
-  for (const part of [Buffer.from('oscore-replay-window'), ctx.commonIv, ctx.senderId, ctx.recipientId, ctx.idContext ?? Buffer.alloc(0), Buffer.from(String(ctx.alg))]) {
-    h.update(Buffer.from([part.length]));
-    h.update(part);
-  }
-  return h.digest('hex').slice(0, 32);
-}
-
-function syncDir(dir: string): void {
-  if (process.platform === 'win32') return;
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/**
- * Read the replay window saved at the last clean close, and remove it durably before the context is used: if the
- * process crashes later, the next start must not resume a window that no longer describes what was accepted.
- */
-function takeSavedWindow(file: string): SavedWindow | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  fs.unlinkSync(file);
-  syncDir(path.dirname(file));
-  try {
-    const parsed = JSON.parse(text) as { format?: unknown; context?: unknown; window?: ReplayWindowState };
-    return parsed.format === REPLAY_FORMAT && typeof parsed.context === 'string' && parsed.window ? { context: parsed.context, window: parsed.window } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function saveWindow(file: string, state: SavedWindow): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, JSON.stringify({ format: REPLAY_FORMAT, ...state }) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  syncDir(path.dirname(file));
-}
-
 /**
  * 'memory' storage survives redeploys inside one process (a redeploy must not restart the sequence number at 0
  * with the same keys), but not a restart of Node-RED: that is the documented weakness of the option.
  */
 const memoryState = new Map<string, { store: MemorySequenceStore; window?: SavedWindow }>();
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapOscoreContextNode(this: OscoreContextConfigNode, def: OscoreContextDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -254,4 +178,7 @@ module.exports = function (RED: NodeAPI) {
   RED.nodes.registerType('coap-oscore-context', CoapOscoreContextNode, {
     credentials: { masterSecret: { type: 'password' }, masterSalt: { type: 'password' } },
   });
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

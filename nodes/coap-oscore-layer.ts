@@ -148,7 +148,7 @@ function errorInfo(err: unknown): LayerErrorInfo {
   return { code: typeof e?.code === 'string' ? e.code : 'ERR_OSCORE_LAYER', message: String(e?.message ?? err), responseCode: null };
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapOscoreLayerNode(this: Node, def: LayerDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -271,4 +271,7 @@ module.exports = function (RED: NodeAPI) {
   }
 
   RED.nodes.registerType('coap-oscore-layer', CoapOscoreLayerNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

@@ -47,7 +47,7 @@ function fingerprint(msg: NodeMessage): string {
   return `${coap?.code}|${body}`;
 }
 
-module.exports = function (RED: NodeAPI) {
+function register(RED: NodeAPI): void {
   function CoapResponseSplitterNode(this: Node, def: SplitterDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -149,4 +149,7 @@ module.exports = function (RED: NodeAPI) {
     });
   }
   RED.nodes.registerType('coap-response-splitter', CoapResponseSplitterNode);
-};
+}
+
+// Node-RED loads the module as this function; the helpers exported above stay reachable on it.
+module.exports = Object.assign(register, exports);

@@ -7,19 +7,39 @@ import { CoapMessage, CoapOption } from '../../src/coap/message';
 import { OPT, decodeOptionValue, encodeOptionValue, optionDef, optionName, optionNumber } from '../../src/coap/options';
 import { DecodedPayload, PayloadMode, decodePayload } from '../../src/coap/payload';
 import { GroupResponse, Origin } from '../../src/group/group-client';
+import { originFromRelayed } from '../../src/proxy/proxy-client';
 
 export type OptionValue = Buffer | number | string | true;
 
+export type OriginValue = { address: string; port: number; uri: string; via?: { address: string; port: number; uri: string } } | { error: string; hex: string };
+
+/**
+ * Reply-From (groupcomm-proxy-07 §3) and the legacy Response-Forwarding name a server: show it as the origin object
+ * a flow can use ({address, port, uri}, plus `via` for a proxy standing in for it), not as CBOR bytes.
+ */
+function originOption(o: CoapOption): OriginValue {
+  try {
+    const { via, ...origin } = originFromRelayed({ type: 'NON', code: 0, messageId: 0, token: Buffer.alloc(0), options: [o], payload: Buffer.alloc(0) }, { address: '', port: 0 });
+    return via ? { ...origin, via } : origin;
+  } catch (err) {
+    return { error: (err as Error).message, hex: o.value.toString('hex') };
+  }
+}
+
 /** Options by RFC name; repeatable options (and any option that occurs twice) as arrays. */
-export function optionsToObject(options: CoapOption[]): Record<string, OptionValue | OptionValue[]> {
-  const out: Record<string, OptionValue | OptionValue[]> = {};
+export function optionsToObject(options: CoapOption[]): Record<string, OptionValue | OptionValue[] | OriginValue> {
+  const out: Record<string, OptionValue | OptionValue[] | OriginValue> = {};
   for (const o of options) {
     const name = optionName(o.number);
+    if (name === 'Reply-From' || name === 'Response-Forwarding') {
+      out[name] = originOption(o);
+      continue;
+    }
     const v = decodeOptionValue(o.number, o.value);
     const repeatable = optionDef(o.number)?.repeatable;
     if (name in out) {
       const cur = out[name];
-      out[name] = Array.isArray(cur) ? [...cur, v] : [cur, v];
+      out[name] = Array.isArray(cur) ? [...cur, v] : [cur as OptionValue, v];
     } else out[name] = repeatable ? [v] : v;
   }
   return out;
@@ -63,7 +83,7 @@ export interface CoapMsgInfo {
   type: string;
   token: string;
   messageId: number;
-  options: Record<string, OptionValue | OptionValue[]>;
+  options: Record<string, OptionValue | OptionValue[] | OriginValue>;
   origin?: Origin;
   /** token of the group exchange this response belongs to */
   exchange?: string;

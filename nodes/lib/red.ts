@@ -67,3 +67,8 @@ export function closeThen(opening: Promise<{ close(): Promise<void> }> | undefin
     () => done(),
   );
 }
+
+/** Status texts sit under the node: keep them short (the full text is in the log and in done(err)). */
+export function shortText(text: string, max = 32): string {
+  return text.length <= max ? text : text.slice(0, max - 1) + '…';
+}

@@ -234,9 +234,9 @@ export class GroupProxy extends EventEmitter {
     return this.relayHub;
   }
 
-  /** Observations the proxy holds upstream on behalf of its clients (one per target). */
+  /** Observations the proxy holds upstream on behalf of its clients (one per target), relayed (MNP-02 §3) or by ticket (§4). */
   get relayedObservations(): number {
-    return this.relayHub?.observations ?? 0;
+    return (this.relayHub?.observations ?? 0) + (this.ticketHub?.observationCount ?? 0);
   }
 
   private membersOf(uri: CoapUri): string[] {

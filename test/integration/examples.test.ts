@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Msg, collect } from '../support/flow';
+import { Msg, collect, statusOf } from '../support/flow';
 import { freeGroupPort } from '../support/lamps';
 import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 
@@ -27,12 +27,18 @@ async function freeUnicastPort(): Promise<number> {
   return p;
 }
 
+/** fixed port in the example -> the free port the test moved it to */
+const ports: Record<number, number> = {};
+
 /** The example as shipped, its fixed ports moved to free ones and its debug nodes turned into helpers. */
 async function example(file: string): Promise<Msg[]> {
   let text = fs.readFileSync(path.join(root, 'examples', file), 'utf8');
   const groupPort = await freeGroupPort();
   text = text.replace(/\b5683\b/g, String(groupPort));
-  for (const fixed of [5690, 5691, 5692, 5693, 5695]) text = text.replace(new RegExp(`\\b${fixed}\\b`, 'g'), String(await freeUnicastPort()));
+  for (const fixed of [5690, 5691, 5692, 5693, 5695]) {
+    ports[fixed] = await freeUnicastPort();
+    text = text.replace(new RegExp(`\\b${fixed}\\b`, 'g'), String(ports[fixed]));
+  }
   return JSON.parse(text).map((n: Msg) => (n.type === 'debug' ? { id: n.id, z: n.z, name: n.name, type: 'helper', wires: [] } : n));
 }
 
@@ -117,6 +123,17 @@ describe('examples: each one deployed alone works with nothing else running', fu
       const alarms = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.some((x) => x.payload?.alarm === true))));
       byName(flow, 'ALARM').receive({});
       for (const got of await alarms) assert.equal(got.find((x) => x.payload?.alarm === true)!.coap.origin.address, '127.0.0.10');
+      // the proxy relaying observer 4's observation says so (never "0 relayed" while it relays)
+      const relayed = collect(byName(flow, 'observer 4 notifications (relayed)'), (m) => m.some((x) => x.payload?.alarm === true));
+      await relayed;
+      const proxyNode = byName(flow, 'proxy :5695 next to the server'.replace('5695', String(ports[5695])));
+      const observing = await statusOf(proxyNode, (x) => x.text === 'coap-group-proxy.status.observing');
+      assert.equal(observing.fill, 'blue');
+      // counting: four observers (three direct, one proxy answering for its client) give an estimate of 4
+      const est = collect(byName(flow, 'registrations and estimates'), (m) => m.some((x) => x.topic === 'estimate'));
+      byName(flow, 'count observers').receive({});
+      const e = (await est).find((x) => x.topic === 'estimate')!;
+      assert.deepEqual([e.payload.confirmations, e.payload.estimate, e.payload.count], [4, 4, 4], JSON.stringify(e.payload));
     },
   };
 

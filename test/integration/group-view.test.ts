@@ -124,7 +124,7 @@ describe('group view: what the sidebar tab is sent', function () {
       const req = helper.getNode('req');
       const n = MAX_EXCHANGES + 2;
       const complete = collect(helper.getNode('out'), (m) => m.filter((x) => x.complete).length >= n);
-      for (let i = 0; i < n; i++) req.receive({ timeout: 300 });
+      for (let i = 0; i < n; i++) req.receive({ timeout: '300ms' });
       await complete;
       const last = (await view.until((p) => p.topic === `${VIEW_TOPIC}/req` && !!p.data && p.data.exchanges.filter((e) => e.ended).length >= MAX_EXCHANGES)).data!;
       assert.equal(last.exchanges.length, MAX_EXCHANGES);
@@ -181,7 +181,7 @@ describe('group view: what the sidebar tab is sent', function () {
     try {
       await helper.load([endpointNode, groupRequestNode, proxyNode], flow('127.0.0.1'));
       const complete = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
-      helper.getNode('req').receive({ timeout: 300 });
+      helper.getNode('req').receive({ timeout: '300ms' });
       await complete;
       await view.until((p) => p.topic === `${VIEW_TOPIC}/req` && !!p.data?.exchanges[0]?.ended);
       await helper.setFlows(flow('127.0.0.1').filter((n) => n.id !== 'req' && n.id !== 'out'), 'full');

@@ -97,7 +97,10 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     helper.getNode('req').receive({ ...pick, url: `${pick.coap.origin.uri}/light`, proxy: '' });
     const after = await follow;
     assert.equal(after.length, 2);
-    assert.equal(after[0].coap.origin.address, '127.0.0.1'); // answered by the proxy, standing in for the lamp
+    // answered by the proxy standing in for the lamp: the origin is the lamp (msg.topic names it), reached via the proxy
+    assert.equal(after[0].coap.origin.address, pick.coap.origin.address);
+    assert.equal(after[0].topic, pick.coap.origin.uri);
+    assert.equal(after[0].coap.origin.via.address, '127.0.0.1');
     assert.equal(after[0].payload.name, lamps.find((l) => l.address === pick.coap.origin.address)!.name);
   });
 });

@@ -1,5 +1,7 @@
 // Helpers for tests that run nodes in node-red-node-test-helper.
 
+import { coreNode } from './node-red-runtime';
+
 export type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Collect the messages a helper node receives until `done(messages)` says enough. */
@@ -13,13 +15,18 @@ export function collect(node: { on(event: 'input', fn: (msg: Msg) => void): void
   });
 }
 
+/** The core Complete and Catch nodes, to load beside the nodes under test when a flow uses completeWatch. */
+export const WATCH_NODES = [coreNode('common/24-complete.js'), coreNode('common/25-catch.js')];
+
 /**
- * A Complete node watching `scope` (node ids), wired to a helper node: add these to a test flow, then
- * `doneCounts(helper.getNode(id))` counts done() calls per input message id (STYLE.md: exactly one per input).
+ * A Complete node (done()) and a Catch node (done(err)) watching `scope` (node ids), both wired to one helper node:
+ * add these to a test flow (and WATCH_NODES to the loaded nodes), then `new DoneCounter(helper.getNode(`${id}-out`))`
+ * counts done() calls per input message id (STYLE.md: exactly one per input message).
  */
 export function completeWatch(scope: string[], id = 'cmp'): Record<string, unknown>[] {
   return [
     { id, type: 'complete', scope, uncaught: false, wires: [[`${id}-out`]] },
+    { id: `${id}-catch`, type: 'catch', scope, uncaught: false, wires: [[`${id}-out`]] },
     { id: `${id}-out`, type: 'helper' },
   ];
 }
@@ -56,4 +63,23 @@ export class DoneCounter {
     }
     if (this.total !== msgIds.length) throw new Error(`done() called ${this.total} times for ${msgIds.length} input messages`);
   }
+}
+
+export type Status = { fill?: string; shape?: string; text?: string };
+
+/**
+ * The first argument of every call of `method` (status, error, warn, log) made by this node. The test helper spies
+ * on the Node prototype, so a spy's calls include every node's: keep this node's only.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function callsOf(node: any, method: 'status' | 'error' | 'warn' | 'log'): any[] {
+  return node[method].getCalls().filter((c: { thisValue: unknown }) => c.thisValue === node).map((c: { args: unknown[] }) => c.args[0]);
+}
+
+/** A status of this node that satisfies `pred`: one already shown, or the next one. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function statusOf(node: any, pred: (s: Status) => boolean): Promise<Status> {
+  const seen = callsOf(node, 'status').find(pred);
+  if (seen) return Promise.resolve(seen);
+  return new Promise((resolve) => node.on('call:status', (c: { args: [Status] }) => pred(c.args[0]) && resolve(c.args[0])));
 }

@@ -36,6 +36,22 @@ describe('package layout', function () {
     });
   }
 
+  it('every node in the palette has its own icon, white on transparent in a 2:3 box (Node-RED appearance guide)', function () {
+    const icons = new Map<string, string>();
+    for (const [type, file] of Object.entries<string>(pkg['node-red'].nodes)) {
+      const html = fs.readFileSync(path.join(root, file.replace(/\.js$/, '.html')), 'utf8');
+      if (/category: 'config'/.test(html)) continue;
+      const icon = /icon: '([^']+)'/.exec(html)?.[1];
+      assert.ok(icon, `${type} has no icon`);
+      assert.ok(!icons.has(icon), `${type} shares ${icon} with ${icons.get(icon)}`);
+      icons.set(icon, type);
+      const svg = fs.readFileSync(path.join(path.dirname(path.join(root, file)), 'icons', icon), 'utf8');
+      assert.match(svg, /viewBox="0 0 40 60"/, `${icon}: a 2:3 box`);
+      const colours = [...svg.matchAll(/(?:fill|stroke)="([^"]+)"/g)].map((m) => m[1].toLowerCase());
+      assert.deepEqual([...new Set(colours)].filter((c) => !['#fff', '#ffffff', 'white', 'none'].includes(c)), [], `${icon}: white on transparent only`);
+    }
+  });
+
   it('npm pack ships dist/src, dist/nodes and examples, and no tests, benches or TypeScript sources', function () {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const files: string[] = JSON.parse(out)[0].files.map((f: { path: string }) => f.path);
@@ -49,9 +65,19 @@ describe('package layout', function () {
 
   it('every example flow is valid JSON and uses only node types that exist', function () {
     const known = new Set([...Object.keys(pkg['node-red'].nodes), 'tab', 'inject', 'debug', 'join', 'split', 'switch', 'change', 'function', 'comment']);
+    // the defaults of every dialog are filled in, so no select shows empty after import
+    const defaults: Record<string, string[]> = {};
+    for (const [type, file] of Object.entries<string>(pkg['node-red'].nodes)) {
+      const html = fs.readFileSync(path.join(root, file.replace(/\.js$/, '.html')), 'utf8');
+      const block = /defaults: \{([\s\S]*?)\n\s*\},\n/.exec(html)?.[1] ?? '';
+      defaults[type] = [...block.matchAll(/^\s*(\w+): \{/gm)].map((m) => m[1]);
+    }
     for (const f of fs.readdirSync(path.join(root, 'examples'))) {
       const flow = JSON.parse(fs.readFileSync(path.join(root, 'examples', f), 'utf8'));
-      for (const n of flow) assert.ok(known.has(n.type), `${f}: unknown node type ${n.type}`);
+      for (const n of flow) {
+        assert.ok(known.has(n.type), `${f}: unknown node type ${n.type}`);
+        for (const key of defaults[n.type] ?? []) assert.ok(key in n, `${f}: ${n.type} "${n.name}" has no ${key} (an empty field after import)`);
+      }
     }
   });
 });
