@@ -124,6 +124,9 @@ function register(RED: NodeAPI): void {
     node.register = (user) => {
       users.set(user.id, user);
       if (state) user.status(state);
+      // Open with the first user, as the MQTT broker node connects: a socket that cannot open turns every user red
+      // at deploy, not at the first message.
+      else if (users.size === 1) open().catch(() => undefined);
     };
 
     const closeSocket = (): Promise<void> => {

@@ -73,12 +73,18 @@ function register(RED: NodeAPI): void {
       if (!listenNode) throw new Error(RED._('coap-group-proxy.errors.no-listen'));
       if (def.upstream && !upstreamNode) throw new Error(RED._('coap-endpoint.errors.missing'));
       // Several proxies (and other servers) may share the listen endpoint: this one claims the requests it proxies.
-      const reverseHosts = new Set(parseReverse(def.reverse).map((r) => r.host).filter(Boolean));
+      const reverse = parseReverse(def.reverse);
+      const withOscore = (def.oscoreContexts?.length ?? 0) > 0 || !!(def.oscoreContext1 || def.oscoreContext2 || def.oscoreContext3);
       const claims = (req: IncomingRequest) => {
-        const kind = proxyRelatedKind(req.message);
+        const m = req.message;
+        // a request protected for this proxy: only it can tell what is inside (oscore-capable-proxies-07 §2.4)
+        if (withOscore && m.options.some((o) => o.number === OPT.OSCORE)) return true;
+        const kind = proxyRelatedKind(m);
         if (kind === 'forward') return def.forward !== false;
-        const host = req.message.options.find((o) => o.number === OPT.URI_HOST)?.value.toString('utf8');
-        return kind === 'reverse' && host !== undefined && reverseHosts.has(host);
+        if (kind !== 'reverse') return false;
+        const host = m.options.find((o) => o.number === OPT.URI_HOST)?.value.toString('utf8');
+        const path = m.options.filter((o) => o.number === OPT.URI_PATH).map((o) => o.value.toString('utf8'));
+        return reverse.some((r) => (r.host === undefined || r.host === host) && (r.pathPrefix ?? []).every((seg, i) => path[i] === seg) && (r.host !== undefined || (r.pathPrefix?.length ?? 0) > 0));
       };
       const listen = await listenNode.getServerEndpoint(node, claims);
       const upstream = upstreamNode ? await upstreamNode.getEndpoint() : await acquireDefaultEndpoint(RED, node);

@@ -61,6 +61,13 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
     });
   }
 
+  it('an endpoint whose socket cannot open (an address this machine does not have) turns its users red at deploy', async function () {
+    // 192.0.2.1 is TEST-NET-1 (RFC 5737): not an address of this machine, so bind fails and nothing is sent
+    const flow = [{ id: 'ep', type: 'coap-endpoint', bindAddress: '192.0.2.1', port: 0, multicastInterface: '127.0.0.1' }, req('a'), req('b'), { id: 'out', type: 'helper' }];
+    await helper.load(NODES, flow);
+    for (const id of ['a', 'b']) assert.equal((await statusOf(helper.getNode(id), (x) => x.fill === 'red')).text, 'coap-endpoint.status.failed');
+  });
+
   it('two request nodes on one endpoint use one socket (a member sees one source port)', async function () {
     const member = { id: 'm', type: 'coap-group-server', address: '127.0.0.150', port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/who', leisure: 0.05, mode: 'flow', wires: [['seen', 'resp']] };
     const flow = [{ id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' }, member, { id: 'resp', type: 'coap-group-response' }, { id: 'seen', type: 'helper' }, req('a', { url: `coap://${GROUP_V4}:${port}/who` }), req('b', { url: `coap://${GROUP_V4}:${port}/who` }), { id: 'out', type: 'helper' }];
@@ -113,6 +120,31 @@ describe('nodes: coap-endpoint owns its socket and its users', function () {
       const msgs = await got;
       assert.equal(msgs.filter((m) => !m.complete).length, 2, `${id}: ${JSON.stringify(msgs.at(-1)!.coap.errors)}`);
     }
+  });
+
+  it('a partial redeploy of a proxy on a fixed listen port: the old proxy lets go of the port before the new one takes it', async function () {
+    const listenPort = await freeGroupPort('224.0.1.187'); // any free UDP port
+    const flow = (allow: string) => [
+      { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: listenPort, multicastInterface: '127.0.0.1' },
+      { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow, wires: [] },
+      req('r', { timeout: 2, multicastTimeout: 1 }),
+      { id: 'out', type: 'helper' },
+      { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    ];
+    await helper.load(NODES, flow('127.0.0.250'));
+    const proxy = `coap://127.0.0.1:${listenPort}`;
+    const refused = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    helper.getNode('r').receive({ proxy });
+    assert.equal((await refused).at(-1)!.coap.errors[0]?.code, '4.01');
+    // only the proxy changes (its allow-list): Node-RED stops and starts that node alone
+    await helper.setFlows(flow('127.0.0.1'), 'nodes');
+    await statusOf(helper.getNode('proxy'), (x) => x.fill === 'green');
+    const ok = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
+    helper.getNode('r').receive({ proxy });
+    const msgs = await ok;
+    assert.equal(msgs.filter((m) => !m.complete).length, 2, JSON.stringify(msgs.at(-1)!.coap.errors));
+    assert.equal(callsOf(helper.getNode('pl'), 'error').length, 0, 'no bind error on the listen port');
   });
 
   it('the socket closes with its last user, before that user\'s close completes', async function () {

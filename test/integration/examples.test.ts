@@ -106,6 +106,9 @@ describe('examples: each one deployed alone works with nothing else running', fu
       assert.equal(followUp.length, 1);
       assert.equal(followUp[0].coap.code, '2.05');
       assert.match(followUp[0].payload.name, /^lamp-[123]$/);
+      // the follow-up's topic names the lamp, not the proxy that answered for it
+      assert.match(followUp[0].topic, /^coap:\/\/127\.0\.2\.[234]:/);
+      assert.equal(followUp[0].coap.origin.via.address, '127.0.0.1');
     },
     'Group proxy - chain of two proxies.json': async () => {
       const flow = await example('Group proxy - chain of two proxies.json');

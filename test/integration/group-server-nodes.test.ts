@@ -118,6 +118,9 @@ describe('nodes: coap-group-server (Node-RED as a group member)', function () {
     helper.getNode('req').receive(g);
     const gm = await group;
     assert.equal(gm.filter((m) => !m.complete).length, 0);
+    // every member rejected it, silently: the completion and the status say "no answer", not a green "0"
+    assert.equal(gm.at(-1)!.coap.outcome, 'no answer');
+    assert.equal((await statusOf(helper.getNode('req'), (x) => x.fill !== 'blue')).fill, 'yellow');
     const memberPort = (await waitServer('m1')).port;
     const uni = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const u: Msg = { payload: 'on', url: `coap://127.0.0.2:${memberPort}/light` };

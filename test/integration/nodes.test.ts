@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
-import { Msg, collect } from '../support/flow';
+import { DoneCounter, Msg, WATCH_NODES, collect, completeWatch } from '../support/flow';
 import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
@@ -67,10 +67,13 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
       endpoint,
       { id: 'req', type: 'coap-group-request', endpoint: 'ep', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 0.6, payloadMode: 'auto', wires: [['out']] },
       { id: 'out', type: 'helper' },
+      ...completeWatch(['req']),
     ];
-    await helper.load([endpointNode, groupRequestNode], flow);
+    await helper.load([endpointNode, groupRequestNode, ...WATCH_NODES], flow);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
     const done = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
-    helper.getNode('req').receive({ payload: '' });
+    const input: Msg = { payload: '' };
+    helper.getNode('req').receive(input);
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     const completion = msgs[msgs.length - 1];
@@ -90,6 +93,7 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
     assert.equal(completion.coap.responses, 5);
     assert.equal(completion.responders.length, 5);
     assert.equal(completion.parts.count, 5);
+    await dones.assertOncePer([input._msgid]);
   });
 
   it('a stock Join node in automatic mode collects one exchange into an array', async function () {
@@ -202,19 +206,24 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
       endpoint,
       { id: 'req', type: 'coap-group-request', endpoint: 'ep', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 0.3, wires: [['out']] },
       { id: 'out', type: 'helper' },
+      ...completeWatch(['req']),
     ];
-    await helper.load([endpointNode, groupRequestNode], flow);
+    await helper.load([endpointNode, groupRequestNode, ...WATCH_NODES], flow);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
     const req = helper.getNode('req');
     const errored = new Promise<any>((resolve) => req.on('call:error', (call: any) => resolve(call)));
     const statuses: any[] = [];
     req.on('call:status', (c: any) => statuses.push(c.args[0]));
-    req.receive({ url: 'http://not-coap/x' });
+    const bad: Msg = { url: 'http://not-coap/x' };
+    req.receive(bad);
     const call = await errored;
     assert.match(String(call.args[0]), /unsupported URI scheme/);
     assert.ok(statuses.some((s) => s.fill === 'red'));
     const ok = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
-    req.receive({ options: { 'Uri-Query': ['x=1'] } });
+    const good: Msg = { options: { 'Uri-Query': ['x=1'] } };
+    req.receive(good);
     assert.equal((await ok).filter((m) => !m.complete).length, 5);
+    await dones.assertOncePer([bad._msgid, good._msgid]); // done(err) once, done() once
   });
 
   it('msg.cancel stops a running exchange early and completes it', async function () {
@@ -222,14 +231,21 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
       endpoint,
       { id: 'req', type: 'coap-group-request', endpoint: 'ep', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 30, wires: [['out']] },
       { id: 'out', type: 'helper' },
+      ...completeWatch(['req']),
     ];
-    await helper.load([endpointNode, groupRequestNode], flow);
+    await helper.load([endpointNode, groupRequestNode, ...WATCH_NODES], flow);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
     const done = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const start = Date.now();
-    helper.getNode('req').receive({});
-    setTimeout(() => helper.getNode('req').receive({ cancel: true }), 300);
+    const first: Msg = {};
+    const cancel: Msg = { cancel: true };
+    helper.getNode('req').receive(first);
+    // cancel once the responses are in (an event, not a fixed wait)
+    await collect(helper.getNode('out'), (m) => m.filter((x) => !x.complete).length >= 5);
+    helper.getNode('req').receive(cancel);
     const msgs = await done;
     assert.ok(Date.now() - start < 5000);
     assert.equal(msgs[msgs.length - 1].coap.cancelled, true);
+    await dones.assertOncePer([first._msgid, cancel._msgid]);
   });
 });

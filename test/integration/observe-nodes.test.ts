@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { freeGroupPort } from '../support/lamps';
+import { DoneCounter, Msg, WATCH_NODES, completeWatch } from '../support/flow';
 import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -39,14 +40,21 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
       { id: 'events', type: 'helper' },
       ...[1, 2, 3].map((i) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, bindAddress: '127.0.0.1', autoStart: false, payloadMode: 'auto', wires: [[`o${i}`]] })),
       ...[1, 2, 3].map((i) => ({ id: `o${i}`, type: 'helper' })),
+      ...completeWatch(['srv', 'c1', 'c2', 'c3']),
     ];
-    await helper.load([observeNode], flow);
+    await helper.load([observeNode, ...WATCH_NODES], flow);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
+    const inputs: Msg[] = [];
+    const input = (id: string, msg: Msg) => {
+      inputs.push(msg);
+      helper.getNode(id).receive(msg);
+    };
     const got: Record<string, any[]> = { o1: [], o2: [], o3: [] };
     for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: any) => got[k].push(m));
     const registrations: any[] = [];
     helper.getNode('events').on('input', (m: any) => m.topic === 'registration' && registrations.push(m));
     // start the clients (they register and take the informative response)
-    for (const i of [1, 2, 3]) helper.getNode(`c${i}`).receive({});
+    for (const i of [1, 2, 3]) input(`c${i}`, {});
     const until = async (pred: () => boolean) => {
       for (let t = 0; t < 150 && !pred(); t++) await new Promise((r) => setTimeout(r, 20));
       assert.ok(pred(), 'timed out');
@@ -56,7 +64,7 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
       assert.equal(a[0].coap.via, 'last_notif');
       assert.deepEqual(a[0].payload, { armed: false });
     }
-    helper.getNode('srv').receive({ payload: { armed: true } });
+    input('srv', { payload: { armed: true } });
     await until(() => Object.values(got).every((a) => a.length === 2));
     for (const a of Object.values(got)) {
       assert.equal(a[1].coap.via, 'multicast');
@@ -65,6 +73,7 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
       assert.ok(a[1].coap.sequence > a[0].coap.sequence);
     }
     assert.equal(registrations[2].payload.count, 3);
+    await dones.assertOncePer(inputs.map((m) => m._msgid));
   });
 
   it('a client node registering through a coap-group-proxy gets every notification relayed on its own token; the server counts the proxy once', async function () {

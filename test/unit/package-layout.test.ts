@@ -52,6 +52,36 @@ describe('package layout', function () {
     }
   });
 
+  it('node modules keep their exported helpers reachable (module.exports is the register function with them on it)', function () {
+    const endpoint = require(path.join(root, 'dist/nodes/coap-endpoint.js'));
+    assert.equal(typeof endpoint, 'function');
+    assert.equal(typeof endpoint.endpointOptionsFromConfig, 'function');
+    assert.equal(typeof require(path.join(root, 'dist/nodes/coap-response-splitter.js')).matchMember, 'function');
+    assert.equal(typeof require(path.join(root, 'dist/nodes/coap-group-server.js')).groupServerOptionsFromConfig, 'function');
+  });
+
+  it('no example polls on a timer (a repeating inject floods the debug sidebar of every tab)', function () {
+    for (const f of fs.readdirSync(path.join(root, 'examples'))) {
+      for (const n of JSON.parse(fs.readFileSync(path.join(root, 'examples', f), 'utf8'))) {
+        if (n.type === 'inject') assert.ok(!n.repeat && !n.crontab, `${f}: "${n.name}" repeats`);
+      }
+    }
+  });
+
+  it('every status text is short enough to stay under its node and has no count-dependent plural ("1 responses")', function () {
+    const dir = path.join(root, 'nodes', 'locales', 'en-US');
+    for (const f of fs.readdirSync(dir)) {
+      const catalog = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+      for (const [type, texts] of Object.entries<Record<string, Record<string, string>>>(catalog)) {
+        for (const [key, text] of Object.entries(texts.status ?? {})) {
+          const one = text.replace(/__\w+__/g, '1');
+          assert.ok(text.replace(/__\w+__/g, '1000').length <= 32, `${type}.status.${key} "${text}" is too long for a status`);
+          assert.doesNotMatch(one, /\b1 [a-z]+s\b/, `${type}.status.${key} "${text}" reads "${one}"`);
+        }
+      }
+    }
+  });
+
   it('npm pack ships dist/src, dist/nodes and examples, and no tests, benches or TypeScript sources', function () {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const files: string[] = JSON.parse(out)[0].files.map((f: { path: string }) => f.path);
