@@ -215,7 +215,7 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
 
   for (const file of exampleFiles) {
     const name = file.replace(/\.json$/, '');
-    it(`example "${name}": imported alone and deployed, the debug sidebar shows per-member messages`, async function () {
+    it(`example "${name}": imported alone and deployed, the debug sidebar shows per-member messages; statuses and dialogs as shipped are clean`, async function () {
       this.timeout(90000);
       const flow = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as { type: string; name?: string; once?: boolean }[];
       await emptyNodeRed();
@@ -224,20 +224,23 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
       await importAndShow();
       await deploy();
       await openSidebarTab('debug');
-      const enough = async () => {
-        const origins = await debugOrigins();
-        const distinct = new Set(origins).size;
-        const needs = flow.some((n) => n.type === 'coap-group-request') ? 2 : 1;
-        return origins.length >= 2 && distinct >= needs;
-      };
-      const waitFor = async (ms: number) => {
-        const end = Date.now() + ms;
-        while (Date.now() < end) {
-          if (await enough()) return true;
-          await page.waitForTimeout(250);
-        }
-        return enough();
-      };
+      const needs = flow.some((n) => n.type === 'coap-group-request') ? 2 : 1;
+      // the debug sidebar, watched in the page: at least two messages naming a server, from `needs` servers
+      const waitFor = (ms: number) =>
+        page
+          .waitForFunction(
+            (k: number) => {
+              const topics = [...document.querySelectorAll('.red-ui-debug-msg .red-ui-debug-msg-topic')].map((e: { textContent: string | null }) => (e.textContent ?? '').split(' : ')[0].trim());
+              const origins = topics.filter((t: string) => /^coap:\/\/(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.%]+\])(:\d+)?$/i.test(t) && !/^coap:\/\/(22[4-9]|23\d)\.|^coap:\/\/\[ff/i.test(t));
+              return origins.length >= 2 && new Set(origins).size >= k;
+            },
+            needs,
+            { timeout: ms, polling: 200 },
+          )
+          .then(
+            () => true,
+            () => false,
+          );
       // what runs by itself (inject once); else press the example's buttons one by one, as a reader would
       let ok = await waitFor(flow.some((n) => n.type === 'inject' && n.once) ? 8000 : 1000);
       if (!ok) {
@@ -250,6 +253,42 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
       const origins = await debugOrigins();
       assert.ok(ok, `no per-member messages in the debug sidebar (origins seen: ${[...new Set(origins)].join(', ') || 'none'})`);
       assertClean(name);
+
+      // statuses as a user reads them: no "1 responses", no undefined / NaN / [object Object]
+      const statuses: string[] = await page.$$eval('.red-ui-flow-node-status-label', (els) => els.map((e) => e.textContent ?? '').filter(Boolean));
+      for (const st of statuses) assert.doesNotMatch(st, /\b1 [a-z]{3,}s\b|undefined|NaN|\[object/, `status "${st}"`);
+
+      // every dialog of the example as shipped: no empty select, no field the editor flags as invalid
+      const ours: { id: string; type: string; config: boolean }[] = await page.evaluate((types: string[]) => {
+        const out: { id: string; type: string; config: boolean }[] = [];
+        window.RED.nodes.eachNode((n: { id: string; type: string }) => { if (types.includes(n.type)) out.push({ id: n.id, type: n.type, config: false }); });
+        window.RED.nodes.eachConfig((n: { id: string; type: string }) => { if (types.includes(n.type)) out.push({ id: n.id, type: n.type, config: true }); });
+        return out;
+      }, nodeTypes);
+      let selects = 0;
+      for (const n of ours) {
+        if (n.config) await page.evaluate((c: { id: string; type: string }) => window.RED.editor.editConfig('', c.type, c.id), n);
+        else await page.evaluate((id: string) => window.RED.editor.edit(window.RED.nodes.node(id)), n.id);
+        const form = n.config ? '#node-config-dialog-edit-form' : '#dialog-form';
+        await page.locator(form).waitFor();
+        const findings: string[] = await page.$eval(form, (f: any) => {
+          const out: string[] = [];
+          for (const sel of f.querySelectorAll('select')) {
+            if (sel.offsetParent === null) continue; // a row this configuration hides
+            out.push('checked');
+            const hasEmpty = [...sel.options].some((o: { value: string }) => o.value === '');
+            if (sel.selectedIndex < 0 || (sel.value === '' && !hasEmpty)) out.push(`empty select ${sel.id}`);
+          }
+          for (const el of f.querySelectorAll('.input-error')) if (el.offsetParent !== null) out.push(`invalid ${el.id || el.className}`);
+          return out;
+        });
+        selects += findings.filter((x) => x === 'checked').length;
+        assert.deepEqual(findings.filter((x) => x !== 'checked'), [], `${name}: the ${n.type} dialog of ${n.id}`);
+        await page.click(n.config ? '#node-config-dialog-cancel' : '#node-dialog-cancel');
+        await page.locator(form).waitFor({ state: 'detached' });
+      }
+      assert.ok(ours.length > 0 && selects > 0, 'the example\'s own nodes and their selects were looked at');
+      assertClean(`${name} dialogs`);
       if (process.env.COAP_SCREENSHOTS && /^Lighting group/.test(name)) {
         await page.locator('.red-ui-notification').first().waitFor({ state: 'detached', timeout: 15000 }).catch(() => undefined);
         await page.screenshot({ path: path.join(process.env.COAP_SCREENSHOTS, 'demo-flow.png') });
