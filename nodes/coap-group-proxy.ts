@@ -12,6 +12,7 @@ import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { ContextRegistry, SignatureChecker } from '../src/oscore';
 import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
+import { GroupView } from './lib/group-view';
 import { Node, NodeAPI, NodeDef, shortText } from './lib/red';
 
 interface ProxyDef extends NodeDef {
@@ -54,6 +55,7 @@ function register(RED: NodeAPI): void {
     let proxy: GroupProxy | undefined;
     let closed = false;
     let relayed = 0;
+    const view = new GroupView(RED, node, 'proxy');
 
     // The proxy's own counters (a relayed Observe notification counts too, not only responses seen as events),
     // and the observations it holds upstream, so a proxy that relays never shows "0 relayed".
@@ -130,6 +132,7 @@ function register(RED: NodeAPI): void {
           node.log(`rejected ${e.client.address}:${e.client.port} -> ${e.target ?? '?'}: ${e.code} ${e.reason}`);
         }
         if (e.kind === 'drop') node.warn(`${e.client.address}:${e.client.port}: ${e.reason}`);
+        view.proxyEvent(e, proxy!.counters, proxy!.activeExchanges);
         if (closed) return; // the proxy ends its exchanges while closing: nothing more goes into the flow
         if (def.events) node.send({ topic: e.kind, payload: e });
         status();
@@ -144,12 +147,13 @@ function register(RED: NodeAPI): void {
       node.status({ fill: 'red', shape: 'dot', text: shortText(err.message) });
     });
 
-    node.on('close', (_removed, done) => {
+    node.on('close', (removed, done) => {
       closed = true;
+      view.close(removed);
       clearInterval(refresh);
       node.status({});
       // The proxy first (it stops using both sockets), then the endpoints it used, each closing with its last user.
-      const release = (ep: EndpointConfigNode | null) => new Promise<void>((r) => (ep ? ep.deregister(node, r, _removed) : r()));
+      const release = (ep: EndpointConfigNode | null) => new Promise<void>((r) => (ep ? ep.deregister(node, r, removed) : r()));
       Promise.resolve()
         .then(() => proxy?.close())
         .then(() => release(listenNode))

@@ -19,6 +19,7 @@ import { UnicastCancelled, unicastOrigin, unicastRequest } from '../src/node-sup
 import { parseDuration } from '../src/node-support/units';
 import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
 import { describeMessage, objectToOptions, responseToMsg } from './lib/msg-mapping';
+import { GroupView } from './lib/group-view';
 import { DoneFn, Node, NodeAPI, NodeDef, NodeMessage, SendFn, guarded, shortText } from './lib/red';
 
 interface GroupRequestDef extends NodeDef {
@@ -78,6 +79,7 @@ function register(RED: NodeAPI): void {
     let totalResponses = 0;
     let lastError: string | undefined;
     let closing = false;
+    const view = new GroupView(RED, node, 'request');
 
     let configOptions: CoapOption[] = [];
     try {
@@ -156,6 +158,7 @@ function register(RED: NodeAPI): void {
         const emitResponse = (r: GroupResponse, exchangeId: string) => {
           totalResponses++;
           const m = responseToMsg(r, exchangeId, mode);
+          view.response(exchangeId, r.origin.uri, m.coap.code);
           const out: NodeMessage = { ...RED.util.cloneMessage(msg), payload: m.payload, topic: m.topic, coap: m.coap, parts: { id: exchangeId, type: 'array', index: r.index - 1 } };
           delete out.complete;
           if (m.decodeError) node.warn(m.decodeError);
@@ -173,6 +176,7 @@ function register(RED: NodeAPI): void {
           const via = viaOf(msg);
           const ux = unicastRequest(ep, { uri, method, options, payload, confirmable: def.confirmable !== false, timeout, via, proxy });
           running.set(id, { id, cancel: () => ux.cancel() });
+          view.started(id, url);
           showStatus();
           try {
             const res = await ux.response;
@@ -195,6 +199,7 @@ function register(RED: NodeAPI): void {
               done(err as Error);
             }
           } finally {
+            view.ended(id);
             running.delete(id);
             showStatus();
           }
@@ -222,6 +227,7 @@ function register(RED: NodeAPI): void {
         } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore() });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
+        view.started(id, url);
         showStatus();
         ex.on('response', (r: GroupResponse) => {
           emitResponse(r, id);
@@ -237,18 +243,20 @@ function register(RED: NodeAPI): void {
           const outcome = proxyError ? 'proxy error' : s.responses === 0 ? (s.cancelled ? 'cancelled' : relayNothing ? 'sent' : 'no answer') : 'answered';
           lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled' };
           if (outcome === 'no answer') node.warn(RED._('coap-group-request.warn.no-answer', { url, seconds: timeout / 1000 }));
+          view.ended(id, s);
           emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });
     };
 
-    node.on('close', (_removed, done) => {
+    node.on('close', (removed, done) => {
       closing = true;
+      view.close(removed);
       for (const r of running.values()) r.cancel();
       running.clear();
       node.status({});
-      if (endpointNode) endpointNode.deregister(node, done, _removed);
+      if (endpointNode) endpointNode.deregister(node, done, removed);
       else if (usesDefault) releaseDefaultEndpoint(node, done);
       else done();
     });

@@ -46,6 +46,7 @@ export interface NodeAPI {
   settings: { userDir?: string; [key: string]: unknown };
   _(key: string, substitutions?: Record<string, unknown>): string;
   util: { cloneMessage<T>(msg: T): T };
+  comms: { publish(topic: string, data: unknown, retain?: boolean): void };
   /** the editor's admin HTTP API (absent in some test doubles) */
   httpAdmin?: { get(path: string, ...handlers: ((req: any, res: any, next: () => void) => void)[]): void }; // eslint-disable-line @typescript-eslint/no-explicit-any
   auth?: { needsPermission(permission: string): (req: unknown, res: unknown, next: () => void) => void };

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { DoneCounter, Msg, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -19,7 +20,7 @@ const groupServerNode = require('../../nodes/coap-group-server');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const groupResponseNode = require('../../nodes/coap-group-response');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 const NODES = [endpointNode, groupRequestNode, proxyNode, groupServerNode, groupResponseNode, ...WATCH_NODES];
 
 

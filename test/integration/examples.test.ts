@@ -8,15 +8,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Msg, collect, statusOf } from '../support/flow';
 import { freeGroupPort } from '../support/lamps';
+import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
 const root = path.resolve(__dirname, '..', '..', '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 const OURS = Object.values<string>(pkg['node-red'].nodes).map((f) => require(path.join(root, f)));
-const CORE = ['common/20-inject.js', 'common/90-comment.js', 'common/24-complete.js', 'function/10-switch.js', 'function/15-change.js', 'sequence/17-split.js'].map((f) => require(`@node-red/nodes/core/${f}`));
+const CORE = ['common/20-inject.js', 'common/90-comment.js', 'common/24-complete.js', 'function/10-switch.js', 'function/15-change.js', 'sequence/17-split.js'].map((f) => coreNode(f));
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 async function freeUnicastPort(): Promise<number> {
   const s = dgram.createSocket('udp4');

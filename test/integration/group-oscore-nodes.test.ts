@@ -17,6 +17,8 @@ import { decodeOscoreOption, parseCcs, privateKeyObject, protectResponse, public
 import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
+import { nodeRedRuntime } from '../support/node-red-runtime';
+
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -32,7 +34,7 @@ const endpointNode = require('../../nodes/coap-endpoint');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const proxyNode = require('../../nodes/coap-group-proxy');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 type Msg = Record<string, any>;
 

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { DoneCounter, Msg, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, freeGroupPort } from '../support/lamps';
+import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -15,10 +16,9 @@ const groupRequestNode = require('../../nodes/coap-group-request');
 const groupServerNode = require('../../nodes/coap-group-server');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const groupResponseNode = require('../../nodes/coap-group-response');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const changeNode = require('@node-red/nodes/core/function/15-change.js');
+const changeNode = coreNode('function/15-change.js');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 const NODES = [endpointNode, groupRequestNode, groupServerNode, groupResponseNode, changeNode, ...WATCH_NODES];
 

@@ -7,6 +7,7 @@ import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { DoneCounter, Msg, WATCH_NODES, collect, completeWatch } from '../support/flow';
 import { closeChecked } from '../support/endpoints';
+import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -17,10 +18,9 @@ const endpointNode = require('../../nodes/coap-endpoint');
 const groupRequestNode = require('../../nodes/coap-group-request');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const splitterNode = require('../../nodes/coap-response-splitter');
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const joinNode = require('@node-red/nodes/core/sequence/17-split.js');
+const joinNode = coreNode('sequence/17-split.js');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 
 /** A group member that answers every request twice (two NON responses, distinct MIDs): a real duplicate. */

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { freeGroupPort } from '../support/lamps';
 import { DoneCounter, Msg, WATCH_NODES, completeWatch } from '../support/flow';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -14,7 +15,7 @@ const proxyNode = require('../../nodes/coap-group-proxy');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const endpointNode = require('../../nodes/coap-endpoint');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 async function freeUnicastPort(address: string): Promise<number> {
   const s = dgram.createSocket('udp4');

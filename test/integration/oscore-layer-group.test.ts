@@ -13,12 +13,14 @@ import { GroupContext, decodeOscoreOption, generateGroupKeyPair } from '../../sr
 import { OscoreExchanges } from '../../nodes/lib/oscore-exchanges';
 import type { OscoreLayerSource } from '../../nodes/lib/oscore-source';
 
+import { nodeRedRuntime } from '../support/node-red-runtime';
+
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const layerNode = require('../../nodes/coap-oscore-layer');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 type Msg = Record<string, any>;
 const h = (x: string): Buffer => Buffer.from(x, 'hex');

@@ -13,6 +13,7 @@ import { CODES } from '../../src/coap/codes';
 import { CoapMessage, CoapOption, getOption, getOptions } from '../../src/coap/message';
 import { OPT, decodeUint, encodeUint } from '../../src/coap/options';
 import { SecurityContext, decodeOscoreOption, decodePartialIv, deriveKeys, protectRequest } from '../../src/oscore';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -21,7 +22,7 @@ const contextNode = require('../../nodes/coap-oscore-context');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const layerNode = require('../../nodes/coap-oscore-layer');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 type Msg = Record<string, any>;
 

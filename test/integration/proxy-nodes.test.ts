@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { CODES } from '../../src/coap/codes';
 import { Msg, collect as until } from '../support/flow';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -14,7 +15,7 @@ const groupRequestNode = require('../../nodes/coap-group-request');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const proxyNode = require('../../nodes/coap-group-proxy');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 
 
 describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { DoneCounter, Msg, Status, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -18,7 +19,7 @@ const proxyNode = require('../../nodes/coap-group-proxy');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const groupServerNode = require('../../nodes/coap-group-server');
 
-helper.init(require.resolve('node-red'));
+helper.init(nodeRedRuntime());
 const NODES = [endpointNode, groupRequestNode, proxyNode, ...WATCH_NODES];
 
 

@@ -1,5 +1,7 @@
 // Helpers for tests that run nodes in node-red-node-test-helper.
 
+import { coreNode } from './node-red-runtime';
+
 export type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Collect the messages a helper node receives until `done(messages)` says enough. */
@@ -14,7 +16,7 @@ export function collect(node: { on(event: 'input', fn: (msg: Msg) => void): void
 }
 
 /** The core Complete and Catch nodes, to load beside the nodes under test when a flow uses completeWatch. */
-export const WATCH_NODES = [require('@node-red/nodes/core/common/24-complete.js'), require('@node-red/nodes/core/common/25-catch.js')];
+export const WATCH_NODES = [coreNode('common/24-complete.js'), coreNode('common/25-catch.js')];
 
 /**
  * A Complete node (done()) and a Catch node (done(err)) watching `scope` (node ids), both wired to one helper node:
