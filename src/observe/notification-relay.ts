@@ -14,6 +14,8 @@ import { MulticastObserver, Notification } from './multicast-observer';
 export interface RelayClient {
   remote: RemoteAddress;
   token: Buffer;
+  /** called once when the client leaves the relay (deregistration, RST, the observation ended, close) */
+  onRemoved?: () => void;
 }
 
 interface Target {
@@ -60,6 +62,16 @@ export class NotificationRelay {
    * A client registered (GET + Observe 0) for `target` (coap://server/path). Resolves with the message to answer
    * it with (the latest notification on its token), or undefined when there is none yet (answer an empty ACK).
    */
+  /** Upstream observations held (one per target). */
+  get targetCount(): number {
+    return this.targets.size;
+  }
+
+  /** Is this client (address, port, token) registered for `target`? */
+  has(target: string, client: RelayClient): boolean {
+    return this.targets.get(target)?.clients.has(clientKey(client)) ?? false;
+  }
+
   async register(target: string, client: RelayClient, extraOptions: CoapOption[] = []): Promise<Partial<CoapMessage> & { code: number } | undefined> {
     let t = this.targets.get(target);
     if (!t) {
@@ -73,10 +85,15 @@ export class NotificationRelay {
       created.ready = observer.start().catch(() => undefined);
     }
     await t.ready;
-    if (this.targets.get(target) !== t) return { code: CODES.BAD_GATEWAY, payload: Buffer.from('the server did not accept the observation') };
+    if (this.targets.get(target) !== t) {
+      client.onRemoved?.();
+      return { code: CODES.BAD_GATEWAY, payload: Buffer.from('observation refused', 'utf8') };
+    }
     // Joined after the upstream registration settled: the answer below carries the latest notification, and every
     // later one is relayed.
-    t.clients.set(clientKey(client), client);
+    const k = clientKey(client);
+    t.clients.get(k)?.onRemoved?.();
+    t.clients.set(k, client);
     if (!t.latest) return undefined;
     return { code: t.latest.code, options: t.latest.options, payload: t.latest.payload };
   }
@@ -89,6 +106,7 @@ export class NotificationRelay {
   private remove(target: string, key: string): void {
     const t = this.targets.get(target);
     if (!t) return;
+    t.clients.get(key)?.onRemoved?.();
     t.clients.delete(key);
     if (t.clients.size === 0) {
       t.observer.cancel();
@@ -114,6 +132,7 @@ export class NotificationRelay {
   private endTarget(t: Target, notifyClients: boolean): void {
     if (!this.targets.has(t.key)) return;
     this.targets.delete(t.key);
+    for (const c of t.clients.values()) c.onRemoved?.();
     if (notifyClients) {
       // The observation ended upstream: a 5.03 without Observe ends it at each client too (RFC 7641 §3.2).
       for (const c of t.clients.values()) {
@@ -127,6 +146,7 @@ export class NotificationRelay {
     this.listen.off('reset', this.onReset);
     for (const t of [...this.targets.values()]) {
       this.targets.delete(t.key);
+      for (const c of t.clients.values()) c.onRemoved?.();
       t.observer.cancel();
     }
   }

@@ -245,9 +245,13 @@ describe('group proxy: forward, reverse, chains', function () {
       const token = Buffer.from('0102030405060708', 'hex');
       const mt = { number: optionNumber('Multicast-Timeout'), value: encodeUint(3) };
       const req = { code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from('g') }, { number: OPT.URI_PATH, value: Buffer.from('light') }, mt] };
+      // This address answers the proxy's Echo first (RFC 9175 §2.4), as any client must before a fan-out.
+      await requestViaProxy(client, { proxy: p.listen.transport.address(), uri: 'coap://g/light', targetStyle: 'reverse', multicastTimeout: 0, timeout: 1000 }).summary;
+      const collecting = new Promise<void>((resolve) => p.proxy.on('event', (e: ProxyEvent) => e.kind === 'request' && e.token === token.toString('hex') && resolve()));
       const stop = client.listen(token, () => undefined, p.listen.transport.address());
       client.sendMessage({ type: 'NON', code: CODES.GET, messageId: client.newMessageId(), token, options: req.options, payload: Buffer.alloc(0) }, p.listen.transport.address());
-      await new Promise((r) => setTimeout(r, 50));
+      // the proxy collects for T' = 3 s from here: the reuse below arrives while it does, whatever the load
+      await collecting;
       stop();
       const res = await client.request({ ...req, token: undefined }, p.listen.transport.address(), { token: Buffer.from('0102030405060708', 'hex') }).catch((e) => e);
       assert.equal(codeToString(res.message.code), '4.00');
@@ -267,9 +271,10 @@ describe('group proxy: forward, reverse, chains', function () {
       assert.deepEqual(errors, []);
       assert.equal(responses.length, 5);
       assert.deepEqual(new Set(responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
-      // T' = 5 at the first proxy; T_proxy = 4, T'' = 3 at the last one
+      // groupcomm-proxy-07 §8.1: T' = 5 at the first proxy, which collects until T' itself (its own T is 6) and
+      // sends T'' = T' - RTT(previous hop) = 4 to the last one
       assert.equal(first.events.find((e) => e.kind === 'request')!.multicastTimeout, 5);
-      assert.equal(last.events.find((e) => e.kind === 'request')!.multicastTimeout, 3);
+      assert.equal(last.events.find((e) => e.kind === 'request')!.multicastTimeout, 4);
     } finally {
       await first.close();
       await last.close();

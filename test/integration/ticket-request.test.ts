@@ -11,7 +11,8 @@ import { OPT } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupObservation } from '../../src/observe/group-observation';
-import { RelayedNotification, TicketClient, TicketListener } from '../../src/observe/ticket-request';
+import { RelayedNotification, TicketClient } from '../../src/observe/ticket-request';
+import { TicketListener } from '../../src/observe/ticket-listener';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { freeGroupPort } from '../support/lamps';
 
