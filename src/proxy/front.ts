@@ -31,6 +31,8 @@ export interface ClientLeg {
   protect(parts: MessageParts, keep?: CoapOption[]): MessageParts | undefined;
   /** one relayed response on the client's token; `gone` is called when the client RSTs it or never ACKs it */
   relay(parts: MessageParts, keep: CoapOption[], confirmable: boolean, gone: (reason: string) => void): boolean;
+  /** the exchange is over: forget what routes a late RST to it */
+  close(): void;
 }
 
 export interface CoapFrontOptions {
@@ -68,6 +70,8 @@ export class CoapFront {
     const requestBytes = encodedSizeFloor(req.message);
     const token = req.message.token;
     const protect = (parts: MessageParts, keep: CoapOption[] = []): MessageParts | undefined => (layers.length ? this.protectForClient(layers, parts, client, token, keep) : parts);
+    /** Message IDs of this leg's NONs still routed to it (the most recent 16) */
+    const mids: number[] = [];
     return {
       client,
       token,
@@ -97,10 +101,15 @@ export class CoapFront {
         const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
         if (!confirmable) {
           front.sentNon.set(msg.messageId, { remote: client, gone });
+          mids.push(msg.messageId);
+          if (mids.length > 16) front.sentNon.delete(mids.shift()!);
           if (front.sentNon.size > 4096) front.sentNon.delete(front.sentNon.keys().next().value!);
         }
         ep.sendMessage(msg, client, { onReset: () => gone('client sent RST'), onFail: () => gone('client did not acknowledge') });
         return true;
+      },
+      close() {
+        for (const mid of mids.splice(0)) front.sentNon.delete(mid);
       },
     };
   }

@@ -842,6 +842,7 @@ export class GroupProxy extends EventEmitter {
     if (heldObservation) this.cancelUpstreamObservation(ex);
     ex.stopUpstream?.();
     this.exchanges.delete(ex.key);
+    ex.leg.close();
     this.releaseClientSide(ex);
     this.emitEvent({ kind: 'end', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, reason });
   }
