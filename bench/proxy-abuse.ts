@@ -70,10 +70,10 @@ function memory(): number {
   return m.heapUsed + m.external;
 }
 
-async function proxyWith(allow: { address: string }[]): Promise<{ proxy: GroupProxy; listen: CoapEndpoint; upstream: CoapEndpoint; close(): Promise<void> }> {
+async function proxyWith(allow: { address: string }[], reverse?: { pathPrefix: string[]; group: string; standIn: 'group' }[]): Promise<{ proxy: GroupProxy; listen: CoapEndpoint; upstream: CoapEndpoint; close(): Promise<void> }> {
   const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 8 << 20 }));
   const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 8 << 20 }));
-  const proxy = new GroupProxy({ listen, upstream, allow });
+  const proxy = new GroupProxy({ listen, upstream, allow, ...(reverse ? { reverse } : {}) });
   for (const e of [listen, upstream, proxy]) e.on('handler-error', () => undefined);
   return { proxy, listen, upstream, close: async () => { await proxy.close(); await listen.close(); await upstream.close(); } };
 }
@@ -94,10 +94,10 @@ async function main(): Promise<void> {
 
   // 1-2. Reflection from a source that is not allow-listed, n CON requests each.
   for (const [name, options] of [
-    ['reflection: 4 Uri-Path segments of 255 x 0xFF', [0, 1, 2, 3].map(() => ({ number: OPT.URI_PATH, value: garbage }))],
+    ['reflection: reverse proxy, 4 Uri-Path segments of 255 x 0xFF', [{ number: OPT.URI_PATH, value: Buffer.from('g') }, ...[0, 1, 2, 3].map(() => ({ number: OPT.URI_PATH, value: garbage }))]],
     ['reflection: Proxy-Uri of 1,034 control bytes', [{ number: OPT.PROXY_URI, value: Buffer.alloc(1034, 0x01) }]],
   ] as const) {
-    const p = await proxyWith([{ address: '127.0.0.9' }]);
+    const p = await proxyWith([{ address: '127.0.0.9' }], [{ pathPrefix: ['g'], group: `coap://${GROUP}:${port}`, standIn: 'group' }]);
     const a = await attackerOn('127.0.0.1');
     const dest = p.listen.transport.address();
     const m0 = memory();
