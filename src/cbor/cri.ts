@@ -1,25 +1,31 @@
 // CRIs (draft-ietf-core-href, cddl/cri.cddl) for the Reply-From option (groupcomm-proxy-07 §3) and the legacy
-// Response-Forwarding tp_info of groupcomm-proxy-00 §3 ([1, #6.260(addr), ?port / null]); SPEC-DIGEST §1.1, §6.
+// Response-Forwarding tp_info of groupcomm-proxy-00 §3 ([1, #6.260(addr), ?port / null]).
 // Authorities are encoded nested ([host, ?port]); the flat form of some draft examples is accepted on decode.
 
 import net from 'node:net';
-import { Decoder, Encoder, Tag } from 'cbor-x';
-
-const encoder = new Encoder({ useRecords: false, tagUint8Array: false, mapsAsObjects: true } as never);
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: true } as never);
+import { CODES } from '../coap/codes';
+import { CoapResponseError } from '../coap/errors';
+import { Tag, decodeCbor, decodeCborSequence, encodeCbor } from './cbor';
 
 export const SCHEME_IDS: Record<string, number> = { coap: -1, coaps: -2, 'coap+tcp': -7, 'coaps+tcp': -8, 'coap+ws': -25, 'coaps+ws': -26 };
 const SCHEME_NAMES = new Map(Object.entries(SCHEME_IDS).map(([k, v]) => [v, k]));
 const DEFAULT_PORTS: Record<string, number> = { coap: 5683, coaps: 5684, 'coap+tcp': 5683, 'coaps+tcp': 5684, 'coap+ws': 80, 'coaps+ws': 443 };
 
-export class CborStructureError extends Error {
-  readonly code = 'ERR_CBOR_STRUCTURE';
+/**
+ * A CBOR value that does not have the structure a draft prescribes. `message` says what is wrong (for logs; it may
+ * quote decoded values); when it becomes a response it is a 4.00 with a fixed diagnostic.
+ */
+export class CborStructureError extends CoapResponseError {
+  override name = 'CborStructureError';
+  constructor(message: string) {
+    super({ responseCode: CODES.BAD_REQUEST, diagnostic: 'malformed CBOR structure', code: 'ERR_CBOR_STRUCTURE' }, message);
+  }
 }
 
 export interface CriAuthority {
   /** null for a CRI reference without scheme (Reply-From element 2) */
   scheme: string | null;
-  /** IP literal (without zone) or host name */
+  /** IP literal (without zone) or host name; '' in a CRI reference that gives a path only (no authority) */
   host: string;
   zone?: string;
   /** undefined = the scheme's default port */
@@ -84,6 +90,8 @@ function authorityArray(a: CriAuthority): unknown[] {
 
 /** CRI (or CRI reference, when scheme is null) with scheme, authority and optional path, as a CBOR array. */
 export function criArray(a: CriAuthority): unknown[] {
+  // a path-only CRI reference: no authority, the path starts with a slash (NOAUTH-LEADINGSLASH)
+  if (a.scheme === null && a.host === '') return [null, true, a.path ?? []];
   let scheme: number | null;
   if (a.scheme === null) scheme = null;
   else {
@@ -96,7 +104,7 @@ export function criArray(a: CriAuthority): unknown[] {
 }
 
 export function encodeCri(a: CriAuthority): Buffer {
-  return Buffer.from(encoder.encode(criArray(a)));
+  return encodeCbor(criArray(a));
 }
 
 function parseAuthority(auth: unknown, scheme: string | null): Omit<CriAuthority, 'scheme'> {
@@ -126,9 +134,38 @@ function parseAuthority(auth: unknown, scheme: string | null): Omit<CriAuthority
   return { host, zone, port: port ?? (scheme ? DEFAULT_PORTS[scheme] : undefined) };
 }
 
-/** Decode one CRI array (nested authority; the flat [scheme, host-bytes, port] form is accepted too). */
+function decodePath(p: unknown): string[] {
+  if (!Array.isArray(p) || !p.every((x) => typeof x === 'string')) throw new CborStructureError('CRI path must be an array of text');
+  return p as string[];
+}
+
+/**
+ * A CRI reference that gives a path only (draft-ietf-core-href, CRI-Reference): [null, no-authority, path] with
+ * no-authority = null / true, or [discard, path] with discard = true / 0..127. As Reply-From element 2
+ * (groupcomm-proxy-07 §3, §6.2) it is an absolute path on the proxy that element 1 names.
+ */
+function decodePathOnlyReference(arr: unknown[]): CriAuthority | undefined {
+  if (arr.length >= 2 && (arr[0] === true || (typeof arr[0] === 'number' && Number.isInteger(arr[0]) && arr[0] >= 0 && arr[0] <= 127))) {
+    if (arr.length > 2) throw new CborStructureError('a Reply-From CRI reference carries no query or fragment');
+    return { scheme: null, host: '', path: decodePath(arr[1]) };
+  }
+  if (arr.length >= 3 && arr[0] === null && (arr[1] === null || arr[1] === true)) {
+    if (arr.length > 3) throw new CborStructureError('a Reply-From CRI reference carries no query or fragment');
+    return { scheme: null, host: '', path: decodePath(arr[2]) };
+  }
+  return undefined;
+}
+
+/**
+ * Decode one CRI array (nested authority; the flat [scheme, host-bytes, port] form is accepted too). With
+ * `allowNullScheme`, a CRI reference: scheme null with an authority, or a path-only reference (host '').
+ */
 export function decodeCriArray(arr: unknown, allowNullScheme = false): CriAuthority {
   if (!Array.isArray(arr) || arr.length < 2) throw new CborStructureError('a CRI is an array of at least scheme and authority');
+  if (allowNullScheme) {
+    const pathOnly = decodePathOnlyReference(arr);
+    if (pathOnly) return pathOnly;
+  }
   const s = arr[0];
   let scheme: string | null;
   if (s === null && allowNullScheme) scheme = null;
@@ -138,34 +175,31 @@ export function decodeCriArray(arr: unknown, allowNullScheme = false): CriAuthor
     scheme = name;
   } else throw new CborStructureError('CRI scheme must be a negative integer');
   if (arr[1] instanceof Uint8Array) {
-    // Flat form seen in draft examples: [scheme, h'addr', port] (SPEC-DIGEST §6 item 1).
+    // Flat form seen in some draft examples: [scheme, h'addr', port].
     const flat = arr.slice(1);
     return { scheme, ...parseAuthority(flat, scheme) };
   }
   const out: CriAuthority = { scheme, ...parseAuthority(arr[1], scheme) };
-  if (arr.length > 2 && arr[2] !== null) {
-    if (!Array.isArray(arr[2]) || !arr[2].every((x) => typeof x === 'string')) throw new CborStructureError('CRI path must be an array of text');
-    out.path = arr[2] as string[];
-  }
+  if (arr.length > 2 && arr[2] !== null) out.path = decodePath(arr[2]);
   return out;
 }
 
 /** Reply-From (groupcomm-proxy-07 §3): a CBOR sequence of 1 CRI and an optional CRI reference. */
 export function encodeReplyFrom(target: CriAuthority, reference?: CriAuthority): Buffer {
   if (target.path?.length) throw new CborStructureError('the first Reply-From element has no path');
-  const parts = [encoder.encode(criArray(target))];
+  const parts = [encodeCbor(criArray(target))];
   if (reference) {
     if (reference.scheme !== null) throw new CborStructureError('the second Reply-From element is a CRI reference without scheme');
     if (!net.isIP(target.host) && reference.host) throw new CborStructureError('with an authority in element 2, element 1 must not use a host name');
-    parts.push(encoder.encode(criArray(reference)));
+    parts.push(encodeCbor(criArray(reference)));
   }
-  return Buffer.concat(parts.map((p) => Buffer.from(p)));
+  return Buffer.concat(parts);
 }
 
 export function decodeReplyFrom(value: Buffer): { target: CriAuthority; reference?: CriAuthority } {
   let items: unknown[];
   try {
-    items = decoder.decodeMultiple(value) as unknown[];
+    items = decodeCborSequence(value);
   } catch (err) {
     throw new CborStructureError(`Reply-From is not a CBOR sequence: ${(err as Error).message}`);
   }
@@ -174,6 +208,8 @@ export function decodeReplyFrom(value: Buffer): { target: CriAuthority; referenc
   if (target.path?.length) throw new CborStructureError('the first Reply-From element must not have a path');
   const reference = items.length === 2 ? decodeCriArray(items[1], true) : undefined;
   if (reference && reference.scheme !== null) throw new CborStructureError('the second Reply-From element must have a null scheme');
+  // §3: with an authority in element 2, element 1 must not use a host name
+  if (reference?.host && !net.isIP(target.host)) throw new CborStructureError('with an authority in element 2, element 1 must not use a host name');
   return { target, reference };
 }
 
@@ -184,13 +220,13 @@ export function decodeReplyFrom(value: Buffer): { target: CriAuthority; referenc
 export function encodeResponseForwarding(address: string, port: number, groupPort?: number): Buffer {
   const arr: unknown[] = [1, new Tag(ipToBytes(address.split('%')[0]), 260)];
   if (port !== 5683) arr.push(groupPort !== undefined && port === groupPort ? null : port);
-  return Buffer.from(encoder.encode(arr));
+  return encodeCbor(arr);
 }
 
 export function decodeResponseForwarding(value: Buffer, groupPort?: number): { address: string; port: number } {
   let v: unknown;
   try {
-    v = decoder.decode(value);
+    v = decodeCbor(value);
   } catch (err) {
     throw new CborStructureError(`Response-Forwarding is not CBOR: ${(err as Error).message}`);
   }

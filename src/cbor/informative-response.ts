@@ -1,9 +1,10 @@
 // The informative response payload of observe-multicast-notifications-15 §4.2 (keys pinned to -15, §11:
 // tp_info 0, ph_req 1, last_notif 2, next_not_before 3, ending 4), with tp_info for CoAP over UDP (§4.2.1.1):
-// [tpi_server, tpi_client, tpi_token], each CRI-no-local with a nested authority (SPEC-DIGEST §6 item 1; the flat
-// form of the draft's examples is accepted when decoding). The Content-Format has no number yet (TBD, §14.2).
+// [tpi_server, tpi_client, tpi_token], each CRI-no-local with a nested authority (the flat form of the draft's
+// examples is accepted when decoding). A tp_info of [tpi_server] alone (§4.2.1: tpi_details is optional) decodes
+// to `tpServer` without `tpInfo`. The Content-Format has no number yet (TBD, §14.2).
 
-import { Decoder, Encoder } from 'cbor-x';
+import { decodeCbor, encodeCbor } from './cbor';
 import { CborStructureError, CriAuthority, criArray, decodeCriArray } from './cri';
 
 /** Informative-response keys of OMN-15 (they were renumbered three times: never use another version's keys). */
@@ -16,9 +17,6 @@ export function setInformativeResponseContentFormat(n: number): void {
   INFORMATIVE_RESPONSE_CONTENT_FORMAT = n;
 }
 
-const encoder = new Encoder({ useRecords: false, tagUint8Array: false, mapsAsObjects: false, variableMapSize: true } as never);
-const decoder = new Decoder({ useRecords: false, mapsAsObjects: false } as never);
-
 export interface TpInfoUdp {
   /** source of the notifications (must equal the informative response's source) */
   server: { host: string; port: number; zone?: string };
@@ -28,7 +26,10 @@ export interface TpInfoUdp {
 }
 
 export interface InformativeResponse {
+  /** a complete tp_info for CoAP over UDP */
   tpInfo?: TpInfoUdp;
+  /** tpi_server, whenever tp_info is present (also when it carries no tpi_details, §4.2.1) */
+  tpServer?: TpInfoUdp['server'];
   /** transport-independent bytes of the phantom request */
   phReq?: Buffer;
   /** transport-independent bytes of the latest notification */
@@ -57,7 +58,7 @@ export function encodeInformativeResponse(ir: InformativeResponse): Buffer {
   if (ir.nextNotBefore !== undefined) m.set(IR_KEYS.next_not_before, ir.nextNotBefore);
   if (ir.ending !== undefined) m.set(IR_KEYS.ending, ir.ending);
   for (const [k, v] of ir.other ?? []) if (!m.has(k)) m.set(k, v);
-  return Buffer.from(encoder.encode(m));
+  return encodeCbor(m);
 }
 
 function toBuffer(v: unknown, what: string): Buffer {
@@ -65,12 +66,27 @@ function toBuffer(v: unknown, what: string): Buffer {
   throw new CborStructureError(`${what} must be a byte string`);
 }
 
+function decodeServer(v: unknown): CriAuthority {
+  const s = decodeCriArray(v);
+  if (s.scheme !== 'coap') throw new CborStructureError('tp_info: only coap (UDP) is supported');
+  if (s.path?.length) throw new CborStructureError('tp_info CRIs carry no path');
+  return s;
+}
+
+/** §4.2.1: tp_info = [tpi_server, ?tpi_details]; only its tpi_server. */
+export function decodeTpServer(v: unknown): TpInfoUdp['server'] {
+  if (!Array.isArray(v) || v.length < 1) throw new CborStructureError('tp_info is [tpi_server, ?tpi_details]');
+  const s = decodeServer(v[0]);
+  return { host: s.host, port: s.port ?? 5683, zone: s.zone };
+}
+
+/** A complete tp_info for CoAP over UDP (§4.2.1.1): [tpi_server, tpi_client, tpi_token]. */
 export function decodeTpInfo(v: unknown): TpInfoUdp {
   if (!Array.isArray(v) || v.length !== 3) throw new CborStructureError('tp_info for CoAP over UDP is [tpi_server, tpi_client, tpi_token]');
-  const s: CriAuthority = decodeCriArray(v[0]);
+  const s = decodeServer(v[0]);
   const c: CriAuthority = decodeCriArray(v[1]);
-  if (s.scheme !== 'coap' || c.scheme !== 'coap') throw new CborStructureError('tp_info: only coap (UDP) is supported');
-  if (s.path?.length || c.path?.length) throw new CborStructureError('tp_info CRIs carry no path');
+  if (c.scheme !== 'coap') throw new CborStructureError('tp_info: only coap (UDP) is supported');
+  if (c.path?.length) throw new CborStructureError('tp_info CRIs carry no path');
   const token = toBuffer(v[2], 'tpi_token');
   if (token.length > 8) throw new CborStructureError('tpi_token longer than 8 bytes');
   return { server: { host: s.host, port: s.port ?? 5683, zone: s.zone }, client: { host: c.host, port: c.port ?? 5683, zone: c.zone }, token };
@@ -79,7 +95,7 @@ export function decodeTpInfo(v: unknown): TpInfoUdp {
 export function decodeInformativeResponse(payload: Buffer): InformativeResponse {
   let m: unknown;
   try {
-    m = decoder.decode(payload);
+    m = decodeCbor(payload);
   } catch (err) {
     throw new CborStructureError(`informative response is not CBOR: ${(err as Error).message}`);
   }
@@ -90,7 +106,9 @@ export function decodeInformativeResponse(payload: Buffer): InformativeResponse 
     if (typeof k !== 'number' && typeof k !== 'string') throw new CborStructureError('informative response keys are int or text');
     switch (k) {
       case IR_KEYS.tp_info:
-        out.tpInfo = decodeTpInfo(v);
+        out.tpServer = decodeTpServer(v);
+        // [tpi_server] alone: the transport is known, its details are not (§5: the client may re-register)
+        if (Array.isArray(v) && v.length > 1) out.tpInfo = decodeTpInfo(v);
         break;
       case IR_KEYS.ph_req:
         out.phReq = toBuffer(v, 'ph_req');

@@ -1,6 +1,6 @@
 // The CoAP option table: RFC 7252 §5.10 and §12.2, the later RFCs that added options, and the options of the
 // group-communication drafts (groupcomm-proxy, observe-multicast-notifications, multicast-notifications-proxy),
-// whose numbers are only *suggested* (SPEC-DIGEST §0.2) and can be overridden with `configureOptionNumbers`.
+// whose numbers are only *suggested* (TBDn placeholders the drafts ask IANA to assign) and can be overridden with `configureOptionNumbers`.
 // Critical / Unsafe / NoCacheKey are derived from the number's bits (RFC 7252 §5.4.6), never tabulated.
 
 export type OptionFormat = 'empty' | 'opaque' | 'uint' | 'string';
@@ -46,7 +46,7 @@ const TABLE: OptionDef[] = [
   { number: 292, name: 'Request-Tag', format: 'opaque', minLength: 0, maxLength: 8, repeatable: true, source: 'RFC 9175 §3.2.1' },
   { number: 2049, name: 'OCF-Accept-Content-Format-Version', format: 'uint', minLength: 2, maxLength: 2, repeatable: false, source: 'OCF Core' },
   { number: 2053, name: 'OCF-Content-Format-Version', format: 'uint', minLength: 2, maxLength: 2, repeatable: false, source: 'OCF Core' },
-  // Drafts: SUGGESTED numbers, not IANA-assigned (SPEC-DIGEST §1.1, §2.1).
+  // Drafts: SUGGESTED numbers, not IANA-assigned (groupcomm-proxy-07 §11.1, observe-multicast-notifications-15 §14).
   { number: 2, name: 'Multicast-Timeout', format: 'uint', minLength: 0, maxLength: 4, repeatable: false, source: 'groupcomm-proxy-07 §2 [SUGGESTED 2]' },
   { number: 248, name: 'Reply-From', format: 'opaque', minLength: 5, maxLength: 1034, repeatable: false, source: 'groupcomm-proxy-07 §3 [SUGGESTED 248]' },
   { number: 24, name: 'Group-ETag', format: 'opaque', minLength: 1, maxLength: 8, repeatable: true, source: 'groupcomm-proxy-07 §7.3 [SUGGESTED 24]' },
@@ -54,7 +54,7 @@ const TABLE: OptionDef[] = [
   { number: 47, name: 'Listen-To-Multicast-Responses', format: 'opaque', minLength: 3, maxLength: 1024, repeatable: false, source: 'multicast-notifications-proxy-02 §4.1 [SUGGESTED 47]' },
 ];
 
-/** Draft options whose numbers the user may override (SPEC-DIGEST §6 item 5). */
+/** Draft options whose numbers the user may override (their numbers are not assigned yet). */
 export const DRAFT_OPTIONS = ['Multicast-Timeout', 'Reply-From', 'Group-ETag', 'Feedback-Divider', 'Listen-To-Multicast-Responses', 'Response-Forwarding'] as const;
 export type DraftOptionName = (typeof DRAFT_OPTIONS)[number];
 

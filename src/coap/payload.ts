@@ -2,13 +2,9 @@
 // via cbor-x) and bodies a flow author can hand in (Buffer, string, object). Decoding never throws: a body that
 // does not parse as its declared format is returned as a Buffer with the reason.
 
-import { Decoder, Encoder } from 'cbor-x';
+import { decodeCbor, encodeCbor, toPlain } from '../cbor/cbor';
 
 export type PayloadMode = 'buffer' | 'string' | 'auto';
-
-// cbor-x configured per the house style: plain maps for integer keys, no tags on byte strings, no records.
-const cborDecoder = new Decoder({ mapsAsObjects: true, useRecords: false, int64AsType: 'number' } as never);
-const cborEncoder = new Encoder({ useRecords: false, tagUint8Array: false, variableMapSize: true } as never);
 
 const TEXT_FORMATS = new Set([0, 40, 41]);
 const JSON_FORMATS = new Set([50, 51, 52, 110]);
@@ -33,7 +29,7 @@ export function decodePayload(payload: Buffer, contentFormat: number | undefined
   }
   try {
     if (JSON_FORMATS.has(contentFormat)) return { value: JSON.parse(payload.toString('utf8')) };
-    if (CBOR_FORMATS.has(contentFormat)) return { value: cborDecoder.decode(payload) };
+    if (CBOR_FORMATS.has(contentFormat)) return { value: toPlain(decodeCbor(payload)) };
   } catch (err) {
     return { value: payload, error: `payload is not valid for Content-Format ${contentFormat}: ${(err as Error).message}` };
   }
@@ -45,7 +41,7 @@ export function encodePayload(value: unknown, contentFormat?: number): Buffer {
   if (value === undefined || value === null) return Buffer.alloc(0);
   if (Buffer.isBuffer(value)) return value;
   if (value instanceof Uint8Array) return Buffer.from(value);
-  if (contentFormat !== undefined && CBOR_FORMATS.has(contentFormat)) return Buffer.from(cborEncoder.encode(value));
+  if (contentFormat !== undefined && CBOR_FORMATS.has(contentFormat)) return encodeCbor(value);
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
   if (typeof value === 'number' || typeof value === 'boolean') return Buffer.from(String(value), 'utf8');
   return Buffer.from(JSON.stringify(value), 'utf8');

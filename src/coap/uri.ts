@@ -3,6 +3,8 @@
 // between a URI and the Uri-* options (§6.4, §6.5). Written by hand because WHATWG URL rejects zone ids.
 
 import net from 'node:net';
+import { CODES } from './codes';
+import { CoapResponseError } from './errors';
 import { CoapOption } from './message';
 import { OPT, decodeUint, encodeUint } from './options';
 
@@ -23,8 +25,15 @@ export interface CoapUri {
   family: 4 | 6 | 0; // 0 = host name
 }
 
-export class UriError extends Error {
-  readonly code = 'ERR_COAP_URI';
+/**
+ * A URI that cannot be used. Its text is fixed (it never quotes the URI: a proxy answers a client's bad URI with
+ * this as a 4.00 diagnostic, RFC 7252 §5.5.2, and must not echo the client's bytes).
+ */
+export class UriError extends CoapResponseError {
+  override name = 'UriError';
+  constructor(diagnostic: string) {
+    super({ responseCode: CODES.BAD_REQUEST, diagnostic, code: 'ERR_COAP_URI' });
+  }
 }
 
 const SCHEMES: Record<string, number> = { coap: DEFAULT_PORT, coaps: DEFAULT_SECURE_PORT, 'coap+tcp': DEFAULT_PORT, 'coaps+tcp': DEFAULT_SECURE_PORT };
@@ -33,15 +42,15 @@ function decode(part: string): string {
   try {
     return decodeURIComponent(part);
   } catch {
-    throw new UriError(`bad percent-encoding in ${JSON.stringify(part)}`);
+    throw new UriError('bad percent-encoding in URI');
   }
 }
 
 export function parseUri(text: string): CoapUri {
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(\[[^\]]*\]|[^/:?#]*)(?::(\d*))?([^?#]*)(?:\?([^#]*))?(#.*)?$/.exec(text.trim());
-  if (!m) throw new UriError(`not an absolute CoAP URI: ${JSON.stringify(text)}`);
+  if (!m) throw new UriError('not an absolute CoAP URI');
   const scheme = m[1].toLowerCase();
-  if (!(scheme in SCHEMES)) throw new UriError(`unsupported URI scheme ${JSON.stringify(scheme)}`);
+  if (!(scheme in SCHEMES)) throw new UriError('unsupported URI scheme');
   // RFC 7252 §6.4 step 1: a fragment is not allowed.
   if (m[6]) throw new UriError('a CoAP URI must not have a fragment');
   let host = m[2];
@@ -55,7 +64,7 @@ export function parseUri(text: string): CoapUri {
       host = host.slice(0, pct);
       if (!zone) throw new UriError('empty IPv6 zone id');
     }
-    if (!net.isIPv6(host)) throw new UriError(`invalid IPv6 literal ${JSON.stringify(host)}`);
+    if (!net.isIPv6(host)) throw new UriError('invalid IPv6 literal');
     host = host.toLowerCase();
     family = 6;
   } else {
@@ -67,7 +76,7 @@ export function parseUri(text: string): CoapUri {
   }
   const port = m[3] ? Number(m[3]) : SCHEMES[scheme];
   // Port 0 names no destination (a socket cannot send to it).
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UriError(`invalid port ${m[3]}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UriError('invalid port');
   const rawPath = m[4] ?? '';
   const path = rawPath === '' || rawPath === '/' ? [] : rawPath.replace(/^\//, '').split('/').map(decode);
   const query = m[5] !== undefined && m[5] !== '' ? m[5].split('&').map(decode) : [];
@@ -147,6 +156,18 @@ export function optionsToUri(options: CoapOption[], scheme: string, destHost: st
   const pct = bare.indexOf('%');
   const h = pct >= 0 ? bare.slice(0, pct) : bare;
   return { scheme, host: h, zone: pct >= 0 ? bare.slice(pct + 1) : undefined, port, path, query, family: net.isIPv4(h) ? 4 : net.isIPv6(h) ? 6 : 0 };
+}
+
+/**
+ * The Uri-Host value for a host (RFC 7252 §6.4 step 5: the host component of the URI): an IPv6 literal goes in
+ * brackets, as an IP-literal of RFC 3986 §3.2.2, with its zone id ("fe80::1%eth0" -> "[fe80::1%eth0]", which
+ * optionsToUri reads back); IPv4 literals and host names as they are.
+ */
+export function uriHostValue(host: string, zone?: string): Buffer {
+  const pct = host.indexOf('%');
+  const bare = pct >= 0 ? host.slice(0, pct) : host;
+  const z = zone ?? (pct >= 0 ? host.slice(pct + 1) : undefined);
+  return Buffer.from(net.isIPv6(bare) ? `[${bare}${z ? '%' + z : ''}]` : bare, 'utf8');
 }
 
 /** Address string for node:dgram: IPv6 link-local / multicast with a zone become "ff02::fd%eth0". */

@@ -237,7 +237,7 @@ export class GroupClient {
   /** Send a group request; the returned exchange emits each response, then 'end'. */
   request(opts: GroupRequestOptions): GroupExchange {
     const uri = typeof opts.uri === 'string' ? parseUri(opts.uri) : opts.uri;
-    if (!isGroupUri(uri)) throw new UriError(`${uri.host} is not a multicast address; a group URI needs one (or use a proxy)`);
+    if (!isGroupUri(uri)) throw new UriError('not a multicast address; a group URI needs one (or use a proxy)');
     if (uri.port === 5684) throw new UriError('port 5684 must not be used for group communication (groupcomm-bis §3.4)');
     const options = [...uriToOptions(uri), ...(opts.options ?? [])];
     if (opts.block2Size && !options.some((o) => o.number === OPT.BLOCK2)) {

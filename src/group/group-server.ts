@@ -7,9 +7,11 @@
 
 import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
+import { CoapResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
-import { OPT, decodeUint, encodeUint } from '../coap/options';
+import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
+import { Clock } from '../messaging/parameters';
 import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport/udp-transport';
 
 export interface ServerRequest extends IncomingRequest {
@@ -91,6 +93,8 @@ export interface ServerCounters {
   groupRequests: number;
   suppressed: number;
   responses: number;
+  /** group requests ignored because they carried Q-Block2 (RFC 10020 §3.8) */
+  ignoredQBlock2: number;
 }
 
 interface Resource {
@@ -99,11 +103,12 @@ interface Resource {
 }
 
 export class GroupServer {
-  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0 };
+  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0, ignoredQBlock2: 0 };
   private readonly resources = new Map<string, Resource>();
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<unknown>();
+  /** the clock of the Leisure timers (EndpointOptions.clock, shared with the endpoint) */
+  readonly clock: Clock;
   private readonly observers = new Map<string, Map<string, Observer>>();
-  private readonly notificationMids = new Map<number, string>();
   private observeSeq = 2;
   private closed = false;
 
@@ -114,13 +119,8 @@ export class GroupServer {
     private readonly transform?: RequestTransform,
     private readonly maxObservers = 10_000,
   ) {
+    this.clock = endpoint.clock;
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
-    // RFC 7641 §3.6: a RST to a notification cancels that observation.
-    endpoint.on('reset', (remote: { address: string; port: number }, mid: number) => {
-      const key = this.notificationMids.get(mid);
-      // only the observer the notification went to can cancel it this way
-      if (key && key.startsWith(`${remote.address}|${remote.port}|`)) this.removeObserver(key);
-    });
   }
 
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
@@ -184,8 +184,8 @@ export class GroupServer {
           const msg = { type, code: built.code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
           const send = () => {
             if (this.closed) return;
-            this.notificationMids.set(msg.messageId, o.key);
-            if (this.notificationMids.size > 4096) this.notificationMids.delete(this.notificationMids.keys().next().value!);
+            // RFC 7641 §3.6: a RST to a notification (CON or NON) cancels that observation; the endpoint matches the
+            // RST to this message by Message ID and the observer's address, so no one else can cancel it.
             this.endpoint.sendMessage({ ...msg, options: [...msg.options].sort((a, b) => a.number - b.number) }, o.remote, {
               onReset: () => obs.delete(o.key),
               onFail: () => obs.delete(o.key),
@@ -194,7 +194,7 @@ export class GroupServer {
           if (o.viaGroup && this.leisure > 0) this.later(send, Math.random() * this.leisure);
           else send();
         })
-        .catch((err) => this.endpoint.emit('handler-error', err));
+        .catch((err) => this.endpoint.reportHandlerError(err));
     }
   }
 
@@ -204,13 +204,13 @@ export class GroupServer {
   }
 
   private later(fn: () => void, ms: number): void {
-    const t = setTimeout(() => {
+    const t = this.clock.setTimeout(() => {
       this.timers.delete(t);
       if (this.closed) return;
       try {
         fn();
       } catch (err) {
-        this.endpoint.emit('handler-error', err);
+        this.endpoint.reportHandlerError(err);
       }
     }, ms);
     this.timers.add(t);
@@ -227,7 +227,14 @@ export class GroupServer {
 
   private handle(incoming: IncomingRequest, ctx: ResponseContext): void {
     this.counters.requests++;
-    if (incoming.multicast) this.counters.groupRequests++;
+    if (incoming.multicast) {
+      this.counters.groupRequests++;
+      // RFC 10020 §3.8 (after RFC 9177 §4): a server ignores a group request that carries Q-Block2.
+      if (getOption(incoming.message, optionNumber('Q-Block2')) !== undefined) {
+        this.counters.ignoredQBlock2++;
+        return ctx.ignore();
+      }
+    }
     let req = incoming;
     let protect: ((res: ResponseParts) => ResponseParts) | undefined;
     if (this.transform) {
@@ -256,13 +263,19 @@ export class GroupServer {
       .then(
         (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}, protect),
         (err) => {
-          this.endpoint.emit('handler-error', err);
+          // A CoapResponseError becomes its response; anything else an empty 5.00 (the message stays internal).
+          if (err instanceof CoapResponseError) {
+            const r = err.toResponse();
+            return this.reply(sreq, ctx, { code: r.code, options: r.options, payload: r.payload }, resource?.opts ?? {}, protect);
+          }
+          this.endpoint.reportHandlerError(err);
           this.reply(sreq, ctx, { code: CODES.INTERNAL_SERVER_ERROR }, resource?.opts ?? {}, protect);
         },
       )
       .catch((err) => {
-        // e.g. an option value too long to read as a uint: answer 4.02 (RFC 7252 §5.4.3), never crash
-        this.endpoint.emit('handler-error', err);
+        // An option value too long to read as a uint (decodeUint's RangeError) is the client's fault: 4.02
+        // (RFC 7252 §5.4.3). Anything else is a fault of ours and counted. Never crash either way.
+        if (!(err instanceof RangeError)) this.endpoint.reportHandlerError(err);
         if (req.multicast) ctx.ignore();
         else ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from('malformed option value') });
       });
@@ -309,7 +322,7 @@ export class GroupServer {
         try {
           out = protect(message);
         } catch (err) {
-          this.endpoint.emit('handler-error', err);
+          this.endpoint.reportHandlerError(err);
           return ctx.ignore();
         }
       }
@@ -355,7 +368,7 @@ export class GroupServer {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.timers) this.clock.clearTimeout(t);
     this.timers.clear();
     await this.endpoint.close();
   }

@@ -3,13 +3,16 @@
 // piggybacked and separate responses, token matching (token + source for unicast, token alone for group requests),
 // several responses per token until a deadline, no RST to late responses of our own group requests, and tokens
 // retired for MIN_TOKEN_REUSE_TIME. Malformed input is counted and dropped (or answered with RST / 4.02).
+// State a peer can make us keep is bounded: the duplicate cache in entries and bytes, retired tokens in number,
+// NON messages awaiting a RST in number; a request handler that throws becomes an empty 5.00, never its message.
 
 import { randomFillSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CoapFormatError, decode, encode } from '../coap/codec';
 import { CODES, isRequestCode, isResponseCode } from '../coap/codes';
 import { CoapMessage, CoapOption, MessageType, createMessage } from '../coap/message';
-import { isCritical, optionDef, optionName } from '../coap/options';
+import { CoapResponseError, toErrorResponse } from '../coap/errors';
+import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { ExpiringMap } from './expiring-map';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
@@ -28,27 +31,40 @@ export interface IncomingResponse {
 }
 
 /** What a request handler gets: reply once (or not at all, e.g. suppression of a group response). */
-export interface ResponseContext {
+export interface RespondOptions {
   /**
-   * Send the response; for a CON request it is piggybacked in the ACK if it comes soon enough. With `separate`,
-   * a CON request gets an empty ACK first and the response follows as a confirmable message of its own (also for a
+   * A CON request gets an empty ACK first and the response follows as a confirmable message of its own (also for a
    * NON request), as observe-multicast-notifications-15 §4.2 requires of informative responses.
    */
-  respond(response: Partial<CoapMessage> & { code: number }, opts?: { separate?: boolean }): void;
+  separate?: boolean;
+  /**
+   * false: the duplicate cache does not keep the reply's bytes (default true). A retransmission of the request is
+   * then recognised as a duplicate and dropped without an answer, so a source that never proves it is reachable
+   * (e.g. an unidentified proxy client) cannot make us hold large replies for EXCHANGE_LIFETIME.
+   */
+  keepReply?: boolean;
+}
+
+export interface ResponseContext {
+  /**
+   * Send the response; for a CON request it is piggybacked in the ACK if it comes soon enough (see RespondOptions).
+   */
+  respond(response: Partial<CoapMessage> & { code: number }, opts?: RespondOptions): void;
   /** Decide not to answer (group response suppression); an unanswered CON request still gets its empty ACK. */
   ignore(): void;
 }
 
 export type RequestHandler = (req: IncomingRequest, ctx: ResponseContext) => void;
 
-export class CoapError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    /** the CoAP response code this error becomes, if it becomes one */
-    readonly responseCode?: number,
-  ) {
-    super(message);
+/**
+ * An error of the message layer (ERR_TIMEOUT, ERR_RESET, ERR_CLOSED, ERR_TOKEN_IN_USE, ERR_TOO_MANY_TOKENS). When
+ * it becomes a response (e.g. a proxy's next hop timed out) it is `responseCode` (default 5.00) with no diagnostic:
+ * `message` may name addresses and stays in logs.
+ */
+export class CoapError extends CoapResponseError {
+  override name = 'CoapError';
+  constructor(message: string, code: string, responseCode: number = CODES.INTERNAL_SERVER_ERROR) {
+    super({ responseCode, code }, message);
   }
 }
 
@@ -59,8 +75,21 @@ export interface EndpointOptions {
   tokenLength?: number;
   /** option numbers the application understands beyond the option table */
   understoodOptions?: number[];
-  /** cap on remembered (source, MID) pairs; oldest are evicted first */
+  /** cap on remembered (source, MID) pairs; oldest are evicted first (default 100,000) */
   maxDedupEntries?: number;
+  /**
+   * cap on the bytes the duplicate cache holds: replies kept for retransmitted CONs plus an estimated
+   * DEDUP_ENTRY_OVERHEAD per entry; oldest entries are evicted first (default 32 MiB)
+   */
+  maxDedupBytes?: number;
+  /**
+   * cap on retired tokens (groupcomm-bis §3.1.5), default 100,000. A retired token is never forgotten early; when
+   * the cap is reached, new group requests, listeners and one-shot tokens are refused with ERR_TOO_MANY_TOKENS
+   * (a CoapError that becomes 5.03) until old ones expire.
+   */
+  maxRetiredTokens?: number;
+  /** cap on NON messages remembered for RST matching (SendOptions.onReset), default 10,000; oldest go first */
+  maxNonResetEntries?: number;
   /** override MIN_TOKEN_REUSE_TIME (ms) */
   tokenReuseTime?: number;
 }
@@ -79,6 +108,10 @@ export interface EndpointCounters {
   unknownCriticalOptions: number;
   handlerErrors: number;
   ignoredMessages: number;
+  /** duplicate-cache entries evicted before EXCHANGE_LIFETIME because a cap (entries or bytes) was reached */
+  dedupEvictions: number;
+  /** group requests, listeners or one-shot tokens refused because maxRetiredTokens was reached */
+  tokensRefused: number;
 }
 
 interface PendingCon {
@@ -103,15 +136,33 @@ interface Exchange {
 }
 
 interface DedupEntry {
-  token: Buffer;
+  key: string;
+  /** the token as a latin1 string (cheaper to keep than a Buffer) */
+  token: string;
   code: number;
   /** bytes of our reply, to repeat for a duplicate CON */
   reply?: Buffer;
 }
 
+interface NonAwaitingReset {
+  remote: RemoteAddress;
+  onReset: () => void;
+}
+
+/**
+ * Estimated memory of one duplicate-cache entry without its reply: the Map slot, the entry object, its key
+ * ("address|port|mid") and token strings and the expiry queue slot. Used to bound the cache in bytes.
+ */
+export const DEDUP_ENTRY_OVERHEAD = 200;
+
 export interface SendOptions {
-  /** for CON: resolves with the ACK */
+  /** for CON: called with the ACK */
   onAck?: (msg: CoapMessage) => void;
+  /**
+   * A RST matching the message's Message ID and destination arrived. For a CON while it is retransmitted; for a NON
+   * within NON_LIFETIME (RFC 7252 §4.3: a NON may be rejected with RST), as long as it is among the last
+   * `maxNonResetEntries` NON messages sent with an onReset.
+   */
   onReset?: () => void;
   onFail?: (err: CoapError) => void;
 }
@@ -138,12 +189,13 @@ export class CoapEndpoint extends EventEmitter {
   readonly counters: EndpointCounters = {
     received: 0, sent: 0, malformed: {}, duplicates: 0, retransmissions: 0, transmitTimeouts: 0, resetsSent: 0,
     resetsReceived: 0, unmatchedResponses: 0, lateGroupResponses: 0, unknownCriticalOptions: 0, handlerErrors: 0,
-    ignoredMessages: 0,
+    ignoredMessages: 0, dedupEvictions: 0, tokensRefused: 0,
   };
-  private readonly clock: Clock;
+  /** the clock every timer of this endpoint runs on; users of the endpoint default to it too */
+  readonly clock: Clock;
   private readonly tokenLength: number;
   private readonly understood: Set<number>;
-  private readonly maxDedup: number;
+  private readonly maxRetired: number;
   private readonly tokenReuseTime: number;
   private readonly exchangeLifetimeMs: number;
   private readonly nonLifetimeMs: number;
@@ -152,7 +204,11 @@ export class CoapEndpoint extends EventEmitter {
   private readonly exchanges = new Map<string, Exchange>();
   /** retired tokens, not to be reused before MIN_TOKEN_REUSE_TIME */
   private readonly retired = new ExpiringMap<true>();
+  /** group and listen exchanges: each retires its token when it ends, so each holds a slot under maxRetired */
+  private multiExchanges = 0;
   private readonly dedup: ExpiringMap<DedupEntry>;
+  /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
+  private readonly nonResets: ExpiringMap<NonAwaitingReset>;
   private readonly timers = new Set<unknown>();
   private handler?: RequestHandler;
   /** what pending requests and group exchanges do when the endpoint closes */
@@ -170,12 +226,22 @@ export class CoapEndpoint extends EventEmitter {
     this.tokenLength = opts.tokenLength ?? 8;
     if (this.tokenLength < 1 || this.tokenLength > 8) throw new RangeError('tokenLength must be 1..8');
     this.understood = new Set(opts.understoodOptions ?? []);
-    this.maxDedup = opts.maxDedupEntries ?? 100_000;
-    this.dedup = new ExpiringMap<DedupEntry>(this.maxDedup);
+    this.dedup = new ExpiringMap<DedupEntry>(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 32 * 1024 * 1024);
+    this.maxRetired = opts.maxRetiredTokens ?? 100_000;
+    this.nonResets = new ExpiringMap<NonAwaitingReset>(opts.maxNonResetEntries ?? 10_000);
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
     this.nonLifetimeMs = nonLifetime(this.params);
     transport.on('datagram', this.onDatagram);
+  }
+
+  /**
+   * Count and report an unexpected exception of code that serves this endpoint (also asynchronous handlers of the
+   * layers above): counters.handlerErrors and a 'handler-error' event. Tests assert that the count stays 0.
+   */
+  reportHandlerError(err: unknown): void {
+    this.counters.handlerErrors++;
+    this.emit('handler-error', err);
   }
 
   /** Serve requests (a server role); one handler per endpoint. */
@@ -213,7 +279,12 @@ export class CoapEndpoint extends EventEmitter {
 
   /** A fresh random token not in use and not retired (groupcomm-bis §3.1.5). */
   newToken(length = this.tokenLength): Buffer {
-    for (;;) {
+    // Short tokens can run out (256 one-byte tokens): give up rather than loop for ever.
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 10_000) {
+        this.counters.tokensRefused++;
+        throw new CoapError('no free token', 'ERR_TOO_MANY_TOKENS', CODES.SERVICE_UNAVAILABLE);
+      }
       if (this.tokenPoolPos + length > this.tokenPool.length) {
         this.tokenPool = randomFillSync(Buffer.allocUnsafe(4096));
         this.tokenPoolPos = 0;
@@ -231,13 +302,50 @@ export class CoapEndpoint extends EventEmitter {
     return this.exchanges.has(k) || this.retired.has(k, this.clock.now());
   }
 
-  /** Retire a token (it must not be reused before MIN_TOKEN_REUSE_TIME). */
+  /**
+   * Retire a token (it must not be reused before MIN_TOKEN_REUSE_TIME). A retired token is never dropped early, so
+   * this always records it; the cap is kept by refusing *new* tokens that will be retired (see newOneShotToken,
+   * groupRequest, listen). A caller that retires a token drawn with newToken() bypasses that check: use
+   * newOneShotToken() for a group message whose responses nobody waits for.
+   */
   retireToken(token: Buffer): void {
     const k = tokenKey(token);
-    this.exchanges.delete(k);
+    const ex = this.exchanges.get(k);
+    if (ex) this.dropExchange(k, ex);
     const now = this.clock.now();
     this.retired.sweep(now);
     this.retired.set(k, true, now + this.tokenReuseTime);
+  }
+
+  /** True if one more token may be retired without exceeding maxRetiredTokens. */
+  canRetireToken(): boolean {
+    this.retired.sweep(this.clock.now());
+    return this.retired.size + this.multiExchanges < this.maxRetired;
+  }
+
+  private reserveRetireSlot(): void {
+    if (this.canRetireToken()) return;
+    this.counters.tokensRefused++;
+    throw new CoapError('retired-token cap reached', 'ERR_TOO_MANY_TOKENS', CODES.SERVICE_UNAVAILABLE);
+  }
+
+  /**
+   * A fresh token that is retired at once, for a group message sent once whose responses nobody waits for (e.g. a
+   * proxy's T' = 0 forward, an Observe cancellation): groupcomm-bis §3.1.5 forbids reusing it before
+   * MIN_TOKEN_REUSE_TIME, and retiring it before it is sent is the safe side of that. Throws ERR_TOO_MANY_TOKENS
+   * (5.03) when maxRetiredTokens is reached.
+   */
+  newOneShotToken(length = this.tokenLength): Buffer {
+    this.reserveRetireSlot();
+    const token = this.newToken(length);
+    this.retireToken(token);
+    return token;
+  }
+
+  private dropExchange(k: string, ex: Exchange): void {
+    if (this.exchanges.get(k) !== ex) return;
+    this.exchanges.delete(k);
+    if (ex.multi) this.multiExchanges--;
   }
 
   get activeExchanges(): number {
@@ -246,6 +354,11 @@ export class CoapEndpoint extends EventEmitter {
   get retiredTokens(): number {
     this.retired.sweep(this.clock.now());
     return this.retired.size;
+  }
+  /** NON messages currently remembered for RST matching. */
+  get nonResetEntries(): number {
+    this.nonResets.sweep(this.clock.now());
+    return this.nonResets.size;
   }
 
   // ---------------------------------------------------------------- sending
@@ -273,6 +386,12 @@ export class CoapEndpoint extends EventEmitter {
       };
       this.pendingCons.set(key, p);
       this.armRetransmit(p);
+    } else if (msg.type === 'NON' && opts.onReset) {
+      // RFC 7252 §4.3: a NON may be answered with RST (e.g. an observer that forgot the observation, RFC 7641
+      // §3.6). The Message ID is unique per endpoint until it wraps, so it identifies the message for NON_LIFETIME.
+      const now = this.clock.now();
+      this.nonResets.sweep(now);
+      this.nonResets.set(String(msg.messageId), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
     }
     this.transmit(data, remote);
   }
@@ -326,7 +445,7 @@ export class CoapEndpoint extends EventEmitter {
         settled = true;
         this.cancelTimer(timer);
         this.cancelMessage(remote, msg.messageId);
-        if (this.exchanges.get(k) === ex) this.exchanges.delete(k);
+        this.dropExchange(k, ex);
         this.closers.delete(onClose);
         if (err) reject(err);
         else resolve(res!);
@@ -376,6 +495,7 @@ export class CoapEndpoint extends EventEmitter {
     opts: { token?: Buffer } = {},
   ): GroupRequestHandle {
     if (this.closed) throw new CoapError('endpoint closed', 'ERR_CLOSED');
+    this.reserveRetireSlot();
     const token = opts.token ?? this.newToken();
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
@@ -391,6 +511,7 @@ export class CoapEndpoint extends EventEmitter {
     };
     const ex: Exchange = { token, multi: true, onResponse };
     this.exchanges.set(k, ex);
+    this.multiExchanges++;
     const timer = this.after(deadline, end);
     this.closers.add(end);
     this.sendMessage(msg, group);
@@ -399,13 +520,16 @@ export class CoapEndpoint extends EventEmitter {
 
   /**
    * Register a long-lived multi-response exchange on a token we chose (Observe, proxy relays). The caller
-   * sends the request itself and calls the returned function to unregister (the token is then retired).
+   * sends the request itself and calls the returned function to unregister (the token is then retired). Throws
+   * ERR_TOKEN_IN_USE, or ERR_TOO_MANY_TOKENS (5.03) when maxRetiredTokens is reached.
    */
   listen(token: Buffer, onResponse: (res: IncomingResponse) => void, remote?: RemoteAddress): () => void {
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
+    this.reserveRetireSlot();
     const ex: Exchange = { token, remote, multi: true, onResponse };
     this.exchanges.set(k, ex);
+    this.multiExchanges++;
     return () => {
       if (this.exchanges.get(k) === ex) this.retireToken(token);
     };
@@ -416,6 +540,24 @@ export class CoapEndpoint extends EventEmitter {
   private countMalformed(reason: string): void {
     this.counters.malformed[reason] = (this.counters.malformed[reason] ?? 0) + 1;
     this.emit('drop', reason);
+  }
+
+  /**
+   * The one place an empty ACK is built (RFC 7252 §4.2): it acknowledges a CON whose response is separate or absent.
+   * It is kept in the duplicate entry, so a retransmitted CON gets it again.
+   */
+  private sendEmptyAck(remote: RemoteAddress, messageId: number, entry: DedupEntry): void {
+    const ack = encode({ type: 'ACK', code: 0, messageId, token: EMPTY, options: [], payload: EMPTY });
+    this.keepReply(entry, ack);
+    this.transmit(ack, remote);
+  }
+
+  /** Keep a reply in a duplicate entry, accounting for its bytes (the cache is bounded in bytes). */
+  private keepReply(entry: DedupEntry, reply: Buffer): void {
+    const before = this.dedup.evicted;
+    this.dedup.addWeight(entry.key, reply.length - (entry.reply?.length ?? 0));
+    entry.reply = reply;
+    this.counters.dedupEvictions += this.dedup.evicted - before;
   }
 
   private sendRst(remote: RemoteAddress, messageId: number): void {
@@ -440,8 +582,7 @@ export class CoapEndpoint extends EventEmitter {
     try {
       this.dispatch(msg, dg);
     } catch (err) {
-      this.counters.handlerErrors++;
-      this.emit('handler-error', err);
+      this.reportHandlerError(err);
     }
   }
 
@@ -455,9 +596,15 @@ export class CoapEndpoint extends EventEmitter {
       const found = this.pendingCons.get(key);
       const p = found && sameRemote(found.remote, remote) ? found : undefined;
       if (!p) {
-        // A RST to one of our NON messages (e.g. a relayed response the client no longer wants).
+        // A RST to one of our NON messages (e.g. a notification the observer no longer wants, RFC 7641 §3.6).
         if (msg.type === 'RST') {
           this.counters.resetsReceived++;
+          const nk = String(msg.messageId);
+          const non = this.nonResets.get(nk, this.clock.now());
+          if (non && sameRemote(non.remote, remote)) {
+            this.nonResets.delete(nk);
+            non.onReset();
+          }
           this.emit('reset', remote, msg.messageId);
         } else this.counters.ignoredMessages++;
         return;
@@ -488,21 +635,20 @@ export class CoapEndpoint extends EventEmitter {
     const seen = this.dedup.get(dkey, now);
     // A retransmission repeats the message, token included; the same Message ID with another token is a new
     // message from a peer whose IDs wrapped within EXCHANGE_LIFETIME (busy proxies and fast clients do that).
-    if (seen && seen.token.equals(msg.token) && seen.code === msg.code) {
+    const token = tokenKey(msg.token); // a copy of the token bytes, not a view into the whole datagram
+    if (seen && seen.token === token && seen.code === msg.code) {
       this.counters.duplicates++;
       if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
       return;
     }
-    const entry: DedupEntry = { token: Buffer.from(msg.token), code: msg.code }; // a copy: not the whole datagram
-    this.dedup.set(dkey, entry, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs));
+    const entry: DedupEntry = { key: dkey, token, code: msg.code };
+    const before = this.dedup.evicted;
+    this.dedup.set(dkey, entry, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs), DEDUP_ENTRY_OVERHEAD);
+    this.counters.dedupEvictions += this.dedup.evicted - before;
 
     if (isResponseCode(msg.code)) {
       const matched = this.handleResponse(msg, remote, msg.type === 'CON', dg.multicast);
-      if (msg.type === 'CON' && matched) {
-        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
-        entry.reply = ack;
-        this.transmit(ack, remote);
-      }
+      if (msg.type === 'CON' && matched) this.sendEmptyAck(remote, msg.messageId, entry);
       return;
     }
     if (isRequestCode(msg.code)) return this.handleRequest(msg, dg, entry);
@@ -549,11 +695,11 @@ export class CoapEndpoint extends EventEmitter {
     let ackSent = false;
     let sepTimer: unknown;
     const confirmable = msg.type === 'CON' && !multicast;
-    const sendReply = (res: CoapMessage) => {
+    const sendReply = (res: CoapMessage, keep: boolean) => {
+      if (res.type === 'CON') return this.sendMessage(res, remote);
       const bytes = encode(res);
-      if (res.type === 'ACK') entry.reply = bytes;
-      if (res.type === 'CON') this.sendMessage(res, remote);
-      else this.transmit(bytes, remote);
+      if (res.type === 'ACK' && keep) this.keepReply(entry, bytes);
+      this.transmit(bytes, remote);
     };
     const ctx: ResponseContext = {
       respond: (partial, opts) => {
@@ -564,10 +710,8 @@ export class CoapEndpoint extends EventEmitter {
         let messageId: number;
         if (opts?.separate) {
           if (confirmable && !ackSent) {
-            const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
-            entry.reply = ack;
             ackSent = true;
-            this.transmit(ack, remote);
+            this.sendEmptyAck(remote, msg.messageId, entry);
           }
           type = 'CON';
           messageId = this.newMessageId();
@@ -579,16 +723,15 @@ export class CoapEndpoint extends EventEmitter {
           type = confirmable ? 'CON' : 'NON';
           messageId = this.newMessageId();
         }
-        sendReply(createMessage({ ...partial, type, messageId, token: msg.token }));
+        sendReply(createMessage({ ...partial, type, messageId, token: msg.token }), opts?.keepReply !== false);
       },
       ignore: () => {
         if (answered) return;
         answered = true;
         this.cancelTimer(sepTimer);
         if (confirmable && !ackSent) {
-          const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
-          entry.reply = ack;
-          this.transmit(ack, remote);
+          ackSent = true;
+          this.sendEmptyAck(remote, msg.messageId, entry);
         }
       },
     };
@@ -598,7 +741,8 @@ export class CoapEndpoint extends EventEmitter {
       this.emit('drop', `unknown-critical-option-${unknown}`);
       // RFC 7252 §5.4.1: 4.02 with a diagnostic; groupcomm-bis §3.1.2: suppressed for group requests.
       if (multicast) return;
-      ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from(`unrecognized critical option ${optionName(unknown)}`) });
+      // a fixed text: diagnostics never echo what a client sent
+      ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from('unrecognized critical option') });
       return;
     }
     if (!this.handler) {
@@ -608,9 +752,10 @@ export class CoapEndpoint extends EventEmitter {
     try {
       this.handler({ message: msg, remote, multicast, group: dg.group }, ctx);
     } catch (err) {
-      this.counters.handlerErrors++;
-      this.emit('handler-error', err);
-      if (!multicast) ctx.respond({ code: CODES.INTERNAL_SERVER_ERROR });
+      // A CoapResponseError becomes its response; anything else an empty 5.00 plus 'handler-error' (its message
+      // stays internal). groupcomm-bis §3.1.2: error responses to group requests are suppressed.
+      if (!(err instanceof CoapResponseError)) this.reportHandlerError(err);
+      if (!multicast) ctx.respond(toErrorResponse(err));
       else ctx.ignore();
     }
     if (confirmable && !answered) {
@@ -618,15 +763,24 @@ export class CoapEndpoint extends EventEmitter {
       sepTimer = this.after(this.params.SEPARATE_RESPONSE_AFTER, () => {
         if (answered) return;
         ackSent = true;
-        const ack = encode({ type: 'ACK', code: 0, messageId: msg.messageId, token: EMPTY, options: [], payload: EMPTY });
-        entry.reply = ack;
-        this.transmit(ack, remote);
+        this.sendEmptyAck(remote, msg.messageId, entry);
       });
     }
   }
 
   get dedupEntries(): number {
     return this.dedup.size;
+  }
+  /** Bytes the duplicate cache accounts for (kept replies plus DEDUP_ENTRY_OVERHEAD per entry). */
+  get dedupBytes(): number {
+    return this.dedup.weight;
+  }
+  /** Drop what expired from the duplicate cache, retired tokens and NON-RST entries now (otherwise done lazily). */
+  sweep(): void {
+    const now = this.clock.now();
+    this.dedup.sweep(now);
+    this.retired.sweep(now);
+    this.nonResets.sweep(now);
   }
 
   /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */
@@ -641,6 +795,8 @@ export class CoapEndpoint extends EventEmitter {
     for (const p of this.pendingCons.values()) p.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
     this.pendingCons.clear();
     this.exchanges.clear();
+    this.multiExchanges = 0;
+    this.nonResets.clear();
     this.transport.off('datagram', this.onDatagram);
     if (closeTransport) await this.transport.close();
   }

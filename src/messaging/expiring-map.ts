@@ -1,16 +1,35 @@
-// A map whose entries expire: the duplicate-detection cache of RFC 7252 §4.5 and the retired tokens of
-// groupcomm-bis §3.1.5. Expiry is swept from a FIFO queue with a head index, because starting a Map iterator on
-// every message walks over the holes deleted entries leave behind and gets slower the longer a server runs.
+// A map whose entries expire: the duplicate-detection cache of RFC 7252 §4.5, the retired tokens of
+// groupcomm-bis §3.1.5 and the NON messages awaiting a possible RST. Expiry is swept from a FIFO queue with a head
+// index, because starting a Map iterator on every message walks over the holes deleted entries leave behind and
+// gets slower the longer a server runs. Besides a cap on entries, each entry may carry a weight (e.g. the bytes it
+// holds) under a cap on the total weight; beyond either cap the oldest entries go first.
+
+interface Slot<V> {
+  value: V;
+  expires: number;
+  weight: number;
+}
 
 export class ExpiringMap<V> {
-  private readonly map = new Map<string, { value: V; expires: number }>();
+  private readonly map = new Map<string, Slot<V>>();
   private queue: { key: string; expires: number }[] = [];
   private head = 0;
+  private totalWeight = 0;
+  /** entries removed before their time because a cap was reached */
+  evicted = 0;
 
-  constructor(private readonly maxEntries = Infinity) {}
+  constructor(
+    private readonly maxEntries = Infinity,
+    private readonly maxWeight = Infinity,
+  ) {}
 
   get size(): number {
     return this.map.size;
+  }
+
+  /** Sum of the weights of the entries held. */
+  get weight(): number {
+    return this.totalWeight;
   }
 
   get(key: string, now: number): V | undefined {
@@ -23,14 +42,29 @@ export class ExpiringMap<V> {
     return this.get(key, now) !== undefined;
   }
 
-  /** Add or replace; the entry lives until `expires`. Beyond maxEntries the oldest entry goes. */
-  set(key: string, value: V, expires: number): void {
-    this.map.set(key, { value, expires });
+  /** Add or replace; the entry lives until `expires`. Beyond maxEntries or maxWeight the oldest entries go. */
+  set(key: string, value: V, expires: number, weight = 0): void {
+    const old = this.map.get(key);
+    if (old) this.totalWeight -= old.weight;
+    this.map.set(key, { value, expires, weight });
+    this.totalWeight += weight;
     this.queue.push({ key, expires });
-    while (this.map.size > this.maxEntries && this.head < this.queue.length) this.dropHead();
+    this.enforceCaps();
+  }
+
+  /** Change the weight of an entry (e.g. a reply was stored in it); the caps are enforced again. */
+  addWeight(key: string, delta: number): void {
+    const e = this.map.get(key);
+    if (!e) return;
+    e.weight += delta;
+    this.totalWeight += delta;
+    this.enforceCaps();
   }
 
   delete(key: string): void {
+    const e = this.map.get(key);
+    if (!e) return;
+    this.totalWeight -= e.weight;
     this.map.delete(key);
   }
 
@@ -45,22 +79,40 @@ export class ExpiringMap<V> {
       }
       this.dropHead();
     }
+    this.compact();
+  }
+
+  private enforceCaps(): void {
+    while ((this.map.size > this.maxEntries || this.totalWeight > this.maxWeight) && this.head < this.queue.length) {
+      if (this.dropHead()) this.evicted++;
+    }
+    this.compact();
+  }
+
+  private compact(): void {
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
   }
 
-  private dropHead(): void {
+  /** Returns true if a map entry was removed. */
+  private dropHead(): boolean {
     const q = this.queue[this.head++];
     const e = this.map.get(q.key);
     // Only remove the map entry this queue slot stands for (not a later replacement with the same key).
-    if (e && e.expires === q.expires) this.map.delete(q.key);
+    if (e && e.expires === q.expires) {
+      this.totalWeight -= e.weight;
+      this.map.delete(q.key);
+      return true;
+    }
+    return false;
   }
 
   clear(): void {
     this.map.clear();
     this.queue = [];
     this.head = 0;
+    this.totalWeight = 0;
   }
 }

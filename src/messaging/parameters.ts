@@ -41,7 +41,7 @@ export function nonLifetime(p: TransmissionParams): number {
 }
 /**
  * groupcomm-bis §3.1.5: NON_LIFETIME + MAX_LATENCY + MAX_SERVER_RESPONSE_DELAY. The document rounds the first two
- * up to 250 s (SPEC-DIGEST §6 item 7), so the conservative max of both readings is used: 500 s with defaults.
+ * up to 250 s (as RFC 7390 did), so the conservative max of both readings is used: 500 s with defaults.
  */
 export function minTokenReuseTime(p: TransmissionParams): number {
   return Math.max(nonLifetime(p) + p.MAX_LATENCY, 250_000) + p.MAX_SERVER_RESPONSE_DELAY;
@@ -52,6 +52,11 @@ export interface Clock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
+}
+
+/** Let a timer not keep the process alive (a no-op for clocks whose handles are not Node timers). */
+export function unrefTimer(handle: unknown): void {
+  (handle as { unref?: () => void } | undefined)?.unref?.();
 }
 
 export const systemClock: Clock = {

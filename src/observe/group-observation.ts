@@ -11,6 +11,7 @@ import { CODES } from '../coap/codes';
 import { CoapOption, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { GroupServer, ServerRequest, ServerResponse } from '../group/group-server';
+import { Clock, unrefTimer } from '../messaging/parameters';
 
 export interface GroupObservationOptions {
   server: GroupServer;
@@ -33,6 +34,8 @@ export interface GroupObservationOptions {
   dampener?: number;
   /** link attributes for /.well-known/core (gp-obs is added) */
   attributes?: Record<string, string | true>;
+  /** clock for minInterval, the refresh before max age and counting rounds (default: the server's) */
+  clock?: Clock;
 }
 
 export interface CountEstimate {
@@ -70,15 +73,17 @@ export class GroupObservation extends EventEmitter {
   private value: Buffer;
   private lastNotif?: Buffer;
   private lastSentAt = 0;
-  private pending?: NodeJS.Timeout;
-  private refresh?: NodeJS.Timeout;
-  private countRound?: { q: number; n: number; confirmations: number; timer: NodeJS.Timeout; resolve: (e: CountEstimate) => void };
+  private pending?: unknown;
+  private refresh?: unknown;
+  private countRound?: { q: number; n: number; confirmations: number; timer: unknown; resolve: (e: CountEstimate) => void };
   private closed = false;
-  private readonly o: Required<Omit<GroupObservationOptions, 'contentFormat' | 'attributes' | 'threshold'>> & GroupObservationOptions;
+  private readonly clock: Clock;
+  private readonly o: Required<Omit<GroupObservationOptions, 'contentFormat' | 'attributes' | 'threshold' | 'clock'>> & GroupObservationOptions;
 
   constructor(opts: GroupObservationOptions) {
     super();
     this.o = { maxAge: 60, minInterval: 3000, confirmationWait: 452_000, dampener: 4, ...opts };
+    this.clock = opts.clock ?? opts.server.clock;
     this.value = typeof opts.initial === 'string' ? Buffer.from(opts.initial) : opts.initial;
     // §4.1 step 2: the server owns the token space of (GRP_ADDR:GRP_PORT -> SRV_ADDR:SRV_PORT); any fresh token.
     this.token = opts.server.endpoint.newToken();
@@ -187,9 +192,9 @@ export class GroupObservation extends EventEmitter {
       this.o.server.notify(this.o.path); // traditional observers, if any
       return;
     }
-    const wait = this.lastSentAt + this.o.minInterval - Date.now();
+    const wait = this.lastSentAt + this.o.minInterval - this.clock.now();
     if (wait > 0) {
-      this.pending ??= setTimeout(() => {
+      this.pending ??= this.clock.setTimeout(() => {
         this.pending = undefined;
         this.sendNotification();
       }, wait);
@@ -206,17 +211,20 @@ export class GroupObservation extends EventEmitter {
     const msg = { type: 'NON' as const, code: CODES.CONTENT, messageId: ep.newMessageId(), token: this.token, options, payload: this.value };
     ep.transport.send(encode(msg), this.o.group);
     this.lastNotif = this.notificationBytes(options);
-    this.lastSentAt = Date.now();
+    this.lastSentAt = this.clock.now();
     this.armRefresh();
     this.emit('notification', { sequence: this.seq, bytes: this.lastNotif });
     return this.seq;
   }
 
   private armRefresh(): void {
-    if (this.refresh) clearTimeout(this.refresh);
+    if (this.refresh !== undefined) this.clock.clearTimeout(this.refresh);
     // §4.3: send a fresh notification before the stored one is older than its max age.
-    this.refresh = setTimeout(() => this.active && !this.closed && this.sendNotification(), Math.max(1, this.o.maxAge * 1000 - 1000));
-    this.refresh.unref?.();
+    this.refresh = this.clock.setTimeout(() => {
+      this.refresh = undefined;
+      if (this.active && !this.closed) this.sendNotification();
+    }, Math.max(1, this.o.maxAge * 1000 - 1000));
+    unrefTimer(this.refresh);
   }
 
   /**
@@ -229,7 +237,7 @@ export class GroupObservation extends EventEmitter {
     const n = Math.max(this.count, 1);
     const q = feedbackDivider(this.count, target);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => this.finishRound(), wait);
+      const timer = this.clock.setTimeout(() => this.finishRound(), wait);
       this.countRound = { q, n, confirmations: 0, timer, resolve };
       this.sendNotification(q);
     });
@@ -260,10 +268,10 @@ export class GroupObservation extends EventEmitter {
   }
 
   private stopTimers(): void {
-    if (this.pending) clearTimeout(this.pending);
-    if (this.refresh) clearTimeout(this.refresh);
+    if (this.pending !== undefined) this.clock.clearTimeout(this.pending);
+    if (this.refresh !== undefined) this.clock.clearTimeout(this.refresh);
     if (this.countRound) {
-      clearTimeout(this.countRound.timer);
+      this.clock.clearTimeout(this.countRound.timer);
       this.finishRound();
     }
     this.pending = this.refresh = undefined;

@@ -12,7 +12,8 @@ import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/messa
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
-import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
+import { Clock, unrefTimer } from '../messaging/parameters';
+import { RemoteAddress, canJoinGroups } from '../transport/udp-transport';
 
 export interface Notification {
   message: CoapMessage;
@@ -40,6 +41,8 @@ export interface MulticastObserverOptions {
    * every notification on this client's token (multicast-notifications-proxy-02 §3)
    */
   proxy?: RemoteAddress;
+  /** clock for the registration timeout, the poll leisure and Observe freshness (default: the endpoint's) */
+  clock?: Clock;
 }
 
 /** RFC 7641 §3.4: is V2 (arriving at t2) fresher than V1 (at t1)? */
@@ -62,13 +65,15 @@ export class MulticastObserver extends EventEmitter {
   private groupAddress?: string;
   private groupPort?: number;
   private last?: { seq: number; at: number };
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<unknown>();
+  private readonly clock: Clock;
 
   constructor(
     readonly endpoint: CoapEndpoint,
     private readonly o: MulticastObserverOptions,
   ) {
     super();
+    this.clock = o.clock ?? endpoint.clock;
     this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
     this.server = { address: socketAddress(this.uri), port: this.uri.port };
     this.peer = o.proxy ?? this.server;
@@ -87,15 +92,15 @@ export class MulticastObserver extends EventEmitter {
       const token = this.endpoint.newToken();
       this.regToken = token;
       // An empty ACK promises a separate response: if none comes, do not wait for ever.
-      const timer = setTimeout(() => this.mode === 'pending' && this.fail(new Error(`no answer to the registration within ${this.o.timeout ?? 30_000} ms`)), this.o.timeout ?? 30_000);
-      timer.unref(); // never what keeps a process alive
+      const timer = this.clock.setTimeout(() => this.mode === 'pending' && this.fail(new Error(`no answer to the registration within ${this.o.timeout ?? 30_000} ms`)), this.o.timeout ?? 30_000);
+      unrefTimer(timer); // never what keeps a process alive
       const settle = (mode: 'multicast' | 'unicast') => {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         this.off('error', fail);
         resolve(mode);
       };
       const fail = (err: Error) => {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         this.off('mode', settle);
         reject(err);
       };
@@ -161,9 +166,9 @@ export class MulticastObserver extends EventEmitter {
     this.emit('informative', ir);
     if (this.mode === 'multicast') return; // a repeated informative response (e.g. after re-registration)
     const t = ir.tpInfo!;
-    const transport = this.endpoint.transport as UdpTransport;
+    const transport = this.endpoint.transport;
     try {
-      if (typeof transport.joinGroup !== 'function') throw new Error('this transport cannot join groups');
+      if (!canJoinGroups(transport)) throw new Error('this transport cannot join groups');
       this.groupAddress = t.client.host;
       this.groupPort = t.client.port;
       await transport.joinGroup({ address: this.groupAddress, port: t.client.port, interfaces: [this.o.groupInterface ?? (t.client.host.includes(':') ? '::%lo' : '127.0.0.1')] });
@@ -203,7 +208,7 @@ export class MulticastObserver extends EventEmitter {
   private deliver(m: CoapMessage, via: Notification['via']): void {
     const obs = getOption(m, OPT.OBSERVE);
     const seq = obs === undefined ? -1 : decodeUint(obs);
-    const now = Date.now();
+    const now = this.clock.now();
     if (obs !== undefined && this.last && via !== 'last_notif' && !isFresher(this.last.seq, this.last.at, seq, now)) return; // stale, reordered
     if (obs !== undefined) this.last = { seq, at: now };
     this.emit('notification', { message: m, origin: this.origin(), sequence: seq, via } satisfies Notification);
@@ -214,10 +219,16 @@ export class MulticastObserver extends EventEmitter {
     const respond = Math.floor(Math.random() * 2 ** Math.min(q, 30)) === 0;
     this.emit('feedback', { divider: q, answered: respond });
     if (!respond) return;
-    const t = setTimeout(() => {
+    const t = this.clock.setTimeout(() => {
       this.timers.delete(t);
       if (this.mode !== 'multicast') return;
-      const token = this.endpoint.newToken();
+      let token: Buffer;
+      try {
+        // nothing is expected back: the token is retired at once (groupcomm-bis §3.1.5)
+        token = this.endpoint.newOneShotToken();
+      } catch (err) {
+        return this.report(err as Error); // the retired-token cap is reached: skip this confirmation
+      }
       const msg = createMessage({
         type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
         options: [
@@ -229,7 +240,6 @@ export class MulticastObserver extends EventEmitter {
       });
       // §8.2: to the same destination as the original registration (the proxy, if it went through one)
       this.endpoint.sendMessage(msg, this.peer);
-      this.endpoint.retireToken(token); // nothing is expected back
     }, Math.random() * (this.o.leisure ?? 5000));
     this.timers.add(t);
   }
@@ -247,12 +257,12 @@ export class MulticastObserver extends EventEmitter {
   private end(cancelled: boolean): void {
     if (this.mode === 'ended') return;
     this.mode = 'ended';
-    for (const t of this.timers) clearTimeout(t);
+    for (const t of this.timers) this.clock.clearTimeout(t);
     this.timers.clear();
     this.stopReg?.();
     this.stopGroup?.();
     this.stopReg = this.stopGroup = undefined;
-    if (this.groupAddress) void (this.endpoint.transport as UdpTransport).leaveGroup?.(this.groupAddress, this.groupPort);
+    if (this.groupAddress) void this.endpoint.transport.leaveGroup?.(this.groupAddress, this.groupPort);
     if (cancelled) this.emit('cancelled');
   }
 

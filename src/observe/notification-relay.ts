@@ -30,12 +30,6 @@ const clientKey = (c: RelayClient) => `${c.remote.address}|${c.remote.port}|${c.
 
 export class NotificationRelay {
   private readonly targets = new Map<string, Target>();
-  private readonly midToClient = new Map<number, { target: string; client: string }>();
-  private readonly onReset = (remote: RemoteAddress, mid: number) => {
-    const hit = this.midToClient.get(mid);
-    // only the client the notification went to can cancel it this way
-    if (hit && hit.client.startsWith(`${remote.address}|${remote.port}|`)) this.remove(hit.target, hit.client);
-  };
 
   constructor(
     /** endpoint facing the clients */
@@ -43,9 +37,7 @@ export class NotificationRelay {
     /** endpoint facing the server (its transport joins the notification group) */
     private readonly upstream: CoapEndpoint,
     private readonly opts: { groupInterface?: string } = {},
-  ) {
-    listen.on('reset', this.onReset);
-  }
+  ) {}
 
   get observations(): number {
     return this.targets.size;
@@ -122,9 +114,8 @@ export class NotificationRelay {
     t.latest = { ...n.message, options };
     for (const [key, c] of t.clients) {
       const msg = createMessage({ type: 'NON', code: n.message.code, token: c.token, messageId: this.listen.newMessageId(), options, payload: n.message.payload });
-      this.midToClient.set(msg.messageId, { target: t.key, client: key });
-      if (this.midToClient.size > 4096) this.midToClient.delete(this.midToClient.keys().next().value!);
-      this.listen.sendMessage(msg, c.remote);
+      // RFC 7641 §3.6: a RST from that client (and only from it: the message layer matches the peer) cancels.
+      this.listen.sendMessage(msg, c.remote, { onReset: () => this.remove(t.key, key) });
     }
     if (codeClass(n.message.code) !== 2) this.endTarget(t, false);
   }
@@ -143,7 +134,6 @@ export class NotificationRelay {
   }
 
   close(): void {
-    this.listen.off('reset', this.onReset);
     for (const t of [...this.targets.values()]) {
       this.targets.delete(t.key);
       for (const c of t.clients.values()) c.onRemoved?.();

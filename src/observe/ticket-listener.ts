@@ -11,7 +11,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, isMulticastAddress, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse, ResponseContext } from '../messaging/endpoint';
-import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
+import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
 import { PROXY_OPTIONS, TicketError, TicketParts, decodeLtmr, isTicketRequest, ltmrNumber } from './ticket-request';
 
@@ -69,16 +69,9 @@ export class TicketListener extends EventEmitter {
   private readonly observations = new Map<string, Observation>();
   /** client (remote + token) -> observation key */
   private readonly holders = new Map<string, string>();
-  private readonly midToHolder = new Map<number, string>();
   /** group membership reference counts, per group address (one join per port on the upstream transport) */
   private readonly memberships = new Map<string, { ports: Map<number, Promise<void>>; refs: number }>();
   private closed = false;
-  private readonly onReset = (remote: RemoteAddress, mid: number) => {
-    const k = this.midToHolder.get(mid);
-    if (!k || !k.startsWith(`${remote.address}|${remote.port}|`)) return;
-    this.counters.resets++;
-    this.removeHolder(k);
-  };
 
   constructor(
     /** endpoint facing the clients */
@@ -88,7 +81,6 @@ export class TicketListener extends EventEmitter {
     private readonly opts: TicketListenerOptions = {},
   ) {
     super();
-    listen.on('reset', this.onReset);
   }
 
   get observationCount(): number {
@@ -231,7 +223,7 @@ export class TicketListener extends EventEmitter {
     m.refs++;
     let joining = m.ports.get(port);
     if (!joining) {
-      const transport = this.upstream.transport as UdpTransport;
+      const transport = this.upstream.transport;
       if (typeof transport.joinGroup !== 'function') throw new Error('the upstream transport cannot join groups');
       joining = transport.joinGroup({ address, port, interfaces: [this.opts.groupInterface ?? (address.includes(':') ? '::%lo' : '127.0.0.1')] });
       m.ports.set(port, joining);
@@ -244,7 +236,7 @@ export class TicketListener extends EventEmitter {
     if (!m) return;
     if (--m.refs > 0) return;
     this.memberships.delete(address);
-    const transport = this.upstream.transport as UdpTransport;
+    const transport = this.upstream.transport;
     for (const [port, joining] of m.ports) void joining.catch(() => undefined).then(() => transport.leaveGroup?.(address, port));
   }
 
@@ -266,10 +258,15 @@ export class TicketListener extends EventEmitter {
       const p = this.wrap(c, parts);
       if (!p) continue;
       const msg = createMessage({ type: 'NON', code: p.code, token: c.token, messageId: this.listen.newMessageId(), options: p.options, payload: p.payload });
-      this.midToHolder.set(msg.messageId, key);
-      if (this.midToHolder.size > 4096) this.midToHolder.delete(this.midToHolder.keys().next().value!);
       this.counters.relayed++;
-      this.listen.sendMessage(msg, c.remote);
+      // RFC 7641 §3.6: a RST from that holder (the message layer matches the peer) removes it.
+      this.listen.sendMessage(msg, c.remote, {
+        onReset: () => {
+          if (!this.holders.has(key)) return;
+          this.counters.resets++;
+          this.removeHolder(key);
+        },
+      });
     }
     // OMN-15 §4.5: the multicast 5.03 (no Observe) ends the group observation; so does any other error (RFC 7641 §3.2).
     if (codeClass(m.code) !== 2) this.end(obs, 'cancelled by the server', false);
@@ -344,7 +341,6 @@ export class TicketListener extends EventEmitter {
   /** Stop listening everywhere; with `notifyClients`, each client gets a 5.03 (its observation ended). */
   close(notifyClients = false): void {
     if (this.closed) return;
-    this.listen.off('reset', this.onReset);
     for (const obs of [...this.observations.values()]) this.end(obs, 'closed', notifyClients);
     this.closed = true;
   }

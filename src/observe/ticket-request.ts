@@ -13,7 +13,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, isMulticastAddress, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse, ResponseContext } from '../messaging/endpoint';
-import { RemoteAddress, UdpTransport } from '../transport/udp-transport';
+import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
 import { proxySchemeOptions, targetOptions } from '../proxy/target';
 

@@ -38,11 +38,39 @@ export class MemorySequenceStore implements SequenceStore {
 
 const FORMAT = 'oscore-ssn-1';
 
-/** One file per sender context, holding `{"format":"oscore-ssn-1","limit":N}`. */
+/**
+ * One file per sender context, holding `{"format":"oscore-ssn-1","limit":N}`. A crash between writing the temp file
+ * and renaming it leaves `<file>.<pid>.tmp` behind; load() removes such leftovers (the limit they hold was never
+ * durable, so the file itself is still the truth).
+ */
 export class FileSequenceStore implements SequenceStore {
   constructor(readonly file: string) {}
 
+  /** Remove temp files of earlier runs that crashed mid-write. Returns how many were removed. */
+  cleanStaleTempFiles(): number {
+    const dir = path.dirname(this.file);
+    const base = path.basename(this.file);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return 0; // no directory yet: nothing left behind
+    }
+    let removed = 0;
+    for (const name of names) {
+      if (!name.startsWith(base + '.') || !/^\.\d+\.tmp$/.test(name.slice(base.length))) continue;
+      try {
+        fs.unlinkSync(path.join(dir, name));
+        removed++;
+      } catch {
+        /* gone already, or not ours to remove: leave it */
+      }
+    }
+    return removed;
+  }
+
   load(): number | undefined {
+    this.cleanStaleTempFiles();
     let text: string;
     try {
       text = fs.readFileSync(this.file, 'utf8');

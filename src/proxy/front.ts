@@ -31,7 +31,7 @@ export interface ClientLeg {
   protect(parts: MessageParts, keep?: CoapOption[]): MessageParts | undefined;
   /** one relayed response on the client's token; `gone` is called when the client RSTs it or never ACKs it */
   relay(parts: MessageParts, keep: CoapOption[], confirmable: boolean, gone: (reason: string) => void): boolean;
-  /** the exchange is over: forget what routes a late RST to it */
+  /** the exchange is over: a late RST or missing ACK is no longer reported */
   close(): void;
 }
 
@@ -47,31 +47,20 @@ type RespondOpts = { separate?: boolean };
 const NO_KEEP = { keepReply: false } as RespondOpts;
 
 export class CoapFront {
-  /** relayed NONs by Message ID, to route a client's RST (bounded) */
-  private readonly sentNon = new Map<number, { remote: RemoteAddress; gone: (reason: string) => void }>();
-  private readonly onReset = (remote: RemoteAddress, mid: number) => {
-    const s = this.sentNon.get(mid);
-    if (!s || s.remote.address !== remote.address || s.remote.port !== remote.port) return;
-    this.sentNon.delete(mid);
-    s.gone('client sent RST');
-  };
   /** responses not sent because they would exceed 3x what an unidentified source sent */
   amplificationDrops = 0;
 
   constructor(
     readonly endpoint: CoapEndpoint,
     private readonly o: CoapFrontOptions = {},
-  ) {
-    endpoint.on('reset', this.onReset);
-  }
+  ) {}
 
   leg(req: IncomingRequest, ctx: ResponseContext, client: ProxyClient, layers: RemovedLayer[]): ClientLeg {
     const front = this;
     const requestBytes = encodedSizeFloor(req.message);
     const token = req.message.token;
     const protect = (parts: MessageParts, keep: CoapOption[] = []): MessageParts | undefined => (layers.length ? this.protectForClient(layers, parts, client, token, keep) : parts);
-    /** Message IDs of this leg's NONs still routed to it (the most recent 16) */
-    const mids: number[] = [];
+    let closed = false;
     return {
       client,
       token,
@@ -99,17 +88,13 @@ export class CoapFront {
         if (!out) return false;
         const ep = front.endpoint;
         const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
-        if (!confirmable) {
-          front.sentNon.set(msg.messageId, { remote: client, gone });
-          mids.push(msg.messageId);
-          if (mids.length > 16) front.sentNon.delete(mids.shift()!);
-          if (front.sentNon.size > 4096) front.sentNon.delete(front.sentNon.keys().next().value!);
-        }
-        ep.sendMessage(msg, client, { onReset: () => gone('client sent RST'), onFail: () => gone('client did not acknowledge') });
+        // RFC 7252 §4.2-§4.3: a RST to a relayed CON or NON (the message layer matches MID and peer), or no ACK to a
+        // CON, ends the exchange.
+        ep.sendMessage(msg, client, { onReset: () => !closed && gone('client sent RST'), onFail: () => !closed && gone('client did not acknowledge') });
         return true;
       },
       close() {
-        for (const mid of mids.splice(0)) front.sentNon.delete(mid);
+        closed = true;
       },
     };
   }
@@ -134,7 +119,6 @@ export class CoapFront {
   }
 
   close(): void {
-    this.endpoint.off('reset', this.onReset);
-    this.sentNon.clear();
+    // nothing held: RST routing lives in the message layer
   }
 }

@@ -469,6 +469,11 @@ export class GroupProxy extends EventEmitter {
       dest = this.opts.chain.nextHop;
     } else dest = { address: socketAddress(target.uri), port: target.uri.port };
 
+    // Every upstream token is retired for MIN_TOKEN_REUSE_TIME: at the message layer's cap, 5.03 before any state.
+    if (!this.opts.upstream.canRetireToken()) {
+      this.limits.refused.global++;
+      throw new LimitError('retired tokens', 60, true);
+    }
     const release = tPrime === 0 ? () => undefined : this.limits.acquire(host, 'pending', tPrime);
     const obs = getOption(msg, OPT.OBSERVE);
     const ex: Exchange = {
@@ -488,7 +493,8 @@ export class GroupProxy extends EventEmitter {
 
     // Step 5: forward with the proxy's own token and Message ID (never the client's).
     const upstream = this.opts.upstream;
-    const upToken = upstream.newToken();
+    // T' = 0: nobody waits for the responses, so the token is retired before it is sent (RFC 10020 §3.1.5).
+    const upToken = tPrime === 0 ? upstream.newOneShotToken() : upstream.newToken();
     ex.upstreamToken = upToken;
     ex.upstreamRequest = createMessage({ type: this.opts.chain ? 'CON' : 'NON', code: msg.code, token: upToken, messageId: upstream.newMessageId(), options: sortOptions(upstreamOptions), payload: msg.payload });
     ex.upstreamDest = dest;
@@ -500,7 +506,6 @@ export class GroupProxy extends EventEmitter {
     if (tPrime === 0) {
       // Step 6 with T' = 0: forward, relay nothing.
       upstream.sendMessage(ex.upstreamRequest, dest);
-      upstream.retireToken(upToken);
       this.endExchange(ex, "T' = 0");
       return;
     }

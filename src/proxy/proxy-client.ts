@@ -11,7 +11,7 @@ import { CborStructureError, CriAuthority, decodeReplyFrom, decodeResponseForwar
 import { CODES, codeClass, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
-import { CoapUri, formatUri, originUri, parseUri, uriToOptions } from '../coap/uri';
+import { CoapUri, formatUri, originUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { SecurityContext } from '../oscore/context';
 import { decodeOscoreOption } from '../oscore/cose';
@@ -29,7 +29,7 @@ import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
 import { Origin, ResponseStream } from '../group/group-client';
-import { TargetStyle, defaultMulticastTimeout, targetOptions, uriHostValue } from './target';
+import { TargetStyle, defaultMulticastTimeout, targetOptions } from './target';
 
 export type { TargetStyle } from './target';
 
@@ -87,7 +87,7 @@ export function originFromRelayed(m: CoapMessage, remote: RemoteAddress, groupPo
   const rf = rfNum !== undefined ? getOption(m, rfNum) : undefined;
   if (rf) {
     const { target, reference } = decodeReplyFrom(rf);
-    if (reference) {
+    if (reference?.host) {
       // Case 1: the proxy stands in for each server; follow-ups go to `target` with Uri-Host/Uri-Port of `reference`.
       const via = authorityOrigin(target);
       return { ...authorityOrigin({ ...reference, scheme: target.scheme }), via };

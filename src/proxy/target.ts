@@ -7,21 +7,15 @@ import net from 'node:net';
 import { CODES } from '../coap/codes';
 import { CoapMessage, CoapOption, getOption } from '../coap/message';
 import { OPT, decodeUint, encodeUint } from '../coap/options';
-import { CoapUri, UriError, formatUri, parseUri, uriToOptions } from '../coap/uri';
+import { CoapUri, UriError, formatUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { BadProxyRequestError, TargetError } from './errors';
 
 /** How a client names the target towards the proxy. */
 export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
 
-/** RFC 7252 §6.4: Uri-Host for a URI's host; IPv6 literals in brackets, a zone as in the URI (RFC 6874 "%25"). */
-export function uriHostValue(uri: Pick<CoapUri, 'host' | 'zone' | 'family'>): Buffer {
-  const v6 = uri.family === 6 || net.isIPv6(uri.host);
-  return Buffer.from(v6 ? `[${uri.host}${uri.zone ? '%25' + uri.zone : ''}]` : uri.host, 'utf8');
-}
-
 /** Proxy-Scheme, Uri-Host and (if not the default) Uri-Port for `uri` (RFC 7252 §5.10.2). */
 export function proxySchemeOptions(uri: CoapUri): CoapOption[] {
-  const out: CoapOption[] = [{ number: OPT.PROXY_SCHEME, value: Buffer.from(uri.scheme, 'utf8') }, { number: OPT.URI_HOST, value: uriHostValue(uri) }];
+  const out: CoapOption[] = [{ number: OPT.PROXY_SCHEME, value: Buffer.from(uri.scheme, 'utf8') }, { number: OPT.URI_HOST, value: uriHostValue(uri.host, uri.zone) }];
   if (uri.port !== 5683) out.push({ number: OPT.URI_PORT, value: encodeUint(uri.port) });
   return out;
 }
@@ -34,7 +28,7 @@ export function targetOptions(uri: CoapUri, style: TargetStyle = 'proxy-uri', pr
   if (style === 'proxy-uri') return [{ number: OPT.PROXY_URI, value: Buffer.from(formatUri(uri), 'utf8') }];
   const rest = uriToOptions(uri).filter((o) => o.number === OPT.URI_PATH || o.number === OPT.URI_QUERY);
   if (style === 'proxy-scheme') return [...proxySchemeOptions(uri), ...rest];
-  const out: CoapOption[] = [{ number: OPT.URI_HOST, value: uriHostValue(uri) }];
+  const out: CoapOption[] = [{ number: OPT.URI_HOST, value: uriHostValue(uri.host, uri.zone) }];
   if (proxyPort === undefined || uri.port !== proxyPort) out.push({ number: OPT.URI_PORT, value: encodeUint(uri.port) });
   return [...out, ...rest];
 }

@@ -67,6 +67,21 @@ export interface Transport extends EventEmitter {
   address(): RemoteAddress;
   close(): Promise<void>;
   readonly counters: TransportCounters;
+  /**
+   * Capability: start receiving a multicast group (groupcomm-bis §3.9), e.g. the group of multicast notifications
+   * (observe-multicast-notifications-15 §5.2). Absent on transports that cannot join groups.
+   */
+  joinGroup?(g: GroupMembership): Promise<void>;
+  /** Capability: stop receiving a group joined with joinGroup (counted: the last user leaving closes it). */
+  leaveGroup?(address: string, port?: number): Promise<void>;
+}
+
+/** A transport with the group-membership capability. */
+export type GroupTransport = Transport & Required<Pick<Transport, 'joinGroup' | 'leaveGroup'>>;
+
+/** True if the transport can join and leave multicast groups. */
+export function canJoinGroups(t: Transport): t is GroupTransport {
+  return typeof t.joinGroup === 'function' && typeof t.leaveGroup === 'function';
 }
 
 export class TransportError extends Error {

@@ -1,17 +1,26 @@
 // Fuzz-style robustness: thousands of malformed datagrams (seeded, reproducible) at a group server (unicast and
 // group address) and at a client endpoint, interleaved with valid requests that must still get correct answers.
-// Nothing may throw out of a socket callback, and the endpoints' state must stay bounded.
+// Nothing may throw out of a socket callback, and the endpoints' state must stay bounded: the duplicate cache holds
+// at most its entry and byte caps under a flood and is empty EXCHANGE_LIFETIME later (on a FakeClock). OSCORE
+// unprotect (RFC 8613 §8.2) gets mutated protected requests: each fails with a typed OscoreError or CoapFormatError
+// and never moves the replay window, while the genuine requests between them still verify.
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { encode } from '../../src/coap/codec';
+import crypto from 'node:crypto';
+import { CoapFormatError, decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
-import { CoapMessage } from '../../src/coap/message';
+import { CoapMessage, createMessage } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
-import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { GroupServer } from '../../src/group/group-server';
+import { CoapEndpoint, DEDUP_ENTRY_OVERHEAD } from '../../src/messaging/endpoint';
+import { DEFAULT_PARAMS, exchangeLifetime } from '../../src/messaging/parameters';
+import { OscoreError, SecurityContext, protectRequest, unprotectRequest } from '../../src/oscore';
 import { UdpTransport } from '../../src/transport/udp-transport';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll, rawProbe } from '../support/lamps';
+import { closeChecked } from '../support/endpoints';
+import { FakeClock } from '../support/fake-clock';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, rawProbe } from '../support/lamps';
 
 /** xorshift32: reproducible pseudo-random bytes for the mutations. */
 function prng(seed: number): () => number {
@@ -80,31 +89,31 @@ describe('fuzz: malformed datagrams at a group server and a client endpoint', fu
   });
   after(async function () {
     await new Promise<void>((r) => attacker.close(() => r()));
-    await stopAll(client, lamps.map((l) => l.server));
+    await closeChecked(client, lamps.map((l) => l.server));
   });
 
   it('survives 6000 malformed datagrams while answering every interleaved valid request correctly', async function () {
     const rand = prng(0xc0a9);
     const target = lamps[0].server.address();
     const gc = new GroupClient(client);
-    let valid = 0;
+    let answered = 0;
     const checks: Promise<void>[] = [];
     for (let i = 0; i < 6000; i++) {
       const dest = i % 3 === 0 ? { address: GROUP_V4, port } : i % 3 === 1 ? target : client.transport.address();
       attacker.send(mutate(rand), dest.port, dest.address === '0.0.0.0' ? '127.0.0.1' : dest.address);
       if (i % 100 === 0) {
-        valid++;
         checks.push(
           gc.unicast({ uri: `coap://${target.address}:${target.port}/light`, confirmable: true }).then((res) => {
             assert.equal(res.message.code, CODES.CONTENT);
             assert.equal(JSON.parse(res.message.payload.toString()).name, lamps[0].name);
+            answered++;
           }),
         );
         await new Promise((r) => setImmediate(r));
       }
     }
     await Promise.all(checks);
-    assert.equal(valid, 60);
+    assert.equal(answered, 60, 'every valid request got its correct answer');
 
     // A group request still reaches every lamp, with malformed traffic still aimed at the client.
     const ex = gc.request({ uri: `coap://${GROUP_V4}:${port}/light`, timeout: 400 });
@@ -120,9 +129,10 @@ describe('fuzz: malformed datagrams at a group server and a client endpoint', fu
     assert.ok(client.counters.unmatchedResponses > 0);
     assert.equal(client.counters.handlerErrors, 0);
     assert.equal(server.counters.handlerErrors, 0);
-    // bounded state: nothing pending, dedup entries no more than datagrams seen
+    // bounded state: nothing pending; the duplicate cache accounts each entry and kept reply
     assert.equal(client.activeExchanges, 0);
-    assert.ok(server.dedupEntries <= server.counters.received);
+    assert.ok(server.dedupBytes >= server.dedupEntries * DEDUP_ENTRY_OVERHEAD);
+    assert.ok(server.dedupBytes <= server.dedupEntries * (DEDUP_ENTRY_OVERHEAD + 1152), `dedup ${server.dedupEntries} entries, ${server.dedupBytes} bytes`);
   });
 
   it('answers a unicast request with an unknown critical option with 4.02, and a CON format error with RST', async function () {
@@ -131,7 +141,7 @@ describe('fuzz: malformed datagrams at a group server and a client endpoint', fu
     const got = sock.replies;
     sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 0x4242, token: Buffer.from([7]), options: [{ number: 65001, value: Buffer.from('x') }], payload: Buffer.alloc(0) }), target);
     sock.send(Buffer.from('40019999ff', 'hex'), target); // CON, payload marker, no payload
-    await new Promise((r) => setTimeout(r, 200));
+    await sock.count(2);
     await sock.close();
     const hexes = got.map((b) => b.toString('hex'));
     assert.ok(hexes.some((h) => h.startsWith('6182' + '4242')), `4.02 ACK expected, got ${hexes}`);
@@ -161,14 +171,111 @@ describe('bad input that used to escape: port 0, over-long option values', funct
     try {
       const dest = lamp.server.address();
       sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 7, token: Buffer.from([1]), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(7, 1) }, { number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest);
-      await new Promise((r) => setTimeout(r, 150));
+      await sock.count(1);
       sock.send(encode({ type: 'CON', code: CODES.GET, messageId: 8, token: Buffer.from([2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), dest);
-      await new Promise((r) => setTimeout(r, 150));
+      await sock.count(2);
       const codes = replies.map((b) => b[1]);
       assert.deepEqual(codes, [0x82, 0x45]);
     } finally {
       await sock.close();
-      await lamp.server.close();
+      await closeChecked(lamp.server);
     }
+  });
+});
+
+describe('fuzz: the duplicate cache under a flood stays within its caps and is swept (FakeClock)', function () {
+  this.timeout(60000);
+
+  it('10,000 distinct CON requests with 1 KiB replies: entries and bytes within the caps, every request answered, empty after EXCHANGE_LIFETIME', async function () {
+    const clock = new FakeClock();
+    const port = await freeGroupPort();
+    const maxDedupEntries = 2000;
+    const maxDedupBytes = 256 * 1024;
+    const server = await GroupServer.open({ address: '127.0.0.1', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0, clock, maxDedupEntries, maxDedupBytes });
+    server.addResource('/big', () => ({ payload: Buffer.alloc(1024, 0x62) }));
+    const sock = await rawProbe();
+    try {
+      const dest = server.address();
+      const rand = prng(0xdedb);
+      let sent = 0;
+      let maxEntries = 0;
+      let maxBytes = 0;
+      for (let batch = 0; batch < 100; batch++) {
+        for (let i = 0; i < 100; i++) {
+          const token = Buffer.alloc(4);
+          token.writeUInt32BE(Math.floor(rand() * 0x100000000));
+          sock.send(encode(createMessage({ type: 'CON', code: CODES.GET, messageId: sent & 0xffff, token, options: [{ number: OPT.URI_PATH, value: Buffer.from('big') }] })), dest);
+          sent++;
+        }
+        await sock.count(sent); // every request answered (a lost datagram would stop the test here)
+        maxEntries = Math.max(maxEntries, server.endpoint.dedupEntries);
+        maxBytes = Math.max(maxBytes, server.endpoint.dedupBytes);
+      }
+      assert.equal(sock.replies.length, 10_000);
+      assert.ok(sock.replies.every((r) => decode(r).code === CODES.CONTENT && decode(r).payload.length === 1024));
+      assert.ok(maxBytes <= maxDedupBytes, `dedup bytes ${maxBytes} > ${maxDedupBytes}`);
+      assert.ok(maxEntries <= maxDedupEntries, `dedup entries ${maxEntries} > ${maxDedupEntries}`);
+      // the byte cap is what binds here: about maxDedupBytes / (reply + overhead) entries, not the entry cap
+      assert.ok(maxEntries <= Math.ceil(maxDedupBytes / (1024 + DEDUP_ENTRY_OVERHEAD)), `entries ${maxEntries}`);
+      assert.ok(server.endpoint.counters.dedupEvictions >= 10_000 - maxEntries);
+      assert.equal(server.endpoint.counters.handlerErrors, 0);
+      clock.advance(exchangeLifetime(DEFAULT_PARAMS));
+      server.endpoint.sweep();
+      assert.equal(server.endpoint.dedupEntries, 0);
+      assert.equal(server.endpoint.dedupBytes, 0);
+    } finally {
+      await sock.close();
+      await closeChecked(server);
+    }
+  });
+});
+
+describe('fuzz: OSCORE unprotect (RFC 8613 §8.2) with mutated protected requests', function () {
+  it("5,000 mutations: a typed error and an untouched replay window, or (header bytes only) the genuine request; the genuine requests between them verify", function () {
+    const base = { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8) };
+    const client = SecurityContext.derive({ ...base, senderId: Buffer.from('c1', 'hex'), recipientId: Buffer.from('5e', 'hex') });
+    const server = SecurityContext.derive({ ...base, senderId: Buffer.from('5e', 'hex'), recipientId: Buffer.from('c1', 'hex') });
+    const rand = prng(0x05c0);
+    const request = () => createMessage({ type: 'CON', code: CODES.POST, messageId: 1, token: Buffer.from([1]), options: [{ number: OPT.URI_PATH, value: Buffer.from('door') }], payload: Buffer.from('open') });
+    const kinds = new Map<string, number>();
+    let genuine = 0;
+    for (let i = 0; i < 5000; i++) {
+      const wire = encode(protectRequest(client, request()).message);
+      const b = Buffer.from(wire);
+      const kind = Math.floor(rand() * 5);
+      if (kind === 0) for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) b[Math.floor(rand() * b.length)] ^= 1 << Math.floor(rand() * 8);
+      else if (kind === 1) b[4 + Math.floor(rand() * (b.length - 4))] = Math.floor(rand() * 256);
+      else if (kind === 2) b[b.length - 1 - Math.floor(rand() * 8)] ^= 0x01; // the tag
+      let mutated: Buffer = b;
+      if (kind === 3) mutated = b.subarray(0, 4 + Math.floor(rand() * (b.length - 4)));
+      if (kind === 4) mutated = Buffer.concat([b, Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 16) }, () => Math.floor(rand() * 256)))]);
+      const highest = server.replay.highest;
+      if (!mutated.equals(wire)) {
+        try {
+          const v = unprotectRequest(server, decode(mutated));
+          // Only bytes OSCORE leaves unprotected changed (type, Message ID, token): the request is the genuine one.
+          assert.equal(v.message.code, CODES.POST);
+          assert.equal(v.message.payload.toString(), 'open');
+          assert.deepEqual(v.message.options.map((o) => [o.number, o.value.toString()]), [[OPT.URI_PATH, 'door']]);
+          kinds.set('accepted', (kinds.get('accepted') ?? 0) + 1);
+        } catch (err) {
+          if (err instanceof assert.AssertionError) throw err;
+          assert.ok(err instanceof OscoreError || err instanceof CoapFormatError, `untyped error ${String(err)}`);
+          const name = err instanceof OscoreError ? err.code : 'format';
+          kinds.set(name, (kinds.get(name) ?? 0) + 1);
+          assert.equal(server.replay.highest, highest, 'a failed request must not move the replay window');
+        }
+      }
+      // every 10th round the genuine request follows and verifies
+      if (i % 10 === 0) {
+        const ok = unprotectRequest(server, decode(encode(protectRequest(client, request()).message)));
+        assert.equal(ok.message.payload.toString(), 'open');
+        genuine++;
+      }
+    }
+    assert.equal(genuine, 500);
+    // nothing but the unprotected header fields can change without failing the AEAD check (asserted above)
+    assert.ok((kinds.get('accepted') ?? 0) < 250, JSON.stringify([...kinds]));
+    assert.ok((kinds.get('ERR_OSCORE_DECRYPT') ?? 0) > 1000, JSON.stringify([...kinds]));
   });
 });

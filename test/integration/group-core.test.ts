@@ -10,7 +10,9 @@ import { GroupClient, GroupResponse } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { UdpTransport } from '../../src/transport/udp-transport';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll, rawProbe } from '../support/lamps';
+import { once } from 'node:events';
+import { closeChecked } from '../support/endpoints';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps, rawProbe } from '../support/lamps';
 
 describe('group client and group servers on loopback multicast', function () {
   let port: number;
@@ -23,7 +25,7 @@ describe('group client and group servers on loopback multicast', function () {
     client = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
   });
   after(async function () {
-    await stopAll(client, lamps.map((l) => l.server));
+    await closeChecked(client, lamps.map((l) => l.server));
   });
 
   it('one NON group request yields one response per server, each with its own origin, then completion', async function () {
@@ -54,18 +56,23 @@ describe('group client and group servers on loopback multicast', function () {
 
   it('a response arriving after the deadline is dropped without RST', async function () {
     const slow = await GroupServer.open({ address: '127.0.0.20', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
-    slow.addResource('/slow', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'late' }), 400)));
+    // the server answers only when the test lets it: after the client's deadline has passed
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    slow.addResource('/slow', () => released.then(() => ({ code: CODES.CONTENT, payload: 'late' })));
     try {
       const before = client.counters.lateGroupResponses;
       const resetsBefore = client.counters.resetsSent;
       const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/slow`, timeout: 150 });
       const s = await ex.summary;
       assert.equal(s.responses, 0);
-      await new Promise((r) => setTimeout(r, 500));
+      const arrived = once(client.transport, 'datagram');
+      release();
+      await arrived; // the late response reached the client (its endpoint handled it first: it listened first)
       assert.equal(client.counters.lateGroupResponses, before + 1);
       assert.equal(client.counters.resetsSent, resetsBefore);
     } finally {
-      await slow.close();
+      await closeChecked(slow);
     }
   });
 
@@ -95,7 +102,7 @@ describe('group client and group servers on loopback multicast', function () {
       assert.equal(seen, 2);
       assert.equal(fast.counters.retransmissions, 1);
     } finally {
-      await fast.close();
+      await closeChecked(fast);
       await new Promise<void>((r) => relay.close(() => r()));
     }
   });
@@ -124,9 +131,9 @@ describe('group client and group servers on loopback multicast', function () {
     const req = encode({ type: 'CON', code: CODES.GET, messageId: 0x1234, token: Buffer.from([1, 2]), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
     const dest = lamps[0].server.address();
     sock.send(req, dest);
-    await new Promise((r) => setTimeout(r, 50));
+    await sock.count(1);
     sock.send(req, dest);
-    await new Promise((r) => setTimeout(r, 100));
+    await sock.count(2);
     await sock.close();
     assert.equal(replies.length, 2);
     assert.deepEqual(replies[0], replies[1]);
@@ -148,16 +155,16 @@ describe('message layer: duplicate detection', function () {
       const dest = lamp.server.address();
       const req = (token: string) => encode({ type: 'CON', code: CODES.GET, messageId: 0x4321, token: Buffer.from(token, 'hex'), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
       sock.send(req('01'), dest);
-      await new Promise((r) => setTimeout(r, 50));
+      await sock.count(1);
       sock.send(req('01'), dest); // a true retransmission
-      await new Promise((r) => setTimeout(r, 50));
+      await sock.count(2);
       sock.send(req('02'), dest); // same ID, new token
-      await new Promise((r) => setTimeout(r, 100));
+      await sock.count(3);
       assert.equal(lamp.server.counters.requests, 2);
       assert.deepEqual(replies.map((b) => decode(b).token.toString('hex')), ['01', '01', '02']);
     } finally {
       await sock.close();
-      await lamp.server.close();
+      await closeChecked(lamp.server);
     }
   });
 });
@@ -178,7 +185,7 @@ describe('message layer: a request never hangs', function () {
       );
       assert.equal(err?.code, 'ERR_TIMEOUT');
     } finally {
-      await ep.close();
+      await closeChecked(ep);
       await new Promise<void>((r) => server.close(() => r()));
     }
   });

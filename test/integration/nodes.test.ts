@@ -6,7 +6,8 @@ import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { Msg, collect } from '../support/flow';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { closeChecked } from '../support/endpoints';
+import { GROUP_V4, Lamp, freeGroupPort, startLamps } from '../support/lamps';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -54,7 +55,7 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
     lamps = await startLamps(5, { groupPort: port, leisure: 100 });
   });
   after(async function () {
-    await stopAll(lamps.map((l) => l.server));
+    await closeChecked(lamps.map((l) => l.server));
   });
   afterEach(async function () {
     await helper.unload();
@@ -176,7 +177,10 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
   it('a response after the timeout never reaches the flow', async function () {
     const { GroupServer } = await import('../../src/group/group-server');
     const slow = await GroupServer.open({ address: '127.0.0.40', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
-    slow.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'too late' }), 700)));
+    // the slow server answers only once the exchange is complete: its response is late by construction
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    slow.addResource('/light', () => released.then(() => ({ code: CODES.CONTENT, payload: 'too late' })));
     try {
       const flow = [
         endpoint,
@@ -186,14 +190,21 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
       await helper.load([endpointNode, groupRequestNode], flow);
       const all: Msg[] = [];
       helper.getNode('out').on('input', (m: Msg) => all.push(m));
+      const completed = new Promise<void>((r) => helper.getNode('out').on('input', (m: Msg) => m.complete && r()));
       helper.getNode('req').receive({});
-      await new Promise((r) => setTimeout(r, 1000)); // well past the slow server's answer
+      await completed;
+      const ep = await helper.getNode('ep').getEndpoint();
+      const late = ep.counters.lateGroupResponses;
+      const arrived = new Promise<void>((r) => ep.transport.on('datagram', (d: { remote: { address: string } }) => d.remote.address === '127.0.0.40' && setImmediate(r)));
+      release();
+      await arrived; // the late response reached the node's endpoint, which dropped it
+      assert.equal(ep.counters.lateGroupResponses, late + 1);
       assert.equal(all.filter((m) => m.complete).length, 1);
       assert.equal(all.filter((m) => !m.complete).length, 5);
       assert.ok(all.every((m) => m.payload !== 'too late'));
       assert.ok(all.findIndex((m) => m.complete) === all.length - 1);
     } finally {
-      await slow.close();
+      await closeChecked(slow);
     }
   });
 
@@ -226,8 +237,9 @@ describe('nodes: coap-group-request and coap-response-splitter in a Node-RED run
     await helper.load([endpointNode, groupRequestNode], flow);
     const done = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const start = Date.now();
+    // cancel as soon as the first response is out: the exchange is running, with 30 s to go
+    helper.getNode('out').once('input', () => helper.getNode('req').receive({ cancel: true }));
     helper.getNode('req').receive({});
-    setTimeout(() => helper.getNode('req').receive({ cancel: true }), 300);
     const msgs = await done;
     assert.ok(Date.now() - start < 5000);
     assert.equal(msgs[msgs.length - 1].coap.cancelled, true);

@@ -1,5 +1,6 @@
 // Observe notifications as multicast responses (observe-multicast-notifications-15) on real loopback multicast:
-// one server on 127.0.0.2, 50 observers, a sniffer on the group counting datagrams on the wire.
+// one server on 127.0.0.2, 50 observers, a sniffer on the group counting datagrams on the wire. Rough counting
+// (§8.2) runs on its own server and observers, with the counting round and the poll leisure on a FakeClock.
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -8,9 +9,12 @@ import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { GroupObservation } from '../../src/observe/group-observation';
 import { MulticastObserver, Notification } from '../../src/observe/multicast-observer';
+import { Clock } from '../../src/messaging/parameters';
+import { GroupObservation, updatedCount } from '../../src/observe/group-observation';
 import { UdpTransport } from '../../src/transport/udp-transport';
+import { closeChecked } from '../support/endpoints';
+import { FakeClock } from '../support/fake-clock';
 import { freeGroupPort } from '../support/lamps';
 
 const NOTIF_GROUP = '239.255.0.77'; // a group address the server owns (not All-CoAP-Nodes, §2)
@@ -22,9 +26,9 @@ interface Observer {
   cancelled: boolean;
 }
 
-async function observer(uri: string): Promise<Observer> {
+async function observer(uri: string, clock?: Clock): Promise<Observer> {
   const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
-  const obs = new MulticastObserver(ep, { uri, leisure: 100 });
+  const obs = new MulticastObserver(ep, { uri, leisure: 100, clock });
   const o: Observer = { ep, obs, notes: [], cancelled: false };
   obs.on('notification', (n: Notification) => o.notes.push(n));
   obs.on('cancelled', () => (o.cancelled = true));
@@ -62,12 +66,9 @@ describe('multicast notifications: server, 50 observers, counting, cancellation'
     sniffer.addMembership(NOTIF_GROUP, '127.0.0.1');
   });
   after(async function () {
-    for (const o of observers) {
-      o.obs.cancel();
-      await o.ep.close();
-    }
+    for (const o of observers) o.obs.cancel();
     observation.close();
-    await server.close();
+    await closeChecked(observers.map((o) => o.ep), server);
     await new Promise<void>((r) => sniffer.close(() => r()));
   });
 
@@ -97,8 +98,7 @@ describe('multicast notifications: server, 50 observers, counting, cancellation'
     const before = onWire.length;
     const sentBefore = server.endpoint.transport.counters.sent;
     observation.update('ALARM');
-    await waitFor(() => observers.every((o) => o.notes.length === 2));
-    await sleep(100);
+    await waitFor(() => observers.every((o) => o.notes.length === 2) && onWire.length > before);
     assert.equal(onWire.length - before, 1);
     assert.equal(server.endpoint.transport.counters.sent - sentBefore, 1);
     const d = decode(onWire[onWire.length - 1]);
@@ -120,29 +120,6 @@ describe('multicast notifications: server, 50 observers, counting, cancellation'
     assert.equal(await late.obs.start(), 'multicast');
     assert.equal(late.notes[0].via, 'last_notif');
     assert.equal(late.notes[0].message.payload.toString(), 'ALARM');
-  });
-
-  it('rough counting with Feedback-Divider converges near the real number of observers', async function () {
-    // 25 observers go away silently: the counter still says 51, the truth is 26.
-    for (const o of observers.splice(0, 25)) {
-      o.obs.cancel();
-      await o.ep.close();
-    }
-    assert.equal(observation.count, 51);
-    // Q = 0 (target >= count): every live observer confirms; D = 2 halves the error each round.
-    let est;
-    for (let i = 0; i < 6; i++) est = await observation.estimateObservers(1000, 600);
-    assert.equal(est!.divider, 0);
-    assert.equal(est!.confirmations, 26);
-    assert.ok(Math.abs(observation.count - 26) <= 1, `estimate ${observation.count}`);
-    // Q > 0: about half confirm; the estimate stays in the right range.
-    const feedback: boolean[] = [];
-    for (const o of observers) o.obs.once('feedback', (f: { answered: boolean }) => feedback.push(f.answered));
-    est = await observation.estimateObservers(Math.ceil(observation.count / 2), 600);
-    assert.equal(est.divider, 1);
-    assert.equal(feedback.length, 26);
-    assert.equal(est.confirmations, feedback.filter(Boolean).length);
-    assert.ok(observation.count > 5 && observation.count < 60, `estimate ${observation.count}`);
   });
 
   it('cancellation (multicast 5.03 with token T) reaches every client', async function () {
@@ -181,12 +158,80 @@ describe('multicast notifications: traditional observers below a threshold, move
       observation.update('quiet');
       await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'quiet' && n.via === 'multicast')));
     } finally {
-      for (const o of obs) {
-        o.obs.cancel();
-        await o.ep.close();
-      }
+      for (const o of obs) o.obs.cancel();
       observation.close();
-      await server.close();
+      await closeChecked(obs.map((o) => o.ep), server);
     }
+  });
+});
+
+describe('multicast notifications: rough counting (§8.2) on a FakeClock', function () {
+  this.timeout(20000);
+  const WAIT = 1000; // the counting round; advanced on the fake clock, never waited for
+  let clock: FakeClock;
+  let server: GroupServer;
+  let observation: GroupObservation;
+  let observers: Observer[];
+
+  before(async function () {
+    clock = new FakeClock();
+    const groupPort = await freeGroupPort(NOTIF_GROUP);
+    server = await GroupServer.open({ address: '127.0.0.4', port: 0, groups: [], leisure: 0, clock });
+    observation = new GroupObservation({ server, path: '/count', group: { address: NOTIF_GROUP, port: groupPort }, initial: 'x', minInterval: 0, dampener: 2 });
+    const uri = `coap://127.0.0.4:${server.address().port}/count`;
+    observers = await Promise.all(Array.from({ length: 12 }, () => observer(uri, clock)));
+    assert.deepEqual(new Set(await Promise.all(observers.map((o) => o.obs.start()))), new Set(['multicast']));
+  });
+  after(async function () {
+    for (const o of observers) o.obs.cancel();
+    observation.close();
+    await closeChecked(observers.map((o) => o.ep), server);
+  });
+
+  /** One round: the poll goes out, every live observer decides, the confirmations arrive, the round ends. */
+  async function round(target: number, live: Observer[]) {
+    const decided: boolean[] = [];
+    const allDecided = new Promise<void>((resolve) => {
+      for (const o of live) {
+        o.obs.once('feedback', (f: { answered: boolean }) => {
+          decided.push(f.answered);
+          if (decided.length === live.length) resolve();
+        });
+      }
+    });
+    const requestsBefore = server.counters.requests;
+    const estimate = observation.estimateObservers(target, WAIT);
+    await allDecided;
+    clock.advance(100); // the observers' poll leisure (random in [0, 100) ms)
+    const answered = decided.filter(Boolean).length;
+    await waitFor(() => server.counters.requests - requestsBefore >= answered);
+    clock.advance(WAIT);
+    return { est: await estimate, answered };
+  }
+
+  it('Q = 0: every live observer confirms, and each round halves the error exactly (D = 2): |count - L| = |N - L| / 2^k', async function () {
+    // 12 registered, 5 go away silently: the counter says 12, the truth L is 7.
+    for (const o of observers.slice(0, 5)) o.obs.cancel();
+    const live = observers.slice(5);
+    assert.equal(observation.count, 12);
+    for (let k = 1; k <= 4; k++) {
+      const { est, answered } = await round(1000, live);
+      assert.equal(est.divider, 0);
+      assert.equal(answered, 7);
+      assert.equal(est.confirmations, 7);
+      assert.ok(Math.abs(observation.count - 7 - (12 - 7) / 2 ** k) < 1e-9, `round ${k}: count ${observation.count}`);
+    }
+  });
+
+  it('Q > 0: the new counter is exactly COUNT + (R * 2^Q - N) / D with 0 <= R <= L, so it lies in [COUNT - N/D, COUNT + (L * 2^Q - N)/D]', async function () {
+    const live = observers.slice(5);
+    const before = observation.count;
+    const n = Math.max(before, 1);
+    const { est, answered } = await round(Math.ceil(before / 4), live);
+    assert.ok(est.divider >= 1);
+    assert.equal(est.confirmations, answered);
+    assert.ok(answered >= 0 && answered <= live.length);
+    assert.equal(observation.count, updatedCount(before, n, answered, est.divider, 2));
+    assert.ok(observation.count >= before - n / 2 && observation.count <= before + (live.length * 2 ** est.divider - n) / 2);
   });
 });

@@ -30,16 +30,44 @@ export async function stopAll(...things: ({ close(): Promise<void> } | { close()
 
 /**
  * A bare UDP socket on 127.0.0.1 for sending hand-made datagrams and collecting what comes back (it never sends
- * multicast). `replies` fills as datagrams arrive.
+ * multicast). `replies` fills as datagrams arrive; `next()` resolves with the next reply not yet taken by `next()`.
  */
-export async function rawProbe(): Promise<{ send(data: Buffer, dest: { address: string; port: number }): void; replies: Buffer[]; close(): Promise<void> }> {
+export interface RawProbe {
+  send(data: Buffer, dest: { address: string; port: number }): void;
+  replies: Buffer[];
+  /** the next reply (in arrival order) not yet returned by next() */
+  next(): Promise<Buffer>;
+  /** resolves once `n` replies have arrived in total */
+  count(n: number): Promise<void>;
+  address(): { address: string; port: number };
+  close(): Promise<void>;
+}
+
+export async function rawProbe(): Promise<RawProbe> {
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
   const replies: Buffer[] = [];
-  sock.on('message', (m) => replies.push(m));
+  let taken = 0;
+  const waiters: (() => void)[] = [];
+  sock.on('message', (m) => {
+    replies.push(m);
+    for (const w of waiters.splice(0)) w();
+  });
+  const until = (cond: () => boolean): Promise<void> =>
+    new Promise((resolve) => {
+      const check = () => (cond() ? resolve() : waiters.push(check));
+      check();
+    });
   return {
     send: (data, dest) => sock.send(data, dest.port, dest.address),
     replies,
+    next: async () => {
+      const i = taken++;
+      await until(() => replies.length > i);
+      return replies[i];
+    },
+    count: (n) => until(() => replies.length >= n),
+    address: () => sock.address(),
     close: () => new Promise<void>((r) => sock.close(() => r())),
   };
 }

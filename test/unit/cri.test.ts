@@ -1,4 +1,5 @@
-// CRIs for Reply-From and the legacy Response-Forwarding tp_info, against SPEC-DIGEST §1.1 [DERIVED] bytes.
+// CRIs for Reply-From (groupcomm-proxy-07 §3, CRIs of draft-ietf-core-href) and the legacy Response-Forwarding
+// tp_info (groupcomm-proxy-00 §3), against bytes derived by hand from the drafts' CDDL.
 
 import assert from 'node:assert/strict';
 import { CborStructureError, bytesToIp, decodeReplyFrom, decodeResponseForwarding, encodeCri, encodeReplyFrom, encodeResponseForwarding } from '../../src/cbor/cri';
@@ -6,13 +7,13 @@ import { CborStructureError, bytesToIp, decodeReplyFrom, decodeResponseForwardin
 const hex = (b: Buffer) => b.toString('hex');
 
 describe('Reply-From CRIs (groupcomm-proxy-07 §3)', function () {
-  it('one element: coap://[2001:db8::ab]:61616 (SPEC-DIGEST §1.1 [DERIVED])', function () {
+  it('one element: coap://[2001:db8::ab]:61616 (bytes derived from groupcomm-proxy-07 §3)', function () {
     const v = encodeReplyFrom({ scheme: 'coap', host: '2001:db8::ab', port: 61616 });
     assert.equal(hex(v), '8220825020010db80000000000000000000000ab19f0b0');
     assert.deepEqual(decodeReplyFrom(v), { target: { scheme: 'coap', host: '2001:db8::ab', zone: undefined, port: 61616 }, reference: undefined });
   });
 
-  it('two elements: coap+tcp://[2001:db8::1] then //[2001:db8::ab]:61616 (SPEC-DIGEST §1.1 [DERIVED])', function () {
+  it('two elements: coap+tcp://[2001:db8::1] then //[2001:db8::ab]:61616 (bytes derived from groupcomm-proxy-07 §3)', function () {
     const v = encodeReplyFrom({ scheme: 'coap+tcp', host: '2001:db8::1' }, { scheme: null, host: '2001:db8::ab', port: 61616 });
     assert.equal(hex(v), '8226815020010db800000000000000000000000182f6825020010db80000000000000000000000ab19f0b0');
     const d = decodeReplyFrom(v);
@@ -27,9 +28,22 @@ describe('Reply-From CRIs (groupcomm-proxy-07 §3)', function () {
     assert.equal(hex(encodeCri({ scheme: 'coap', host: '127.0.0.2', port: 40000 })), '822082447f000002199c40');
   });
 
-  it('accepts the flat authority of the draft examples when decoding (SPEC-DIGEST §6 item 1)', function () {
+  it('accepts the flat authority of some draft examples when decoding', function () {
     const flat = Buffer.from('8320447f000002199c40', 'hex'); // [-1, h'7f000002', 40000]
     assert.deepEqual(decodeReplyFrom(flat).target, { scheme: 'coap', host: '127.0.0.2', zone: undefined, port: 40000 });
+  });
+
+  it('a path-only second element (§3, §6.2): [null, true, path], [null, null, path] and [true, path] decode; it encodes as [null, true, path]', function () {
+    const target = '822081447f000002'; // coap://127.0.0.2
+    for (const ref of ['83f6f5826467727031616c', '83f6f6826467727031616c', '82f5826467727031616c']) {
+      const d = decodeReplyFrom(Buffer.from(target + ref, 'hex'));
+      assert.deepEqual(d.reference, { scheme: null, host: '', path: ['grp1', 'l'] }, ref);
+      assert.equal(d.target.host, '127.0.0.2');
+    }
+    const v = encodeReplyFrom({ scheme: 'coap', host: '127.0.0.2' }, { scheme: null, host: '', path: ['grp1', 'l'] });
+    assert.equal(hex(v), target + '83f6f5826467727031616c');
+    // a host name in element 1 is fine when element 2 carries no authority
+    assert.equal(decodeReplyFrom(Buffer.from('822081676578616d706c65' + '82f5816161', 'hex')).target.host, 'example');
   });
 
   it('carries IPv6 zone ids', function () {
@@ -46,6 +60,9 @@ describe('Reply-From CRIs (groupcomm-proxy-07 §3)', function () {
     ['8201447f000002', 'positive scheme'],
     ['822081447f000002822081447f000002822081447f000002', 'three elements'],
     ['822081447f000002822081447f000002', 'second element with a scheme'],
+    ['822081447f00000284f6f58161618161', 'a path-only second element with a query'],
+    ['822081447f00000282f58101', 'a path-only second element whose path is not text'],
+    ['822081676578616d706c6582f681447f000002', 'a host name in element 1 with an authority in element 2'],
   ];
   for (const [h, why] of bad) {
     it(`rejects ${why} with a typed error`, function () {

@@ -2,7 +2,7 @@
 // arithmetic (§8.2, worked example §8.3.3), against hand-computed bytes.
 
 import assert from 'node:assert/strict';
-import { Encoder } from 'cbor-x';
+import { decodeCbor, encodeCbor, toPlain } from '../../src/cbor/cbor';
 import { CborStructureError } from '../../src/cbor/cri';
 import { IR_KEYS, decodeInformativeResponse, encodeInformativeResponse, encodeTpInfo } from '../../src/cbor/informative-response';
 import { encodeCodeOptionsPayload } from '../../src/coap/codec';
@@ -16,8 +16,8 @@ describe('informative response (observe-multicast-notifications-15 §4.2)', func
     assert.deepEqual([IR_KEYS.tp_info, IR_KEYS.ph_req, IR_KEYS.last_notif, IR_KEYS.next_not_before, IR_KEYS.ending], [0, 1, 2, 3, 4]);
   });
 
-  it('tp_info of §4.2.1.1 with nested authorities (SPEC-DIGEST §2.5 [DERIVED])', function () {
-    const bytes = Buffer.from(new Encoder({ useRecords: false, tagUint8Array: false } as never).encode(encodeTpInfo(TP)));
+  it('tp_info of §4.2.1.1 with nested authorities (bytes derived from the §4.2.1.1 CDDL)', function () {
+    const bytes = encodeCbor(encodeTpInfo(TP));
     assert.equal(hex(bytes), '838220815020010db80000000000000000000000ab82208250ff35003020010db8000000000000002319f0b0417b');
   });
 
@@ -34,7 +34,17 @@ describe('informative response (observe-multicast-notifications-15 §4.2)', func
     assert.equal(hex(d.lastNotif!), '45ff35363738');
   });
 
-  it('decodes the flat tp_info printed in the draft (SPEC-DIGEST §6 item 1), keeps unknown keys, reads next_not_before and ending', function () {
+  it('a tp_info of [tpi_server] alone (§4.2.1: tpi_details is optional) decodes to tpServer without tpInfo', function () {
+    // {0: [[-1, [h'20010db8...ab']]]}
+    const d = decodeInformativeResponse(Buffer.from('a100818220815020010db80000000000000000000000ab', 'hex'));
+    assert.deepEqual(d.tpServer, { host: '2001:db8::ab', port: 5683, zone: undefined });
+    assert.equal(d.tpInfo, undefined);
+    // a complete one sets both
+    const full = decodeInformativeResponse(encodeInformativeResponse({ tpInfo: TP }));
+    assert.deepEqual(full.tpServer, full.tpInfo!.server);
+  });
+
+  it('decodes the flat tp_info printed in the draft, keeps unknown keys, reads next_not_before and ending', function () {
     const flat = Buffer.from('a400' + '8382205020010db80000000000000000000000ab832050ff35003020010db8000000000000002319f0b0417b' + '030a' + '041a6a000000' + '6178f5', 'hex');
     const d = decodeInformativeResponse(flat);
     assert.equal(d.tpInfo!.client.port, 61616);
@@ -47,6 +57,7 @@ describe('informative response (observe-multicast-notifications-15 §4.2)', func
     ['ff', 'not CBOR'],
     ['80', 'not a map'],
     ['a10080', 'tp_info without elements'],
+    ['a100818221815020010db80000000000000000000000ab', 'a tpi_server that is not coap'],
     ['a10161ff', 'ph_req as text'],
     ['a10320', 'negative next_not_before'],
     ['a100838220815020010db80000000000000000000000ab82208250ff35003020010db8000000000000002319f0b0' + '49' + '000102030405060708', 'a 9-byte token'],
@@ -64,5 +75,24 @@ describe('rough counting arithmetic (§8.2)', function () {
     assert.equal(updatedCount(32, 32, 4, 2, 1), 16);
     assert.equal(feedbackDivider(5, 8), 0);
     assert.equal(feedbackDivider(0, 8), 0);
+  });
+});
+
+describe('one cbor-x configuration (src/cbor/cbor.ts)', function () {
+  it('integer map keys stay integers, byte strings carry no typed-array tag, a CBOR sequence is not one item', function () {
+    const m = new Map<number, unknown>([[0, Buffer.from([1, 2])], [-1, 'x']]);
+    const bytes = encodeCbor(m);
+    assert.equal(hex(bytes), 'a200420102206178'); // {0: h'0102', -1: "x"}
+    const back = decodeCbor(bytes) as Map<number, unknown>;
+    assert.ok(back instanceof Map);
+    assert.deepEqual([...back.keys()], [0, -1]);
+    assert.throws(() => decodeCbor(Buffer.from('0102', 'hex')));
+  });
+
+  it('flow payloads read as plain objects, with "__proto__" as an own key, never the prototype', function () {
+    const plain = toPlain(decodeCbor(Buffer.from('a2616101695f5f70726f746f5f5fa1617802', 'hex'))) as Record<string, unknown>;
+    assert.equal(plain.a, 1);
+    assert.deepEqual(Object.getOwnPropertyDescriptor(plain, '__proto__')?.value, { x: 2 });
+    assert.equal(Object.getPrototypeOf(plain), Object.prototype);
   });
 });
