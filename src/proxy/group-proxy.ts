@@ -177,6 +177,7 @@ export class GroupProxy extends EventEmitter {
   private readonly knownServers = new Map<string, number>();
   private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
   private closed = false;
+  private readonly endFn = (ex: Exchange, reason: string) => this.endExchange(ex, reason);
   private readonly clock: Clock;
   readonly limits: HostLimits;
   private readonly echo: EchoVerifier;
@@ -674,7 +675,7 @@ export class GroupProxy extends EventEmitter {
     ex.relayCount++;
     // RFC 7641 §4.5: now and then a CON notification checks that the client is still there.
     const confirmable = this.opts.relayType === 'CON' || (ex.life.wantsObserve && ex.relayCount % 10 === 0);
-    if (!ex.leg.relay(parts, added, confirmable, (reason) => this.endExchange(ex, reason))) return;
+    if (!ex.leg.relay(parts, added, confirmable, endByKey(this.exchanges, ex.key, this.endFn))) return;
     this.counters.relayed++;
     this.emitEvent({ kind: 'response', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, code: codeToString(parts.code), ...(origin === 'cache' ? { reason: 'from cache' } : { origin }) });
   }
@@ -864,3 +865,11 @@ export class GroupProxy extends EventEmitter {
 }
 
 export * from './errors';
+
+/** Ends the exchange under `key` if it is still there: a callback that keeps no ended exchange alive. */
+function endByKey(exchanges: Map<string, Exchange>, key: string, end: (ex: Exchange, reason: string) => void): (reason: string) => void {
+  return (reason) => {
+    const ex = exchanges.get(key);
+    if (ex) end(ex, reason);
+  };
+}
