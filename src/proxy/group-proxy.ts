@@ -200,7 +200,7 @@ export class GroupProxy extends EventEmitter {
     this.front = new CoapFront(opts.listen, { understoodOptions: opts.oscore?.understoodOptions, onDrop: (client, token, reason) => this.emitEvent({ kind: 'drop', client, token: token.toString('hex'), reason }) });
     this.targetConfig = { forward: this.opts.forward, reverse: opts.reverse, hosts: this.opts.hosts, listenPort: opts.listen.transport.address().port, knownServer: (h, p) => this.knownServers.has(`${h}|${p}`) };
     opts.listen.setRequestHandler((req, ctx) => this.handle(req, ctx));
-    if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined);
+    if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined, () => this.clock.now());
   }
 
   /**
@@ -218,11 +218,11 @@ export class GroupProxy extends EventEmitter {
   }
 
   private get tickets(): TicketListener {
-    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream));
+    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream, { clock: this.clock }));
   }
 
   private get notificationRelay(): NotificationRelay {
-    return (this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream));
+    return (this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream, { clock: this.clock }));
   }
 
   /** Observations the proxy holds upstream on behalf of its clients (one per target). */
