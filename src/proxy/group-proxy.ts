@@ -759,7 +759,11 @@ export class GroupProxy extends EventEmitter {
     const obs = getOption(msg, OPT.OBSERVE);
     const plain = leg.layers.length === 0 && getOption(msg, OPT.OSCORE) === undefined;
     if (obs !== undefined && plain && this.opts.observeRelay !== false && (msg.code === CODES.GET || msg.code === CODES.FETCH)) {
-      if (obs.length <= 3 && decodeUint(obs) === 0) return this.relayObservation(req, leg, target, options);
+      if (obs.length <= 3 && decodeUint(obs) === 0) {
+        // A relay sends notifications for as long as it lives: the address proves reachability first (RFC 9175 §2.4).
+        this.verify(req, leg);
+        return this.relayObservation(req, leg, target, options);
+      }
       // Deregistration: the client leaves the relay; the request goes on as a plain GET for the current state.
       this.notificationRelay.deregister(target.text, { remote: req.remote, token: msg.token });
       options = options.filter((o) => o.number !== OPT.OBSERVE);
