@@ -21,6 +21,8 @@ interface ProxyDef extends NodeDef {
   groupProxying?: boolean;
   reverse?: ReverseRow[];
   allow?: string;
+  /** UNSAFE: skip the Echo check of address-identified clients (RFC 9175 §2.4) */
+  unsafeTrustAddresses?: boolean;
   nextHop?: string;
   rttPrevious?: string | number;
   rttNext?: string | number;
@@ -118,6 +120,7 @@ function register(RED: NodeAPI): void {
         groupProxying: def.groupProxying !== false,
         reverse: parseReverse(def.reverse),
         allow: parseAllowList(def.allow),
+        unsafeTrustAddresses: def.unsafeTrustAddresses === true,
         chain,
         replyFrom: def.replyFrom || 'reply-from',
         maxPendingPerClient: Number(def.maxPendingPerClient || 16),

@@ -13,7 +13,7 @@ import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
-import { decodeOscoreOption, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
+import { decodeOscoreOption, generateGroupKeyPair, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
 import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
@@ -143,7 +143,11 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
 
   it('a member signing with a key that does not match its listed credential gets nothing back: every lamp refuses the request on its signature (RFC 10021 §8.2)', async function () {
     const c = member(material, 'g26', '26', serverIds(3));
-    c.credentials.privateKey = crypto.randomBytes(32).toString('hex');
+    // Its own key pair, consistent in itself (RFC 10021 §2: a private key must match the own credential), while the
+    // lamps know 0x26 by the credential the group lists for it.
+    const forged = generateGroupKeyPair({ signatureAlg: material.signatureAlg });
+    c.node.credential = hex(forged.credential);
+    c.credentials.privateKey = hex(forged.privateKey);
     const flow = [c.node, { id: 'req', type: 'coap-group-request', url: `coap://${GROUP_V4}:${port}/light`, method: 'GET', timeout: 1, groupOscore: 'g26', wires: [['out']] }, { id: 'out', type: 'helper' }];
     await helper.load([groupContextNode, requestNode], flow, { g26: c.credentials });
     const out = collect('out');
