@@ -82,6 +82,12 @@ export class GroupObservation extends EventEmitter {
 
   constructor(opts: GroupObservationOptions) {
     super();
+    // observe-multicast-notifications-15 §4.2.1.1: tpi_server names the source of the notifications, which clients
+    // compare with the informative response's source; an unspecified address (0.0.0.0, ::) names no one.
+    const srv = opts.server.address().address;
+    if (srv === '0.0.0.0' || srv === '::' || srv === '') {
+      throw new RangeError('a group observation needs a server bound to its own unicast address (tp_info cannot name 0.0.0.0 or ::)');
+    }
     this.o = { maxAge: 60, minInterval: 3000, confirmationWait: 452_000, dampener: 4, ...opts };
     this.clock = opts.clock ?? opts.server.clock;
     this.value = typeof opts.initial === 'string' ? Buffer.from(opts.initial) : opts.initial;

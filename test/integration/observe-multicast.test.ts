@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { EventEmitter, once } from 'node:events';
 import { decode } from '../../src/coap/codec';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
@@ -12,7 +13,7 @@ import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { MulticastObserver, Notification } from '../../src/observe/multicast-observer';
 import { Clock } from '../../src/messaging/parameters';
 import { GroupObservation, updatedCount } from '../../src/observe/group-observation';
-import { UdpTransport } from '../../src/transport/udp-transport';
+import { UdpTransport, canJoinGroups } from '../../src/transport/udp-transport';
 import { closeChecked } from '../support/endpoints';
 import { FakeClock } from '../support/fake-clock';
 import { freeGroupPort } from '../support/lamps';
@@ -233,5 +234,57 @@ describe('multicast notifications: rough counting (§8.2) on a FakeClock', funct
     assert.ok(answered >= 0 && answered <= live.length);
     assert.equal(observation.count, updatedCount(before, n, answered, est.divider, 2));
     assert.ok(observation.count >= before - n / 2 && observation.count <= before + (live.length * 2 ** est.divider - n) / 2);
+  });
+});
+
+describe('group membership is a capability of the Transport interface', function () {
+  it('an observer whose transport cannot join groups reports it and ends; the same observer on a UdpTransport joins', async function () {
+    const groupPort = await freeGroupPort(NOTIF_GROUP);
+    const server = await GroupServer.open({ address: '127.0.0.5', port: 0, groups: [], leisure: 0 });
+    const observation = new GroupObservation({ server, path: '/cap', group: { address: NOTIF_GROUP, port: groupPort }, initial: 'v', minInterval: 0 });
+    const uri = `coap://127.0.0.5:${server.address().port}/cap`;
+    const udp = await UdpTransport.open({ bindAddress: '127.0.0.1' });
+    // A Transport without joinGroup / leaveGroup: everything else is the UDP transport's.
+    const plain = Object.assign(new EventEmitter(), {
+      family: udp.family,
+      counters: udp.counters,
+      send: (d: Buffer, r: { address: string; port: number }) => udp.send(d, r),
+      address: () => udp.address(),
+      close: () => udp.close(),
+    });
+    udp.on('datagram', (dg) => plain.emit('datagram', dg));
+    assert.equal(canJoinGroups(plain), false);
+    assert.equal(canJoinGroups(udp), true);
+    const ep = new CoapEndpoint(plain);
+    const obs = new MulticastObserver(ep, { uri });
+    const failed = once(obs, 'error');
+    const started = obs.start().then(
+      () => 'started',
+      (e: Error) => e.message,
+    );
+    const [err] = (await failed) as [Error];
+    assert.match(err.message, /cannot join groups/);
+    assert.match(await started, /cannot join groups/);
+    assert.equal(obs.mode, 'ended');
+    const ok = await observer(uri);
+    try {
+      assert.equal(await ok.obs.start(), 'multicast');
+    } finally {
+      ok.obs.cancel();
+      observation.close();
+      await closeChecked(ep, ok.ep, server);
+    }
+  });
+});
+
+describe('tp_info never names an unspecified address (observe-multicast-notifications-15 §4.2.1.1)', function () {
+  it('a group observation on a server bound to 0.0.0.0 is refused with a clear error', async function () {
+    const server = await GroupServer.open({ address: '0.0.0.0', port: 0, groups: [], leisure: 0 });
+    try {
+      assert.throws(() => new GroupObservation({ server, path: '/x', group: { address: NOTIF_GROUP, port: 5683 }, initial: 'v' }), /own unicast address/);
+      assert.equal(server.observerCount('/x'), 0);
+    } finally {
+      await closeChecked(server);
+    }
   });
 });

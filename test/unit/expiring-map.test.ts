@@ -35,4 +35,22 @@ describe('ExpiringMap', function () {
     assert.ok(m.size <= 101);
     assert.ok((m as unknown as { queue: unknown[] }).queue.length < 5000);
   });
+
+  it('keeps the total weight within maxWeight, evicting the oldest; weights follow replace, delete, expiry and addWeight', function () {
+    const m = new ExpiringMap<number>(Infinity, 100);
+    for (let i = 0; i < 10; i++) m.set(String(i), i, 1000 + i, 30);
+    assert.equal(m.size, 3); // 3 x 30 <= 100 < 4 x 30
+    assert.equal(m.weight, 90);
+    assert.equal(m.evicted, 7);
+    m.set('9', 9, 2000, 10); // replaced: its old weight no longer counts
+    assert.equal(m.weight, 70);
+    m.addWeight('8', 50); // 120 > 100: the oldest (7) goes
+    assert.equal(m.get('7', 0), undefined);
+    assert.equal(m.weight, 90);
+    m.delete('8');
+    assert.equal(m.weight, 10);
+    m.sweep(3000);
+    assert.equal(m.weight, 0);
+    assert.equal(m.size, 0);
+  });
 });
