@@ -131,8 +131,9 @@ async function main(): Promise<void> {
     }
   };
   // RFC 9175 §2.4: this socket's address answers the proxy's Echo once (T' = 0, nothing relayed), then it is verified.
+  let verifyMid = 0;
   const verify = (withEcho?: Buffer) =>
-    raw.send(encode({ type: 'NON', code: CODES.GET, messageId: 0xfffe, token: Buffer.from('echo'), payload: Buffer.alloc(0), options: [{ number: OPT.PROXY_URI, value: Buffer.from(uri) }, { number: mt, value: encodeUint(0) }, ...(withEcho ? [{ number: OPT.ECHO, value: withEcho }] : [])].sort((a, b) => a.number - b.number) }), proxyAddr.port, proxyAddr.address);
+    raw.send(encode({ type: 'NON', code: CODES.GET, messageId: 0xff00 + verifyMid++, token: Buffer.from(withEcho ? 'echo' : 'ask'), payload: Buffer.alloc(0), options: [{ number: OPT.PROXY_URI, value: Buffer.from(uri) }, { number: mt, value: encodeUint(0) }, ...(withEcho ? [{ number: OPT.ECHO, value: withEcho }] : [])].sort((a, b) => a.number - b.number) }), proxyAddr.port, proxyAddr.address);
   const verified = async () => {
     echo = undefined;
     verify();
