@@ -100,7 +100,8 @@ export class TicketListener extends EventEmitter {
   wants(msg: CoapMessage, remote: RemoteAddress): boolean {
     if (isTicketRequest(msg)) return true;
     const obs = getOption(msg, OPT.OBSERVE);
-    return obs !== undefined && decodeUint(obs) === 1 && this.holders.has(holderKey(remote, msg.token));
+    // RFC 7641 §2: Observe is 0-3 bytes; anything longer is not a deregistration
+    return obs !== undefined && obs.length <= 3 && decodeUint(obs) === 1 && this.holders.has(holderKey(remote, msg.token));
   }
 
   /**
@@ -169,7 +170,7 @@ export class TicketListener extends EventEmitter {
   /** The checks of MNP-02 §4; returns tp_info and the rebuilt phantom request. */
   private validate(m: CoapMessage): { tp: TpInfoUdp; phantom: Buffer } {
     const obsOpt = getOption(m, OPT.OBSERVE);
-    if ((m.code !== CODES.GET && m.code !== CODES.FETCH) || obsOpt === undefined || decodeUint(obsOpt) !== 0) {
+    if ((m.code !== CODES.GET && m.code !== CODES.FETCH) || obsOpt === undefined || obsOpt.length > 3 || decodeUint(obsOpt) !== 0) {
       throw new TicketError('Listen-To-Multicast-Responses is only valid in a GET or FETCH with Observe 0', 'ERR_NOT_REGISTRATION');
     }
     if (m.token.length > 8) throw new TicketError('a token has at most 8 bytes', 'ERR_TOKEN');
@@ -251,7 +252,7 @@ export class TicketListener extends EventEmitter {
       obs.last = { seq, at: now };
       obs.latest = m;
       const fd = getOption(m, optionNumber('Feedback-Divider'));
-      if (fd !== undefined) this.answerPoll(obs, decodeUint(fd));
+      if (fd !== undefined && fd.length <= 1) this.answerPoll(obs, decodeUint(fd));
     }
     const parts: TicketParts = { code: m.code, options: stripForRelay(m.options), payload: m.payload };
     for (const [key, c] of obs.clients) {
@@ -362,7 +363,7 @@ export function ticketTarget(m: CoapMessage): CoapUri {
   const port = getOption(m, OPT.URI_PORT);
   const h = host.toString('utf8').replace(/^\[|\]$/g, '');
   try {
-    return parseUri(formatUri({ scheme: ps.toString('utf8'), host: h, port: port === undefined ? undefined : decodeUint(port) }));
+    return parseUri(formatUri({ scheme: ps.toString('utf8'), host: h, port: port === undefined || port.length > 2 ? undefined : decodeUint(port) }));
   } catch (err) {
     throw new TicketError(`bad ticket target: ${(err as Error).message}`, 'ERR_TARGET');
   }

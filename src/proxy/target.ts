@@ -95,6 +95,14 @@ export function resolveTarget(msg: CoapMessage, cfg: TargetConfig): ResolvedTarg
   }
 }
 
+/** Uri-Port (RFC 7252 §5.10.1: 0-2 bytes); a longer value is a bad request, not an exception. */
+function uriPort(msg: CoapMessage): number | undefined {
+  const v = getOption(msg, OPT.URI_PORT);
+  if (v === undefined) return undefined;
+  if (v.length > 2) throw new BadProxyRequestError('bad Uri-Port');
+  return decodeUint(v);
+}
+
 function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefined {
   const proxyUri = getOption(msg, OPT.PROXY_URI);
   const proxyScheme = getOption(msg, OPT.PROXY_SCHEME);
@@ -107,9 +115,9 @@ function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefine
     if (proxyUri) uri = parseUri(proxyUri.toString('utf8'));
     else {
       if (!uriHost) throw new BadProxyRequestError('Proxy-Scheme needs Uri-Host');
-      const port = getOption(msg, OPT.URI_PORT);
+      const port = uriPort(msg);
       const h = parseUriHost(uriHost);
-      uri = parseUri(formatUri({ scheme: proxyScheme!.toString('utf8'), host: h.host, zone: h.zone, port: port ? decodeUint(port) : 5683, path: path(), query: query() }));
+      uri = parseUri(formatUri({ scheme: proxyScheme!.toString('utf8'), host: h.host, zone: h.zone, port: port ?? 5683, path: path(), query: query() }));
     }
     // RFC 7252 §5.7.2: a scheme we do not proxy.
     if (uri.scheme !== 'coap') throw new TargetError(CODES.PROXYING_NOT_SUPPORTED, 'scheme not proxied');
@@ -136,8 +144,7 @@ function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefine
   if (uriHost && (cfg.reverse ?? []).some((m) => m.standIn === 'servers')) {
     const h = parseUriHost(uriHost);
     if (!net.isIP(h.host)) return undefined;
-    const portOpt = getOption(msg, OPT.URI_PORT);
-    const port = portOpt ? decodeUint(portOpt) : cfg.listenPort ?? 5683;
+    const port = uriPort(msg) ?? cfg.listenPort ?? 5683;
     const address = h.zone ? `${h.host}%${h.zone}` : h.host;
     if (!cfg.knownServer(address, port)) throw new TargetError(CODES.NOT_FOUND, 'unknown server');
     const uri = parseUri(formatUri({ scheme: 'coap', host: h.host, zone: h.zone, port, path: segments, query: query() }));
