@@ -5,6 +5,7 @@ import { parseUri, socketAddress } from '../src/coap/uri';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { AllowRule, GroupProxy, ProxyEvent, ReplyFromFormat, ReverseMapping } from '../src/proxy/group-proxy';
 import { UdpTransport } from '../src/transport/udp-transport';
+import { HttpFront, HttpFrontServer, startHttpFront } from '../src/proxy/http-front';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { ContextRegistry } from '../src/oscore';
@@ -37,6 +38,32 @@ interface ProxyDef extends NodeDef {
   cache?: boolean;
   /** group authority -> member addresses, one "group = member, member" per line */
   members?: string;
+  // --- HTTP front (groupcomm-proxy-07 §9), issue 11 ---
+  /** off, on Node-RED's own HTTP server (httpNode, so httpNodeAuth applies), or on its own port */
+  httpMode?: 'off' | 'node-red' | 'port';
+  /** path of the Hosting HTTP URIs (default /hc) */
+  httpPath?: string;
+  httpPort?: string | number;
+  httpHost?: string;
+  httpMaxBody?: string | number;
+}
+
+/** The express app of Node-RED's httpNode, as far as the HTTP front uses it (express 4 `_router`, 5 `router`). */
+interface HttpNodeApp {
+  use(path: string, fn: (req: unknown, res: unknown, next: () => void) => void): void;
+  _router?: { stack: { handle?: unknown }[] };
+  router?: { stack: { handle?: unknown }[] };
+}
+
+/** Serve `front` under `path` on Node-RED's httpNode app; returns the function that removes the route again. */
+export function mountOnHttpNode(app: HttpNodeApp, path: string, front: HttpFront): () => void {
+  const route = (req: unknown, res: unknown) => front.handler(req as never, res as never);
+  app.use(path, route);
+  return () => {
+    const stack = (app._router ?? app.router)?.stack;
+    if (!stack) return;
+    for (let i = stack.length - 1; i >= 0; i--) if (stack[i].handle === route) stack.splice(i, 1);
+  };
 }
 
 /**
@@ -92,6 +119,9 @@ module.exports = function (RED: NodeAPI) {
     let closed = false;
     let relayed = 0;
     let rejected = 0;
+    let httpServer: HttpFrontServer | undefined;
+    let httpFront: HttpFront | undefined;
+    let unmount: (() => void) | undefined;
 
     const status = () => {
       if (!proxy) return;
@@ -148,9 +178,26 @@ module.exports = function (RED: NodeAPI) {
         if (def.events) node.send({ topic: e.kind, payload: e });
         status();
       });
+      // groupcomm-proxy-07 §9: the HTTP front beside the CoAP one, on the same stages.
+      const httpOpts = { basePath: def.httpPath || '/hc', maxBodyBytes: Number(def.httpMaxBody || 8192) };
+      if (def.httpMode === 'node-red') {
+        const app = (RED as unknown as { httpNode?: HttpNodeApp }).httpNode;
+        if (!app) throw new Error('Node-RED has no httpNode server (httpNodeRoot false?)');
+        httpFront = new HttpFront(proxy, httpOpts);
+        unmount = mountOnHttpNode(app, httpOpts.basePath, httpFront);
+      } else if (def.httpMode === 'port') {
+        httpServer = await startHttpFront(proxy, { ...httpOpts, port: Number(def.httpPort || 0), host: def.httpHost || '127.0.0.1' });
+        if (closed) return void (await httpServer.close());
+        httpFront = httpServer.front;
+        node.log(`HTTP front on http://${httpServer.address.address}:${httpServer.address.port}${httpOpts.basePath}`);
+      }
+      httpFront?.on('handler-error', (err: Error) => node.warn(`HTTP front: ${err.message}`));
       status();
     };
-    start().catch((err: Error) => {
+    const started = start();
+    // where the HTTP front listens once started (a port of 0 picks a free one), for the tests and the log
+    (node as unknown as { httpAddress: () => Promise<{ address: string; port: number } | undefined> }).httpAddress = () => started.then(() => httpServer?.address);
+    started.catch((err: Error) => {
       node.error(err.message);
       node.status({ fill: 'red', shape: 'dot', text: err.message });
     });
@@ -158,7 +205,10 @@ module.exports = function (RED: NodeAPI) {
     node.on('close', (_removed, done) => {
       closed = true;
       node.status({});
+      unmount?.();
+      httpFront?.close();
       Promise.resolve()
+        .then(() => httpServer?.close())
         .then(() => proxy?.close())
         .then(() => privateUpstream?.close())
         .then(
