@@ -61,6 +61,8 @@ export class MultipartReader {
   done = false;
   private readonly delimiter: Buffer;
   private readonly first: Buffer;
+  /** the part in progress was already returned (its Content-Length said it was complete) */
+  private currentEmitted = false;
 
   constructor(
     boundary: string,
@@ -89,7 +91,7 @@ export class MultipartReader {
       const after = this.buf.subarray(at + this.delimiter.length);
       if (after.length < 2) break;
       if (after[0] === 0x2d && after[1] === 0x2d) {
-        out.push(parsePart(this.buf.subarray(0, at)));
+        if (!this.currentEmitted) out.push(parsePart(this.buf.subarray(0, at)));
         this.done = true;
         this.buf = Buffer.alloc(0);
         break;
@@ -97,8 +99,17 @@ export class MultipartReader {
       // the rest of the delimiter line (transport padding, RFC 2046 §5.1.1) must have arrived
       const lineEnd = after.indexOf(CRLF);
       if (lineEnd < 0) break;
-      out.push(parsePart(this.buf.subarray(0, at)));
+      if (!this.currentEmitted) out.push(parsePart(this.buf.subarray(0, at)));
+      this.currentEmitted = false;
       this.buf = after.subarray(lineEnd + 2);
+    }
+    // A streamed part is usable as soon as its Content-Length is satisfied, before the next delimiter comes.
+    if (this.started && !this.done && !this.currentEmitted) {
+      const whole = completeByLength(this.buf);
+      if (whole) {
+        out.push(parsePart(whole));
+        this.currentEmitted = true;
+      }
     }
     return this.bounded(out);
   }
@@ -107,6 +118,19 @@ export class MultipartReader {
     if (this.buf.length > this.limit) throw new MultipartError('part too large');
     return out;
   }
+}
+
+/** The bytes of a part whose application/http message is complete by its Content-Length, or undefined. */
+function completeByLength(buf: Buffer): Buffer | undefined {
+  const split = buf.indexOf(CRLF + CRLF);
+  if (split < 0) return undefined;
+  const msg = buf.subarray(split + 4);
+  const end = msg.indexOf(CRLF + CRLF);
+  if (end < 0) return undefined;
+  const len = /\r\ncontent-length:\s*(\d+)/i.exec(msg.subarray(0, end + 2).toString('latin1'));
+  if (!len) return undefined;
+  const total = split + 4 + end + 4 + Number(len[1]);
+  return buf.length >= total ? buf.subarray(0, total) : undefined;
 }
 
 /** One body part: its own headers (application/http expected), then an HTTP response (RFC 9112 §10.2). */
