@@ -11,7 +11,11 @@ import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group
 import { parseBatch, originOf } from '../../src/proxy/http-batch-client';
 import { HttpFrontOptions, HttpFrontServer, startHttpFront } from '../../src/proxy/http-front';
 import { UdpTransport } from '../../src/transport/udp-transport';
+import { createMessage } from '../../src/coap/message';
+import { protectRequest, unprotectResponse } from '../../src/oscore/protect';
+import { rebindResponses } from '../../src/oscore/nested';
 import { httpRequest } from '../support/http-client';
+import { GroupKeys, OscoreLamp, groupClient, groupKeys, startOscoreLamps } from '../support/oscore-group';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 interface Setup {
@@ -245,6 +249,58 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
         await q.close();
       }
     });
+  });
+});
+
+describe('HTTP front with OSCORE end to end (RFC 8613 §11; the proxy never sees the plaintext)', function () {
+  this.timeout(30000);
+  let port: number;
+  let keys: GroupKeys;
+  let lamps: OscoreLamp[];
+
+  before(async function () {
+    port = await freeGroupPort();
+    keys = groupKeys(5);
+    lamps = await startOscoreLamps(5, { groupPort: port, keys, clientIds: ['5f'] });
+  });
+  after(async function () {
+    await stopAll(lamps.map((l) => l.server));
+  });
+
+  it('POST application/oscore with the OSCORE header: 5 parts, each 200 application/oscore with OSCORE and Reply-From; each decrypts with that server\'s context to its 2.05', async function () {
+    const p = await startHttpProxy();
+    try {
+      const client = groupClient(keys, '5f', lamps.map((l) => l.address));
+      // the inner request: GET /light, Uri-Path encrypted (class E); outer POST (RFC 8613 §4.2)
+      const { message, binding } = protectRequest(client.request, { code: CODES.GET, options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }, { multipleResponses: true });
+      const oscore = message.options!.find((o) => o.number === OPT.OSCORE)!.value;
+      // RFC 8613 §11.1: the header is the option value in base64url; the body is the ciphertext
+      const r = await httpRequest(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}`)}`, {
+        method: 'POST',
+        headers: { 'Multicast-Timeout': '1', OSCORE: oscore.toString('base64url'), 'Content-Type': 'application/oscore' },
+        body: message.payload,
+      });
+      assert.equal(r.status, 200);
+      const parts = parseBatch(r.headers['content-type'], r.body);
+      assert.equal(parts.length, 5);
+      const names = new Set<string>();
+      for (const part of parts) {
+        assert.equal(part.status, 200);
+        assert.equal(part.headers['content-type'][0], 'application/oscore');
+        assert.ok(!part.body.toString('latin1').includes('lamp-'), 'the proxy relays ciphertext only');
+        const protectedResponse = createMessage({ code: CODES.CHANGED, options: [{ number: OPT.OSCORE, value: Buffer.from(part.headers.oscore[0], 'base64url') }], payload: part.body });
+        const ctx = client.responder(part.origin!)!;
+        const inner = unprotectResponse(rebindResponses(binding, ctx), protectedResponse).message;
+        assert.equal(inner.code, CODES.CONTENT);
+        const name = JSON.parse(inner.payload.toString()).name;
+        assert.equal(name, lamps.find((l) => l.address === part.origin!.address)!.name);
+        names.add(name);
+      }
+      assert.equal(names.size, 5);
+      assert.ok(lamps.every((l) => l.seen.some((s) => s.path === '/light' || s.path === 'light')));
+    } finally {
+      await p.close();
+    }
   });
 });
 
