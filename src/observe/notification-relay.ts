@@ -7,6 +7,7 @@ import { CODES, codeClass } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage } from '../coap/message';
 import { optionNumber } from '../coap/options';
 import { formatUri } from '../coap/uri';
+import { Clock } from '../messaging/parameters';
 import { CoapEndpoint } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { MulticastObserver, Notification } from './multicast-observer';
@@ -36,7 +37,7 @@ export class NotificationRelay {
     private readonly listen: CoapEndpoint,
     /** endpoint facing the server (its transport joins the notification group) */
     private readonly upstream: CoapEndpoint,
-    private readonly opts: { groupInterface?: string } = {},
+    private readonly opts: { groupInterface?: string; clock?: Clock } = {},
   ) {}
 
   get observations(): number {
@@ -67,7 +68,7 @@ export class NotificationRelay {
   async register(target: string, client: RelayClient, extraOptions: CoapOption[] = []): Promise<Partial<CoapMessage> & { code: number } | undefined> {
     let t = this.targets.get(target);
     if (!t) {
-      const observer = new MulticastObserver(this.upstream, { uri: target, groupInterface: this.opts.groupInterface, options: extraOptions });
+      const observer = new MulticastObserver(this.upstream, { uri: target, groupInterface: this.opts.groupInterface, options: extraOptions, ...(this.opts.clock ? { clock: this.opts.clock } : {}) });
       const created: Target = { key: target, observer, clients: new Map(), ready: Promise.resolve() };
       t = created;
       this.targets.set(target, created);

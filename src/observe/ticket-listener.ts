@@ -11,6 +11,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, isMulticastAddress, parseUri, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse, ResponseContext } from '../messaging/endpoint';
+import { Clock, systemClock } from '../messaging/parameters';
 import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
 import { PROXY_OPTIONS, TicketError, TicketParts, decodeLtmr, isTicketRequest, ltmrNumber } from './ticket-request';
@@ -34,7 +35,7 @@ interface Observation {
   ready: Promise<void>;
   failed?: Error;
   ended: boolean;
-  timers: Set<NodeJS.Timeout>;
+  timers: Set<unknown>;
 }
 
 export interface TicketListenerOptions {
@@ -46,6 +47,8 @@ export interface TicketListenerOptions {
   answerFeedback?: boolean;
   /** leisure before answering a poll, ms (default 5000, RFC 7252 DEFAULT_LEISURE) */
   leisure?: number;
+  /** timers and time (tests pass a FakeClock) */
+  clock?: Clock;
 }
 
 export interface TicketCounters {
@@ -72,6 +75,9 @@ export class TicketListener extends EventEmitter {
   /** group membership reference counts, per group address (one join per port on the upstream transport) */
   private readonly memberships = new Map<string, { ports: Map<number, Promise<void>>; refs: number }>();
   private closed = false;
+  private get clock(): Clock {
+    return this.opts.clock ?? systemClock;
+  }
 
   constructor(
     /** endpoint facing the clients */
@@ -247,7 +253,7 @@ export class TicketListener extends EventEmitter {
     const obsOpt = getOption(m, OPT.OBSERVE);
     if (obsOpt !== undefined && codeClass(m.code) === 2) {
       const seq = decodeUint(obsOpt);
-      const now = Date.now();
+      const now = this.clock.now();
       if (obs.last && !isFresher(obs.last.seq, obs.last.at, seq, now)) return; // RFC 7641 §3.4: stale
       obs.last = { seq, at: now };
       obs.latest = m;
@@ -283,7 +289,7 @@ export class TicketListener extends EventEmitter {
     const ph = decodeCodeOptionsPayload(obs.phantom);
     if (ph.options.some((o) => o.number === OPT.OSCORE)) return;
     if (Math.floor(Math.random() * 2 ** Math.min(q, 30)) !== 0) return;
-    const t = setTimeout(() => {
+    const t = this.clock.setTimeout(() => {
       obs.timers.delete(t);
       if (obs.ended || this.closed) return;
       const token = this.upstream.newToken();
@@ -322,7 +328,7 @@ export class TicketListener extends EventEmitter {
     if (obs.ended) return;
     obs.ended = true;
     if (this.observations.get(obs.key) === obs) this.observations.delete(obs.key);
-    for (const t of obs.timers) clearTimeout(t);
+    for (const t of obs.timers) this.clock.clearTimeout(t);
     obs.timers.clear();
     obs.stopListen?.();
     obs.stopListen = undefined;

@@ -46,6 +46,21 @@ export interface CoapFrontOptions {
 type RespondOpts = { separate?: boolean };
 const NO_KEEP = { keepReply: false } as RespondOpts;
 
+/**
+ * RFC 7252 §4.2-§4.3: a RST to a relayed CON or NON (the message layer matches MID and peer), or no ACK to a CON,
+ * ends the exchange. Built outside the leg so that the callbacks the message layer keeps capture nothing else.
+ */
+function endsOn(state: { closed: boolean }, gone: (reason: string) => void): { onReset(): void; onFail(): void } {
+  return {
+    onReset: () => {
+      if (!state.closed) gone('client sent RST');
+    },
+    onFail: () => {
+      if (!state.closed) gone('client did not acknowledge');
+    },
+  };
+}
+
 export class CoapFront {
   /** responses not sent because they would exceed 3x what an unidentified source sent */
   amplificationDrops = 0;
@@ -60,7 +75,8 @@ export class CoapFront {
     const requestBytes = encodedSizeFloor(req.message);
     const token = req.message.token;
     const protect = (parts: MessageParts, keep: CoapOption[] = []): MessageParts | undefined => (layers.length ? this.protectForClient(layers, parts, client, token, keep) : parts);
-    let closed = false;
+    // what the message layer keeps per relayed NON (up to NON_LIFETIME) holds only this flag and `gone`
+    const state = { closed: false };
     return {
       client,
       token,
@@ -88,13 +104,11 @@ export class CoapFront {
         if (!out) return false;
         const ep = front.endpoint;
         const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
-        // RFC 7252 §4.2-§4.3: a RST to a relayed CON or NON (the message layer matches MID and peer), or no ACK to a
-        // CON, ends the exchange.
-        ep.sendMessage(msg, client, { onReset: () => !closed && gone('client sent RST'), onFail: () => !closed && gone('client did not acknowledge') });
+        ep.sendMessage(msg, client, endsOn(state, gone));
         return true;
       },
       close() {
-        closed = true;
+        state.closed = true;
       },
     };
   }

@@ -177,6 +177,7 @@ export class GroupProxy extends EventEmitter {
   private readonly knownServers = new Map<string, number>();
   private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
   private closed = false;
+  private readonly endFn = (ex: Exchange, reason: string) => this.endExchange(ex, reason);
   private readonly clock: Clock;
   readonly limits: HostLimits;
   private readonly echo: EchoVerifier;
@@ -199,7 +200,7 @@ export class GroupProxy extends EventEmitter {
     this.front = new CoapFront(opts.listen, { understoodOptions: opts.oscore?.understoodOptions, onDrop: (client, token, reason) => this.emitEvent({ kind: 'drop', client, token: token.toString('hex'), reason }) });
     this.targetConfig = { forward: this.opts.forward, reverse: opts.reverse, hosts: this.opts.hosts, listenPort: opts.listen.transport.address().port, knownServer: (h, p) => this.knownServers.has(`${h}|${p}`) };
     opts.listen.setRequestHandler((req, ctx) => this.handle(req, ctx));
-    if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined);
+    if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined, () => this.clock.now());
   }
 
   /**
@@ -217,11 +218,11 @@ export class GroupProxy extends EventEmitter {
   }
 
   private get tickets(): TicketListener {
-    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream));
+    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream, { clock: this.clock }));
   }
 
   private get notificationRelay(): NotificationRelay {
-    return (this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream));
+    return (this.relayHub ??= new NotificationRelay(this.opts.listen, this.opts.upstream, { clock: this.clock }));
   }
 
   /** Observations the proxy holds upstream on behalf of its clients (one per target). */
@@ -699,7 +700,7 @@ export class GroupProxy extends EventEmitter {
     ex.relayCount++;
     // RFC 7641 §4.5: now and then a CON notification checks that the client is still there.
     const confirmable = this.opts.relayType === 'CON' || (ex.life.wantsObserve && ex.relayCount % 10 === 0);
-    if (!ex.leg.relay(parts, added, confirmable, (reason) => this.endExchange(ex, reason))) return;
+    if (!ex.leg.relay(parts, added, confirmable, endByKey(this.exchanges, ex.key, this.endFn))) return;
     this.counters.relayed++;
     this.emitEvent({ kind: 'response', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, code: codeToString(parts.code), ...(origin === 'cache' ? { reason: 'from cache' } : { origin }) });
   }
@@ -783,7 +784,11 @@ export class GroupProxy extends EventEmitter {
     const obs = getOption(msg, OPT.OBSERVE);
     const plain = leg.layers.length === 0 && getOption(msg, OPT.OSCORE) === undefined;
     if (obs !== undefined && plain && this.opts.observeRelay !== false && (msg.code === CODES.GET || msg.code === CODES.FETCH)) {
-      if (obs.length <= 3 && decodeUint(obs) === 0) return this.relayObservation(req, leg, target, options);
+      if (obs.length <= 3 && decodeUint(obs) === 0) {
+        // A relay sends notifications for as long as it lives: the address proves reachability first (RFC 9175 §2.4).
+        this.verify(req, leg);
+        return this.relayObservation(req, leg, target, options);
+      }
       // Deregistration: the client leaves the relay; the request goes on as a plain GET for the current state.
       this.notificationRelay.deregister(target.text, { remote: req.remote, token: msg.token });
       options = options.filter((o) => o.number !== OPT.OBSERVE);
@@ -889,3 +894,11 @@ export class GroupProxy extends EventEmitter {
 }
 
 export * from './errors';
+
+/** Ends the exchange under `key` if it is still there: a callback that keeps no ended exchange alive. */
+function endByKey(exchanges: Map<string, Exchange>, key: string, end: (ex: Exchange, reason: string) => void): (reason: string) => void {
+  return (reason) => {
+    const ex = exchanges.get(key);
+    if (ex) end(ex, reason);
+  };
+}

@@ -538,13 +538,24 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       const target = `coap://127.0.0.40:${server.address().port}/alarm`;
       for (let i = 0; i < 3; i++) {
         const ep = await endpointOn();
-        const c = { ep, token: ep.newToken(), got: [] as string[], codes: [] as string[] };
+        const c = { ep, token: ep.newToken(), got: [] as string[], codes: [] as string[], echo: undefined as Buffer | undefined };
         ep.listen(c.token, (res) => {
           c.got.push(res.message.payload.toString());
           c.codes.push(codeToString(res.message.code));
+          c.echo ??= getOption(res.message, OPT.ECHO);
         }, p.listen.transport.address());
-        ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }] }, p.listen.transport.address());
+        const register = (echo?: Buffer) =>
+          ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }, ...(echo ? [{ number: OPT.ECHO, value: echo }] : [])] }, p.listen.transport.address());
         clients.push(c);
+        // RFC 9175 §2.4: a relay sends notifications for as long as it lives, so the proxy first verifies the
+        // address: 4.01 with Echo, and the registration again with it.
+        register();
+        await until(() => c.got.length >= 1, 'the answer to the registration');
+        assert.equal(c.codes[0], '4.01');
+        assert.ok(c.echo);
+        c.got.length = 0;
+        c.codes.length = 0;
+        register(c.echo);
         await until(() => c.got.length >= 1, 'the latest notification for the new client');
       }
       assert.ok(clients.every((c) => c.got[0] === 'calm'), JSON.stringify(clients.map((c) => c.got)));
