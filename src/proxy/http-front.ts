@@ -270,10 +270,15 @@ export interface HttpFrontServer {
   close(): Promise<void>;
 }
 
-/** The HTTP front on its own node:http server (default 127.0.0.1, port 0 = any free port). */
-export async function startHttpFront(proxy: GroupProxy, opts: HttpFrontOptions & { port?: number; host?: string } = {}): Promise<HttpFrontServer> {
+/**
+ * The HTTP front on its own node:http server (default 127.0.0.1, port 0 = any free port). Connections are capped
+ * (`maxConnections`, default 1024) and a request's head and body must arrive within 10 s, so idle or slow clients
+ * cannot hold sockets open; a response may still wait as long as T'.
+ */
+export async function startHttpFront(proxy: GroupProxy, opts: HttpFrontOptions & { port?: number; host?: string; maxConnections?: number } = {}): Promise<HttpFrontServer> {
   const front = new HttpFront(proxy, opts);
-  const server = createServer(front.handler);
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, front.handler);
+  server.maxConnections = opts.maxConnections ?? 1024;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {

@@ -205,6 +205,35 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
     }
   });
 
+  it('a unicast target: the one server\'s response as a plain HTTP response (RFC 8075), no multipart', async function () {
+    const p = await startHttpProxy();
+    try {
+      const lamp = lamps[2];
+      const r = await httpRequest(`${p.base}/coap://${lamp.address}:${lamp.server.address().port}/light`);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['content-type'], 'application/json');
+      assert.equal(JSON.parse(r.body.toString()).name, lamp.name);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('the HTTP client goes away before T\': the exchange ends at once and its slot goes back', async function () {
+    const p = await startHttpProxy();
+    try {
+      const http = await import('node:http');
+      const req = http.request(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`, { headers: { 'Multicast-Timeout': '30' }, agent: false });
+      req.on('error', () => undefined);
+      req.end();
+      await waitFor(() => p.proxy.activeExchanges === 1, 'the exchange to start');
+      req.destroy();
+      await waitFor(() => p.proxy.activeExchanges === 0 && p.http.front.pending === 0, 'the exchange to end');
+      assert.ok(p.events.some((e) => e.kind === 'end' && e.reason === 'HTTP client closed the connection'));
+    } finally {
+      await p.close();
+    }
+  });
+
   describe('bad input: the status RFC 8075 gives, nothing sent to the group', function () {
     let p: Setup;
     before(async function () {
