@@ -98,11 +98,14 @@ export class HttpFront extends EventEmitter {
       return;
     }
     const client: ProxyClient = { address: clientAddress(req.socket.remoteAddress), port: req.socket.remotePort ?? 0 };
-    const url = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+    // Mounted in an Express app (Node-RED's httpNode, under httpNodeRoot): the mount path is already stripped from
+    // req.url and named in req.baseUrl; on a plain node:http server req.url still starts with basePath.
+    const mounted = typeof (req as IncomingMessage & { baseUrl?: unknown }).baseUrl === 'string';
+    const url = req.url ?? '/';
     // groupcomm-proxy-07 §5.2.1: a client the allow-list does not admit learns nothing about targets.
     if (!this.proxy.allowsClient(client)) throw new HttpStatusError(403, 'not allowed', 'ERR_HTTP_NOT_ALLOWED');
     // RFC 8075 §5 and §6: the target, method and media type, before the body is read.
-    const target = checkTarget(targetFromHostingUri(url, this.basePath));
+    const target = checkTarget(targetFromHostingUri(url, mounted ? '' : this.basePath));
     if (Buffer.byteLength(target) > 1034) throw new HttpStatusError(414, 'target URI too long', 'ERR_HTTP_TARGET_LONG');
     const code = coapMethod(req.method);
     const oscore = oscoreOption(req.headers.oscore);

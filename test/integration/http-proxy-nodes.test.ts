@@ -90,13 +90,21 @@ describe('nodes: coap-group-proxy HTTP front, http request -> coap-response-spli
     await helper.load([endpointNode, proxyNode, captureNode], flow);
     await helper.getNode('proxy').httpAddress();
     const app = httpNodeApp!;
-    const server = http.createServer((req, res) => app(req, res));
+    // as in Node-RED, the httpNode app is mounted under httpNodeRoot (here /api) in an outer Express app
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const outer = require('express')();
+    outer.use('/api', app);
+    const server = http.createServer(outer);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/groups`;
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/groups`;
       const r = await httpRequest(`${base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`, { headers: { 'Multicast-Timeout': '1' } });
       assert.equal(r.status, 200);
       assert.equal(new Set(parseBatch(r.headers['content-type'], r.body).map((p) => p.origin!.address)).size, 5);
+      // the path form of RFC 8075 §5.4 under the mount too
+      const pathForm = await httpRequest(`${base}/coap://${GROUP_V4}:${port}/light`, { headers: { 'Multicast-Timeout': '1' } });
+      assert.equal(pathForm.status, 200);
+      assert.equal(parseBatch(pathForm.headers['content-type'], pathForm.body).length, 5);
       await helper.unload();
       const after = await httpRequest(`${base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`, { headers: { 'Multicast-Timeout': '1' } });
       assert.equal(after.status, 404, 'the route is gone with the node');
