@@ -234,6 +234,24 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
     }
   });
 
+  it('HTTP authentication on a front of its own: 401 with WWW-Authenticate and nothing sent without it, the batch with it', async function () {
+    const good = `Basic ${Buffer.from('lamps:example').toString('base64')}`;
+    const p = await startHttpProxy({}, { authenticate: (req) => req.headers.authorization === good });
+    try {
+      const url = `${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`;
+      const before = groupRequests(lamps);
+      const denied = await httpRequest(url, { headers: { 'Multicast-Timeout': '1', Authorization: 'Basic bm9ib2R5Onh4' } });
+      assert.equal(denied.status, 401);
+      assert.match(denied.headers['www-authenticate']!, /^Basic /);
+      assert.equal(groupRequests(lamps), before);
+      const ok = await httpRequest(url, { headers: { 'Multicast-Timeout': '1', Authorization: good } });
+      assert.equal(ok.status, 200);
+      assert.equal(parseBatch(ok.headers['content-type'], ok.body).length, 5);
+    } finally {
+      await p.close();
+    }
+  });
+
   describe('bad input: the status RFC 8075 gives, nothing sent to the group', function () {
     let p: Setup;
     before(async function () {
