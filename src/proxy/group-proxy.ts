@@ -283,6 +283,31 @@ export class GroupProxy extends EventEmitter {
     }
   }
 
+  /**
+   * A request that came through another front (the HTTP front, groupcomm-proxy-07 §9.5): the same stages from
+   * §5.2.1 step 2 on (allow-list, target, limits, fan-out), answered through `leg`.
+   */
+  serveLeg(req: IncomingRequest, leg: ClientLeg): void {
+    this.counters.requests++;
+    try {
+      if (this.closed) throw new LimitError('proxy closed', 60, true);
+      this.requestProcessing(req, leg);
+    } catch (err) {
+      this.refuse(err, req, this.legContext(leg), leg.client, leg);
+    }
+  }
+
+  /** Is `client` on the allow-list for any target (another front refuses before it parses the target, §5.2.1)? */
+  allowsClient(client: ProxyClient): boolean {
+    return isAllowedAnywhere(this.opts.allow, client);
+  }
+
+  /** The client of `leg` is gone (e.g. its HTTP connection closed): the exchange ends, its slot goes back. */
+  cancelLeg(leg: ClientLeg, reason = 'client gone'): void {
+    const ex = this.exchanges.get(keyOf(leg.client, leg.token));
+    if (ex && ex.leg === leg) this.endExchange(ex, reason);
+  }
+
   /** groupcomm-proxy-07 §5.2.1, step by step (step 1 happened in handle()). */
   private requestProcessing(req: IncomingRequest, leg: ClientLeg): void {
     const msg = req.message;
