@@ -8,6 +8,8 @@
 
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { CODES } from '../src/coap/codes';
 import { GroupServer } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
@@ -140,7 +142,7 @@ async function main(): Promise<void> {
   const hi = Math.max(...vals);
   console.log(`\nrequests ${sent}, all ${nServers} responses ${complete}, fewer (lost) ${lost}, responses ${responses}`);
   console.log(`after MIN_TOKEN_REUSE_TIME: heap+external ${fmt(lo, 1)}-${fmt(hi, 1)} MB, spread ${fmt(((hi - lo) / lo) * 100, 1)}% of the low (${after.length} samples)`);
-  fs.writeFileSync(args.out ?? 'proxy-soak-result.json', JSON.stringify({ sent, complete, lost, responses, samples }, null, 1));
+  fs.writeFileSync(args.out ?? path.join(os.tmpdir(), 'proxy-soak-result.json'), JSON.stringify({ sent, complete, lost, responses, samples }, null, 1));
 }
 
 main().catch((err) => {

@@ -12,7 +12,6 @@ import { CoapOption, createMessage, sortOptions } from '../coap/message';
 import { CoapEndpoint, IncomingRequest, ResponseContext } from '../messaging/endpoint';
 import { PROXY_TO_CLIENT_VIEW, RemovedLayer, escalatedOptions, firstUnrecognizedOption, protectResponseLayers } from '../oscore/nested';
 import { MessageParts } from '../oscore/protect';
-import { RemoteAddress } from '../transport/udp-transport';
 import { ProxyClient, encodedSizeBound, encodedSizeFloor, withinAmplificationLimit } from './admission';
 
 /** What the stages behind the front use to talk to the client. */

@@ -2,6 +2,8 @@
 // not identified), a spoofed allow-listed address (RFC 9175 §2.4: no fan-out before Echo is answered from that
 // address; groupcomm-proxy-07 §4 REQ2, §10), limits per host whatever the source port (groupcomm-proxy-07 §10,
 // RFC 8516 §3 for the 4.29 with Max-Age), T' = 0 floods and unicast forwards (RFC 7252 §5.7) hitting their limits.
+// Memory is read after a full GC obtained without --expose-gc (bench/common's forceGc sets the V8 flag at run time),
+// so the file runs under the project's ordinary mocha configuration.
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
