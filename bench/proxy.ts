@@ -108,9 +108,11 @@ async function main(): Promise<void> {
   const raw = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });
   await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
   const relayed = new Set<string>();
+  let echo: Buffer | undefined;
   raw.on('message', (m) => {
     try {
       const d = decode(m);
+      if (d.code === CODES.UNAUTHORIZED) echo ??= d.options.find((o) => o.number === OPT.ECHO)?.value;
       if (d.code === CODES.CONTENT) relayed.add(d.token.toString('hex'));
     } catch {
       /* ignore */
@@ -128,7 +130,18 @@ async function main(): Promise<void> {
       if (i % 500 === 499) await sleep(25);
     }
   };
-  await sleep(300);
+  // RFC 9175 §2.4: this socket's address answers the proxy's Echo once (T' = 0, nothing relayed), then it is verified.
+  let verifyMid = 0;
+  const verify = (withEcho?: Buffer) =>
+    raw.send(encode({ type: 'NON', code: CODES.GET, messageId: 0xff00 + verifyMid++, token: Buffer.from(withEcho ? 'echo' : 'ask'), payload: Buffer.alloc(0), options: [{ number: OPT.PROXY_URI, value: Buffer.from(uri) }, { number: mt, value: encodeUint(0) }, ...(withEcho ? [{ number: OPT.ECHO, value: withEcho }] : [])].sort((a, b) => a.number - b.number) }), proxyAddr.port, proxyAddr.address);
+  const verified = async () => {
+    echo = undefined;
+    verify();
+    for (let i = 0; i < 100 && !echo; i++) await sleep(10);
+    verify(echo);
+    await sleep(300);
+  };
+  await verified();
   forceGc();
   const heap0 = process.memoryUsage().heapUsed;
   await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 60, pendingN, 1);
@@ -142,6 +155,7 @@ async function main(): Promise<void> {
   // every one of them answered by one slow server (leisure 3 s), relayed back
   const slow = await GroupServer.open({ address: '127.0.0.30', port: 0, groups: [{ address: EMPTY_GROUP, port: emptyPort }], leisure: 3000, transport: { recvBufferSize: 8 << 20 } });
   slow.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'ok' }));
+  await verified();
   await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 20, pendingN, 2);
   const t1 = Date.now();
   let peak = 0;

@@ -8,6 +8,7 @@ import { OPT } from '../src/coap/options';
 import { proxyRelatedKind } from '../src/oscore/nested';
 import { parseAllowList, parseMembers, parseReverse, ReverseRow } from '../src/node-support/proxy-config';
 import { acquireDefaultEndpoint, releaseDefaultEndpoint } from './lib/default-endpoint';
+import { HttpFront, HttpFrontServer, startHttpFront } from '../src/proxy/http-front';
 import type { EndpointConfigNode } from './coap-endpoint';
 import type { OscoreContextConfigNode } from './coap-oscore-context';
 import { ContextRegistry, SignatureChecker } from '../src/oscore';
@@ -22,6 +23,8 @@ interface ProxyDef extends NodeDef {
   groupProxying?: boolean;
   reverse?: ReverseRow[];
   allow?: string;
+  /** UNSAFE: skip the Echo check of address-identified clients (RFC 9175 §2.4) */
+  unsafeTrustAddresses?: boolean;
   nextHop?: string;
   rttPrevious?: string | number;
   rttNext?: string | number;
@@ -42,6 +45,32 @@ interface ProxyDef extends NodeDef {
   cache?: boolean;
   /** group authority -> member addresses, one "group = member, member" per line */
   members?: string;
+  // --- HTTP front (groupcomm-proxy-07 §9), issue 11 ---
+  /** off, on Node-RED's own HTTP server (httpNode, so httpNodeAuth applies), or on its own port */
+  httpMode?: 'off' | 'node-red' | 'port';
+  /** path of the Hosting HTTP URIs (default /hc) */
+  httpPath?: string;
+  httpPort?: string | number;
+  httpHost?: string;
+  httpMaxBody?: string | number;
+}
+
+/** The express app of Node-RED's httpNode, as far as the HTTP front uses it (express 4 `_router`, 5 `router`). */
+interface HttpNodeApp {
+  use(path: string, fn: (req: unknown, res: unknown, next: () => void) => void): void;
+  _router?: { stack: { handle?: unknown }[] };
+  router?: { stack: { handle?: unknown }[] };
+}
+
+/** Serve `front` under `path` on Node-RED's httpNode app; returns the function that removes the route again. */
+export function mountOnHttpNode(app: HttpNodeApp, path: string, front: HttpFront): () => void {
+  const route = (req: unknown, res: unknown) => front.handler(req as never, res as never);
+  app.use(path, route);
+  return () => {
+    const stack = (app._router ?? app.router)?.stack;
+    if (!stack) return;
+    for (let i = stack.length - 1; i >= 0; i--) if (stack[i].handle === route) stack.splice(i, 1);
+  };
 }
 
 function register(RED: NodeAPI): void {
@@ -56,6 +85,9 @@ function register(RED: NodeAPI): void {
     let closed = false;
     let relayed = 0;
     const view = new GroupView(RED, node, 'proxy');
+    let httpServer: HttpFrontServer | undefined;
+    let httpFront: HttpFront | undefined;
+    let unmount: (() => void) | undefined;
 
     // The proxy's own counters (a relayed Observe notification counts too, not only responses seen as events),
     // and the observations it holds upstream, so a proxy that relays never shows "0 relayed".
@@ -120,6 +152,7 @@ function register(RED: NodeAPI): void {
         groupProxying: def.groupProxying !== false,
         reverse: parseReverse(def.reverse),
         allow: parseAllowList(def.allow),
+        unsafeTrustAddresses: def.unsafeTrustAddresses === true,
         chain,
         replyFrom: def.replyFrom || 'reply-from',
         maxPendingPerClient: Number(def.maxPendingPerClient || 16),
@@ -137,12 +170,29 @@ function register(RED: NodeAPI): void {
         if (def.events) node.send({ topic: e.kind, payload: e });
         status();
       });
+      // groupcomm-proxy-07 §9: the HTTP front beside the CoAP one, on the same stages.
+      const httpOpts = { basePath: def.httpPath || '/hc', maxBodyBytes: Number(def.httpMaxBody || 8192) };
+      if (def.httpMode === 'node-red') {
+        const app = (RED as unknown as { httpNode?: HttpNodeApp }).httpNode;
+        if (!app) throw new Error('Node-RED has no httpNode server (httpNodeRoot false?)');
+        httpFront = new HttpFront(proxy, httpOpts);
+        unmount = mountOnHttpNode(app, httpOpts.basePath, httpFront);
+      } else if (def.httpMode === 'port') {
+        httpServer = await startHttpFront(proxy, { ...httpOpts, port: Number(def.httpPort || 0), host: def.httpHost || '127.0.0.1' });
+        if (closed) return void (await httpServer.close());
+        httpFront = httpServer.front;
+        node.log(`HTTP front on http://${httpServer.address.address}:${httpServer.address.port}${httpOpts.basePath}`);
+      }
+      httpFront?.on('handler-error', (err: Error) => node.warn(`HTTP front: ${err.message}`));
       status();
       // Relayed notifications raise no event: refresh the counters now and then while the proxy runs.
       refresh = setInterval(status, 2000);
     };
     let refresh: NodeJS.Timeout | undefined;
-    start().catch((err: Error) => {
+    const started = start();
+    // where the HTTP front listens once started (a port of 0 picks a free one), for the tests and the log
+    (node as unknown as { httpAddress: () => Promise<{ address: string; port: number } | undefined> }).httpAddress = () => started.then(() => httpServer?.address);
+    started.catch((err: Error) => {
       node.error(err.message);
       node.status({ fill: 'red', shape: 'dot', text: shortText(err.message) });
     });
@@ -152,9 +202,13 @@ function register(RED: NodeAPI): void {
       view.close(removed);
       clearInterval(refresh);
       node.status({});
-      // The proxy first (it stops using both sockets), then the endpoints it used, each closing with its last user.
+      unmount?.();
+      httpFront?.close();
+      // The HTTP front and the proxy first (the proxy stops using both sockets), then the endpoints it used, each
+      // closing with its last user.
       const release = (ep: EndpointConfigNode | null) => new Promise<void>((r) => (ep ? ep.deregister(node, r, removed) : r()));
       Promise.resolve()
+        .then(() => httpServer?.close())
         .then(() => proxy?.close())
         .then(() => release(listenNode))
         .then(() => (upstreamNode ? (upstreamNode !== listenNode ? release(upstreamNode) : undefined) : new Promise<void>((r) => releaseDefaultEndpoint(node, r))))

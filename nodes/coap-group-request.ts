@@ -10,6 +10,7 @@ import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
 import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group/group-client';
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
+import { defaultMulticastTimeout } from '../src/proxy/target';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import type { EndpointConfigNode } from './coap-endpoint';
@@ -211,8 +212,8 @@ function register(RED: NodeAPI): void {
         if (proxy) {
           const mtRaw = msg.multicastTimeout ?? (def.multicastTimeout === '' || def.multicastTimeout === undefined ? undefined : def.multicastTimeout);
           const style: TargetStyle = (msg.targetStyle as TargetStyle) || def.targetStyle || 'proxy-uri';
-          // GCP-07 §5.1.1: T' < T; by default one second less than the timeout.
-          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.ceil(timeout / 1000) - 1;
+          // GCP-07 §5.1.1: T' < T; by default one second less than the timeout (the core's one policy).
+          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : defaultMulticastTimeout(timeout);
           // T' = 0 means "relay nothing": only when asked for, never as a side effect of a short timeout.
           if (mtRaw === undefined && multicastTimeout !== undefined && multicastTimeout < 1) throw new Error('through a proxy the timeout must be more than 1 s (Multicast-Timeout T\' < T), or set Multicast-Timeout to 0 explicitly');
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);

@@ -2,7 +2,8 @@
 // client), routes each by origin to one output per configured server (plus one for unknown servers), drops
 // duplicates from the same server by the selected policy, and on completion reports who answered and who did not.
 
-import { Node, NodeAPI, NodeDef, NodeMessage } from './lib/red';
+import { Node, NodeAPI, NodeDef, NodeMessage, SendFn } from './lib/red';
+import { BatchResponse, parseBatch } from '../src/proxy/http-batch-client';
 
 export type DedupPolicy = 'first' | 'last' | 'identical' | 'none';
 
@@ -47,6 +48,41 @@ function fingerprint(msg: NodeMessage): string {
   return `${coap?.code}|${body}`;
 }
 
+// --- batch input (groupcomm-proxy-07 §9.7), issue 11 ---
+/**
+ * A batch from the HTTP front of a group proxy, as Node-RED's `http request` node delivers it (msg.statusCode,
+ * msg.headers, msg.payload as a Buffer): one message per server, shaped like a coap-group-request response (origin
+ * from Reply-From, msg.topic = origin URI), then the completion message. undefined when `msg` is no such batch.
+ */
+export function batchMessages(msg: NodeMessage): NodeMessage[] | undefined {
+  const headers = msg.headers as Record<string, string | string[] | undefined> | undefined;
+  const status = msg.statusCode as number | undefined;
+  if (!headers || typeof status !== 'number') return undefined;
+  const ct = headers['content-type'];
+  const contentType = Array.isArray(ct) ? ct[0] : ct;
+  const exchange = `http:${msg._msgid ?? ''}`;
+  const base = { _msgid: msg._msgid } as NodeMessage;
+  if (status === 200 && contentType && /^multipart\/mixed/i.test(contentType)) {
+    const body = Buffer.isBuffer(msg.payload) ? msg.payload : Buffer.from(String(msg.payload ?? ''), 'latin1');
+    const parts: BatchResponse[] = parseBatch(contentType, body);
+    const out: NodeMessage[] = parts.map((p, i) => ({
+      ...base,
+      topic: p.origin?.uri,
+      payload: p.body,
+      statusCode: p.status,
+      headers: Object.fromEntries(Object.entries(p.headers).map(([k, v]) => [k, v.join(', ')])),
+      coap: { exchange, origin: p.origin },
+      parts: { id: exchange, index: i, count: parts.length },
+    }));
+    const responders = parts.map((p) => p.origin).filter((o) => o !== undefined);
+    out.push({ ...base, complete: true, statusCode: status, coap: { exchange, responders, responses: parts.length } });
+    return out;
+  }
+  // §9.6: 204, nobody answered before T' (or T' = 0); §9.3: 304, the client's Group-ETag is current
+  if (status === 204 || status === 304) return [{ ...base, complete: true, statusCode: status, coap: { exchange, responders: [], responses: 0, notModified: status === 304 } }];
+  return undefined;
+}
+
 function register(RED: NodeAPI): void {
   function CoapResponseSplitterNode(this: Node, def: SplitterDef) {
     RED.nodes.createNode(this, def);
@@ -82,6 +118,18 @@ function register(RED: NodeAPI): void {
     };
 
     node.on('input', (msg, send, done) => {
+      let batch: NodeMessage[] | undefined;
+      try {
+        batch = batchMessages(msg);
+      } catch (err) {
+        return done(new Error(`not a readable batch: ${(err as Error).message}`));
+      }
+      if (!batch) return handle(msg, send, done);
+      for (const m of batch) handle(m, send, () => undefined);
+      done();
+    });
+
+    const handle = (msg: NodeMessage, send: SendFn, done: (err?: Error) => void): void => {
       const coap = msg.coap as { exchange?: string; origin?: Origin; responders?: Origin[] } | undefined;
       const parts = msg.parts as { id?: string } | undefined;
       const id = coap?.exchange ?? parts?.id ?? '';
@@ -140,7 +188,7 @@ function register(RED: NodeAPI): void {
       }
       send(at(output, msg));
       done();
-    });
+    };
 
     node.on('close', (_removed, done) => {
       exchanges.clear();

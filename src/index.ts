@@ -18,9 +18,17 @@ export * from './cbor/cri';
 export * from './cbor/informative-response';
 export * from './proxy/group-proxy';
 export * from './proxy/proxy-client';
-export * from './proxy/multicast-timeout';
+export * from './proxy/chain';
+export * from './proxy/target';
+export * from './proxy/admission';
+// groupcomm-proxy-07 §9: the HTTP front and the client-side batch reader
+export { HttpFront, HttpFrontOptions, HttpFrontCounters, HttpFrontServer, startHttpFront, STREAM_PREFERENCE } from './proxy/http-front';
+export { BatchOrigin, BatchReader, BatchResponse, originOf, parseBatch } from './proxy/http-batch-client';
+export { HttpStatusError } from './proxy/http-mapping';
+export { parseByteSequenceList, serializeByteSequenceList } from './http/structured-fields';
 export * from './observe/group-observation';
 export * from './observe/multicast-observer';
 export * from './observe/notification-relay';
 export * as oscore from './oscore';
 export * from './observe/ticket-request';
+export * from './observe/ticket-listener';

@@ -1,14 +1,15 @@
 // One unicast request that a group flow sends as a follow-up: to the server directly, through a forward proxy
 // (Proxy-Uri, RFC 7252 §5.10.2), or to a reverse proxy standing in for that server (its Uri-Host / Uri-Port,
-// groupcomm-proxy-07 §6). Cancellable like a group exchange: cancel() settles it at once as cancelled, and a
+// groupcomm-proxy-07 §6), both named by the proxy's one target encoder and answering its Echo (RFC 9175 §2.4,
+// proxy-client.ts requestUnicastViaProxy). Cancellable like a group exchange: cancel() settles it at once as cancelled, and a
 // response that still arrives is dropped (the message layer's own timeout bounds the exchange).
 
 import { CoapOption } from '../coap/message';
-import { OPT, encodeUint } from '../coap/options';
-import { CoapUri, formatUri, socketAddress } from '../coap/uri';
+import { CoapUri, socketAddress } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { GroupClient } from '../group/group-client';
+import { requestUnicastViaProxy } from '../proxy/proxy-client';
 
 export class UnicastCancelled extends Error {
   readonly code = 'ERR_CANCELLED';
@@ -33,16 +34,13 @@ export interface UnicastExchange {
   cancel(): void;
 }
 
-function pathOptions(uri: CoapUri): CoapOption[] {
-  return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
-}
-
 export function unicastRequest(ep: CoapEndpoint, o: UnicastOptions): UnicastExchange {
   const opts = { confirmable: o.confirmable, timeout: o.timeout };
+  const common = { uri: o.uri, method: o.method, options: o.options, payload: o.payload, ...opts };
   const sent = o.via
-    ? ep.request({ code: o.method, payload: o.payload, options: [...o.options, { number: OPT.URI_HOST, value: Buffer.from(o.uri.host) }, { number: OPT.URI_PORT, value: encodeUint(o.uri.port) }, ...pathOptions(o.uri)] }, o.via, opts)
+    ? requestUnicastViaProxy(ep, { proxy: o.via, targetStyle: 'reverse', ...common })
     : o.proxy
-      ? ep.request({ code: o.method, payload: o.payload, options: [...o.options, { number: OPT.PROXY_URI, value: Buffer.from(formatUri(o.uri)) }] }, o.proxy, opts)
+      ? requestUnicastViaProxy(ep, { proxy: o.proxy, targetStyle: 'proxy-uri', ...common })
       : new GroupClient(ep).unicast({ method: o.method, uri: o.uri, options: o.options, payload: o.payload, ...opts });
   let cancel!: () => void;
   const cancelled = new Promise<never>((_, reject) => {

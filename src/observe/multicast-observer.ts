@@ -10,7 +10,7 @@ import { CborStructureError } from '../cbor/cri';
 import { INFORMATIVE_RESPONSE_CONTENT_FORMAT, InformativeResponse, decodeInformativeResponse } from '../cbor/informative-response';
 import { decodeCodeOptionsPayload } from '../coap/codec';
 import { CODES, codeClass, codeToString } from '../coap/codes';
-import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
+import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
@@ -65,6 +65,8 @@ export class MulticastObserver extends EventEmitter {
   private readonly uri: CoapUri;
   private readonly server: RemoteAddress;
   private regToken?: Buffer;
+  /** the registration went again with the proxy's Echo (RFC 9175 §2.4) */
+  private echoed = false;
   private stopReg?: () => void;
   private stopGroup?: () => void;
   private groupAddress?: string;
@@ -116,20 +118,27 @@ export class MulticastObserver extends EventEmitter {
       this.once('error', fail);
       this.once('mode', settle);
       this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.peer);
-      let msg = createMessage({
-        type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
-        options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
-      });
       try {
-        msg = this.protect(msg, (v) => (this.unicastVerifier = v));
+        this.register(token);
       } catch (err) {
         this.stopReg();
         return fail(err as Error);
       }
-      this.endpoint.sendMessage(msg, this.peer, {
-        onFail: (err) => this.fail(err),
-        onReset: () => this.fail(new Error('the server answered the registration with RST')),
-      });
+    });
+  }
+
+  /** The registration; again with the proxy's Echo (RFC 9175 §2.4). Throws when the security hook cannot protect it. */
+  private register(token: Buffer, echo?: Buffer): void {
+    let msg = createMessage({
+      type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+      options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
+    });
+    msg = this.protect(msg, (v) => (this.unicastVerifier = v));
+    // The proxy's Echo is for the proxy, outside any end-to-end protection (RFC 9175 §2.2.1: Echo is per hop).
+    if (echo) msg = { ...msg, options: sortOptions([...msg.options, { number: OPT.ECHO, value: echo }]) };
+    this.endpoint.sendMessage(msg, this.peer, {
+      onFail: (err) => this.fail(err),
+      onReset: () => this.fail(new Error('the server answered the registration with RST')),
     });
   }
 
@@ -147,6 +156,7 @@ export class MulticastObserver extends EventEmitter {
 
   private onUnicast(res: IncomingResponse): void {
     let m = res.message;
+    if (this.echoChallenge(m)) return;
     if (this.unicastVerifier) {
       try {
         m = this.unicastVerifier.verify(m);
@@ -179,7 +189,23 @@ export class MulticastObserver extends EventEmitter {
     }
   }
 
-  private async onInformative(m: CoapMessage, remote: RemoteAddress): Promise<void> {
+  /**
+   * RFC 9175 §2.4: the proxy verifies this address before it relays; the registration goes again with its Echo,
+   * once. The proxy's own 4.01 is not end-to-end protected, so it is recognized before any verification.
+   */
+  private echoChallenge(m: CoapMessage): boolean {
+    const echo = getOption(m, OPT.ECHO);
+    if (!(this.mode === 'pending' && this.o.proxy && m.code === CODES.UNAUTHORIZED && echo !== undefined && getOption(m, OPT.OSCORE) === undefined && !this.echoed && this.regToken)) return false;
+    this.echoed = true;
+    try {
+      this.register(this.regToken, echo);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+    return true;
+  }
+
+    private async onInformative(m: CoapMessage, remote: RemoteAddress): Promise<void> {
     let ir: InformativeResponse;
     try {
       ir = decodeInformativeResponse(m.payload);

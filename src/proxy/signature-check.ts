@@ -10,8 +10,8 @@ import { OPT } from '../coap/options';
 import { decodeOscoreOption } from '../oscore/cose';
 import type { CheckedRequest, SignatureChecker } from '../oscore/group/signature-checker';
 
-/** Fixed diagnostic: never anything from the request. */
-export const SIGNATURE_CHECK_FAILED = 'Group OSCORE signature check failed';
+// The fixed diagnostic and the error it becomes live with the proxy's other refusals (errors.ts).
+export { SIGNATURE_CHECK_FAILED, SignatureCheckError } from './errors';
 
 export type RequestVerdict = { kind: 'unchecked' } | { kind: 'ok'; checker: SignatureChecker; request: CheckedRequest } | { kind: 'failed'; reason: string };
 

@@ -193,16 +193,17 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(checking.counters.signatureRejected, 2);
       assert.equal(checking.counters.relayed, 5);
       assert.equal(checking.counters.groupRequests, 1);
-      // Someone who knows the group keys but not 0x26's private key claims to be 0x26: it signs with a key pair of
-      // its own, so the countersignature cannot verify against 0x26's credential that the group knows.
-      const own = generateGroupKeyPair();
+      // 0x26 signs with a key that is not the one its listed credential names: the signature cannot verify. The
+      // forger's context is consistent in itself (its own new key pair: RFC 10021 §2 refuses a private key that does
+      // not match the own credential), while the group and the checker know 0x26 by its listed credential.
+      const forgerKeys = generateGroupKeyPair({ signatureAlg: material.signatureAlg });
       const forger = new GroupContext({
         masterSecret: material.masterSecret,
         masterSalt: material.masterSalt,
         idContext: material.gid,
         senderId: Buffer.from('26', 'hex'),
-        privateKey: own.privateKey,
-        credential: own.credential,
+        privateKey: forgerKeys.privateKey,
+        credential: forgerKeys.credential,
         members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
       });
       const sentUpstream = cu.transport.counters.sent;
