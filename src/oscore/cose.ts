@@ -2,7 +2,7 @@
 // (§5), the AEAD nonce (§5.2), and the external_aad / AAD (§5.4). Decoding never throws anything but
 // OscoreError('ERR_OSCORE_DECODE'), so a malformed option from the network always maps to 4.02.
 
-import { CborValue, encodeCbor } from './cbor';
+import { cborSize, cborWrite, encodeCbor, headSize, writeHead } from './cbor';
 import { DIAGNOSTICS, OscoreError } from './errors';
 
 /** §7.2.1: Partial IVs are at most 5 bytes, so sequence numbers stay below 2^40. */
@@ -119,15 +119,50 @@ export function computeNonce(idPiv: Uint8Array, piv: Uint8Array, commonIv: Uint8
   return nonce;
 }
 
-/** §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. `options` = class I (none). */
-export function encodeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = Buffer.alloc(0)): Buffer {
-  const arr: CborValue = [OSCORE_VERSION, [alg], requestKid, requestPiv, classIOptions];
-  return encodeCbor(arr);
+const EMPTY = Buffer.alloc(0);
+/** RFC 9052 §5.3 Enc_structure up to external_aad: array(3), "Encrypt0", h'' (empty protected header). */
+const ENC_STRUCTURE_HEAD = Buffer.from('8368456e63727970743040', 'hex');
+
+/** Length of the §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. */
+function aadArraySize(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array): number {
+  // 0x85, version 1 (one byte), 0x81 array(1), alg, three byte strings
+  return 3 + cborSize(alg) + headSize(requestKid.length) + requestKid.length + headSize(requestPiv.length) + requestPiv.length + headSize(classIOptions.length) + classIOptions.length;
 }
 
-/** §5.4 / RFC 9052 §5.3: AAD = Enc_structure = ["Encrypt0", h'' (empty protected), external_aad = bstr .cbor aad_array]. */
-export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions?: Uint8Array): Buffer {
-  return encodeCbor(['Encrypt0', Buffer.alloc(0), encodeAadArray(alg, requestKid, requestPiv, classIOptions)]);
+function writeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array, out: Buffer, at: number): number {
+  out[at++] = 0x85; // array(5)
+  out[at++] = OSCORE_VERSION; // uint < 24: the value is its own head
+  out[at++] = 0x81; // array(1)
+  at = cborWrite(alg, out, at);
+  at = writeBstr(requestKid, out, at);
+  at = writeBstr(requestPiv, out, at);
+  return writeBstr(classIOptions, out, at);
+}
+
+function writeBstr(b: Uint8Array, out: Buffer, at: number): number {
+  at = writeHead(2, b.length, out, at);
+  out.set(b, at);
+  return at + b.length;
+}
+
+/** §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. `options` = class I (none). */
+export function encodeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
+  const out = Buffer.allocUnsafe(aadArraySize(alg, requestKid, requestPiv, classIOptions));
+  writeAadArray(alg, requestKid, requestPiv, classIOptions, out, 0);
+  return out;
+}
+
+/**
+ * §5.4 / RFC 9052 §5.3: AAD = Enc_structure = ["Encrypt0", h'' (empty protected), external_aad = bstr .cbor
+ * aad_array], written straight into one buffer (it is built twice per protected message exchange).
+ */
+export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
+  const inner = aadArraySize(alg, requestKid, requestPiv, classIOptions);
+  const out = Buffer.allocUnsafe(ENC_STRUCTURE_HEAD.length + headSize(inner) + inner);
+  ENC_STRUCTURE_HEAD.copy(out, 0);
+  const at = writeHead(2, inner, out, ENC_STRUCTURE_HEAD.length);
+  writeAadArray(alg, requestKid, requestPiv, classIOptions, out, at);
+  return out;
 }
 
 /** §3.2.1 info = [id, id_context / null, alg_aead, type ("Key" / "IV"; RFC 10021 §2.1.9 adds "SEKey"), L]. */
