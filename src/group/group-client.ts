@@ -67,13 +67,16 @@ export const DEFAULT_GROUP_TIMEOUT = 8000;
  */
 export abstract class ResponseStream extends EventEmitter implements AsyncIterable<GroupResponse> {
   readonly responses: GroupResponse[] = [];
-  readonly summary: Promise<GroupSummary>;
   protected pendingFollowUps = 0;
   protected collecting = true;
   protected ended = false;
   protected cancelled = false;
   protected readonly errors: { origin: string; error: string; code?: string }[] = [];
-  private resolveSummary!: (s: GroupSummary) => void;
+  // The summary promise is made on first use: most exchanges are consumed through events and never ask for it, and a
+  // promise with its resolver is a good part of what a pending exchange holds.
+  private summaryPromise?: Promise<GroupSummary>;
+  private resolveSummary?: (s: GroupSummary) => void;
+  private finalSummary?: GroupSummary;
 
   constructor(
     protected readonly endpoint: CoapEndpoint,
@@ -81,7 +84,14 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number },
   ) {
     super();
-    this.summary = new Promise((r) => (this.resolveSummary = r));
+  }
+
+  /** Resolves with the summary when the exchange ends ('end'). */
+  get summary(): Promise<GroupSummary> {
+    if (!this.summaryPromise) {
+      this.summaryPromise = this.finalSummary ? Promise.resolve(this.finalSummary) : new Promise((r) => (this.resolveSummary = r));
+    }
+    return this.summaryPromise;
   }
 
   abstract get token(): Buffer;
@@ -106,7 +116,11 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
-    const gr: GroupResponse = { message: res.message, remote: res.remote, origin, index: this.responses.length + 1 };
+    // The endpoint matched the response by token, so the bytes equal the request's: share that Buffer rather than
+    // hold a view per response. A direct response's origin is its source address: one object serves as both.
+    const message = res.message.token.length === this.token.length ? { ...res.message, token: this.token } : res.message;
+    const remote = origin.address === res.remote.address && origin.port === res.remote.port && !origin.via ? origin : res.remote;
+    const gr: GroupResponse = { message, remote, origin, index: this.responses.length + 1 };
     if (reassembled) gr.reassembled = true;
     this.responses.push(gr);
     this.emit('response', gr);
@@ -166,8 +180,9 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const seen = new Map<string, Origin>();
     for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
     const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors, cancelled: this.cancelled };
+    this.finalSummary = summary;
     this.emit('end', summary);
-    this.resolveSummary(summary);
+    this.resolveSummary?.(summary);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<GroupResponse> {
