@@ -60,6 +60,29 @@ export interface GroupRequestOptions {
 
 export const DEFAULT_GROUP_TIMEOUT = 8000;
 
+const URI = Symbol('uri');
+
+/**
+ * The origin of a direct response: the datagram's source. The URI string is built when first read, since an
+ * exchange may hold a thousand responses whose URIs nobody asks for; `toJSON` shows it like a plain Origin. The cache
+ * sits under a symbol so that copies (Node-RED clones messages) list only address, port and uri.
+ */
+class SourceOrigin implements Origin {
+  [URI]?: string;
+  constructor(
+    readonly address: string,
+    readonly port: number,
+  ) {}
+
+  get uri(): string {
+    return (this[URI] ??= originUri(this.address, this.port));
+  }
+
+  toJSON(): { address: string; port: number; uri: string } {
+    return { address: this.address, port: this.port, uri: this.uri };
+  }
+}
+
 /**
  * The stream of responses of one exchange. Events: 'response' (GroupResponse), 'error' (Error, for a follow-up or
  * an answer of a proxy itself), 'end' (GroupSummary). Also an async iterator over the responses. Subclasses decide
@@ -117,8 +140,10 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
     // The endpoint matched the response by token, so the bytes equal the request's: share that Buffer rather than
-    // hold a view per response. A direct response's origin is its source address: one object serves as both.
-    const message = res.message.token.length === this.token.length ? { ...res.message, token: this.token } : res.message;
+    // hold a view per response (docs/BENCHMARKS.md §6). A direct response's origin is its source address: one object serves as both.
+    // The decoder's options array has room for 17 (V8 grows an empty array that way); a held one gets its exact size.
+    const message = { ...res.message, options: res.message.options.slice() };
+    if (message.token.length === this.token.length) message.token = this.token;
     const remote = origin.address === res.remote.address && origin.port === res.remote.port && !origin.via ? origin : res.remote;
     const gr: GroupResponse = { message, remote, origin, index: this.responses.length + 1 };
     if (reassembled) gr.reassembled = true;
@@ -238,7 +263,7 @@ export class GroupExchange extends ResponseStream {
   }
 
   protected originOf(res: IncomingResponse): Origin {
-    return { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
+    return new SourceOrigin(res.remote.address, res.remote.port);
   }
 
   protected fetchBlock(first: IncomingResponse, _origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {
