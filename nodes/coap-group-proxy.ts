@@ -17,6 +17,8 @@ interface ProxyDef extends NodeDef {
   groupProxying?: boolean;
   reverse?: { host?: string; path?: string; group: string; standIn?: 'servers' | 'group' }[];
   allow?: string;
+  /** UNSAFE: skip the Echo check of address-identified clients (RFC 9175 §2.4) */
+  unsafeTrustAddresses?: boolean;
   nextHop?: string;
   rttPrevious?: string | number;
   rttNext?: string | number;
@@ -128,6 +130,7 @@ module.exports = function (RED: NodeAPI) {
         groupProxying: def.groupProxying !== false,
         reverse: parseReverse(def.reverse),
         allow: parseAllowList(def.allow),
+        unsafeTrustAddresses: def.unsafeTrustAddresses === true,
         chain,
         replyFrom: def.replyFrom || 'reply-from',
         maxPendingPerClient: Number(def.maxPendingPerClient || 16),

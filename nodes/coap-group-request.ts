@@ -9,7 +9,8 @@ import { OPT, encodeUint } from '../src/coap/options';
 import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
 import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group/group-client';
-import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
+import { TargetStyle, requestUnicastViaProxy, requestViaProxy } from '../src/proxy/proxy-client';
+import { defaultMulticastTimeout } from '../src/proxy/target';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { UdpTransport } from '../src/transport/udp-transport';
@@ -56,10 +57,6 @@ function viaOf(msg: NodeMessage): RemoteAddress | undefined {
   if (typeof v === 'string') return proxyAddress(v);
   if (typeof v.address === 'string' && typeof v.port === 'number') return { address: v.address, port: v.port };
   return undefined;
-}
-
-function pathOptions(uri: CoapUri) {
-  return [...uri.path.map((p) => ({ number: OPT.URI_PATH, value: Buffer.from(p) })), ...uri.query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))];
 }
 
 module.exports = function (RED: NodeAPI) {
@@ -163,10 +160,10 @@ module.exports = function (RED: NodeAPI) {
             const via = viaOf(msg);
             const res = via
               ? // reverse proxy case 1: to the proxy, naming the server in Uri-Host / Uri-Port (groupcomm-proxy-07 §6)
-                await ep.request({ code: method, payload, options: [...options, { number: OPT.URI_HOST, value: Buffer.from(uri.host) }, { number: OPT.URI_PORT, value: encodeUint(uri.port) }, ...pathOptions(uri)] }, via, { confirmable: def.confirmable !== false, timeout })
+                await requestUnicastViaProxy(ep, { proxy: via, uri, targetStyle: 'reverse', method, options, payload, confirmable: def.confirmable !== false, timeout })
               : proxy
                 ? // through a forward proxy: Proxy-Uri (RFC 7252 §5.10.2)
-                  await ep.request({ code: method, payload, options: [...options, { number: OPT.PROXY_URI, value: Buffer.from(formatUri(uri)) }] }, proxy, { confirmable: def.confirmable !== false, timeout })
+                  await requestUnicastViaProxy(ep, { proxy, uri, targetStyle: 'proxy-uri', method, options, payload, confirmable: def.confirmable !== false, timeout })
                 : await client.unicast({ method, uri, options, payload, confirmable: def.confirmable !== false, timeout });
             const origin: Origin = { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port) };
             emitResponse({ message: res.message, remote: res.remote, origin, index: 1 }, id);
@@ -186,8 +183,8 @@ module.exports = function (RED: NodeAPI) {
         if (proxy) {
           const mtRaw = msg.multicastTimeout ?? (def.multicastTimeout === '' || def.multicastTimeout === undefined ? undefined : def.multicastTimeout);
           const style: TargetStyle = (msg.targetStyle as TargetStyle) || def.targetStyle || 'proxy-uri';
-          // GCP-07 §5.1.1: T' < T; by default one second less than the timeout.
-          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : Math.ceil(timeout / 1000) - 1;
+          // GCP-07 §5.1.1: T' < T; by default one second less than the timeout (the core's one policy).
+          const multicastTimeout = mtRaw !== undefined ? Number(mtRaw) : style === 'reverse' ? undefined : defaultMulticastTimeout(timeout);
           // T' = 0 means "relay nothing": only when asked for, never as a side effect of a short timeout.
           if (mtRaw === undefined && multicastTimeout !== undefined && multicastTimeout < 1) throw new Error('through a proxy the timeout must be more than 1 s (Multicast-Timeout T\' < T), or set Multicast-Timeout to 0 explicitly');
           if (multicastTimeout !== undefined && (!Number.isInteger(multicastTimeout) || multicastTimeout < 0)) throw new Error(`invalid Multicast-Timeout ${mtRaw}`);

@@ -8,7 +8,7 @@ import { CborStructureError } from '../cbor/cri';
 import { INFORMATIVE_RESPONSE_CONTENT_FORMAT, InformativeResponse, decodeInformativeResponse } from '../cbor/informative-response';
 import { decodeCodeOptionsPayload } from '../coap/codec';
 import { CODES, codeClass, codeToString } from '../coap/codes';
-import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
+import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
@@ -60,6 +60,8 @@ export class MulticastObserver extends EventEmitter {
   private readonly uri: CoapUri;
   private readonly server: RemoteAddress;
   private regToken?: Buffer;
+  /** the registration went again with the proxy's Echo (RFC 9175 §2.4) */
+  private echoed = false;
   private stopReg?: () => void;
   private stopGroup?: () => void;
   private groupAddress?: string;
@@ -107,14 +109,18 @@ export class MulticastObserver extends EventEmitter {
       this.once('error', fail);
       this.once('mode', settle);
       this.stopReg = this.endpoint.listen(token, (res) => this.onUnicast(res), this.peer);
-      const msg = createMessage({
-        type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
-        options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
-      });
-      this.endpoint.sendMessage(msg, this.peer, {
-        onFail: (err) => this.fail(err),
-        onReset: () => this.fail(new Error('the server answered the registration with RST')),
-      });
+      this.register(token);
+    });
+  }
+
+  private register(token: Buffer, echo?: Buffer): void {
+    const msg = createMessage({
+      type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+      options: sortOptions([{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? []), ...(echo ? [{ number: OPT.ECHO, value: echo }] : [])]),
+    });
+    this.endpoint.sendMessage(msg, this.peer, {
+      onFail: (err) => this.fail(err),
+      onReset: () => this.fail(new Error('the server answered the registration with RST')),
     });
   }
 
@@ -135,6 +141,13 @@ export class MulticastObserver extends EventEmitter {
         this.emit('mode', 'unicast');
       }
       this.deliver(m, 'unicast');
+      return;
+    }
+    const echo = getOption(m, OPT.ECHO);
+    if (this.mode === 'pending' && this.o.proxy && m.code === CODES.UNAUTHORIZED && echo !== undefined && !this.echoed && this.regToken) {
+      // RFC 9175 §2.4: the proxy verifies this address before it relays; repeat the registration with its Echo.
+      this.echoed = true;
+      this.register(this.regToken, echo);
       return;
     }
     if (this.mode === 'pending') {

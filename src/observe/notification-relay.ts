@@ -7,6 +7,7 @@ import { CODES, codeClass } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage } from '../coap/message';
 import { optionNumber } from '../coap/options';
 import { formatUri } from '../coap/uri';
+import { Clock } from '../messaging/parameters';
 import { CoapEndpoint } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { MulticastObserver, Notification } from './multicast-observer';
@@ -14,6 +15,8 @@ import { MulticastObserver, Notification } from './multicast-observer';
 export interface RelayClient {
   remote: RemoteAddress;
   token: Buffer;
+  /** called once when the client leaves the relay (deregistration, RST, the observation ended, close) */
+  onRemoved?: () => void;
 }
 
 interface Target {
@@ -28,22 +31,14 @@ const clientKey = (c: RelayClient) => `${c.remote.address}|${c.remote.port}|${c.
 
 export class NotificationRelay {
   private readonly targets = new Map<string, Target>();
-  private readonly midToClient = new Map<number, { target: string; client: string }>();
-  private readonly onReset = (remote: RemoteAddress, mid: number) => {
-    const hit = this.midToClient.get(mid);
-    // only the client the notification went to can cancel it this way
-    if (hit && hit.client.startsWith(`${remote.address}|${remote.port}|`)) this.remove(hit.target, hit.client);
-  };
 
   constructor(
     /** endpoint facing the clients */
     private readonly listen: CoapEndpoint,
     /** endpoint facing the server (its transport joins the notification group) */
     private readonly upstream: CoapEndpoint,
-    private readonly opts: { groupInterface?: string } = {},
-  ) {
-    listen.on('reset', this.onReset);
-  }
+    private readonly opts: { groupInterface?: string; clock?: Clock } = {},
+  ) {}
 
   get observations(): number {
     return this.targets.size;
@@ -60,10 +55,20 @@ export class NotificationRelay {
    * A client registered (GET + Observe 0) for `target` (coap://server/path). Resolves with the message to answer
    * it with (the latest notification on its token), or undefined when there is none yet (answer an empty ACK).
    */
+  /** Upstream observations held (one per target). */
+  get targetCount(): number {
+    return this.targets.size;
+  }
+
+  /** Is this client (address, port, token) registered for `target`? */
+  has(target: string, client: RelayClient): boolean {
+    return this.targets.get(target)?.clients.has(clientKey(client)) ?? false;
+  }
+
   async register(target: string, client: RelayClient, extraOptions: CoapOption[] = []): Promise<Partial<CoapMessage> & { code: number } | undefined> {
     let t = this.targets.get(target);
     if (!t) {
-      const observer = new MulticastObserver(this.upstream, { uri: target, groupInterface: this.opts.groupInterface, options: extraOptions });
+      const observer = new MulticastObserver(this.upstream, { uri: target, groupInterface: this.opts.groupInterface, options: extraOptions, ...(this.opts.clock ? { clock: this.opts.clock } : {}) });
       const created: Target = { key: target, observer, clients: new Map(), ready: Promise.resolve() };
       t = created;
       this.targets.set(target, created);
@@ -73,10 +78,15 @@ export class NotificationRelay {
       created.ready = observer.start().catch(() => undefined);
     }
     await t.ready;
-    if (this.targets.get(target) !== t) return { code: CODES.BAD_GATEWAY, payload: Buffer.from('the server did not accept the observation') };
+    if (this.targets.get(target) !== t) {
+      client.onRemoved?.();
+      return { code: CODES.BAD_GATEWAY, payload: Buffer.from('observation refused', 'utf8') };
+    }
     // Joined after the upstream registration settled: the answer below carries the latest notification, and every
     // later one is relayed.
-    t.clients.set(clientKey(client), client);
+    const k = clientKey(client);
+    t.clients.get(k)?.onRemoved?.();
+    t.clients.set(k, client);
     if (!t.latest) return undefined;
     return { code: t.latest.code, options: t.latest.options, payload: t.latest.payload };
   }
@@ -89,6 +99,7 @@ export class NotificationRelay {
   private remove(target: string, key: string): void {
     const t = this.targets.get(target);
     if (!t) return;
+    t.clients.get(key)?.onRemoved?.();
     t.clients.delete(key);
     if (t.clients.size === 0) {
       t.observer.cancel();
@@ -104,9 +115,8 @@ export class NotificationRelay {
     t.latest = { ...n.message, options };
     for (const [key, c] of t.clients) {
       const msg = createMessage({ type: 'NON', code: n.message.code, token: c.token, messageId: this.listen.newMessageId(), options, payload: n.message.payload });
-      this.midToClient.set(msg.messageId, { target: t.key, client: key });
-      if (this.midToClient.size > 4096) this.midToClient.delete(this.midToClient.keys().next().value!);
-      this.listen.sendMessage(msg, c.remote);
+      // RFC 7641 §3.6: a RST from that client (and only from it: the message layer matches the peer) cancels.
+      this.listen.sendMessage(msg, c.remote, { onReset: () => this.remove(t.key, key) });
     }
     if (codeClass(n.message.code) !== 2) this.endTarget(t, false);
   }
@@ -114,6 +124,7 @@ export class NotificationRelay {
   private endTarget(t: Target, notifyClients: boolean): void {
     if (!this.targets.has(t.key)) return;
     this.targets.delete(t.key);
+    for (const c of t.clients.values()) c.onRemoved?.();
     if (notifyClients) {
       // The observation ended upstream: a 5.03 without Observe ends it at each client too (RFC 7641 §3.2).
       for (const c of t.clients.values()) {
@@ -124,9 +135,9 @@ export class NotificationRelay {
   }
 
   close(): void {
-    this.listen.off('reset', this.onReset);
     for (const t of [...this.targets.values()]) {
       this.targets.delete(t.key);
+      for (const c of t.clients.values()) c.onRemoved?.();
       t.observer.cancel();
     }
   }

@@ -30,8 +30,9 @@ import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
 import { Origin, ResponseStream } from '../group/group-client';
+import { TargetStyle, defaultMulticastTimeout, targetOptions } from './target';
 
-export type TargetStyle = 'proxy-uri' | 'proxy-scheme' | 'reverse';
+export type { TargetStyle } from './target';
 
 /**
  * End-to-end protection for the servers. Real groups use Group OSCORE (RFC 10021), which this package does not
@@ -167,21 +168,20 @@ export class ProxiedGroupExchange extends ResponseStream {
   private buildRequest(token: Buffer): CoapMessage {
     const o = this.o;
     const opts: CoapOption[] = (o.options ?? []).slice();
-    const style = o.targetStyle ?? 'proxy-uri';
-    if (style === 'proxy-uri') opts.push({ number: OPT.PROXY_URI, value: Buffer.from(formatUri(this.uri), 'utf8') });
-    else if (style === 'proxy-scheme') {
-      opts.push({ number: OPT.PROXY_SCHEME, value: Buffer.from(this.uri.scheme, 'utf8') });
-      opts.push({ number: OPT.URI_HOST, value: Buffer.from(this.uri.family === 6 ? `[${this.uri.host}${this.uri.zone ? '%' + this.uri.zone : ''}]` : this.uri.host, 'utf8') });
-      if (this.uri.port !== 5683) opts.push({ number: OPT.URI_PORT, value: encodeUint(this.uri.port) });
-      opts.push(...uriToOptions(this.uri).filter((x) => x.number !== OPT.URI_HOST));
-    } else opts.push(...uriToOptions(this.uri, { includeHost: true, destinationPort: this.o.proxy.port }));
+    opts.push(...targetOptions(this.uri, o.targetStyle ?? 'proxy-uri', this.o.proxy.port));
     if (this.tPrime !== undefined) {
       opts.push({ number: optionNumber('Multicast-Timeout'), value: encodeUint(this.tPrime) });
       // GCP-07 §5.1.1 step 3: T' = 0 goes with No-Response 26.
       if (this.tPrime === 0 && !opts.some((x) => x.number === OPT.NO_RESPONSE)) opts.push({ number: OPT.NO_RESPONSE, value: encodeUint(26) });
     }
     const plain = createMessage({ type: o.confirmable === false ? 'NON' : 'CON', code: o.method ?? CODES.GET, token, messageId: this.endpoint.newMessageId(), options: sortOptions(opts), payload: o.payload });
-    return this.protect(plain);
+    const echo = this.o.oscore?.proxy ? undefined : this.echo;
+    const out = this.protect(plain);
+    if (!echo) return out;
+    // RFC 9175 §2.4: the proxy asked this address to prove it is reachable: its Echo goes back once, as an option
+    // for the proxy (outside any end-to-end layer; with a layer for the proxy it travels inside that layer instead).
+    this.echo = undefined;
+    return { ...out, options: sortOptions([...out.options, { number: OPT.ECHO, value: echo }]) };
   }
 
   /**
@@ -207,11 +207,17 @@ export class ProxiedGroupExchange extends ResponseStream {
     this.currentToken = token;
     this.request = this.buildRequest(token);
     this.unlisten = this.endpoint.listen(token, (res) => this.onRelayed(res), this.o.proxy);
+    const confirmable = this.request.type === 'CON';
     this.endpoint.sendMessage(this.request, this.o.proxy, {
+      // T' = 0 over CON: the proxy's empty ACK says it forwarded; a piggybacked answer (e.g. 4.01 with Echo,
+      // RFC 9175 §2.4) goes to onRelayed, which may repeat the request.
+      onAck: (ack) => {
+        if (this.tPrime === 0 && ack.code === 0) this.finish();
+      },
       onReset: () => this.fail(CODES.SERVICE_UNAVAILABLE, 'the proxy answered with RST'),
       onFail: (err) => this.fail(CODES.GATEWAY_TIMEOUT, err.message),
     });
-    if (this.tPrime === 0) {
+    if (this.tPrime === 0 && !confirmable) {
       // Nothing will be relayed: the exchange is over once the request is out (the token stays retired). On the
       // next turn, so that whoever just called requestViaProxy() has attached its 'end' listener.
       setImmediate(() => this.finish());
@@ -254,8 +260,9 @@ export class ProxiedGroupExchange extends ResponseStream {
       // An answer of the proxy itself.
       const mt = getOption(m, mtNum);
       const echo = getOption(m, OPT.ECHO);
-      if (m.code === CODES.UNAUTHORIZED && echo !== undefined && protectedByProxy && !this.retriedEcho) {
-        // RFC 8613 App. B.1.2: the proxy lost its replay window; repeat the request with its Echo (Inner, in its layer).
+      if (m.code === CODES.UNAUTHORIZED && echo !== undefined && (protectedByProxy || !this.o.oscore?.proxy) && !this.retriedEcho) {
+        // RFC 8613 App. B.1.2: the proxy lost its replay window; repeat the request with its Echo (Inner, in its
+        // layer). Without a layer for the proxy: RFC 9175 §2.4, the proxy verifies this address before fanning out.
         this.retriedEcho = true;
         this.echo = echo;
         return this.retry();
@@ -263,7 +270,7 @@ export class ProxiedGroupExchange extends ResponseStream {
       if (m.code === CODES.BAD_REQUEST && mt !== undefined && mt.length === 0 && this.tPrime === undefined && this.o.retryOn400 !== false && !this.retried400) {
         // GCP-07 §6.1: a reverse proxy revealed itself; retry with Multicast-Timeout.
         this.retried400 = true;
-        this.tPrime = Math.max(1, Math.floor(this.tMs / 1000) - 2);
+        this.tPrime = Math.max(1, defaultMulticastTimeout(this.tMs) - 1);
         return this.retry();
       }
       if (m.code === CODES.PROXYING_NOT_SUPPORTED && mt !== undefined && this.o.retryOn505 !== false) {
@@ -339,13 +346,14 @@ export class ProxiedGroupExchange extends ResponseStream {
     // Through the proxy, as a unicast forward-proxy request to that server.
     const path = this.uri.path;
     const opts = options.filter((x) => ![OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, optionNumber('Multicast-Timeout')].includes(x.number as never));
+    const [host, zone] = origin.address.split('%');
+    const server = parseUri(formatUri({ scheme: 'coap', host, zone, port: origin.port, path, query: this.uri.query }));
     if (origin.via) {
-      opts.push({ number: OPT.URI_HOST, value: uriHostValue(origin.address) }, { number: OPT.URI_PORT, value: encodeUint(origin.port) });
-      opts.push(...uriToOptions({ ...this.uri, family: 4 }).filter((x) => x.number === OPT.URI_PATH || x.number === OPT.URI_QUERY));
+      // Reverse case 1: Uri-Host names the server (an IPv6 literal in brackets, RFC 7252 §6.4), Uri-Port always.
+      opts.push(...targetOptions(server, 'reverse'));
       return this.endpoint.request({ code: this.request.code, options: opts }, { address: origin.via.address, port: origin.via.port }, { confirmable: true });
     }
-    const target = formatUri({ scheme: 'coap', host: origin.address.split('%')[0], zone: origin.address.split('%')[1], port: origin.port, path, query: this.uri.query });
-    opts.push({ number: OPT.PROXY_URI, value: Buffer.from(target, 'utf8') });
+    opts.push(...targetOptions(server, 'proxy-uri'));
     return this.endpoint.request({ code: this.request.code, options: opts }, this.o.proxy, { confirmable: true });
   }
 
@@ -403,4 +411,30 @@ export class ProxiedGroupExchange extends ResponseStream {
 
 export function requestViaProxy(endpoint: CoapEndpoint, opts: ProxiedRequestOptions): ProxiedGroupExchange {
   return new ProxiedGroupExchange(endpoint, opts).start();
+}
+
+export interface UnicastViaProxyOptions {
+  proxy: RemoteAddress;
+  /** the server's URI */
+  uri: string | CoapUri;
+  targetStyle?: TargetStyle;
+  method?: number;
+  options?: CoapOption[];
+  payload?: Buffer;
+  confirmable?: boolean;
+  timeout?: number;
+}
+
+/**
+ * One unicast request through a proxy (RFC 7252 §5.7), the target named by the one encoder (target.ts). A 4.01
+ * with Echo (RFC 9175 §2.4: the proxy verifies this address) is answered once by repeating the request with it.
+ */
+export async function requestUnicastViaProxy(endpoint: CoapEndpoint, o: UnicastViaProxyOptions): Promise<IncomingResponse> {
+  const uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
+  const options = [...(o.options ?? []), ...targetOptions(uri, o.targetStyle ?? 'proxy-uri', o.proxy.port)];
+  const send = (extra: CoapOption[]) => endpoint.request({ code: o.method ?? CODES.GET, options: sortOptions([...options, ...extra]), payload: o.payload }, o.proxy, { confirmable: o.confirmable !== false, timeout: o.timeout });
+  const res = await send([]);
+  const echo = getOption(res.message, OPT.ECHO);
+  if (res.message.code === CODES.UNAUTHORIZED && echo !== undefined) return send([{ number: OPT.ECHO, value: echo }]);
+  return res;
 }

@@ -22,6 +22,15 @@ import { RemoteAddress, UdpTransport } from '../../src/transport/udp-transport';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
 import { GroupKeys, OscoreLamp, groupClient, groupKeys, pairwise, startOscoreLamps } from '../support/oscore-group';
 
+/** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
+function until(cond: () => boolean, what: string, ms = 10000): Promise<void> {
+  const deadline = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
+    check();
+  });
+}
+
 async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
 }
@@ -87,7 +96,6 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     keys = groupKeys(5);
     // Two client Sender IDs end to end: 0x5f for most tests, 0x6f for the restart test.
     lamps = await startOscoreLamps(5, { groupPort: port, keys, clientIds: ['5f', '6f'] });
-    for (const l of lamps) l.server.endpoint.on('handler-error', () => undefined);
     // A plain server on a second group for the client-proxy-only case; its response carries an unknown option.
     plain = await GroupServer.open({ address: '127.0.0.30', port: 0, groups: [{ address: GROUP_V4, port: plainPort }], leisure: 20 });
     plain.addResource('/odd', () => ({ code: CODES.CONTENT, payload: 'odd', options: [{ number: 65000, value: Buffer.from('x') }] }));
@@ -117,7 +125,9 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
 
   after(async function () {
     await proxy.close();
+    const handlerErrors = [listen, upstream, plain.endpoint, ...lamps.map((l) => l.server.endpoint)].reduce((a, e) => a + e.counters.handlerErrors, 0);
     await stopAll(client, roaming, listen, upstream, plain, lamps.map((l) => l.server));
+    assert.equal(handlerErrors, 0, 'no handler threw at the proxy or the servers');
     fs.rmSync(restartFiles.dir, { recursive: true, force: true });
   });
 
@@ -183,7 +193,8 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     assert.deepEqual(ex.proxyErrors[0], { code: '4.01', message: ex.proxyErrors[0].message, oscore: 'protected' });
     assert.match(ex.proxyErrors[0].message, /not allowed/);
     assert.equal(events.filter((e) => e.kind === 'reject').at(-1)!.client.kid, 'b0');
-    await new Promise((r) => setTimeout(r, 150));
+    // refused before any state: the proxy started no group exchange (a count, not a wait for nothing)
+    assert.equal(proxy.activeExchanges, 0);
     assert.equal(lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0), before);
   });
 
@@ -209,8 +220,9 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     const groupsBefore = proxy.counters.groupRequests;
     const requestsBefore = proxy.counters.requests;
     // From the same source the message layer already drops it as a duplicate (RFC 7252 §4.5).
+    const dups = listen.counters.duplicates;
     client.transport.send(captured, proxyAddr());
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => listen.counters.duplicates > dups, 'the duplicate at the message layer');
     assert.equal(proxy.counters.requests, requestsBefore);
     // From another source it reaches OSCORE, whose replay window refuses it (RFC 8613 §7.4).
     const replay = decode(captured);
@@ -369,11 +381,10 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
   it('the Early Stop Request travels in the client\'s layer and ends the relay', async function () {
     const stops = proxy.counters.earlyStops;
     const ex = request(client, { oscore: bothLayers(), multicastTimeout: 3, timeout: 4000 });
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => proxy.activeExchanges === 1, 'the exchange at the proxy');
     ex.cancel();
     await ex.summary;
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(proxy.counters.earlyStops, stops + 1);
+    await until(() => proxy.counters.earlyStops === stops + 1, 'the Early Stop Request at the proxy');
     assert.equal(proxy.activeExchanges, 0);
   });
 });

@@ -12,6 +12,7 @@ import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group-proxy';
 import { ProxiedGroupExchange, requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
+import { FakeClock } from '../support/fake-clock';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
 async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
@@ -24,14 +25,26 @@ async function startProxy(opts: Partial<GroupProxyOptions> = {}, address = '127.
   const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], ...opts });
   const events: ProxyEvent[] = [];
   proxy.on('event', (e: ProxyEvent) => events.push(e));
+  let handlerErrors = 0;
+  for (const e of [listen, upstream, proxy]) e.on('handler-error', () => handlerErrors++);
   return {
     proxy, listen, upstream, events,
     close: async () => {
       await proxy.close();
       await listen.close();
       await upstream.close();
+      assert.equal(handlerErrors, 0, 'handler errors at the proxy');
     },
   };
+}
+
+/** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
+function until(cond: () => boolean, what: string, ms = 10000): Promise<void> {
+  const deadline = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
+    check();
+  });
 }
 
 async function collect(ex: ProxiedGroupExchange): Promise<{ responses: GroupResponse[]; errors: { code?: string; error: string }[] }> {
@@ -49,7 +62,6 @@ describe('group proxy: forward, reverse, chains', function () {
   before(async function () {
     port = await freeGroupPort();
     lamps = await startLamps(5, { groupPort: port, leisure: 80 });
-    for (const l of lamps) l.server.endpoint.on('handler-error', () => undefined);
     // record the tokens the servers see
     for (const l of lamps) {
       l.server.addResource('/token', (req) => {
@@ -136,7 +148,9 @@ describe('group proxy: forward, reverse, chains', function () {
       const { responses, errors } = await collect(ex);
       assert.equal(responses.length, 0);
       assert.equal(errors[0].code, '4.01');
-      await new Promise((r) => setTimeout(r, 200));
+      // the proxy sent nothing upstream at all (not a wait for something that does not come)
+      assert.equal(p.upstream.counters.sent, 0);
+      assert.equal(p.proxy.counters.groupRequests, 0);
       assert.equal(lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0), before);
     } finally {
       await p.close();
@@ -180,8 +194,7 @@ describe('group proxy: forward, reverse, chains', function () {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, method: CODES.PUT, payload: Buffer.from(before ? 'off' : 'on'), multicastTimeout: 0, timeout: 1000 });
       const s = await ex.summary;
       assert.equal(s.responses, 0);
-      await new Promise((r) => setTimeout(r, 400));
-      assert.ok(lamps.every((l) => l.state.on === !before));
+      await until(() => lamps.every((l) => l.state.on === !before), 'every lamp switched');
       for (const l of lamps) l.state.on = false;
       assert.equal(p.proxy.activeExchanges, 0);
     } finally {
@@ -245,9 +258,13 @@ describe('group proxy: forward, reverse, chains', function () {
       const token = Buffer.from('0102030405060708', 'hex');
       const mt = { number: optionNumber('Multicast-Timeout'), value: encodeUint(3) };
       const req = { code: CODES.GET, options: [{ number: OPT.URI_HOST, value: Buffer.from('g') }, { number: OPT.URI_PATH, value: Buffer.from('light') }, mt] };
+      // This address answers the proxy's Echo first (RFC 9175 §2.4), as any client must before a fan-out.
+      await requestViaProxy(client, { proxy: p.listen.transport.address(), uri: 'coap://g/light', targetStyle: 'reverse', multicastTimeout: 0, timeout: 1000 }).summary;
+      const collecting = new Promise<void>((resolve) => p.proxy.on('event', (e: ProxyEvent) => e.kind === 'request' && e.token === token.toString('hex') && resolve()));
       const stop = client.listen(token, () => undefined, p.listen.transport.address());
       client.sendMessage({ type: 'NON', code: CODES.GET, messageId: client.newMessageId(), token, options: req.options, payload: Buffer.alloc(0) }, p.listen.transport.address());
-      await new Promise((r) => setTimeout(r, 50));
+      // the proxy collects for T' = 3 s from here: the reuse below arrives while it does, whatever the load
+      await collecting;
       stop();
       const res = await client.request({ ...req, token: undefined }, p.listen.transport.address(), { token: Buffer.from('0102030405060708', 'hex') }).catch((e) => e);
       assert.equal(codeToString(res.message.code), '4.00');
@@ -267,9 +284,10 @@ describe('group proxy: forward, reverse, chains', function () {
       assert.deepEqual(errors, []);
       assert.equal(responses.length, 5);
       assert.deepEqual(new Set(responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
-      // T' = 5 at the first proxy; T_proxy = 4, T'' = 3 at the last one
+      // groupcomm-proxy-07 §8.1: T' = 5 at the first proxy, which collects until T' itself (its own T is 6) and
+      // sends T'' = T' - RTT(previous hop) = 4 to the last one
       assert.equal(first.events.find((e) => e.kind === 'request')!.multicastTimeout, 5);
-      assert.equal(last.events.find((e) => e.kind === 'request')!.multicastTimeout, 3);
+      assert.equal(last.events.find((e) => e.kind === 'request')!.multicastTimeout, 4);
     } finally {
       await first.close();
       await last.close();
@@ -346,7 +364,7 @@ describe('group proxy: forward, reverse, chains', function () {
     const p = await startProxy({ maxPendingPerClient: 1 });
     try {
       const a = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
-      await new Promise((r) => setTimeout(r, 50));
+      await until(() => p.proxy.activeExchanges === 1, 'the first exchange at the proxy');
       const b = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
       const [ra, rb] = await Promise.all([collect(a), collect(b)]);
       assert.equal(ra.responses.length, 5);
@@ -362,14 +380,14 @@ describe('group proxy: forward, reverse, chains', function () {
     slowish.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'after stop' }), 800)));
     try {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 3, timeout: 5000 });
-      await new Promise((r) => setTimeout(r, 400));
+      await until(() => ex.responses.length >= 5, 'the lamps\' responses');
       ex.cancel();
       const s = await ex.summary;
       assert.equal(s.cancelled, true);
-      await new Promise((r) => setTimeout(r, 100));
-      assert.equal(p.proxy.counters.earlyStops, 1);
+      await until(() => p.proxy.counters.earlyStops === 1, 'the Early Stop Request at the proxy');
       assert.equal(p.proxy.activeExchanges, 0);
-      await new Promise((r) => setTimeout(r, 600));
+      // the slow server's answer reaches the proxy after the stop, and goes no further
+      await until(() => p.upstream.counters.lateGroupResponses >= 1, 'the late answer at the proxy');
       assert.ok(ex.responses.every((r) => r.message.payload.toString() !== 'after stop'));
     } finally {
       await p.close();
@@ -378,27 +396,27 @@ describe('group proxy: forward, reverse, chains', function () {
   });
 
   it('Observe through the proxy: notifications from each server keep flowing after T\', until cancelled', async function () {
-    const p = await startProxy();
+    const clock = new FakeClock();
+    const p = await startProxy({ clock });
     try {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }] });
-      await new Promise((r) => setTimeout(r, 2300)); // past T' and T
-      assert.equal(ex.responses.length, 5);
+      await until(() => ex.responses.length === 5, 'the five first responses');
+      clock.advance(1000); // T' passes at the proxy: §5.4.2, the observation stays
       assert.ok(lamps.every((l) => l.server.observerCount('/light') === 1));
       // a change at every lamp: 5 notifications, each with its origin
       for (const l of lamps) {
         l.state.on = true;
         l.server.notify('/light');
       }
-      await new Promise((r) => setTimeout(r, 400));
+      await until(() => ex.responses.length === 10, 'five notifications');
       const notes = ex.responses.slice(5);
       assert.equal(notes.length, 5);
       assert.deepEqual(new Set(notes.map((n) => n.origin.address)), new Set(lamps.map((l) => l.address)));
       assert.ok(notes.every((n) => getOption(n.message, OPT.OBSERVE) !== undefined && JSON.parse(n.message.payload.toString()).on === true));
       ex.cancel();
       await ex.summary;
-      await new Promise((r) => setTimeout(r, 300));
       // the proxy deregistered upstream (Observe = 1 to the group)
-      assert.ok(lamps.every((l) => l.server.observerCount('/light') === 0));
+      await until(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the deregistration at every lamp');
       for (const l of lamps) l.state.on = false;
     } finally {
       await p.close();
@@ -520,21 +538,31 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       const target = `coap://127.0.0.40:${server.address().port}/alarm`;
       for (let i = 0; i < 3; i++) {
         const ep = await endpointOn();
-        const c = { ep, token: ep.newToken(), got: [] as string[], codes: [] as string[] };
+        const c = { ep, token: ep.newToken(), got: [] as string[], codes: [] as string[], echo: undefined as Buffer | undefined };
         ep.listen(c.token, (res) => {
           c.got.push(res.message.payload.toString());
           c.codes.push(codeToString(res.message.code));
+          c.echo ??= getOption(res.message, OPT.ECHO);
         }, p.listen.transport.address());
-        ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }] }, p.listen.transport.address());
+        const register = (echo?: Buffer) =>
+          ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }, ...(echo ? [{ number: OPT.ECHO, value: echo }] : [])] }, p.listen.transport.address());
         clients.push(c);
-        await new Promise((r) => setTimeout(r, 200));
+        // RFC 9175 §2.4: a relay sends notifications for as long as it lives, so the proxy first verifies the
+        // address: 4.01 with Echo, and the registration again with it.
+        register();
+        await until(() => c.got.length >= 1, 'the answer to the registration');
+        assert.equal(c.codes[0], '4.01');
+        assert.ok(c.echo);
+        c.got.length = 0;
+        c.codes.length = 0;
+        register(c.echo);
+        await until(() => c.got.length >= 1, 'the latest notification for the new client');
       }
       assert.ok(clients.every((c) => c.got[0] === 'calm'), JSON.stringify(clients.map((c) => c.got)));
       assert.equal(obs.count, 1, 'the proxy counts as one observer');
       assert.equal(p.proxy.relayedObservations, 1);
       obs.update('ALARM');
-      await new Promise((r) => setTimeout(r, 300));
-      assert.ok(clients.every((c) => c.got[c.got.length - 1] === 'ALARM'));
+      await until(() => clients.every((c) => c.got[c.got.length - 1] === 'ALARM'), 'the relayed notification at every client');
       assert.ok(clients.every((c) => c.got.length === 2));
     } finally {
       for (const c of clients) await c.ep.close();
@@ -566,8 +594,7 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       await tc.start();
       assert.ok(p.events.some((e) => e.kind === 'request' && e.reason === 'ticket (MNP §4)'));
       obs.update('ALARM');
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(got[got.length - 1], 'ALARM');
+      await until(() => got[got.length - 1] === 'ALARM', 'the relayed multicast notification');
       assert.equal(server.counters.requests, requestsBefore, 'the ticket never reached the server');
       tc.cancel('forget');
     } finally {

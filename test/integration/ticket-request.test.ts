@@ -11,18 +11,18 @@ import { OPT } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupObservation } from '../../src/observe/group-observation';
-import { RelayedNotification, TicketClient, TicketListener } from '../../src/observe/ticket-request';
+import { RelayedNotification, TicketClient } from '../../src/observe/ticket-request';
+import { TicketListener } from '../../src/observe/ticket-listener';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { freeGroupPort } from '../support/lamps';
 
 const NG = '239.255.0.91'; // a group the server owns (OMN-15 §2)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
+/** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
 async function waitFor(pred: () => boolean, ms = 3000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error('condition not reached in time');
-    await sleep(20);
+    await new Promise((r) => setImmediate(r));
   }
 }
 
@@ -119,7 +119,7 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     const before = onWire.length;
     observation.update('ALARM');
     await waitFor(() => clients.every((c) => c.got.length === 1));
-    await sleep(100);
+    // update() sends its multicast notification synchronously: a second datagram would already be on the wire
     assert.equal(onWire.length - before, 1);
     const onGroup = decode(onWire[onWire.length - 1]);
     for (const c of clients) {
@@ -155,9 +155,11 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     await waitFor(() => tickets.clientCount() === 2);
     const gotBefore = gone.got.length;
     const deregBefore = dereg.got.length;
+    const relayedBefore = tickets.counters.relayed;
     observation.update('Y');
     await waitFor(() => clients.slice(1, 3).every((c) => c.got.at(-1)!.message.payload.toString() === 'Y'));
-    await sleep(100);
+    // the listener relays to every holder in one pass: two holders left, two relays, none to the others
+    assert.equal(tickets.counters.relayed - relayedBefore, 2);
     assert.equal(gone.got.length, gotBefore);
     assert.equal(dereg.got.length, deregBefore);
     assert.equal(tickets.observationCount, 1);

@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { CborStructureError, bytesToIp, decodeReplyFrom, decodeResponseForwarding, encodeCri, encodeReplyFrom, encodeResponseForwarding } from '../../src/cbor/cri';
-import { chainTimers, minimumAcceptable } from '../../src/proxy/multicast-timeout';
 
 const hex = (b: Buffer) => b.toString('hex');
 
@@ -94,14 +93,5 @@ describe('legacy Response-Forwarding tp_info (groupcomm-proxy-00 §3)', function
   it('rejects a wrong tag or tp_id', function () {
     assert.throws(() => decodeResponseForwarding(Buffer.from('8202d9010444c0000205', 'hex')), CborStructureError);
     assert.throws(() => decodeResponseForwarding(Buffer.from('8201d9010544c0000205', 'hex')), CborStructureError);
-  });
-});
-
-describe('chain timers (groupcomm-proxy-07 §8.1)', function () {
-  it("T'' = T' - RTT(prev) - RTT(next), and the 5.05 minimum", function () {
-    assert.deepEqual(chainTimers(60, 1, 2), { tProxy: 59, tNext: 57 });
-    assert.equal(chainTimers(2, 1, 1), undefined);
-    assert.equal(minimumAcceptable(1, 1), 3);
-    assert.deepEqual(chainTimers(3, 1, 1), { tProxy: 2, tNext: 1 });
   });
 });

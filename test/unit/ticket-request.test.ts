@@ -9,7 +9,8 @@ import { CODES, codeToString } from '../../src/coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
 import { CoapEndpoint, ResponseContext } from '../../src/messaging/endpoint';
-import { decodeLtmr, buildTicketRequest, encodeLtmr, isTicketRequest, TicketError, TicketListener } from '../../src/observe/ticket-request';
+import { decodeLtmr, buildTicketRequest, encodeLtmr, isTicketRequest, TicketError } from '../../src/observe/ticket-request';
+import { TicketListener } from '../../src/observe/ticket-listener';
 import { GroupMembership, Transport } from '../../src/transport/udp-transport';
 import { decodeInformativeResponse } from '../../src/cbor/informative-response';
 
