@@ -1,16 +1,21 @@
 // Fan-in benchmark (groupcomm-bis §3.1 / RFC 10020; RFC 7252 §8.2 Leisure): one NON group request to N servers
 // on loopback multicast (N = 10, 100, 1000), with the servers' Leisure and with all of them answering at once.
-// Measures the time to collect every response, the responses lost (sent by servers minus received, with the
+// Measures the time to collect every response (beside a raw node:dgram client on the same servers, interleaved), the responses lost (sent by servers minus received, with the
 // kernel's UDP receive-buffer drop counter as the reason) and the client memory per group exchange.
 // Run: npm run build && node --expose-gc dist/bench/fan-in.js [--sizes=10,100,1000] [--leisure=5000] [--buffer=4194304]
 //      [--leisure-rounds=3] [--instant-rounds=5] [--quick]
 
 import { fork, ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GroupClient, GroupExchange } from '../src/group/group-client';
 import { GroupServer } from '../src/group/group-server';
+import { encode } from '../src/coap/codec';
+import { CODES } from '../src/coap/codes';
+import { OPT } from '../src/coap/options';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { UdpTransport } from '../src/transport/udp-transport';
 import { fmt, loadAverage, forceGc, kib, liveBytes, machineLine, median, numArg, listArg, parseArgs, sleep, table, udpRcvbufErrors, waitFor } from './common';
@@ -79,6 +84,54 @@ async function openClient(recvBufferSize?: number): Promise<{ ep: CoapEndpoint; 
   return { ep, gc: new GroupClient(ep) };
 }
 
+/**
+ * The physical limit for the client side: a bare node:dgram socket with the same address (127.0.0.1), multicast
+ * interface, TTL and receive buffer as our client, sending the same NON GET to the same servers and counting
+ * datagrams from distinct sources, with nothing parsed.
+ */
+async function openRawClient(recvBufferSize?: number): Promise<dgram.Socket> {
+  const s = dgram.createSocket({ type: 'udp4', recvBufferSize });
+  s.on('error', () => undefined);
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  s.setMulticastInterface('127.0.0.1');
+  s.setMulticastTTL(1);
+  return s;
+}
+
+let rawMid = 1;
+async function rawRound(s: dgram.Socket, pool: Pool, groupPort: number, n: number, deadline: number): Promise<RoundResult> {
+  const before = await pool.stats();
+  const drops0 = udpRcvbufErrors();
+  const request = encode({ type: 'NON', code: CODES.GET, messageId: rawMid++ & 0xffff, token: crypto.randomBytes(4), options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
+  const sources = new Set<string>();
+  let allMs: number | undefined;
+  let onMsg: (m: Buffer, r: dgram.RemoteInfo) => void = () => undefined;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, deadline);
+    onMsg = (_m, r) => {
+      sources.add(`${r.address}:${r.port}`);
+      if (allMs === undefined && sources.size === n) {
+        allMs = performance.now() - t0;
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    s.on('message', onMsg);
+    s.send(request, groupPort, GROUP);
+  });
+  s.off('message', onMsg);
+  await sleep(150);
+  const after = await pool.stats();
+  const drops1 = udpRcvbufErrors();
+  return {
+    allMs,
+    received: sources.size,
+    sent: after.responses - before.responses,
+    kernelDrops: drops0 === undefined || drops1 === undefined ? undefined : drops1 - drops0,
+  };
+}
+
 interface RoundResult {
   /** ms from sending the request to the last of the N responses; undefined if some never came */
   allMs?: number;
@@ -122,6 +175,8 @@ interface Row {
   n: number;
   scenario: Scenario;
   results: RoundResult[];
+  /** the raw node:dgram client's rounds, interleaved with ours (instant answers only) */
+  raw?: RoundResult[];
 }
 
 function bufferName(b?: number): string {
@@ -131,13 +186,15 @@ function bufferName(b?: number): string {
 
 function summarize(rows: Row[], leisure: number): string {
   return table(
-    ['servers', 'answers', 'servers run in', 'client rcvbuf', 'rounds', 'collect all: median ms', 'min–max ms', 'sent', 'received', 'lost', 'kernel rcvbuf drops'],
+    ['servers', 'answers', 'servers run in', 'client rcvbuf', 'rounds', 'collect all: median ms', 'min–max ms', 'raw dgram: median ms', 'raw min–max ms', 'ours / raw', 'sent', 'received', 'lost', 'raw lost', 'kernel rcvbuf drops'],
     rows.map((r) => {
       const times = r.results.filter((x) => x.allMs !== undefined).map((x) => x.allMs!);
       const sent = r.results.reduce((a, x) => a + x.sent, 0);
       const received = r.results.reduce((a, x) => a + x.received, 0);
       const drops = r.results.every((x) => x.kernelDrops !== undefined) ? fmt(r.results.reduce((a, x) => a + x.kernelDrops!, 0)) : 'n/a';
       const incomplete = r.results.length - times.length;
+      const raw = (r.raw ?? []).filter((x) => x.allMs !== undefined).map((x) => x.allMs!);
+      const rawLost = r.raw ? fmt(r.raw.reduce((a, x) => a + x.sent - x.received, 0)) : '-';
       return [
         fmt(r.n),
         r.scenario.answers === 'leisure' ? `Leisure ${leisure} ms` : 'at once',
@@ -146,9 +203,13 @@ function summarize(rows: Row[], leisure: number): string {
         r.results.length,
         times.length ? fmt(median(times), 1) + (incomplete ? ` (${incomplete} incomplete)` : '') : '-',
         times.length ? `${fmt(Math.min(...times), 1)}–${fmt(Math.max(...times), 1)}` : '-',
+        raw.length ? fmt(median(raw), 1) : '-',
+        raw.length ? `${fmt(Math.min(...raw), 1)}–${fmt(Math.max(...raw), 1)}` : '-',
+        raw.length && times.length ? `${fmt(median(times) / median(raw), 2)}x` : '-',
         fmt(sent),
         fmt(received),
         fmt(sent - received),
+        rawLost,
         drops,
       ];
     }),
@@ -254,16 +315,27 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
       try {
         for (const sc of group) {
           const { ep, gc } = await openClient(sc.buffer);
+          // The raw baseline only where all answer at once: with Leisure both just wait out the servers' timers.
+          const rawSock = sc.answers === 'instant' ? await openRawClient(sc.buffer) : undefined;
           try {
             const deadline = sc.answers === 'leisure' ? leisure + 2000 : 2000;
             await round(gc, pool, uri, n, deadline); // warm-up, not counted
+            if (rawSock) await rawRound(rawSock, pool, groupPort, n, deadline);
             const results: RoundResult[] = [];
+            const raw: RoundResult[] = [];
             const rounds = sc.answers === 'leisure' ? leisureRounds : instantRounds;
-            for (let r = 0; r < rounds; r++) results.push(await round(gc, pool, uri, n, deadline));
-            rows.push({ n, scenario: sc, results });
-            process.stderr.write(`  N=${n} ${sc.name}: ${results.map((x) => `${x.received}/${x.sent}${x.allMs ? ` in ${x.allMs.toFixed(1)} ms` : ''}`).join(', ')}\n`);
+            for (let r = 0; r < rounds; r++) {
+              // alternate which goes first, so neither always meets the servers fresh from the other's round
+              if (rawSock && r % 2 === 1) raw.push(await rawRound(rawSock, pool, groupPort, n, deadline));
+              results.push(await round(gc, pool, uri, n, deadline));
+              if (rawSock && r % 2 === 0) raw.push(await rawRound(rawSock, pool, groupPort, n, deadline));
+            }
+            rows.push({ n, scenario: sc, results, ...(rawSock ? { raw } : {}) });
+            const show = (xs: RoundResult[]) => xs.map((x) => `${x.received}/${x.sent}${x.allMs ? ` in ${x.allMs.toFixed(1)} ms` : ''}`).join(', ');
+            process.stderr.write(`  N=${n} ${sc.name}: ${show(results)}${rawSock ? `; raw dgram: ${show(raw)}` : ''}\n`);
           } finally {
             await ep.close();
+            if (rawSock) await new Promise<void>((resolve) => rawSock.close(() => resolve()));
           }
         }
       } finally {
@@ -275,6 +347,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   console.log(summarize(rows, leisure));
   console.log('\n"-" in "collect all": some response never arrived in any round (see "lost").');
   console.log('"sent" counts responses the servers handed to the kernel; "lost" = sent - received (distinct responders).');
+  console.log('"raw dgram": a bare node:dgram socket on the same address, buffer and servers, same request, nothing parsed, rounds interleaved with ours.');
   console.log('"kernel rcvbuf drops" is the machine-wide /proc/net/snmp Udp RcvbufErrors delta during the rounds.');
 
   console.log('\n## Client memory per group exchange (heap + external, after a full GC)\n');

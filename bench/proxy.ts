@@ -1,6 +1,7 @@
 // Group proxy benchmarks (groupcomm-proxy-07): the latency a proxy adds over a direct group request (ratio),
 // proxied group exchanges per second with 10 servers, memory per pending exchange, and 10,000 concurrent pending
-// exchanges held and answered without loss. Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in count
+// exchanges held and answered without loss; beside each, a raw node:dgram relay (bench/raw-relay.ts: the client's
+// datagram to the group, every answer back, nothing parsed) in the same run, the limit a proxy is measured against. Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in count
 // and time. Run: npm run build && node --expose-gc dist/bench/proxy.js [--rounds=200] [--seconds=5] [--pending=10000]
 
 import dgram from 'node:dgram';
@@ -13,6 +14,7 @@ import { GroupProxy } from '../src/proxy/group-proxy';
 import { requestViaProxy } from '../src/proxy/proxy-client';
 import { fmt, forceGc, kib, median, numArg, parseArgs, percentile, table, loopbackEndpoint } from './common';
 import { freeGroupPort } from '../test/support/lamps';
+import { openRawClient, openRawRelay } from './raw-relay';
 
 const GROUP = '224.0.1.187';
 const EMPTY_GROUP = '239.255.0.201';
@@ -59,18 +61,28 @@ async function main(): Promise<void> {
   // 1. latency
   const direct: number[] = [];
   const proxied: number[] = [];
+  const rawRelayed: number[] = [];
   const gc = new GroupClient(client);
+  const relay = await openRawRelay(GROUP, port);
+  const rawClient = await openRawClient(relay, 'r');
+  let rawLost = 0;
   for (let i = 0; i < rounds; i++) {
     direct.push(await timeTo(10, (on) => { const ex = gc.request({ uri, timeout: 2000 }); ex.on('response', on); return ex; }));
     proxied.push(await timeTo(10, (on) => { const ex = requestViaProxy(client, { proxy: proxyAddr, uri, multicastTimeout: 1, timeout: 2000 }); ex.on('response', on); return ex; }));
+    const r = await rawClient.timeTo(10, 2000);
+    if (r === undefined) rawLost++;
+    else rawRelayed.push(r);
   }
   direct.sort((a, b) => a - b);
   proxied.sort((a, b) => a - b);
+  rawRelayed.sort((a, b) => a - b);
   console.log(`\nTime until all 10 responses arrived (${rounds} rounds each, servers answer at once):\n`);
   console.log(table(['path', 'median ms', 'p95 ms'], [
     ['direct group request', fmt(median(direct), 2), fmt(percentile(direct, 95), 2)],
     ['through the proxy', fmt(median(proxied), 2), fmt(percentile(proxied, 95), 2)],
     ['ratio proxy / direct', `${fmt(median(proxied) / median(direct), 2)}x`, `${fmt(percentile(proxied, 95) / percentile(direct, 95), 2)}x`],
+    [`raw node:dgram relay${rawLost ? ` (${rawLost} rounds incomplete)` : ''}`, fmt(median(rawRelayed), 2), fmt(percentile(rawRelayed, 95), 2)],
+    ['ratio proxy / raw relay', `${fmt(median(proxied) / median(rawRelayed), 2)}x`, `${fmt(percentile(proxied, 95) / percentile(rawRelayed, 95), 2)}x`],
   ]));
 
   // 2. throughput: proxied exchanges per second, a window of 32 in flight, each done when all 10 answered.
@@ -100,8 +112,15 @@ async function main(): Promise<void> {
     };
     launch();
   });
-  console.log(`\nProxied group exchanges with 10 servers (window 32, ${seconds} s):\n`);
-  console.log(table(['exchanges started', 'completed (10/10 responses)', 'exchanges / s', 'relayed responses / s'], [[started, completed, fmt(completed / seconds, 0), fmt((completed * 10) / seconds, 0)]]));
+  const rawRun = await rawClient.throughput(10, seconds, 32);
+  await rawClient.close();
+  await relay.close();
+  console.log(`\nProxied group exchanges with 10 servers (window 32, ${seconds} s), and the raw node:dgram relay right after:\n`);
+  console.log(table(['path', 'exchanges started', 'completed (10/10 responses)', 'exchanges / s', 'relayed responses / s'], [
+    ['proxy', started, completed, fmt(completed / seconds, 0), fmt((completed * 10) / seconds, 0)],
+    ['raw node:dgram relay', '-', rawRun.completed, fmt(rawRun.relayedPerSecond / 10, 0), fmt(rawRun.relayedPerSecond, 0)],
+    ['ratio proxy / raw relay', '', '', '', `${fmt((completed * 10) / seconds / rawRun.relayedPerSecond, 2)}x`],
+  ]));
   await sleep(500);
 
   // 3. memory per pending exchange, and 10,000 pending exchanges answered without loss.

@@ -57,6 +57,7 @@ interface RunResult {
   rate: number;
   p50: number;
   p99: number;
+  p999: number;
   clientCpuPerReq: number;
   serverCpuPerReq: number;
 }
@@ -230,6 +231,7 @@ async function runOne(cfg: Config, servers: ServerChild, o: LoopOptions): Promis
     rate: r.ms > 0 ? r.ok / (r.ms / 1000) : 0,
     p50: percentile(lat, 50),
     p99: percentile(lat, 99),
+    p999: percentile(lat, 99.9),
     clientCpuPerReq: r.cpu / Math.max(1, r.ok),
     serverCpuPerReq: (s1.cpuMicros - s0.cpuMicros) / Math.max(1, r.ok),
   };
@@ -345,7 +347,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   console.log('\n## Requests per second (median of runs)\n');
   console.log(
     table(
-      ['client', 'server', 'type', 'req/s median', 'min–max', 'p50 latency ms', 'p99 latency ms', 'client CPU µs/req', 'server CPU µs/req', 'errors'],
+      ['client', 'server', 'type', 'req/s median', 'min–max', 'p50 latency ms', 'p99 latency ms', 'p999 latency ms', 'client CPU µs/req', 'server CPU µs/req', 'errors'],
       configs.map((c) => {
         const rs = results.get(c.key)!;
         const rates = rs.map((r) => r.rate);
@@ -357,6 +359,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
           `${fmt(Math.min(...rates))}–${fmt(Math.max(...rates))}`,
           fmt(med(c.key, (r) => r.p50), 3),
           fmt(med(c.key, (r) => r.p99), 3),
+          fmt(med(c.key, (r) => r.p999), 3),
           fmt(med(c.key, (r) => r.clientCpuPerReq), 1),
           fmt(med(c.key, (r) => r.serverCpuPerReq), 1),
           rs.reduce((a, r) => a + r.errors, 0),
@@ -374,6 +377,12 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   addRatio('ours / coap, NON', 'ours-NON', 'coap-NON');
   addRatio('ours / dgram echo, CON', 'ours-CON', 'dgram');
   addRatio('ours / dgram echo, NON', 'ours-NON', 'dgram');
+  for (const t of ['CON', 'NON']) {
+    if (results.has(`ours-${t}`) && results.has('dgram')) {
+      ratioRows.push([`ours p99 / dgram echo p99, ${t}`, `${(med(`ours-${t}`, (r) => r.p99) / med('dgram', (r) => r.p99)).toFixed(2)}×`]);
+      ratioRows.push([`ours p999 / dgram echo p999, ${t}`, `${(med(`ours-${t}`, (r) => r.p999) / med('dgram', (r) => r.p999)).toFixed(2)}×`]);
+    }
+  }
   addRatio('coap / dgram echo, CON', 'coap-CON', 'dgram');
   addRatio('coap / dgram echo, NON', 'coap-NON', 'dgram');
   addRatio('ours client vs coap client (both against coap server), CON', 'ours>coap-CON', 'coap-CON');

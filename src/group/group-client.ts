@@ -79,6 +79,30 @@ export interface GroupRequestOptions {
 
 export const DEFAULT_GROUP_TIMEOUT = 8000;
 
+const URI = Symbol('uri');
+
+/**
+ * The origin of a direct response: the datagram's source. The URI string is built when first read, since an
+ * exchange may hold a thousand responses whose URIs nobody asks for; `toJSON` shows it like a plain Origin. The cache
+ * sits under a symbol so that copies (Node-RED clones messages) list only address, port and uri.
+ */
+class SourceOrigin implements Origin {
+  [URI]?: string;
+  oscore?: OscoreSender;
+  constructor(
+    readonly address: string,
+    readonly port: number,
+  ) {}
+
+  get uri(): string {
+    return (this[URI] ??= originUri(this.address, this.port));
+  }
+
+  toJSON(): { address: string; port: number; uri: string; oscore?: OscoreSender } {
+    return { address: this.address, port: this.port, uri: this.uri, ...(this.oscore ? { oscore: this.oscore } : {}) };
+  }
+}
+
 /**
  * The stream of responses of one exchange. Events: 'response' (GroupResponse), 'error' (Error, for a follow-up or
  * an answer of a proxy itself), 'end' (GroupSummary). Also an async iterator over the responses. Subclasses decide
@@ -88,13 +112,16 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   readonly responses: GroupResponse[] = [];
   /** responses that failed end-to-end verification (forged, replayed, from a non-member): dropped, not delivered */
   rejected = 0;
-  readonly summary: Promise<GroupSummary>;
   protected pendingFollowUps = 0;
   protected collecting = true;
   protected ended = false;
   protected cancelled = false;
   protected readonly errors: { origin: string; error: string; code?: string }[] = [];
-  private resolveSummary!: (s: GroupSummary) => void;
+  // The summary promise is made on first use: most exchanges are consumed through events and never ask for it, and a
+  // promise with its resolver is a good part of what a pending exchange holds.
+  private summaryPromise?: Promise<GroupSummary>;
+  private resolveSummary?: (s: GroupSummary) => void;
+  private finalSummary?: GroupSummary;
 
   constructor(
     protected readonly endpoint: CoapEndpoint,
@@ -102,7 +129,14 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number },
   ) {
     super();
-    this.summary = new Promise((r) => (this.resolveSummary = r));
+  }
+
+  /** Resolves with the summary when the exchange ends ('end'). */
+  get summary(): Promise<GroupSummary> {
+    if (!this.summaryPromise) {
+      this.summaryPromise = this.finalSummary ? Promise.resolve(this.finalSummary) : new Promise((r) => (this.resolveSummary = r));
+    }
+    return this.summaryPromise;
   }
 
   abstract get token(): Buffer;
@@ -127,7 +161,13 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
-    const gr: GroupResponse = { message: res.message, remote: res.remote, origin, index: this.responses.length + 1 };
+    // The endpoint matched the response by token, so the bytes equal the request's: share that Buffer rather than
+    // hold a view per response (docs/BENCHMARKS.md §6). A direct response's origin is its source address: one object serves as both.
+    // The decoder's options array has room for 17 (V8 grows an empty array that way); a held one gets its exact size.
+    const message = { ...res.message, options: res.message.options.slice() };
+    if (message.token.length === this.token.length) message.token = this.token;
+    const remote = origin.address === res.remote.address && origin.port === res.remote.port && !origin.via ? origin : res.remote;
+    const gr: GroupResponse = { message, remote, origin, index: this.responses.length + 1 };
     if (reassembled) gr.reassembled = true;
     this.responses.push(gr);
     this.emit('response', gr);
@@ -187,8 +227,9 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const seen = new Map<string, Origin>();
     for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
     const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors, cancelled: this.cancelled };
+    this.finalSummary = summary;
     this.emit('end', summary);
-    this.resolveSummary(summary);
+    this.resolveSummary?.(summary);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<GroupResponse> {
@@ -261,7 +302,9 @@ export class GroupExchange extends ResponseStream {
   }
 
   protected originOf(res: VerifiedIncoming): Origin {
-    return { address: res.remote.address, port: res.remote.port, uri: originUri(res.remote.address, res.remote.port), ...(res.oscore ? { oscore: res.oscore } : {}) };
+    const origin = new SourceOrigin(res.remote.address, res.remote.port);
+    if (res.oscore) origin.oscore = res.oscore;
+    return origin;
   }
 
   protected fetchBlock(first: IncomingResponse, _origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {

@@ -502,11 +502,13 @@ export class CoapEndpoint extends EventEmitter {
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
     const msg = createMessage({ ...req, type: 'NON', token, messageId: this.newMessageId() });
-    let ended = false;
+    let timer: unknown;
+    // One closure per exchange: it is the deadline's callback, the close hook and the handle's cancel. It is
+    // registered in `closers` (close() runs it, which clears the timer), so it needs no `after()` wrapper.
     const end = () => {
-      if (ended) return;
-      ended = true;
-      this.cancelTimer(timer);
+      if (timer === null) return;
+      this.clock.clearTimeout(timer);
+      timer = null;
       this.closers.delete(end);
       this.retireToken(token);
       onEnd();
@@ -514,7 +516,7 @@ export class CoapEndpoint extends EventEmitter {
     const ex: Exchange = { token, multi: true, onResponse };
     this.exchanges.set(k, ex);
     this.multiExchanges++;
-    const timer = this.after(deadline, end);
+    timer = this.clock.setTimeout(end, deadline);
     this.closers.add(end);
     this.sendMessage(msg, group);
     return { token, cancel: end };

@@ -2,9 +2,12 @@
 // groupcomm-bis §3.1.5 and the NON messages awaiting a possible RST. Expiry is swept from a FIFO queue with a head
 // index, because starting a Map iterator on every message walks over the holes deleted entries leave behind and
 // gets slower the longer a server runs. Besides a cap on entries, each entry may carry a weight (e.g. the bytes it
-// holds) under a cap on the total weight; beyond either cap the oldest entries go first.
+// holds) under a cap on the total weight; beyond either cap the oldest entries go first. The queue holds the map's
+// own slot objects, so an entry costs one object (not a slot plus a queue record): the duplicate cache keeps one
+// per received message, and fewer live objects shorten the garbage collector's pauses (docs/BENCHMARKS.md §6).
 
 interface Slot<V> {
+  readonly key: string;
   value: V;
   expires: number;
   weight: number;
@@ -12,7 +15,7 @@ interface Slot<V> {
 
 export class ExpiringMap<V> {
   private readonly map = new Map<string, Slot<V>>();
-  private queue: { key: string; expires: number }[] = [];
+  private queue: Slot<V>[] = [];
   private head = 0;
   private totalWeight = 0;
   /** entries removed before their time because a cap was reached */
@@ -45,10 +48,14 @@ export class ExpiringMap<V> {
   /** Add or replace; the entry lives until `expires`. Beyond maxEntries or maxWeight the oldest entries go. */
   set(key: string, value: V, expires: number, weight = 0): void {
     const old = this.map.get(key);
-    if (old) this.totalWeight -= old.weight;
-    this.map.set(key, { value, expires, weight });
+    if (old) {
+      this.totalWeight -= old.weight;
+      old.value = undefined as V;
+    }
+    const slot: Slot<V> = { key, value, expires, weight };
+    this.map.set(key, slot);
     this.totalWeight += weight;
-    this.queue.push({ key, expires });
+    this.queue.push(slot);
     this.enforceCaps();
   }
 
@@ -66,6 +73,7 @@ export class ExpiringMap<V> {
     if (!e) return;
     this.totalWeight -= e.weight;
     this.map.delete(key);
+    e.value = undefined as V; // the queue still points at the slot until its turn: let the value go now
   }
 
   /** Remove what expired by `now`. Queue entries whose key was replaced or deleted are skipped. */
@@ -99,10 +107,9 @@ export class ExpiringMap<V> {
   /** Returns true if a map entry was removed. */
   private dropHead(): boolean {
     const q = this.queue[this.head++];
-    const e = this.map.get(q.key);
-    // Only remove the map entry this queue slot stands for (not a later replacement with the same key).
-    if (e && e.expires === q.expires) {
-      this.totalWeight -= e.weight;
+    // Only remove the map entry this queue slot is (not a later replacement with the same key).
+    if (this.map.get(q.key) === q) {
+      this.totalWeight -= q.weight;
       this.map.delete(q.key);
       return true;
     }

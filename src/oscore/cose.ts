@@ -2,7 +2,7 @@
 // (§5), the AEAD nonce (§5.2), and the external_aad / AAD (§5.4). Decoding never throws anything but
 // OscoreError('ERR_OSCORE_DECODE'), so a malformed option from the network always maps to 4.02.
 
-import { CborValue, encodeCbor } from './cbor';
+import { cborSize, cborWrite, encodeCbor, headSize, writeHead } from './cbor';
 import { DIAGNOSTICS, OscoreError } from './errors';
 
 /** §7.2.1: Partial IVs are at most 5 bytes, so sequence numbers stay below 2^40. */
@@ -19,6 +19,8 @@ export const FLAG_KID_CONTEXT = 0x10;
 export const FLAG_KID = 0x08;
 export const FLAG_PIV_LENGTH = 0x07;
 
+const EMPTY = Buffer.alloc(0);
+
 export interface OscoreOptionFields {
   /** Partial IV bytes as carried (1..5 bytes), absent when n = 0 */
   piv?: Buffer;
@@ -33,8 +35,8 @@ export function encodePartialIv(ssn: number): Buffer {
   if (!Number.isSafeInteger(ssn) || ssn < 0 || ssn > MAX_SEQUENCE_NUMBER) throw new RangeError(`sequence number out of range: ${ssn}`);
   let len = 1;
   while (len < MAX_PIV_LENGTH && ssn >= 2 ** (8 * len)) len++;
-  const b = Buffer.alloc(len);
-  b.writeUIntBE(ssn, 0, len);
+  const b = Buffer.allocUnsafe(len);
+  b.writeUIntBE(ssn, 0, len); // writes every byte
   return b;
 }
 
@@ -44,23 +46,34 @@ export function decodePartialIv(piv: Uint8Array): number {
 }
 
 export function encodeOscoreOption(f: OscoreOptionFields): Buffer {
-  const piv = f.piv ?? Buffer.alloc(0);
+  const piv = f.piv ?? EMPTY;
   if (piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV longer than 5 bytes');
   let flags = piv.length;
-  const parts: Buffer[] = [];
+  let length = 1 + piv.length;
   if (f.group) flags |= FLAG_GROUP;
   if (f.kidContext !== undefined) {
     if (f.kidContext.length > 255) throw new RangeError('kid context longer than 255 bytes');
     flags |= FLAG_KID_CONTEXT;
+    length += 1 + f.kidContext.length;
   }
-  if (f.kid !== undefined) flags |= FLAG_KID;
+  if (f.kid !== undefined) {
+    flags |= FLAG_KID;
+    length += f.kid.length;
+  }
   // §6.1 (and §2): if all flag bits are zero the option value SHALL be empty.
   if (flags === 0) return Buffer.alloc(0);
-  parts.push(Buffer.from([flags]), piv);
-  if (f.kidContext !== undefined) parts.push(Buffer.from([f.kidContext.length]), f.kidContext);
-  if (f.kid !== undefined) parts.push(f.kid); // §6.1: kid MUST be the last field
-  const value = Buffer.concat(parts);
-  if (value.length > 255) throw new RangeError('OSCORE option value longer than 255 bytes');
+  if (length > 255) throw new RangeError('OSCORE option value longer than 255 bytes');
+  // One allocation, written in place: this runs for every protected message.
+  const value = Buffer.allocUnsafe(length);
+  value[0] = flags;
+  value.set(piv, 1);
+  let i = 1 + piv.length;
+  if (f.kidContext !== undefined) {
+    value[i++] = f.kidContext.length;
+    value.set(f.kidContext, i);
+    i += f.kidContext.length;
+  }
+  if (f.kid !== undefined) value.set(f.kid, i); // §6.1: kid MUST be the last field
   return value;
 }
 
@@ -81,21 +94,23 @@ export function decodeOscoreOption(value: Uint8Array): OscoreOptionFields {
   if (n > MAX_PIV_LENGTH) throw malformed('reserved Partial IV length');
   const out: OscoreOptionFields = {};
   if (flags & FLAG_GROUP) out.group = true;
+  // One copy of the value (the caller's datagram may be reused), and the fields as views into it.
+  const own = Buffer.from(v);
   let i = 1;
   if (n > 0) {
     if (i + n > v.length) throw malformed('truncated Partial IV');
-    out.piv = Buffer.from(v.subarray(i, i + n));
+    out.piv = own.subarray(i, i + n);
     i += n;
   }
   if (flags & FLAG_KID_CONTEXT) {
     if (i >= v.length) throw malformed('missing kid context length');
     const s = v[i++];
     if (i + s > v.length) throw malformed('truncated kid context');
-    out.kidContext = Buffer.from(v.subarray(i, i + s));
+    out.kidContext = own.subarray(i, i + s);
     i += s;
   }
   if (flags & FLAG_KID) {
-    out.kid = Buffer.from(v.subarray(i));
+    out.kid = own.subarray(i);
   } else if (i !== v.length) {
     throw malformed('trailing bytes');
   }
@@ -119,15 +134,49 @@ export function computeNonce(idPiv: Uint8Array, piv: Uint8Array, commonIv: Uint8
   return nonce;
 }
 
-/** §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. `options` = class I (none). */
-export function encodeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = Buffer.alloc(0)): Buffer {
-  const arr: CborValue = [OSCORE_VERSION, [alg], requestKid, requestPiv, classIOptions];
-  return encodeCbor(arr);
+/** RFC 9052 §5.3 Enc_structure up to external_aad: array(3), "Encrypt0", h'' (empty protected header). */
+const ENC_STRUCTURE_HEAD = Buffer.from('8368456e63727970743040', 'hex');
+
+/** Length of the §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. */
+function aadArraySize(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array): number {
+  // 0x85, version 1 (one byte), 0x81 array(1), alg, three byte strings
+  return 3 + cborSize(alg) + headSize(requestKid.length) + requestKid.length + headSize(requestPiv.length) + requestPiv.length + headSize(classIOptions.length) + classIOptions.length;
 }
 
-/** §5.4 / RFC 9052 §5.3: AAD = Enc_structure = ["Encrypt0", h'' (empty protected), external_aad = bstr .cbor aad_array]. */
-export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions?: Uint8Array): Buffer {
-  return encodeCbor(['Encrypt0', Buffer.alloc(0), encodeAadArray(alg, requestKid, requestPiv, classIOptions)]);
+function writeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array, out: Buffer, at: number): number {
+  out[at++] = 0x85; // array(5)
+  out[at++] = OSCORE_VERSION; // uint < 24: the value is its own head
+  out[at++] = 0x81; // array(1)
+  at = cborWrite(alg, out, at);
+  at = writeBstr(requestKid, out, at);
+  at = writeBstr(requestPiv, out, at);
+  return writeBstr(classIOptions, out, at);
+}
+
+function writeBstr(b: Uint8Array, out: Buffer, at: number): number {
+  at = writeHead(2, b.length, out, at);
+  out.set(b, at);
+  return at + b.length;
+}
+
+/** §5.4 aad_array = [oscore_version, [alg_aead], request_kid, request_piv, options]. `options` = class I (none). */
+export function encodeAadArray(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
+  const out = Buffer.allocUnsafe(aadArraySize(alg, requestKid, requestPiv, classIOptions));
+  writeAadArray(alg, requestKid, requestPiv, classIOptions, out, 0);
+  return out;
+}
+
+/**
+ * §5.4 / RFC 9052 §5.3: AAD = Enc_structure = ["Encrypt0", h'' (empty protected), external_aad = bstr .cbor
+ * aad_array], written straight into one buffer (it is built twice per protected message exchange).
+ */
+export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
+  const inner = aadArraySize(alg, requestKid, requestPiv, classIOptions);
+  const out = Buffer.allocUnsafe(ENC_STRUCTURE_HEAD.length + headSize(inner) + inner);
+  ENC_STRUCTURE_HEAD.copy(out, 0);
+  const at = writeHead(2, inner, out, ENC_STRUCTURE_HEAD.length);
+  writeAadArray(alg, requestKid, requestPiv, classIOptions, out, at);
+  return out;
 }
 
 /** §3.2.1 info = [id, id_context / null, alg_aead, type ("Key" / "IV"; RFC 10021 §2.1.9 adds "SEKey"), L]. */

@@ -1,0 +1,129 @@
+// The physical limit for a group proxy on this machine (issue 12): a raw node:dgram relay that takes a client's
+// datagram, sends it unchanged to the group, and sends every datagram that comes back to the last client, with
+// nothing parsed; and a raw node:dgram client that drives it (it reads only the token, to count a round's answers).
+// Used by bench/proxy.ts beside the real proxy. Loopback only: multicast pinned to 127.0.0.1, TTL 1.
+
+import crypto from 'node:crypto';
+import dgram from 'node:dgram';
+import { encode } from '../src/coap/codec';
+import { CODES } from '../src/coap/codes';
+import { OPT } from '../src/coap/options';
+
+export interface RawRelay {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+async function bound(recvBufferSize = 4 << 20): Promise<dgram.Socket> {
+  const s = dgram.createSocket({ type: 'udp4', recvBufferSize });
+  s.on('error', () => undefined);
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  return s;
+}
+
+const closeSocket = (s: dgram.Socket) => new Promise<void>((resolve) => s.close(() => resolve()));
+
+export async function openRawRelay(group: string, groupPort: number): Promise<RawRelay> {
+  const front = await bound();
+  const upstream = await bound();
+  upstream.setMulticastInterface('127.0.0.1');
+  upstream.setMulticastTTL(1);
+  let client: dgram.RemoteInfo | undefined;
+  front.on('message', (m, r) => {
+    client = r;
+    upstream.send(m, groupPort, group);
+  });
+  upstream.on('message', (m) => {
+    if (client) front.send(m, client.port, client.address);
+  });
+  const a = front.address();
+  return { address: a.address, port: a.port, close: async () => void (await Promise.all([closeSocket(front), closeSocket(upstream)])) };
+}
+
+/** The request a client would send the group directly: NON GET with Uri-Path, a fresh 4-byte token. */
+function request(path: string, mid: number): { token: string; bytes: Buffer } {
+  const token = crypto.randomBytes(4);
+  const bytes = encode({ type: 'NON', code: CODES.GET, messageId: mid & 0xffff, token, options: [{ number: OPT.URI_PATH, value: Buffer.from(path) }], payload: Buffer.alloc(0) });
+  return { token: token.toString('hex'), bytes };
+}
+
+/** The token of a CoAP datagram (RFC 7252 §3: TKL in the low 4 bits of byte 0), as hex; '' if malformed. */
+function tokenOf(m: Buffer): string {
+  const tkl = m.length > 0 ? m[0] & 0x0f : 0;
+  return m.length >= 4 + tkl ? m.toString('hex', 4, 4 + tkl) : '';
+}
+
+export interface RawClient {
+  /** ms until `n` answers to one request came back through the relay (undefined after `deadline` ms) */
+  timeTo(n: number, deadline: number): Promise<number | undefined>;
+  /** rounds of `n` answers with `window` requests in flight for `seconds`; completed rounds and answers per second */
+  throughput(n: number, seconds: number, window: number): Promise<{ completed: number; relayedPerSecond: number }>;
+  close(): Promise<void>;
+}
+
+export async function openRawClient(relay: { address: string; port: number }, path: string): Promise<RawClient> {
+  const s = await bound();
+  const waiting = new Map<string, (token: string) => void>();
+  s.on('message', (m) => {
+    const t = tokenOf(m);
+    waiting.get(t)?.(t);
+  });
+  let mid = 1;
+  return {
+    timeTo(n, deadline) {
+      const { token, bytes } = request(path, mid++);
+      return new Promise((resolve) => {
+        const t0 = process.hrtime.bigint();
+        let got = 0;
+        const timer = setTimeout(() => {
+          waiting.delete(token);
+          resolve(undefined);
+        }, deadline);
+        waiting.set(token, () => {
+          if (++got === n) {
+            clearTimeout(timer);
+            waiting.delete(token);
+            resolve(Number(process.hrtime.bigint() - t0) / 1e6);
+          }
+        });
+        s.send(bytes, relay.port, relay.address);
+      });
+    },
+    throughput(n, seconds, window) {
+      const until = Date.now() + seconds * 1000;
+      const t0 = Date.now();
+      let completed = 0;
+      let inflight = 0;
+      return new Promise((resolve) => {
+        const finish = () => resolve({ completed, relayedPerSecond: (completed * n) / ((Date.now() - t0) / 1000) });
+        const launch = () => {
+          while (inflight < window && Date.now() < until) {
+            inflight++;
+            const { token, bytes } = request(path, mid++);
+            let got = 0;
+            const done = () => {
+              clearTimeout(timer);
+              waiting.delete(token);
+              inflight--;
+              if (Date.now() < until) launch();
+              else if (inflight === 0) finish();
+            };
+            // a round whose answers were lost ends after 3 s, like the proxied rounds' timeout
+            const timer = setTimeout(done, 3000);
+            waiting.set(token, () => {
+              if (++got === n) {
+                completed++;
+                done();
+              }
+            });
+            s.send(bytes, relay.port, relay.address);
+          }
+          if (inflight === 0) finish();
+        };
+        launch();
+      });
+    },
+    close: () => closeSocket(s),
+  };
+}
