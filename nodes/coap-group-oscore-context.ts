@@ -27,6 +27,7 @@ import {
   parseCcs,
 } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
+import { SavedWindows, groupFingerprint, groupReplayFile, groupSequenceFile, saveWindows, takeSavedWindows } from '../src/node-support/replay-persistence';
 import type { RequestTransform } from '../src/group/group-server';
 import { OscoreExchanges } from './lib/oscore-exchanges';
 import type { OscoreLayerSource } from './lib/oscore-source';
@@ -78,70 +79,6 @@ function parseHex(field: string, text: unknown): Buffer {
 
 /** Signature Algorithms offered (RFC 10021 §2.1.5, §10: EdDSA with Ed25519 and ECDSA with P-256). */
 export const OFFERED_SIGNATURE_ALGS = [-8, -7] as const;
-
-const safeId = (id: string): string => id.replace(/[^A-Za-z0-9._-]/g, '_');
-export const groupSequenceFile = (dir: string, nodeId: string): string => path.join(dir, `group-oscore-${safeId(nodeId)}.ssn.json`);
-export const groupReplayFile = (dir: string, nodeId: string): string => path.join(dir, `group-oscore-${safeId(nodeId)}.replay.json`);
-
-const WINDOWS_FORMAT = 'group-oscore-replay-1';
-
-/** Which context saved windows belong to, without anything secret: a hash of the Common IV, Gid, own ID, algorithms. */
-function fingerprint(g: GroupContext): string {
-  const h = crypto.createHash('sha256');
-  const d = g.describe();
-  for (const part of [Buffer.from(WINDOWS_FORMAT), g.commonIv, g.idContext, g.senderId, Buffer.from(`${d.groupEncryptionAlg}/${d.aeadAlg}/${d.signatureAlg}/${d.pairwiseKeyAgreementAlg}`)]) {
-    h.update(Buffer.from([part.length & 0xff]));
-    h.update(part);
-  }
-  return h.digest('hex').slice(0, 32);
-}
-
-function syncDir(dir: string): void {
-  if (process.platform === 'win32') return;
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-interface SavedWindows {
-  context: string;
-  windows: Record<string, ReplayWindowState>;
-}
-
-/** Read the windows saved at the last clean close and remove the file durably before the context is used. */
-function takeSavedWindows(file: string): SavedWindows | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  fs.unlinkSync(file);
-  syncDir(path.dirname(file));
-  try {
-    const p = JSON.parse(text) as { format?: unknown; context?: unknown; windows?: unknown };
-    return p.format === WINDOWS_FORMAT && typeof p.context === 'string' && p.windows && typeof p.windows === 'object' ? { context: p.context, windows: p.windows as Record<string, ReplayWindowState> } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function saveWindows(file: string, state: SavedWindows): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    fs.writeSync(fd, JSON.stringify({ format: WINDOWS_FORMAT, ...state }) + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  syncDir(path.dirname(file));
-}
 
 /** 'memory' storage survives redeploys in one process, not a restart (the documented weakness of the option). */
 const memoryState = new Map<string, { store: MemorySequenceStore; saved?: SavedWindows }>();
@@ -288,7 +225,7 @@ module.exports = function (RED: NodeAPI & AdminApi) {
           // Windows of a context whose fingerprint matches are resumed; without saved windows after an earlier run
           // (a crash), every member's window is unknown: Echo recovery (RFC 10021 §10 of -28, RFC 8613 App. B.1.2).
           const probe = new GroupContext(params, { sequenceStore: new MemorySequenceStore(), replayWindowSize: windowSize });
-          const matching = saved && saved.context === fingerprint(probe) ? saved.windows : undefined;
+          const matching = saved && saved.context === groupFingerprint(probe) ? saved.windows : undefined;
           try {
             group = new GroupContext(params, { sequenceStore: store, replayWindowSize: windowSize, replayWindowInitialized: !usedBefore || saved !== undefined, ...(matching ? { replayWindows: matching } : {}) });
           } catch (err) {
@@ -339,7 +276,7 @@ module.exports = function (RED: NodeAPI & AdminApi) {
         group = undefined;
         return done();
       }
-      const state = group ? { context: fingerprint(group), windows: group.replayWindows() } : undefined;
+      const state = group ? { context: groupFingerprint(group), windows: group.replayWindows() } : undefined;
       if (state) {
         if (storage === 'memory') {
           const entry = memoryState.get(node.id);
