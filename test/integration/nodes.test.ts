@@ -31,6 +31,7 @@ async function startChattyServer(groupPort: number, address: string): Promise<{ 
   rx.addMembership(GROUP_V4, '127.0.0.1');
   await new Promise<void>((r) => tx.bind(0, address, () => r()));
   tx.setMulticastInterface('127.0.0.1');
+  tx.setMulticastTTL(1);
   rx.on('message', (data, rinfo) => {
     const req = decode(data);
     for (const [i, mid] of [0x100, 0x101].entries()) {

@@ -1,4 +1,4 @@
-// Codec, option table and URIs against the specs' examples (SPEC-DIGEST §0.3, §3.5) and against coap-packet.
+// Codec, option table and URIs against the specs' examples (RFC 7252 §3.2 and §5.4.6, RFC 10020 App. B.1) and against coap-packet.
 
 import assert from 'node:assert/strict';
 import { parse as cpParse } from 'coap-packet';
@@ -11,7 +11,7 @@ import { formatUri, isGroupUri, optionsToUri, originUri, parseUri, uriToOptions 
 const hex = (b: Buffer) => b.toString('hex');
 
 describe('option table', function () {
-  it('derives C/U/N from the number (RFC 7252 §5.4.6) and agrees with the drafts (SPEC-DIGEST §0.3)', function () {
+  it('derives C/U/N from the number (RFC 7252 §5.4.6) and agrees with the properties the drafts declare (groupcomm-proxy-07 and observe-multicast-notifications-15, IANA Considerations)', function () {
     assert.deepEqual([isCritical(2), isUnsafe(2), isNoCacheKey(2)], [false, true, false]); // Multicast-Timeout
     assert.deepEqual([isCritical(248), isUnsafe(248), isNoCacheKey(248)], [false, false, false]); // Reply-From
     assert.deepEqual([isCritical(24), isUnsafe(24), isNoCacheKey(24)], [false, false, false]); // Group-ETag
@@ -23,7 +23,7 @@ describe('option table', function () {
     assert.equal(isUnsafe(OPT.PROXY_URI), true);
   });
 
-  it('encodes uint 0 as the empty value (SPEC-DIGEST §0.3) and uses minimal lengths', function () {
+  it('encodes uint 0 as the empty value (RFC 7252 §3.2) and uses minimal lengths', function () {
     assert.equal(encodeUint(0).length, 0);
     assert.equal(hex(encodeUint(255)), 'ff');
     assert.equal(hex(encodeUint(256)), '0100');
@@ -32,7 +32,7 @@ describe('option table', function () {
     assert.equal(decodeUint(Buffer.from('0005', 'hex')), 5); // leading zeros accepted
   });
 
-  it('draft option numbers are overridable and restorable (SPEC-DIGEST §6 item 5)', function () {
+  it('draft option numbers are overridable and restorable (the option numbers are only suggested by the drafts, not assigned: IANA Considerations)', function () {
     assert.equal(optionNumber('Reply-From'), 248);
     const prev = configureOptionNumbers({ 'Reply-From': 65000, 'Response-Forwarding': 96 });
     try {
@@ -61,7 +61,7 @@ describe('codes', function () {
 });
 
 describe('codec', function () {
-  it('encodes the groupcomm-bis App. B.1 request byte for byte (SPEC-DIGEST §3.5 [DERIVED])', function () {
+  it('encodes the groupcomm-bis App. B.1 request byte for byte (RFC 10020 App. B.1)', function () {
     const uri = parseUri('coap://grp.example:5685/gp/gp1/light?foo=bar');
     const msg = createMessage({ type: 'NON', code: CODES.GET, messageId: 0x7d41, options: uriToOptions(uri, { includeHost: true }) });
     assert.equal(hex(encode(msg)), '50017d413b6772702e6578616d706c6582677003677031056c6967687447666f6f3d626172');

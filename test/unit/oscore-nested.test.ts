@@ -89,7 +89,7 @@ describe('nested OSCORE layers (oscore-capable-proxies-07)', function () {
       assert.deepEqual(escalate({ ...base, option: OPT.MAX_AGE, consumers: ['P'] }), { classE: false, steps: [] });
     });
 
-    it('client through a group proxy: Multicast-Timeout, Proxy-Uri, Hop-Limit stay Outer end to end and become Inner for the proxy (SPEC-DIGEST §6 interplay)', function () {
+    it('client through a group proxy: Multicast-Timeout, Proxy-Uri, Hop-Limit stay Outer end to end and become Inner for the proxy (oscore-capable-proxies-07 §2.2, §3)', function () {
       const mt = optionNumber('Multicast-Timeout');
       const options = [opt(OPT.PROXY_URI, 'coap://224.0.1.187/light'), opt(mt, 3), opt(OPT.HOP_LIMIT, 8), opt(OPT.URI_PATH, 'x')];
       assert.deepEqual(escalatedOptions(options, END_TO_END_VIEW), []);

@@ -1,5 +1,5 @@
 // The ticket request of multicast-notifications-proxy-02 §4 against hand-computed bytes (tp_info of
-// observe-multicast-notifications-15 §4.2.1.1, nested form, SPEC-DIGEST §2.5), and the proxy's rejections.
+// observe-multicast-notifications-15 §4.2.1.1, nested form), and the proxy's rejections.
 
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
@@ -15,7 +15,7 @@ import { GroupMembership, Transport } from '../../src/transport/udp-transport';
 import { decodeInformativeResponse } from '../../src/cbor/informative-response';
 
 const hex = (b: Buffer) => b.toString('hex');
-// SPEC-DIGEST §2.5: SRV 2001:db8::ab (port 5683 omitted), GRP ff35:30:2001:db8::23 port 61616, token 0x7b.
+// observe-multicast-notifications-15 §4.2.1.1 example: SRV 2001:db8::ab (port 5683 omitted), GRP ff35:30:2001:db8::23 port 61616, token 0x7b.
 const TP = { server: { host: '2001:db8::ab', port: 5683 }, client: { host: 'ff35:30:2001:db8::23', port: 61616 }, token: Buffer.from([0x7b]) };
 const TP_NESTED = '838220815020010db80000000000000000000000ab82208250ff35003020010db8000000000000002319f0b0417b';
 // ph_req: GET | Observe 0 (delta 6, len 0) | Uri-Path (delta 5, len 5) "alarm"
@@ -55,7 +55,7 @@ function recorder(): { ctx: ResponseContext; answers: ({ code: number; payload?:
 describe('ticket request (multicast-notifications-proxy-02 §4)', function () {
   const ir = { tpInfo: TP, phReq: PH_REQ };
 
-  it('LTMR value = the serialized tp_info, nested form (SPEC-DIGEST §2.5 [DERIVED])', function () {
+  it('LTMR value = the serialized tp_info, nested form (observe-multicast-notifications-15 §4.2.1.1 example, authority nested per its CDDL)', function () {
     assert.equal(hex(encodeLtmr(TP)), TP_NESTED);
     assert.deepEqual(decodeLtmr(Buffer.from(TP_NESTED, 'hex')), { ...TP, server: { ...TP.server, zone: undefined }, client: { ...TP.client, zone: undefined } });
   });
