@@ -154,7 +154,7 @@ describe('group proxy under attack (real sockets)', function () {
     const spoofer = await socketOn('127.0.0.5');
     const victimPort = spoofer.port;
     const req = createMessage({ type: 'NON', code: CODES.GET, messageId: 7, token: Buffer.from('spoofed!'), options: [{ number: MT, value: encodeUint(2) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }] });
-    const challenged = new Promise<void>((resolve) => p.proxy.on('event', (e) => e.kind === 'reject' && e.code === '4.01' && resolve()));
+    const challenged = new Promise<void>((resolve) => p.proxy.on('event', (e) => e.kind === 'challenge' && e.code === '4.01' && resolve()));
     spoofer.sock.send(encode(req), dest.port, dest.address);
     await challenged;
     const challenge = await waitFor(() => spoofer.replies.length > 0, 'the challenge').then(() => spoofer.replies[0]);
