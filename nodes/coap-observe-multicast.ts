@@ -9,13 +9,14 @@ import { GroupServer } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { CountEstimate, GroupObservation } from '../src/observe/group-observation';
 import { MulticastObserver, Notification } from '../src/observe/multicast-observer';
-import { UdpTransport } from '../src/transport/udp-transport';
 import { groupObservationSecurity, multicastObserverSecurity } from '../src/observe/group-oscore';
 import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
+import type { EndpointConfigNode } from './coap-endpoint';
+import { acquireDefaultEndpoint, defaultMulticastInterface, releaseDefaultEndpoint } from './lib/default-endpoint';
 import { describeMessage, contentFormatOf } from './lib/msg-mapping';
 import { decodePayload } from '../src/coap/payload';
 import { parseDuration } from '../src/node-support/units';
-import { Node, NodeAPI, NodeDef, NodeMessage, closeThen, guarded } from './lib/red';
+import { Node, NodeAPI, NodeDef, NodeMessage, guarded } from './lib/red';
 
 interface ObserveDef extends NodeDef {
   mode?: 'server' | 'client';
@@ -32,7 +33,9 @@ interface ObserveDef extends NodeDef {
   initial?: string;
   // client
   uri?: string;
-  bindAddress?: string;
+  /** coap-endpoint the observer registers and listens on; empty = the shared default endpoint */
+  endpoint?: string;
+  /** interface for joining the notification group; empty = the default endpoint's multicast interface */
   groupInterface?: string;
   autoStart?: boolean;
   payloadMode?: PayloadMode;
@@ -135,8 +138,18 @@ function register(RED: NodeAPI): void {
       return;
     }
 
-    // client mode
-    let opening: Promise<CoapEndpoint> | undefined;
+    // client mode: the observer registers and listens on the configured coap-endpoint (or the shared default
+    // endpoint); observers of one group on one endpoint share the group receiver and the token T.
+    const endpointNode = def.endpoint ? (RED.nodes.getNode(def.endpoint) as EndpointConfigNode | null) : null;
+    endpointNode?.register(node);
+    let usesDefault = false;
+    const getEndpoint = (): Promise<CoapEndpoint> => {
+      if (def.endpoint && !endpointNode) return Promise.reject(new Error(RED._('coap-endpoint.errors.missing')));
+      if (endpointNode) return endpointNode.getEndpoint();
+      usesDefault = true;
+      return acquireDefaultEndpoint(RED, node);
+    };
+    const groupInterface = (def.groupInterface || '').trim() || defaultMulticastInterface(RED);
     let observer: MulticastObserver | undefined;
     let received = 0;
     const payloadMode: PayloadMode = def.payloadMode || 'auto';
@@ -144,9 +157,7 @@ function register(RED: NodeAPI): void {
       const uri = (typeof msg?.url === 'string' && msg.url) || def.uri;
       if (!uri) throw new Error('no resource URI');
       observer?.cancel();
-      // one endpoint per node, opened once even if a message arrives while the deploy-time start is still opening
-      opening ??= UdpTransport.open({ bindAddress: def.bindAddress || '0.0.0.0', multicastInterface: def.groupInterface || '127.0.0.1' }).then((t) => new CoapEndpoint(t));
-      const endpoint = await opening;
+      const endpoint = await getEndpoint();
       if (closed) return;
       let proxy;
       const proxyText = typeof msg?.proxy === 'string' ? msg.proxy : def.proxy;
@@ -159,7 +170,7 @@ function register(RED: NodeAPI): void {
       if (groupOscoreNode && proxy) throw new Error('Group OSCORE through a proxy needs a ticket request (multicast-notifications-proxy-02 §4), which this node does not send');
       const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
       const leisure = def.leisure === undefined || def.leisure === '' ? undefined : parseDuration(def.leisure, 'Leisure', { min: 0 });
-      const obs = new MulticastObserver(endpoint, { uri, groupInterface: def.groupInterface || '127.0.0.1', proxy, leisure, security });
+      const obs = new MulticastObserver(endpoint, { uri, groupInterface, proxy, leisure, security });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;
@@ -190,13 +201,14 @@ function register(RED: NodeAPI): void {
         done();
       }),
     );
-    node.on('close', (_removed, done) => {
+    node.on('close', (removed, done) => {
       closed = true;
       observer?.cancel();
       node.status({});
-      const p = opening;
-      opening = undefined;
-      closeThen(p, done);
+      observer = undefined;
+      if (endpointNode) endpointNode.deregister(node, done, removed);
+      else if (usesDefault) releaseDefaultEndpoint(node, done);
+      else done();
     });
   }
   RED.nodes.registerType('coap-observe-multicast', CoapObserveMulticastNode);

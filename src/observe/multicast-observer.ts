@@ -50,6 +50,43 @@ export interface MulticastObserverOptions {
   security?: MulticastObserverSecurity;
 }
 
+/**
+ * Observers of one group observation share its token T (§4.2.1.1: the server chose it for the whole group), so
+ * several observers on one endpoint cannot each claim T with endpoint.listen. They share one listener per
+ * endpoint and token, which hands every notification to each of them once; the last one to leave retires T.
+ */
+interface SharedGroupListener {
+  remote: RemoteAddress;
+  handlers: Set<(res: IncomingResponse) => void>;
+  stop: () => void;
+}
+const groupListeners = new WeakMap<CoapEndpoint, Map<string, SharedGroupListener>>();
+
+function listenGroup(endpoint: CoapEndpoint, token: Buffer, remote: RemoteAddress, handler: (res: IncomingResponse) => void): () => void {
+  let byToken = groupListeners.get(endpoint);
+  if (!byToken) groupListeners.set(endpoint, (byToken = new Map()));
+  const key = token.toString('hex');
+  let shared = byToken.get(key);
+  if (shared && (shared.remote.address !== remote.address || shared.remote.port !== remote.port)) {
+    throw new Error(`token ${key} is already used for the notifications of ${shared.remote.address}:${shared.remote.port}`);
+  }
+  if (!shared) {
+    const handlers = new Set<(res: IncomingResponse) => void>();
+    const stop = endpoint.listen(token, (res) => {
+      for (const h of [...handlers]) h(res);
+    }, remote);
+    shared = { remote, handlers, stop };
+    byToken.set(key, shared);
+  }
+  const entry = shared;
+  entry.handlers.add(handler);
+  return () => {
+    if (!entry.handlers.delete(handler) || entry.handlers.size > 0) return;
+    if (byToken.get(key) === entry) byToken.delete(key);
+    entry.stop();
+  };
+}
+
 /** RFC 7641 §3.4: is V2 (arriving at t2) fresher than V1 (at t1)? */
 export function isFresher(v1: number, t1: number, v2: number, t2: number): boolean {
   return (v1 < v2 && v2 - v1 < 1 << 23) || (v1 > v2 && v1 - v2 > 1 << 23) || t2 > t1 + 128_000;
@@ -232,11 +269,13 @@ export class MulticastObserver extends EventEmitter {
     const transport = this.endpoint.transport;
     try {
       if (!canJoinGroups(transport)) throw new Error('this transport cannot join groups');
+      await transport.joinGroup({ address: t.client.host, port: t.client.port, interfaces: [this.o.groupInterface ?? (t.client.host.includes(':') ? '::%lo' : '127.0.0.1')] });
+      // The membership is counted per transport: only one that was joined is left again (by end()).
+      if (this.mode === 'ended') return void transport.leaveGroup(t.client.host, t.client.port); // cancelled meanwhile
       this.groupAddress = t.client.host;
       this.groupPort = t.client.port;
-      await transport.joinGroup({ address: this.groupAddress, port: t.client.port, interfaces: [this.o.groupInterface ?? (t.client.host.includes(':') ? '::%lo' : '127.0.0.1')] });
       // The client MUST use T as its local token for this observation.
-      this.stopGroup = this.endpoint.listen(t.token, (res) => this.onMulticast(res), { address: t.server.host, port: t.server.port });
+      this.stopGroup = listenGroup(this.endpoint, t.token, { address: t.server.host, port: t.server.port }, (res) => this.onMulticast(res));
     } catch (err) {
       return this.fail(err as Error);
     }

@@ -258,6 +258,39 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
       const statuses: string[] = await page.$$eval('.red-ui-flow-node-status-label', (els) => els.map((e) => e.textContent ?? '').filter(Boolean));
       for (const st of statuses) assert.doesNotMatch(st, /\b1 [a-z]{3,}s\b|undefined|NaN|\[object/, `status "${st}"`);
 
+      // no status runs under another node (or another status): the SVG boxes as drawn on the visible tab
+      const overlaps: string[] = await page.evaluate(() => {
+        type Box = { left: number; right: number; top: number; bottom: number; width: number; height: number };
+        const label = (g: any) => window.RED.nodes.node(g.id)?.name || window.RED.nodes.node(g.id)?.type || g.id;
+        const nodes: { id: string; name: string; box: Box; status?: Box }[] = [];
+        for (const g of document.querySelectorAll('#red-ui-workspace-chart g.red-ui-flow-node-group') as any) {
+          const rect = g.querySelector('rect.red-ui-flow-node');
+          if (!rect) continue;
+          const box: Box = rect.getBoundingClientRect();
+          if (box.width === 0 || box.height === 0) continue; // not on the visible tab
+          const text = g.querySelector('.red-ui-flow-node-status-label');
+          const group = g.querySelector('.red-ui-flow-node-status-group');
+          let status: Box | undefined;
+          if (text && (text.textContent ?? '') !== '' && group) {
+            const sb: Box = group.getBoundingClientRect();
+            if (sb.width > 0 && sb.height > 0) status = sb;
+          }
+          nodes.push({ id: g.id, name: label(g), box, status });
+        }
+        const hit = (a: Box, b: Box) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        const out: string[] = [];
+        for (const n of nodes) {
+          if (!n.status) continue;
+          for (const o of nodes) {
+            if (o === n) continue;
+            if (hit(n.status, o.box)) out.push(`the status of "${n.name}" runs under the node "${o.name}"`);
+            if (o.status && o.id < n.id && hit(n.status, o.status)) out.push(`the statuses of "${n.name}" and "${o.name}" overlap`);
+          }
+        }
+        return out.length ? out : nodes.some((n) => n.status) ? [] : ['no status was drawn'];
+      });
+      assert.deepEqual(overlaps, [], `${name}: statuses overlapping nodes`);
+
       // every dialog of the example as shipped: no empty select, no field the editor flags as invalid
       const ours: { id: string; type: string; config: boolean }[] = await page.evaluate((types: string[]) => {
         const out: { id: string; type: string; config: boolean }[] = [];

@@ -108,4 +108,63 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
     assert.ok([...got.o1, ...got.o2].every((m) => m.coap.via === 'unicast'));
     assert.notEqual(got.o1[0].coap.token, got.o2[0].coap.token);
   });
+
+  it('two client nodes on one coap-endpoint observe one group resource through its socket: each gets every notification once, and removing one keeps the other going', async function () {
+    const port = await freeUnicastPort('127.0.0.8');
+    const groupPort = await freeGroupPort('239.255.0.81');
+    const uri = `coap://127.0.0.8:${port}/alarm`;
+    const client = (i: number) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, endpoint: 'ep', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] });
+    const flow = [
+      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.8', port, path: '/alarm', group: '239.255.0.81', groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      client(1),
+      client(2),
+      { id: 'o1', type: 'helper' },
+      { id: 'o2', type: 'helper' },
+      ...completeWatch(['c1', 'c2']),
+    ];
+    await helper.load([observeNode, endpointNode, ...WATCH_NODES], flow);
+    const dones = new DoneCounter(helper.getNode('cmp-out'));
+    const got: Record<string, Msg[]> = { o1: [], o2: [] };
+    const waiters: (() => void)[] = [];
+    for (const k of Object.keys(got))
+      helper.getNode(k).on('input', (m: Msg) => {
+        got[k].push(m);
+        for (const w of waiters.splice(0)) w();
+      });
+    const until = async (pred: () => boolean) => {
+      while (!pred()) await new Promise<void>((r) => waiters.push(r));
+    };
+    const payloads = (k: string) => got[k].map((m) => m.payload);
+    const registrations: Msg[] = [];
+    helper.getNode('events').on('input', (m: Msg) => m.topic === 'registration' && registrations.push(m));
+    const starts = [{ _msgid: 's1' }, { _msgid: 's2' }];
+    helper.getNode('c1').receive(starts[0]);
+    helper.getNode('c2').receive(starts[1]);
+    await until(() => got.o1.length === 1 && got.o2.length === 1);
+    await dones.assertOncePer(['s1', 's2']);
+    // both registered from the endpoint's own socket: no private socket behind either node
+    const ep = await helper.getNode('ep').getEndpoint();
+    const epPort = ep.transport.address().port;
+    assert.deepEqual(registrations.map((r) => r.payload.client.port), [epPort, epPort]);
+    assert.equal(got.o1[0].coap.via, 'last_notif');
+
+    // Each state reaches each node once: a duplicate of 'A' would be delivered before 'B' (one datagram each).
+    helper.getNode('srv').receive({ payload: 'A' });
+    helper.getNode('srv').receive({ payload: 'B' });
+    await until(() => payloads('o1').includes('B') && payloads('o2').includes('B'));
+    assert.deepEqual(payloads('o1'), ['calm', 'A', 'B']);
+    assert.deepEqual(payloads('o2'), ['calm', 'A', 'B']);
+    assert.ok([...got.o1, ...got.o2].slice(1).every((m) => m.coap.via !== 'unicast'));
+    assert.ok(got.o1.slice(1).every((m) => m.coap.via === 'multicast') && got.o2.slice(1).every((m) => m.coap.via === 'multicast'));
+
+    // A deploy that removes c1: c1 leaves the group and the shared token, c2 keeps both.
+    await helper.setFlows(flow.filter((n) => n.id !== 'c1'), 'nodes');
+    helper.getNode('srv').receive({ payload: 'C' });
+    helper.getNode('srv').receive({ payload: 'D' });
+    await until(() => payloads('o2').includes('D'));
+    assert.deepEqual(payloads('o2'), ['calm', 'A', 'B', 'C', 'D']);
+    assert.deepEqual(payloads('o1'), ['calm', 'A', 'B'], 'the removed node sends nothing more');
+  });
 });

@@ -14,6 +14,7 @@ import { CoapMessage, CoapOption, getOption, getOptions } from '../../src/coap/m
 import { OPT, decodeUint, encodeUint } from '../../src/coap/options';
 import { SecurityContext, decodeOscoreOption, decodePartialIv, deriveKeys, protectRequest } from '../../src/oscore';
 import { nodeRedRuntime } from '../support/node-red-runtime';
+import { DoneCounter } from '../support/flow';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -60,6 +61,36 @@ function contexts(store: 'file' | 'memory' = 'file') {
  * server: pRes (protect response) -> wire tap + uRes (client verifies) -> cliOut
  * uReqW verifies with a context of the wrong key; its failures go to a Catch node.
  */
+const LAYERS = ['pReq', 'uReq', 'pRes', 'uRes', 'uReqW'];
+
+/**
+ * How many layer nodes each message went through: a test's own input into a layer, and what pReq / pRes pass on
+ * to uReq / uRes (the wire taps see exactly that). Each of them must finish it (done() or done(err)) once: the
+ * Complete and Catch nodes report every finish, checked when the flow unloads.
+ */
+let given = new Map<string, number>();
+let dones: DoneCounter;
+let msgCounter = 0;
+const give = (id: string) => given.set(id, (given.get(id) ?? 0) + 1);
+function watchDones(): void {
+  given = new Map();
+  dones = new DoneCounter(helper.getNode('cmp-out'));
+  helper.getNode('reqWire').on('input', (m: Msg) => give(m._msgid));
+  helper.getNode('resWire').on('input', (m: Msg) => give(m._msgid));
+}
+async function assertDonesOnce(): Promise<void> {
+  let total = 0;
+  for (const n of given.values()) total += n;
+  await dones.waitFor(total);
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(Object.fromEntries(dones.counts), Object.fromEntries(given), 'done() once per message and layer node');
+}
+function input(into: string, msg: Msg): void {
+  msg._msgid = `in-${++msgCounter}`;
+  if (LAYERS.includes(into)) give(msg._msgid);
+  helper.getNode(into).receive(msg);
+}
+
 function flow(store: 'file' | 'memory' = 'file', format: 'datagram' | 'message' = 'datagram') {
   const layer = (id: string, context: string, role: string, wires: string[][], errors = 'throw') => ({ id, z: 'f1', type: 'coap-oscore-layer', context, role, format, errors, outputs: errors === 'output' ? 2 : 1, wires });
   return [
@@ -70,7 +101,11 @@ function flow(store: 'file' | 'memory' = 'file', format: 'datagram' | 'message' 
     layer('pRes', 'ctxS', 'protect-response', [['resWire', 'uRes']]),
     layer('uRes', 'ctxC', 'unprotect-response', [['cliOut']]),
     layer('uReqW', 'ctxW', 'unprotect-request', [['wOut']]),
-    { id: 'catcher', z: 'f1', type: 'catch', scope: ['uReqW', 'uRes'], uncaught: false, wires: [['caught']] },
+    { id: 'catcher', z: 'f1', type: 'catch', scope: ['uReqW', 'uRes'], uncaught: false, wires: [['caught', 'cmp-out']] },
+    // done() exactly once per message and layer node: a Complete node on every layer, with the Catch node above
+    // (the test helper loads one node of each core type: pReq, uReq and pRes do not fail in these tests)
+    { id: 'cmp', z: 'f1', type: 'complete', scope: LAYERS, uncaught: false, wires: [['cmp-out']] },
+    { id: 'cmp-out', z: 'f1', type: 'helper' },
     ...['reqWire', 'srvOut', 'srvErr', 'resWire', 'cliOut', 'wOut', 'caught'].map((id) => ({ id, z: 'f1', type: 'helper' })),
   ];
 }
@@ -110,7 +145,7 @@ function nextMsg(id: string, ms = 2000): Promise<Msg> {
 
 async function through(into: string, msg: Msg, outId: string): Promise<Msg> {
   const out = nextMsg(outId);
-  helper.getNode(into).receive(msg);
+  input(into, msg);
   return out;
 }
 
@@ -170,13 +205,18 @@ describe('nodes: coap-oscore-context and coap-oscore-layer in a Node-RED runtime
   async function load(store: 'file' | 'memory' = 'file', format: 'datagram' | 'message' = 'datagram', creds: object = credentials): Promise<void> {
     await helper.load([contextNode, layerNode], flow(store, format), creds);
     loaded = true;
+    watchDones();
     watch();
   }
 
   async function unload(): Promise<void> {
-    harvestLog();
-    loaded = false;
-    await helper.unload();
+    try {
+      await assertDonesOnce();
+    } finally {
+      harvestLog();
+      loaded = false;
+      await helper.unload();
+    }
   }
 
   before(function () {
@@ -247,7 +287,7 @@ describe('nodes: coap-oscore-context and coap-oscore-layer in a Node-RED runtime
     await load();
     const statuses = statusesOf('uReqW');
     const wire = nextMsg('reqWire');
-    helper.getNode('pReq').receive({ payload: encode(getRequest()) });
+    input('pReq', { payload: encode(getRequest()) });
     const protectedReq = (await wire).payload as Buffer;
     const caught = await through('uReqW', { payload: protectedReq }, 'caught');
     // Node-RED's Catch convention: its own msg.error (with our code), and the node's object in msg._error.

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { CODES } from '../../src/coap/codes';
-import { Msg, collect as until } from '../support/flow';
+import { DoneCounter, Msg, WATCH_NODES, collect as until, completeWatch } from '../support/flow';
 import { nodeRedRuntime } from '../support/node-red-runtime';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 
@@ -16,6 +16,28 @@ const groupRequestNode = require('../../nodes/coap-group-request');
 const proxyNode = require('../../nodes/coap-group-proxy');
 
 helper.init(nodeRedRuntime());
+
+/**
+ * helper.load with a Complete and a Catch node watching the request nodes; input() gives each message its own id,
+ * and checkDones() asserts that each input was finished (done() or done(err)) exactly once.
+ */
+let watched: { dones: DoneCounter; ids: string[] } | undefined;
+let msgCounter = 0;
+async function load(nodes: unknown[], flow: Record<string, unknown>[], credentials?: unknown): Promise<void> {
+  const scope = flow.filter((n) => n.type === 'coap-group-request').map((n) => n.id as string);
+  await helper.load([...nodes, ...WATCH_NODES], [...flow, ...completeWatch(scope)], credentials);
+  watched = { dones: new DoneCounter(helper.getNode('cmp-out')), ids: [] };
+}
+function input(id: string, msg: Msg): void {
+  const m = { ...msg, _msgid: `in-${++msgCounter}` };
+  watched!.ids.push(m._msgid);
+  helper.getNode(id).receive(m);
+}
+async function checkDones(): Promise<void> {
+  const w = watched;
+  watched = undefined;
+  if (w) await w.dones.assertOncePer(w.ids);
+}
 
 
 describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {
@@ -31,7 +53,13 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     await stopAll(lamps.map((l) => l.server));
   });
   afterEach(async function () {
-    await helper.unload();
+    try {
+      await checkDones();
+      await checkDones();
+    } finally {
+      watched = undefined;
+      await helper.unload();
+    }
   });
 
   const base = (allow: string, reverse: unknown[] = []) => [
@@ -51,11 +79,11 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
   }
 
   it('one request through the proxy node: 5 messages whose origin is the lamp named in Reply-From, then completion', async function () {
-    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1'));
+    await load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1'));
     const proxy = await proxyUri();
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const events = until(helper.getNode('events'), (m) => m.filter((x) => x.topic === 'response').length >= 5);
-    helper.getNode('req').receive({ proxy });
+    input('req', { proxy });
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     assert.equal(responses.length, 5);
@@ -75,11 +103,11 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
   });
 
   it('a client outside the allow-list: completion reports 4.01 and the proxy emits a reject event', async function () {
-    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.200'));
+    await load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.200'));
     const proxy = await proxyUri();
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const events = until(helper.getNode('events'), (m) => m.some((x) => x.topic === 'reject'));
-    helper.getNode('req').receive({ proxy });
+    input('req', { proxy });
     const msgs = await done;
     assert.equal(msgs.length, 1);
     assert.equal(msgs[0].coap.errors[0].code, '4.01');
@@ -88,17 +116,17 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
   });
 
   it('reverse proxy case 1 via the node: a relayed origin carries `via`, and wiring it back reaches that lamp through the proxy', async function () {
-    await helper.load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1', [{ host: 'lights.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }]));
+    await load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1', [{ host: 'lights.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }]));
     const proxy = await proxyUri();
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
-    helper.getNode('req').receive({ proxy, url: 'coap://lights.example/light', targetStyle: 'reverse', multicastTimeout: 1 });
+    input('req', { proxy, url: 'coap://lights.example/light', targetStyle: 'reverse', multicastTimeout: 1 });
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     assert.equal(responses.length, 5);
     const pick = responses[1];
     assert.equal(pick.coap.origin.via.uri, proxy);
     const follow = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
-    helper.getNode('req').receive({ ...pick, url: `${pick.coap.origin.uri}/light`, proxy: '' });
+    input('req', { ...pick, url: `${pick.coap.origin.uri}/light`, proxy: '' });
     const after = await follow;
     assert.equal(after.length, 2);
     // answered by the proxy standing in for the lamp: the origin is the lamp (msg.topic names it), reached via the proxy
@@ -125,7 +153,13 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
     await stopAll(lamps.map((l) => l.server));
   });
   afterEach(async function () {
-    await helper.unload();
+    try {
+      await checkDones();
+      await checkDones();
+    } finally {
+      watched = undefined;
+      await helper.unload();
+    }
   });
 
   const flow = (allow: string) => [
@@ -143,13 +177,13 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
   const credentials = { cC: { masterSecret: secret }, cP: { masterSecret: secret } };
 
   it('the proxy removes the client\'s OSCORE layer, allow-lists it by kid, and relays protected responses the node verifies', async function () {
-    await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:c1'), credentials);
+    await load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:c1'), credentials);
     const ep = await helper.getNode('pl').getEndpoint();
     const proxy = `coap://127.0.0.1:${ep.transport.address().port}`;
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
     const events: Msg[] = [];
     helper.getNode('events').on('input', (m: Msg) => events.push(m));
-    helper.getNode('req').receive({ proxy });
+    input('req', { proxy });
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     assert.equal(responses.length, 3);
@@ -158,7 +192,7 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
     assert.equal(events.find((e) => e.topic === 'request')!.payload.client.kid, 'c1');
     // without OSCORE the same client is refused
     const refused = until(helper.getNode('out2'), (m) => m.some((x) => x.complete));
-    helper.getNode('plain').receive({ proxy });
+    input('plain', { proxy });
     const r = await refused;
     assert.equal(r[0].coap.errors[0].code, '4.01');
     // no secret in any message
@@ -166,10 +200,10 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
   });
 
   it('a client whose OSCORE identity is not on the allow-list gets 4.01', async function () {
-    await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:77'), credentials);
+    await load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow('kid:77'), credentials);
     const ep = await helper.getNode('pl').getEndpoint();
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
-    helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
+    input('req', { proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
     const msgs = await done;
     assert.equal(msgs.length, 1);
     assert.equal(msgs[0].coap.errors[0].code, '4.01');
@@ -201,10 +235,10 @@ describe('nodes: two OSCORE layers (client-proxy outside, end to end inside) thr
         cC: { masterSecret: cpSecret }, cP: { masterSecret: cpSecret },
         cE: { masterSecret: keys.masterSecret.toString('hex'), masterSalt: keys.masterSalt.toString('hex') },
       };
-      await helper.load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow, credentials);
+      await load([endpointNode, groupRequestNode, proxyNode, oscoreContextNode], flow, credentials);
       const ep = await helper.getNode('pl').getEndpoint();
       const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
-      helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
+      input('req', { proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
       const msgs = await done;
       const responses = msgs.filter((m) => !m.complete);
       assert.deepEqual(msgs[msgs.length - 1].coap.errors, []);
@@ -212,7 +246,9 @@ describe('nodes: two OSCORE layers (client-proxy outside, end to end inside) thr
       assert.deepEqual(responses[0].payload, { name: lamp.name });
       assert.equal(responses[0].coap.origin.address, lamp.address);
       assert.deepEqual(lamp.seen, [{ code: CODES.GET, path: '/light' }]);
+      await checkDones();
     } finally {
+      watched = undefined;
       await helper.unload();
       await lamp.server.close();
     }
@@ -232,13 +268,13 @@ describe('nodes: Multicast-Timeout 0 through the proxy node', function () {
         { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'PUT', url: `coap://${GROUP_V4}:${port}/light`, contentFormat: 'text/plain', timeout: 2, multicastTimeout: 0, wires: [['out']] },
         { id: 'out', type: 'helper' },
       ];
-      await helper.load([endpointNode, groupRequestNode, proxyNode], flow);
+      await load([endpointNode, groupRequestNode, proxyNode], flow);
       const ep = await helper.getNode('pl').getEndpoint();
       const req = helper.getNode('req');
       // the exchange ended in the node: its status turns from waiting (blue) to done (green)
       const done = new Promise<void>((resolve) => req.on('call:status', (c: { args: { fill?: string }[] }) => c.args[0].fill === 'green' && resolve()));
       const out = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
-      req.receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}`, payload: 'on' });
+      input('req', { proxy: `coap://127.0.0.1:${ep.transport.address().port}`, payload: 'on' });
       const msgs = await out;
       await done;
       assert.equal(msgs.length, 1);
@@ -247,7 +283,9 @@ describe('nodes: Multicast-Timeout 0 through the proxy node', function () {
       const deadline = Date.now() + 5000;
       while (!lamp.state.on && Date.now() < deadline) await new Promise((r) => setImmediate(r));
       assert.equal(lamp.state.on, true, 'the group got the request');
+      await checkDones();
     } finally {
+      watched = undefined;
       await helper.unload();
       await lamp.server.close();
     }
