@@ -191,10 +191,18 @@ export class UdpTransport extends EventEmitter implements Transport {
 
   /** Stop receiving a group (its receiver closes when the last user of that group and port leaves). */
   async leaveGroup(address: string, port?: number): Promise<void> {
+    // after close() every receiver is closed already: leaving then is a no-op, never a second close (which throws)
+    if (this.closed) return;
     const r = this.receivers.find((x) => x.group === address && (port === undefined || x.port === port));
     if (!r || --r.users > 0) return;
     this.receivers = this.receivers.filter((x) => x !== r);
-    await new Promise<void>((resolve) => r.socket.close(() => resolve()));
+    await new Promise<void>((resolve) => {
+      try {
+        r.socket.close(() => resolve());
+      } catch {
+        resolve(); // already closed
+      }
+    });
   }
 
   /** The port the first group receiver is bound to (useful when the group port was 0). */
@@ -236,6 +244,7 @@ export class UdpTransport extends EventEmitter implements Transport {
     if (this.closed) return;
     this.closed = true;
     const sockets = [this.unicast, ...this.receivers.map((r) => r.socket)].filter(Boolean);
+    this.receivers = [];
     await Promise.all(
       sockets.map(
         (s) =>

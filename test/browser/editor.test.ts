@@ -191,6 +191,41 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
     }
   });
 
+  it('the editor flags a bad port (70000, "abc") and a non-CoAP URI, and lists this machine\'s interfaces for the multicast interface', async function () {
+    const flagged = async (field: string, value: string): Promise<boolean> => {
+      await page.fill(field, value);
+      await page.locator(field).dispatchEvent('change');
+      return page.$eval(field, (el: any) => el.classList.contains('input-error'));
+    };
+    await page.evaluate(() => window.RED.editor.editConfig('', 'coap-endpoint', '_ADD_'));
+    await page.locator('#node-config-dialog-edit-form').waitFor();
+    assert.equal(await flagged('#node-config-input-port', '70000'), true, 'port 70000 is flagged');
+    assert.equal(await flagged('#node-config-input-port', 'abc'), true, 'port "abc" is flagged');
+    assert.equal(await flagged('#node-config-input-port', '5683'), false, 'port 5683 is accepted');
+    // the interface list comes from the admin endpoint: loopback at least
+    await page.waitForFunction(() => document.querySelectorAll('#coap-ep-ifaces option').length > 0);
+    const ifaces: string[] = await page.$$eval('#coap-ep-ifaces option', (os: any[]) => os.map((o) => o.value));
+    assert.ok(ifaces.includes('127.0.0.1'), `interfaces listed: ${ifaces.join(', ')}`);
+    await page.click('#node-config-dialog-cancel');
+    await page.locator('.red-ui-tray').first().waitFor({ state: 'detached' });
+    const id = await page.evaluate(() => {
+      const RED = window.RED;
+      const n = RED.view.importNodes([{ id: RED.nodes.id(), type: 'coap-group-request', x: 200, y: 100, z: RED.workspaces.active() }], { generateIds: false, touchImport: true });
+      return (n.nodes ?? n)[0]?.id ?? RED.nodes.filterNodes({ type: 'coap-group-request' })[0].id;
+    });
+    await page.evaluate((nid: string) => window.RED.editor.edit(window.RED.nodes.node(nid)), id);
+    await page.locator('#dialog-form').waitFor();
+    assert.equal(await flagged('#node-input-url', 'http://127.0.0.1/light'), true, 'an http URI is flagged');
+    assert.equal(await flagged('#node-input-url', 'coap://224.0.1.187/light'), false, 'a coap URI is accepted');
+    await page.click('#node-dialog-cancel');
+    await page.locator('.red-ui-tray').first().waitFor({ state: 'detached' });
+    await page.evaluate((nid: string) => {
+      window.RED.nodes.remove(nid);
+      window.RED.view.redraw(true);
+    }, id);
+    assertClean('validation');
+  });
+
   it('every node has a help panel with text', async function () {
     await openSidebarTab('help');
     for (const type of nodeTypes) {

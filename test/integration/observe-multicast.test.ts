@@ -238,6 +238,17 @@ describe('multicast notifications: rough counting (§8.2) on a FakeClock', funct
 });
 
 describe('group membership is a capability of the Transport interface', function () {
+  it('leaving a group after the transport closed is a no-op: a proxy closing its observers after its endpoint never throws', async function () {
+    const groupPort = await freeGroupPort(NOTIF_GROUP);
+    const t = await UdpTransport.open({ bindAddress: '127.0.0.1' });
+    await t.joinGroup({ address: NOTIF_GROUP, port: groupPort });
+    // close() and leaveGroup() racing, as on a redeploy that closes the endpoint while a relay still leaves its group
+    const closing = t.close();
+    await t.leaveGroup(NOTIF_GROUP, groupPort);
+    await closing;
+    await t.leaveGroup(NOTIF_GROUP, groupPort);
+  });
+
   it('an observer whose transport cannot join groups reports it and ends; the same observer on a UdpTransport joins', async function () {
     const groupPort = await freeGroupPort(NOTIF_GROUP);
     const server = await GroupServer.open({ address: '127.0.0.5', port: 0, groups: [], leisure: 0 });
