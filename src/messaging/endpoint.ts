@@ -2,9 +2,18 @@
 // CON retransmission with exponential backoff, NON, ACK, RST, duplicate detection by (source, Message ID),
 // piggybacked and separate responses, token matching (token + source for unicast, token alone for group requests),
 // several responses per token until a deadline, no RST to late responses of our own group requests, and tokens
-// retired for MIN_TOKEN_REUSE_TIME. Malformed input is counted and dropped (or answered with RST / 4.02).
+// not reused before MIN_TOKEN_REUSE_TIME. Malformed input is counted and dropped (or answered with RST / 4.02).
 // State a peer can make us keep is bounded: the duplicate cache in entries and bytes, retired tokens in number,
 // NON messages awaiting a RST in number; a request handler that throws becomes an empty 5.00, never its message.
+//
+// Tokens we draw ourselves (8 bytes, the default length) are a 32-bit counter followed by 32 random bits (RFC 7252
+// §5.3.1 asks for at least 32 bits of randomness). The counter makes them unique for 2^31 tokens per kind, so the
+// groupcomm-bis §3.1.5 rule "no reuse before MIN_TOKEN_REUSE_TIME" holds without remembering each retired token
+// (it would take more than 4 million group requests per second to wrap within that time), and a late response to
+// one of our group requests is recognised by its counter (even for group tokens, odd for unicast ones, issued
+// already, no longer active) instead of by a map entry. Before, a proxy doing 200 group requests/s held 100,000
+// retired tokens (15 MB) and reached the cap, refusing requests with 5.03 (docs/BENCHMARKS.md §4c). Shorter tokens
+// and tokens chosen by the caller are still retired in the bounded map.
 
 import { randomFillSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -84,9 +93,11 @@ export interface EndpointOptions {
    */
   maxDedupBytes?: number;
   /**
-   * cap on retired tokens (groupcomm-bis §3.1.5), default 100,000. A retired token is never forgotten early; when
-   * the cap is reached, new group requests, listeners and one-shot tokens are refused with ERR_TOO_MANY_TOKENS
-   * (a CoapError that becomes 5.03) until old ones expire.
+   * cap on retired tokens (groupcomm-bis §3.1.5) plus active group exchanges and listeners, default 100,000. Only
+   * tokens shorter than 8 bytes or chosen by the caller are kept when retired (our 8-byte tokens are counters, see
+   * the file header). A retired token is never forgotten early; when the cap is reached, new group requests,
+   * listeners and one-shot tokens are refused with ERR_TOO_MANY_TOKENS (a CoapError that becomes 5.03) until old
+   * ones expire.
    */
   maxRetiredTokens?: number;
   /** cap on NON messages remembered for RST matching (SendOptions.onReset), default 10,000; oldest go first */
@@ -278,9 +289,17 @@ export class CoapEndpoint extends EventEmitter {
 
   private tokenPool = Buffer.alloc(0);
   private tokenPoolPos = 0;
+  /** counters of the 8-byte tokens we draw: [0] group kind (even values), [1] unicast kind (odd values) */
+  private readonly tokenSeqStart = [0, 0];
+  private readonly tokenSeq = [0, 0];
 
-  /** A fresh random token not in use and not retired (groupcomm-bis §3.1.5). */
-  newToken(length = this.tokenLength): Buffer {
+  /**
+   * A fresh token not in use and not retired (groupcomm-bis §3.1.5). `unicast` marks a token for a request to one
+   * server, whose late responses get a RST (RFC 7252 §4.2); every other token (group requests, listeners, relays)
+   * is of the group kind, whose late responses are dropped silently.
+   */
+  newToken(length = this.tokenLength, unicast = false): Buffer {
+    if (length === 8) return this.newCounterToken(unicast ? 1 : 0);
     // Short tokens can run out (256 one-byte tokens): give up rather than loop for ever.
     for (let attempt = 0; ; attempt++) {
       if (attempt > 10_000) {
@@ -298,10 +317,52 @@ export class CoapEndpoint extends EventEmitter {
     }
   }
 
+  private randomBytes(n: number): Buffer {
+    if (this.tokenPoolPos + n > this.tokenPool.length) {
+      this.tokenPool = randomFillSync(Buffer.allocUnsafe(4096));
+      this.tokenPoolPos = 0;
+    }
+    const b = this.tokenPool.subarray(this.tokenPoolPos, this.tokenPoolPos + n);
+    this.tokenPoolPos += n;
+    return b;
+  }
+
+  private newCounterToken(kind: 0 | 1): Buffer {
+    if (this.tokenSeq[kind] === this.tokenSeqStart[kind]) {
+      // first token of this kind: a random start, so that counters say nothing about earlier runs
+      const start = ((this.randomBytes(4).readUInt32BE(0) & ~1) | kind) >>> 0;
+      this.tokenSeqStart[kind] = start;
+      this.tokenSeq[kind] = start;
+    }
+    for (let attempt = 0; ; attempt++) {
+      const t = Buffer.allocUnsafe(8);
+      t.writeUInt32BE(this.tokenSeq[kind], 0);
+      this.tokenSeq[kind] = (this.tokenSeq[kind] + 2) >>> 0;
+      this.randomBytes(4).copy(t, 4);
+      // a caller-chosen token can sit on a counter value; skip it (it cannot repeat within 2^31 tokens)
+      const k = tokenKey(t);
+      if (!this.exchanges.has(k) && !this.retired.has(k, this.clock.now())) return t;
+      if (attempt > 10_000) {
+        this.counters.tokensRefused++;
+        throw new CoapError('no free token', 'ERR_TOO_MANY_TOKENS', CODES.SERVICE_UNAVAILABLE);
+      }
+    }
+  }
+
+  /** True if `token` is an 8-byte token of `kind` that this endpoint has already drawn. */
+  private isOwnCounterToken(token: Buffer, kind: 0 | 1): boolean {
+    if (token.length !== 8) return false;
+    const c = token.readUInt32BE(0);
+    if ((c & 1) !== kind) return false;
+    const start = this.tokenSeqStart[kind];
+    const issued = (this.tokenSeq[kind] - start) >>> 0;
+    return issued !== 0 && ((c - start) >>> 0) < issued;
+  }
+
   /** True while a token may not be used for a new request. */
   isTokenBusy(token: Buffer): boolean {
     const k = tokenKey(token);
-    return this.exchanges.has(k) || this.retired.has(k, this.clock.now());
+    return this.exchanges.has(k) || this.retired.has(k, this.clock.now()) || this.isOwnCounterToken(token, 0);
   }
 
   /**
@@ -314,6 +375,8 @@ export class CoapEndpoint extends EventEmitter {
     const k = tokenKey(token);
     const ex = this.exchanges.get(k);
     if (ex) this.dropExchange(k, ex);
+    // our own counter tokens are never drawn again within 2^31 tokens: nothing to remember
+    if (this.isOwnCounterToken(token, 0)) return;
     const now = this.clock.now();
     this.retired.sweep(now);
     this.retired.set(k, true, now + this.tokenReuseTime);
@@ -436,7 +499,7 @@ export class CoapEndpoint extends EventEmitter {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new CoapError('endpoint closed', 'ERR_CLOSED'));
       const confirmable = opts.confirmable ?? req.type !== 'NON';
-      const token = opts.token ?? req.token ?? this.newToken();
+      const token = opts.token ?? req.token ?? this.newToken(this.tokenLength, true);
       const k = tokenKey(token);
       if (this.exchanges.has(k)) return reject(new CoapError('token in use', 'ERR_TOKEN_IN_USE'));
       const msg = createMessage({ ...req, type: confirmable ? 'CON' : 'NON', token, messageId: this.newMessageId() });
@@ -560,7 +623,11 @@ export class CoapEndpoint extends EventEmitter {
   private keepReply(entry: DedupEntry, reply: Buffer): void {
     const before = this.dedup.evicted;
     this.dedup.addWeight(entry.key, reply.length - (entry.reply?.length ?? 0));
-    entry.reply = reply;
+    // A reply encoded into Node's shared 8 KiB Buffer pool would keep the whole slab alive for EXCHANGE_LIFETIME:
+    // in the proxy soak, 35,000 kept 4-byte ACKs held 20-107 MB of slabs (docs/BENCHMARKS.md §4c). Keep an exact copy.
+    const own = Buffer.allocUnsafeSlow(reply.length);
+    reply.copy(own);
+    entry.reply = own;
     this.counters.dedupEvictions += this.dedup.evicted - before;
   }
 
@@ -675,7 +742,7 @@ export class CoapEndpoint extends EventEmitter {
       ex.onResponse({ message: msg, remote });
       return true;
     }
-    if (this.retired.has(k, this.clock.now())) {
+    if (this.retired.has(k, this.clock.now()) || this.isOwnCounterToken(msg.token, 0)) {
       // groupcomm-bis §3.1.5: a late response to our own group request is dropped silently (no RST).
       this.counters.lateGroupResponses++;
       return false;

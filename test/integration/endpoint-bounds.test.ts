@@ -252,7 +252,8 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
 
   describe('retired tokens capped (groupcomm-bis §3.1.5)', function () {
     it('refuses new group tokens at maxRetiredTokens, never forgets a retired one early, and frees slots after MIN_TOKEN_REUSE_TIME', async function () {
-      const ep = await make({ maxRetiredTokens: 3 });
+      // 4-byte tokens are random and kept in the retired map (8-byte ones are counters: see the next test)
+      const ep = await make({ maxRetiredTokens: 3, tokenLength: 4 });
       const t1 = ep.newToken();
       const stop1 = ep.listen(t1, () => undefined);
       const stop2 = ep.listen(ep.newToken(), () => undefined);
@@ -277,6 +278,55 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       assert.equal(ep.isTokenBusy(t1), false);
       assert.equal(ep.retiredTokens, 0);
       assert.equal(ep.canRetireToken(), true);
+    });
+
+    it('8-byte tokens are counter + 32 random bits: never repeated, never stored when retired, late group responses dropped without RST, late unicast responses reset', async function () {
+      const ep = await make({ maxRetiredTokens: 10 });
+      const seen = new Set<string>();
+      const counters: number[] = [];
+      for (let i = 0; i < 2000; i++) {
+        const t = ep.newOneShotToken();
+        assert.equal(t.length, 8);
+        seen.add(t.toString('hex'));
+        counters.push(t.readUInt32BE(0));
+      }
+      assert.equal(seen.size, 2000);
+      // consecutive even counters (groupcomm-bis §3.1.5 without a map entry per retired token)
+      for (let i = 1; i < counters.length; i++) assert.equal((counters[i] - counters[i - 1]) >>> 0, 2);
+      assert.equal(counters[0] % 2, 0);
+      assert.equal(ep.retiredTokens, 0);
+      assert.equal(ep.canRetireToken(), true);
+      assert.equal(ep.isTokenBusy(Buffer.from([...seen][0], 'hex')), true);
+
+      // a group request that ended: its late response is dropped silently (groupcomm-bis §3.1.5)
+      const g = ep.groupRequest({ code: CODES.GET }, probe.address(), 100, () => undefined, () => undefined);
+      const sent = decode(await probe.next());
+      assert.deepEqual(sent.token, g.token);
+      g.cancel();
+      const late = (token: Buffer, messageId: number) =>
+        encode(createMessage({ type: 'NON', code: CODES.CONTENT, messageId, token, payload: Buffer.from('late') }));
+      const handled = once(ep.transport, 'datagram'); // the endpoint's own listener runs first
+      probe.send(late(g.token, 7001), ep.transport.address());
+      await handled;
+      assert.equal(ep.counters.lateGroupResponses, 1);
+      assert.equal(ep.counters.resetsSent, 0);
+
+      // an even counter never drawn yet is not ours: an unmatched NON response from a unicast source gets RST
+      const future = Buffer.from(g.token);
+      future.writeUInt32BE((g.token.readUInt32BE(0) + 1000) >>> 0, 0);
+      probe.send(late(future, 7002), ep.transport.address());
+      assert.equal(decode(await probe.next()).type, 'RST');
+
+      // a unicast request (odd counter): a late response after it completed gets RST (RFC 7252 §4.2)
+      const pending = ep.request({ code: CODES.GET, type: 'NON' }, probe.address());
+      const uni = decode(await probe.next());
+      assert.equal(uni.token.length, 8);
+      assert.equal(uni.token.readUInt32BE(0) % 2, 1);
+      probe.send(late(uni.token, 7003), ep.transport.address());
+      assert.equal((await pending).message.payload.toString(), 'late');
+      probe.send(late(uni.token, 7004), ep.transport.address());
+      assert.equal(decode(await probe.next()).type, 'RST');
+      assert.equal(ep.counters.lateGroupResponses, 1);
     });
 
     it('newToken() gives up instead of looping when every short token is taken', async function () {
