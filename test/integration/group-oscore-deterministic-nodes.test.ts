@@ -3,9 +3,11 @@
 // Requests" checked, through a coap-group-proxy node with its cache on and the group's members listed, to 3 Group
 // OSCORE lamps on loopback multicast. The first request fans out and every response is verified and attributed; the
 // second, from the other member, is answered from the proxy's cache: the lamps see nothing (groupcomm-proxy-07
-// §7.4). A POST with Deterministic Requests ends with an error and sends nothing.
+// §7.4). A POST with Deterministic Requests ends with an error and sends nothing. And Node-RED as the servers:
+// coap-group-server nodes whose group context has the checkbox answer Deterministic Requests.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +25,8 @@ const requestNode = require('../../nodes/coap-group-request');
 const endpointNode = require('../../nodes/coap-endpoint');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const proxyNode = require('../../nodes/coap-group-proxy');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const serverNode = require('../../nodes/coap-group-server');
 
 helper.init(nodeRedRuntime());
 
@@ -145,6 +149,41 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     assert.equal(seen() - before, 3, 'the second request never reached the group');
     const ev = await events;
     assert.equal(ev.filter((e) => e.topic === 'request').pop()!.payload.reason, 'served from cache');
+  });
+
+  it('coap-group-server nodes with the Deterministic Client checked in their group context answer a Deterministic Request, each verified and attributed; without it they refuse it', async function () {
+    // keys made in this process for a Gid of this test alone; every member knows every other (no secret in the flow)
+    const gid = crypto.randomBytes(4).toString('hex');
+    const ctx = (id: string, det: boolean) => ({ id: `c${id}-${det}`, type: 'coap-group-oscore-context', gid, senderId: id, provisioning: 'process', signatureAlg: '-8', sequenceStore: 'memory', deterministic: det, detSenderId: 'dc', detHashAlg: '-16' });
+    const server = (n: number, ctxId: string) => ({ id: `s${n}`, type: 'coap-group-server', address: `127.0.0.${90 + n}`, port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/light', leisure: 0.05, mode: 'state', contentFormat: 'application/json', initial: JSON.stringify({ name: `node-lamp-${n}` }), groupOscore: ctxId, wires: [[]] });
+    const run = async (serverDet: boolean): Promise<Msg[]> => {
+      const flow = [
+        ctx('25', true),
+        ctx('b1', serverDet),
+        ctx('b2', serverDet),
+        server(1, `cb1-${serverDet}`),
+        server(2, `cb2-${serverDet}`),
+        { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 1, payloadMode: 'auto', groupOscore: 'c25-true', deterministic: true, wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      await helper.load([groupContextNode, requestNode, endpointNode, serverNode], flow);
+      await Promise.all(['s1', 's2'].map((id) => helper.getNode(id).serverAddress()));
+      const done = until('out', (got) => got.some((m) => m.complete));
+      helper.getNode('req').receive({});
+      const msgs = await done;
+      await helper.unload();
+      return msgs;
+    };
+    const msgs = await run(true);
+    const responses = msgs.filter((m) => !m.complete);
+    assert.deepEqual(responses.map((m) => m.payload.name).sort(), ['node-lamp-1', 'node-lamp-2']);
+    assert.deepEqual(responses.map((m) => m.coap.origin.oscore).sort((a, b) => a.kid.localeCompare(b.kid)), [{ kid: 'b1', mode: 'group' }, { kid: 'b2', mode: 'group' }]);
+    // servers whose context does not name the Deterministic Client do not know its kid: nothing is answered
+    // (a group request gets no error responses, RFC 10021 §7)
+    const refused = await run(false);
+    assert.equal(refused.filter((m) => !m.complete).length, 0);
+    assert.equal(refused.find((m) => m.complete)!.coap.outcome, 'no answer');
   });
 
   it('a POST with Deterministic Requests is refused before anything is sent: the input ends with an error a Catch node sees', async function () {
