@@ -352,7 +352,7 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       expectOscoreError(() => protectResponse(v.binding, { code: CODES.CONTENT, options: [], payload: Buffer.alloc(0) }, { mode: 'pairwise' }), 'ERR_OSCORE_INVALID_INPUT');
     });
 
-    it('the client rejects a response whose Request-Hash is another request\'s, a response bound to another Deterministic Request, and a response without kid', function () {
+    it('the client rejects a response whose Request-Hash is another request\'s, a response bound to another Deterministic Request, a response without kid, and one without the Group Flag', function () {
       const det = client().deterministicRequests();
       const { res } = answer([]);
       // a carried Request-Hash equal to the request's is accepted and removed; another value is rejected
@@ -367,6 +367,11 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       const f = decodeOscoreOption(getOption(res, OPT.OSCORE)!);
       const noKid = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: OPT.OSCORE, value: encodeOscoreOption({ piv: f.piv, group: true }) } : o)) };
       expectOscoreError(() => unprotectResponse(protectRequest(det, plainRequest()).binding, noKid), 'ERR_OSCORE_CONTEXT_NOT_FOUND');
+      // without the Group Flag (a pairwise-mode response): §3.4.4 step 4 says group mode, so no Recipient Context takes it
+      const pairwiseFlag = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: OPT.OSCORE, value: encodeOscoreOption({ piv: f.piv, kid: f.kid }) } : o)) };
+      expectOscoreError(() => unprotectResponse(protectRequest(det, plainRequest()).binding, pairwiseFlag), 'ERR_OSCORE_CONTEXT_NOT_FOUND');
+      // and the genuine response still verifies on a fresh binding (the rejections above were about the changes)
+      assert.equal(unprotectResponse(protectRequest(det, plainRequest()).binding, res).responder.recipientId.toString('hex'), DET.serverSenderId);
     });
   });
 });
