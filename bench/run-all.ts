@@ -5,7 +5,7 @@
 import { fork } from 'node:child_process';
 import path from 'node:path';
 
-const BENCHMARKS = ['fan-in.js', 'unicast-throughput.js', 'endpoint-cpu.js', 'proxy.js', 'proxy-abuse.js', 'observe.js', 'oscore.js', 'group-oscore.js', 'oscore-proxy.js', 'group-oscore-proxy.js', 'http-proxy.js', 'cbor-encoders.js'];
+const BENCHMARKS = ['fan-in.js', 'unicast-throughput.js', 'endpoint-cpu.js', 'proxy.js', 'proxy-abuse.js', 'observe.js', 'oscore.js', 'group-oscore.js', 'oscore-proxy.js', 'group-oscore-proxy.js', 'group-oscore-deterministic.js', 'http-proxy.js', 'cbor-encoders.js'];
 
 function runOne(file: string, args: string[]): Promise<number> {
   return new Promise((resolve) => {

@@ -62,6 +62,12 @@ interface GroupOscoreContextDef extends NodeDef {
   sequenceStore?: 'file' | 'memory';
   /** 'credentials' (default): keys from this node's credentials; 'process': a group generated in this process */
   provisioning?: 'credentials' | 'process';
+  /** the group uses Deterministic Requests (draft-ietf-core-cacheable-oscore-02 §3.4.1) */
+  deterministic?: boolean;
+  /** the Deterministic Client's Sender ID, hex ('det_senderId', §4) */
+  detSenderId?: string;
+  /** its hash algorithm, a COSE algorithm number ('det_hash_alg', §4); default -16 (SHA-256) */
+  detHashAlg?: string;
 }
 
 /**
@@ -143,6 +149,8 @@ module.exports = function (RED: NodeAPI & AdminApi) {
 
     let processed: ProcessMember | undefined;
     try {
+      // What the Group Manager would hand out about the Deterministic Client (draft-ietf-core-cacheable-oscore-02 §4).
+      const deterministic = def.deterministic ? { deterministicClient: { senderId: parseHex('Deterministic Client Sender ID', def.detSenderId), hashAlg: Number(def.detHashAlg || -16) } } : {};
       if (def.provisioning === 'process') {
         const windowSize = def.replayWindow === undefined || def.replayWindow === '' ? DEFAULT_REPLAY_WINDOW : Number(def.replayWindow);
         const signatureAlg = Number(def.signatureAlg || -8);
@@ -162,6 +170,7 @@ module.exports = function (RED: NodeAPI & AdminApi) {
             aeadAlg: algOrNull(def.aeadAlg, 10),
             signatureAlg,
             hkdf: (def.hkdf || 'SHA-256') as HkdfHash,
+            ...deterministic,
           },
           { sequenceStore: me.store, replayWindowSize: windowSize, ...(me.saved ? { replayWindows: me.saved } : {}) },
         );
@@ -220,6 +229,7 @@ module.exports = function (RED: NodeAPI & AdminApi) {
           aeadAlg: algOrNull(def.aeadAlg, 10),
           signatureAlg: Number(def.signatureAlg || -8),
           hkdf: (def.hkdf || 'SHA-256') as HkdfHash,
+          ...deterministic,
         };
         try {
           // Windows of a context whose fingerprint matches are resumed; without saved windows after an earlier run

@@ -43,6 +43,8 @@ interface GroupRequestDef extends NodeDef {
   oscoreEndToEnd?: string;
   /** coap-group-oscore-context: Group OSCORE end to end for the whole group (RFC 10021 group mode) */
   groupOscore?: string;
+  /** with groupOscore: send safe requests as Deterministic Requests (draft-ietf-core-cacheable-oscore-02), cacheable by a proxy */
+  deterministic?: boolean;
 }
 
 interface Running {
@@ -74,7 +76,13 @@ function register(RED: NodeAPI): void {
     const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
     const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
     // RFC 10021 §8.1: one group-mode request for every member; each response verified with its sender's credential.
-    const groupOscore = () => (groupOscoreNode ? { context: groupOscoreNode.getContext().groupRequests() } : undefined);
+    // draft-ietf-core-cacheable-oscore-02 §3.4.2: as the group's Deterministic Client, so every member's identical
+    // GET gives identical bytes and a proxy's cache serves it (groupcomm-proxy-07 §7.4); only safe methods.
+    const groupOscore = () => {
+      if (!groupOscoreNode) return undefined;
+      const g = groupOscoreNode.getContext();
+      return { context: def.deterministic ? g.deterministicRequests() : g.groupRequests() };
+    };
     let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;

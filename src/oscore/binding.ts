@@ -17,6 +17,13 @@ export interface RequestBindingInit<C extends CanProtect = RequestContext> {
   kidContext?: Buffer;
   /** the request registered an observation (Observe = 0 reached the server end-to-end) */
   observe: boolean;
+  /** the Class I options every response binds (RFC 8613 §5.4 'options'), encoded */
+  classI?: Buffer;
+  /**
+   * the Request-Hash of a Deterministic Request (draft-ietf-core-cacheable-oscore-02 §3.3, §3.4.4): its responses
+   * are cacheable (outer 2.05 and Max-Age), always carry a Partial IV, and bind the value as a Class I option
+   */
+  requestHash?: Buffer;
 }
 
 abstract class RequestBinding<C extends CanProtect> {
@@ -26,6 +33,8 @@ abstract class RequestBinding<C extends CanProtect> {
   readonly nonce: Buffer;
   readonly kidContext?: Buffer;
   readonly observe: boolean;
+  readonly classI?: Buffer;
+  readonly requestHash?: Buffer;
 
   constructor(init: RequestBindingInit<C>) {
     this.context = init.context;
@@ -34,6 +43,8 @@ abstract class RequestBinding<C extends CanProtect> {
     this.nonce = init.nonce;
     if (init.kidContext) this.kidContext = init.kidContext;
     this.observe = init.observe;
+    if (init.classI) this.classI = init.classI;
+    if (init.requestHash) this.requestHash = init.requestHash;
   }
 }
 

@@ -4,7 +4,10 @@
 // context's group-mode and pairwise-mode associations with one peer, and the group-mode sender of a request to
 // the whole group are peers behind these interfaces.
 
+import type { CoapMessage, CoapOption } from '../coap/message';
+import type { ClientBinding } from './binding';
 import type { EchoChallenges } from './echo';
+import type { LayerOptions, MessageParts, ProtectRequestOptions, VerifiedRequest } from './protect';
 import type { ReplayWindow } from './replay';
 import type { SenderSequence } from './sequence';
 
@@ -26,6 +29,11 @@ export interface MessageBinding {
   /** the request's kid context; an empty byte string in the external_aad when the request had none */
   requestKidContext?: Buffer;
   oscoreOption: Buffer;
+  /**
+   * The Class I options of the message, encoded as CoAP options (RFC 8613 §5.4 'options'); absent = none. A
+   * response to a Deterministic Request binds its Request-Hash here (draft-ietf-core-cacheable-oscore-02 §3.4.4).
+   */
+  classI?: Buffer;
 }
 
 /** Sender side: the Common Context plus the Sender Context, protecting in one mode. */
@@ -70,12 +78,24 @@ export interface RequestContext extends CanProtect {
   responder(kid: Buffer | undefined, group: boolean): PeerContext | undefined;
   /** group-mode requests are meant for many servers, each answering (RFC 10021 §5.1 "long exchanges") */
   readonly manyResponders: boolean;
+  /**
+   * A context that composes the whole protected request itself instead of the steps of RFC 8613 §8.1: the
+   * Deterministic Client of draft-ietf-core-cacheable-oscore-02 §3.4.2 (fixed Partial IV, per-request key, outer
+   * FETCH, Request-Hash). protectRequest() hands the request to it.
+   */
+  buildRequest?(msg: MessageParts, opts: ProtectRequestOptions): { message: { code: number; options: CoapOption[]; payload: Buffer }; binding: ClientBinding };
 }
 
 /** An association with one peer in one mode: protects towards it and verifies what it sends. */
 export interface PeerContext extends RequestContext, CanUnprotect {
   /** the same peer in another mode of the same group (a server answering a group-mode request in pairwise mode) */
   withMode(mode: ProtectionMode): PeerContext | undefined;
+  /**
+   * A Recipient Context that verifies the whole request itself instead of the steps of RFC 8613 §8.2: the
+   * Deterministic Client's (draft-ietf-core-cacheable-oscore-02 §3.4.3: key from the Request-Hash, no replay
+   * window). unprotectRequest() hands the request to it once the kid has found it.
+   */
+  verifyRequest?(msg: CoapMessage, opts: LayerOptions): VerifiedRequest;
 }
 
 /**

@@ -35,7 +35,9 @@ export type OscoreErrorCode =
   /** Group OSCORE: countersignature verification failed (RFC 10021 §7.2, §7.4): 4.00 "Decryption failed", window untouched */
   | 'ERR_OSCORE_SIGNATURE'
   /** Group OSCORE: known group, but no authentication credential for this kid (RFC 10021 §7.2): 5.03 */
-  | 'ERR_OSCORE_CREDENTIAL_UNKNOWN';
+  | 'ERR_OSCORE_CREDENTIAL_UNKNOWN'
+  /** a Deterministic Request whose inner method is not safe (draft-ietf-core-cacheable-oscore-02 §3.4.3): 4.01 */
+  | 'ERR_OSCORE_NOT_SAFE';
 
 export class OscoreError extends Error {
   override readonly name = 'OscoreError';

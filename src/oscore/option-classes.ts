@@ -34,7 +34,9 @@ const FIXED: ReadonlyMap<number, OscoreClass> = new Map<number, OscoreClass>([
   [OPT.NO_RESPONSE, 'EU'],
 ]);
 
-const DRAFT_U = ['Multicast-Timeout', 'Reply-From', 'Group-ETag', 'Listen-To-Multicast-Responses', 'Response-Forwarding'];
+// Request-Hash is U in Deterministic Requests (draft-ietf-core-cacheable-oscore-02 §3.3); in their responses it is
+// Class I, bound by protect.ts from the request binding.
+const DRAFT_U = ['Multicast-Timeout', 'Reply-From', 'Group-ETag', 'Listen-To-Multicast-Responses', 'Response-Forwarding', 'Request-Hash'];
 const DRAFT_E = ['Feedback-Divider'];
 
 function draftClass(num: number): OscoreClass | undefined {

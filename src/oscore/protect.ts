@@ -70,6 +70,8 @@ export interface ProtectResponseOptions extends ProtectOptions {
 export type ContextResolver = (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => PeerContext | undefined;
 
 const EMPTY = Buffer.alloc(0);
+/** Request-Hash, draft-ietf-core-cacheable-oscore-02 §3.3 [SUGGESTED 548] */
+const OPT_REQUEST_HASH = 548;
 const ZERO_PIV = Buffer.from([0]);
 
 function toSet(numbers?: Iterable<number>): ReadonlySet<number> | undefined {
@@ -101,6 +103,11 @@ function outerWith(outer: CoapOption[], oscore: Buffer, extra?: CoapOption[]): C
 
 export function protectRequest<T extends MessageParts>(ctx: RequestContext, msg: T, opts: ProtectRequestOptions = {}): { message: Protected<T>; binding: ClientBinding } {
   if (!isRequestCode(msg.code)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `protectRequest needs a request code, got ${codeToString(msg.code)}`);
+  // draft-ietf-core-cacheable-oscore-02 §3.4.2: the Deterministic Client composes its request itself.
+  if (ctx.buildRequest) {
+    const built = ctx.buildRequest(msg, opts);
+    return { message: finish(msg, built.message.code, built.message.options, built.message.payload), binding: built.binding };
+  }
   const options = msg.options ?? [];
   const { inner, outer } = splitOptions(options, true, toSet(opts.classE));
   const plaintext = encodePlaintext(msg.code, inner, msg.payload ?? EMPTY);
@@ -212,6 +219,8 @@ export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: C
   // Step 2: decompress, then find the Recipient Context.
   const f = decodeForRequest(value, msg.payload);
   const ctx = lookup(resolver, f.kid, f.kidContext, f.group === true);
+  // draft-ietf-core-cacheable-oscore-02 §3.4.3: the Deterministic Client's requests are verified by its own steps.
+  if (ctx.verifyRequest) return ctx.verifyRequest(msg, opts);
   const seq = decodePartialIv(f.piv);
   // Step 3: replay check (skipped while the window is lost; App. B.1.2 then demands Echo below).
   const windowKnown = ctx.replay.initialized;
@@ -269,12 +278,19 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
     if (!other) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `this context has no ${opts.mode} mode`);
     ctx = other;
   }
-  const options = msg.options ?? [];
+  // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 7: Request-Hash is Class I in the response, elided from it.
+  const options = binding.requestHash ? (msg.options ?? []).filter((o) => o.number !== OPT_REQUEST_HASH) : msg.options ?? [];
   const notification = options.some((o) => o.number === OPT.OBSERVE);
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a response to a request that did not register an observation');
   const { inner, outer } = splitOptions(options, false, toSet(opts.classE));
+  if (binding.requestHash) {
+    // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 1: no Inner Max-Age 0; step 5: always the server's own Partial IV.
+    const maxAge = inner.find((o) => o.number === OPT.MAX_AGE);
+    if (maxAge && decodeUint(maxAge.value) === 0) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'a response to a Deterministic Request must not carry Max-Age 0');
+    if (opts.partialIv === false) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'a response to a Deterministic Request needs its own Partial IV');
+  }
   const plaintext = encodePlaintext(msg.code, inner, msg.payload ?? EMPTY);
-  const mode = opts.partialIv ?? 'auto';
+  const mode = binding.requestHash ? true : opts.partialIv ?? 'auto';
   // Step 3: reusing the request nonce twice, or for a request not known to be fresh, would repeat a nonce.
   if (mode === false && !binding.canReuseRequestNonce) {
     throw new OscoreError('ERR_OSCORE_INVALID_INPUT', binding.requestFresh ? 'the request nonce was already used by an earlier response' : 'request not verified as fresh: the response needs its own Partial IV (App. B.1.2)');
@@ -299,8 +315,16 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
     requestPiv: binding.piv,
     ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
     oscoreOption: oscore,
+    ...(binding.classI ? { classI: binding.classI } : {}),
   });
   binding.recordResponse(!piv);
+  if (binding.requestHash) {
+    // draft-ietf-core-cacheable-oscore-02 §3.4.4 steps 6 and 9: outer 2.05 and an Outer Max-Age equal to the Inner
+    // one (default 60, RFC 7252 §5.10.5), so a proxy can cache the response.
+    const maxAge = inner.find((o) => o.number === OPT.MAX_AGE);
+    const extra = [...(opts.outerOptions ?? []).filter((o) => o.number !== OPT.MAX_AGE), { number: OPT.MAX_AGE, value: maxAge ? maxAge.value : encodeUint(60) }];
+    return finish(msg, CODES.CONTENT, outerWith(outer, oscore, extra), payload);
+  }
   // §4.2: Outer Code 2.04, or 2.05 for notifications (§4.1.3.5).
   return finish(msg, notification ? CODES.CONTENT : CODES.CHANGED, outerWith(outer, oscore, opts.outerOptions), payload);
 }
@@ -366,6 +390,9 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     throw clientError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'response kid does not match a Recipient ID');
   }
   if (msg.payload.length === 0) throw clientError('ERR_OSCORE_DECODE', 'OSCORE message without payload');
+  // draft-ietf-core-cacheable-oscore-02 §3.4.4 (client) step 2: a Request-Hash in the response must be the request's.
+  const requestHash = binding.requestHash ? msg.options.find((o) => o.number === OPT_REQUEST_HASH) : undefined;
+  if (requestHash && !requestHash.value.equals(binding.requestHash!)) throw clientError('ERR_OSCORE_DECODE', 'Request-Hash of the response differs from the request\'s');
   const notification = msg.options.some((o) => o.number === OPT.OBSERVE);
   // §4.1.3.5.2 / §8.4.2: Observe in a response to a non-Observe request: stop processing.
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_UNEXPECTED_OBSERVE', 'Observe in a response to a request without Observe registration');
@@ -385,11 +412,12 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     requestPiv: binding.piv,
     ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
     oscoreOption: Buffer.from(value),
+    ...(binding.classI ? { classI: binding.classI } : {}),
   };
   const plaintext = openOrThrow(peer, msg.payload, m, false);
   const inner = parsePlaintext(plaintext, false, false);
   const { newest } = binding.acceptResponse(seq, tracked, responderKey);
-  const merged = mergeOptions(msg.options, inner.options, toSet(opts.classE));
+  const merged = mergeOptions(binding.requestHash ? msg.options.filter((o) => o !== requestHash) : msg.options, inner.options, toSet(opts.classE));
   let options = merged.options;
   if (notification) {
     // §7.4.1: ordering follows the Partial IV, not the Outer Observe. Copy its low 24 bits into the Observe value so

@@ -18,6 +18,7 @@ import { CoapEndpoint, IncomingRequest, IncomingResponse, ResponseContext } from
 import { Clock, systemClock } from '../messaging/parameters';
 import { ContextLookup, DEFAULT_MAX_LAYERS, LayerError, RemovedLayer, oscoreClientId, proxyInboundClassE, proxyRelatedKind, removeRequestLayers } from '../oscore/nested';
 import { MessageParts, isProtected } from '../oscore/protect';
+import { isDeterministicRequest } from '../oscore/group/deterministic';
 import { RemoteAddress } from '../transport/udp-transport';
 import { NotificationRelay } from '../observe/notification-relay';
 import { TicketListener } from '../observe/ticket-listener';
@@ -534,7 +535,9 @@ export class GroupProxy extends EventEmitter {
 
     // GCP-07 §7: a cacheable group request may be served, in part or entirely, from the cache.
     let cached: CachedResponse[] = [];
-    if (this.cache && !this.opts.chain && !ex.life.wantsObserve && tPrime > 0 && isCacheableRequest(msg.code) && getOption(msg, OPT.OSCORE) === undefined) {
+    // §7.4: a request protected end to end is cacheable only as a Deterministic Request (draft-ietf-core-cacheable-
+    // oscore-02 §3.3: its Request-Hash is part of the Cache-Key); the proxy keys on the ciphertext, never the plaintext.
+    if (this.cache && !this.opts.chain && !ex.life.wantsObserve && tPrime > 0 && isCacheableRequest(msg.code) && (getOption(msg, OPT.OSCORE) === undefined || isDeterministicRequest(msg))) {
       ex.cacheKey = `${target.uri.host}|${target.uri.port}|${requestKey(msg.code, upstreamOptions, msg.payload)}`;
       const tag = this.cache.groupEtag(ex.cacheKey, this.membersOf(target.uri));
       cached = this.cache.fresh(ex.cacheKey);

@@ -18,6 +18,8 @@ export interface GroupMaterial {
   signatureAlg: number;
   /** every member by hex Sender ID: its key pair */
   keys: Map<string, { privateKey: Buffer; credential: Buffer }>;
+  /** the group's Deterministic Client (draft-ietf-core-cacheable-oscore-02 §3.4.1), given to every member */
+  deterministicClient?: { senderId: Buffer; hashAlg?: number };
 }
 
 export function groupMaterial(ids: string[], signatureAlg = -8): GroupMaterial {
@@ -41,6 +43,7 @@ export function memberContext(g: GroupMaterial, id: string, opts: GroupContextOp
       credential: own.credential,
       signatureAlg: g.signatureAlg,
       members: peers.map((p) => ({ senderId: Buffer.from(p, 'hex'), credential: g.keys.get(p)!.credential })),
+      ...(g.deterministicClient ? { deterministicClient: g.deterministicClient } : {}),
     },
     opts,
   );

@@ -21,7 +21,7 @@ export interface GroupAlgorithms {
 /** §3.4 aad_array = [1, [algs], request_kid, request_piv, options, request_kid_context, OSCORE_option, sender_cred, gm_cred]. */
 export function encodeGroupAadArray(algs: GroupAlgorithms, m: MessageBinding, senderCred: Uint8Array, gmCred: Uint8Array | undefined): Buffer {
   const a: CborValue = [algs.aead, algs.groupEncryption, algs.signature, algs.pairwiseKeyAgreement];
-  return encodeCbor([OSCORE_VERSION, a, m.requestKid, m.requestPiv, EMPTY, m.requestKidContext ?? EMPTY, m.oscoreOption, senderCred, gmCred ?? EMPTY]);
+  return encodeCbor([OSCORE_VERSION, a, m.requestKid, m.requestPiv, m.classI ?? EMPTY, m.requestKidContext ?? EMPTY, m.oscoreOption, senderCred, gmCred ?? EMPTY]);
 }
 
 /** RFC 9052 §5.3 Enc_structure with the Group OSCORE external_aad. */

@@ -21,6 +21,7 @@ import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceSto
 import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, publicKeyOf, sharedSecret, sign, signatureLength, verify } from './algorithms';
 import { GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream, xorKeystream } from './cose-group';
 import { parseCcs } from './credential';
+import { DeterministicClientConfig, DeterministicPeer, DeterministicRequester, checkDeterministicConfig } from './deterministic';
 
 export interface GroupMember {
   /** the member's Sender ID (our Recipient ID for it) */
@@ -52,6 +53,11 @@ export interface GroupContextParams {
   /** §2.1.10, default -27 (ECDH-SS + HKDF-256) when the pairwise mode is used */
   pairwiseKeyAgreementAlg?: number | null;
   hkdf?: HkdfHash;
+  /**
+   * The group's Deterministic Client (draft-ietf-core-cacheable-oscore-02 §3.4.1, §4 'det_senderId' and
+   * 'det_hash_alg'), as the Group Manager provides it; absent = the group does not use Deterministic Requests.
+   */
+  deterministicClient?: DeterministicClientConfig;
 }
 
 export interface GroupContextOptions {
@@ -150,6 +156,7 @@ export class GroupContext implements ContextSource {
   readonly #windowSize?: number;
   readonly #initialized: boolean;
   readonly #savedWindows?: Record<string, ReplayWindowState>;
+  readonly #deterministic?: { config: { senderId: Buffer; hashAlg: number }; senderKey: Buffer; requester: DeterministicRequester; peer: DeterministicPeer };
 
   constructor(params: GroupContextParams, opts: GroupContextOptions = {}) {
     this.#masterSecret = bytes('masterSecret', params.masterSecret)!;
@@ -218,6 +225,13 @@ export class GroupContext implements ContextSource {
     this.#windowSize = opts.replayWindowSize;
     this.#initialized = opts.replayWindowInitialized ?? true;
     this.#savedWindows = opts.replayWindows;
+    if (params.deterministicClient) {
+      const config = checkDeterministicConfig(params.deterministicClient, this);
+      checkId(config.senderId, 'deterministic client Sender ID');
+      // §3.4.1: the Deterministic Client's Sender Key is derived like any member's (RFC 10021 §2.3).
+      const senderKey = this.deriveKey(config.senderId);
+      this.#deterministic = { config, senderKey, requester: new DeterministicRequester(this, config, senderKey), peer: new DeterministicPeer(this, config, senderKey) };
+    }
     for (const m of params.members ?? []) this.addMember(m);
     this.#sender = new GroupSender(this);
   }
@@ -233,6 +247,7 @@ export class GroupContext implements ContextSource {
     const minNonce = Math.min(this.groupEncryption?.nonceLength ?? 99, this.pairwiseAead?.nonceLength ?? 99);
     if (id.length > minNonce - 6) throw new OscoreError('ERR_OSCORE_CONFIG', `member Sender ID longer than ${minNonce - 6} bytes`);
     if (id.equals(this.senderId)) throw new OscoreError('ERR_OSCORE_CONFIG', 'a member has our own Sender ID');
+    if (this.#deterministic?.config.senderId.equals(id)) throw new OscoreError('ERR_OSCORE_CONFIG', 'a member has the Deterministic Client\'s Sender ID');
     const k = id.toString('hex');
     if (this.#recipients.has(k)) throw new OscoreError('ERR_OSCORE_CONFIG', `member ${k} listed twice`);
     const replay = new ReplayWindow({ size: this.#windowSize, initialized: this.#initialized });
@@ -274,6 +289,20 @@ export class GroupContext implements ContextSource {
     return this.#sender;
   }
 
+  /** The group's Deterministic Client (draft-ietf-core-cacheable-oscore-02 §3.4.1), if it uses one. */
+  get deterministicClient(): Readonly<{ senderId: Buffer; hashAlg: number }> | undefined {
+    return this.#deterministic?.config;
+  }
+
+  /**
+   * The context that protects Deterministic Requests (draft-ietf-core-cacheable-oscore-02 §3.4.2): the same safe
+   * plain request gives the same protected bytes on every member, so a proxy can cache the responses.
+   */
+  deterministicRequests(): RequestContext {
+    if (!this.#deterministic) throw new OscoreError('ERR_OSCORE_CONFIG', 'this group has no Deterministic Client');
+    return this.#deterministic.requester;
+  }
+
   /** The association with one member in one mode (undefined: not a member, or the mode is not used). */
   peer(recipientId: Uint8Array, mode: 'group' | 'pairwise'): PeerContext | undefined {
     const r = this.#recipients.get(Buffer.from(recipientId).toString('hex'));
@@ -292,6 +321,8 @@ export class GroupContext implements ContextSource {
   resolve(kid: Buffer, kidContext: Buffer | undefined, group: boolean): PeerContext | undefined {
     if (kidContext === undefined || !kidContext.equals(this.idContext)) return undefined;
     if (kid.equals(this.senderId)) return undefined;
+    // draft-ietf-core-cacheable-oscore-02 §3.4.3 step 2: the Deterministic Client's kid.
+    if (this.#deterministic?.config.senderId.equals(kid)) return this.#deterministic.peer;
     if (!this.#recipients.has(kid.toString('hex'))) {
       throw new OscoreError('ERR_OSCORE_CREDENTIAL_UNKNOWN', 'no authentication credential for this kid', { responseCode: CODES.SERVICE_UNAVAILABLE, diagnostic: 'Credential unknown' });
     }
@@ -342,6 +373,11 @@ export class GroupContext implements ContextSource {
   /** @internal §2.1.9 (for an external signature checker provisioned from this context, §7.5) */
   signatureEncryptionKey(): Buffer | undefined {
     return this.#signatureEncryptionKey;
+  }
+
+  /** @internal the group-mode Sender Context, which protects the responses to Deterministic Requests */
+  groupSender(): GroupSender {
+    return this.#sender;
   }
 
   /** @internal */
@@ -412,7 +448,7 @@ function sealGroupMode(g: GroupContext, plaintext: Buffer, m: MessageBinding): B
 }
 
 /** The sender of group-mode requests to the whole group: many responders, each verified by its own credential. */
-class GroupSender implements RequestContext {
+export class GroupSender implements RequestContext {
   readonly mode = 'group' as const;
   readonly manyResponders = true;
   readonly sendKidContext = true;

@@ -1,0 +1,199 @@
+// Deterministic Requests (draft-ietf-core-cacheable-oscore-02) in a Node-RED runtime: two coap-group-oscore-context
+// nodes of two members that name the group's Deterministic Client, two coap-group-request nodes with "Deterministic
+// Requests" checked, through a coap-group-proxy node with its cache on and the group's members listed, to 3 Group
+// OSCORE lamps on loopback multicast. The first request fans out and every response is verified and attributed; the
+// second, from the other member, is answered from the proxy's cache: the lamps see nothing (groupcomm-proxy-07
+// §7.4). A POST with Deterministic Requests ends with an error and sends nothing. And Node-RED as the servers:
+// coap-group-server nodes whose group context has the checkbox answer Deterministic Requests.
+
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
+import { nodeRedRuntime } from '../support/node-red-runtime';
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const helper = require('node-red-node-test-helper');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const groupContextNode = require('../../nodes/coap-group-oscore-context');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const requestNode = require('../../nodes/coap-group-request');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const endpointNode = require('../../nodes/coap-endpoint');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const proxyNode = require('../../nodes/coap-group-proxy');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const serverNode = require('../../nodes/coap-group-server');
+
+helper.init(nodeRedRuntime());
+
+type Msg = Record<string, any>;
+const hex = (b: Buffer) => b.toString('hex');
+
+/** The config node of member `id`, with the Deterministic Client 0xdc checked (or not). */
+function member(g: GroupMaterial, nodeId: string, id: string, deterministic = true) {
+  const own = g.keys.get(id)!;
+  return {
+    node: {
+      id: nodeId,
+      type: 'coap-group-oscore-context',
+      gid: hex(g.gid),
+      senderId: id,
+      credential: hex(own.credential),
+      members: serverIds(3).map((p) => ({ senderId: p, credential: hex(g.keys.get(p)!.credential) })),
+      signatureAlg: String(g.signatureAlg),
+      replayWindow: 32,
+      sequenceStore: 'memory',
+      deterministic,
+      detSenderId: 'dc',
+      detHashAlg: '-16',
+    },
+    credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
+  };
+}
+
+/** Resolves with everything `id` received once `pred` holds (checked on every message: no polling, no sleep). */
+function until(id: string, pred: (got: Msg[]) => boolean): Promise<Msg[]> {
+  const got: Msg[] = [];
+  return new Promise((resolve) => {
+    helper.getNode(id).on('input', (m: Msg) => {
+      got.push(m);
+      if (pred(got)) resolve(got);
+    });
+  });
+}
+
+describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft-ietf-core-cacheable-oscore-02, groupcomm-proxy-07 §7.4)', function () {
+  this.timeout(20000);
+  let root: string;
+  let material: GroupMaterial;
+  let port: number;
+  let lamps: GroupOscoreLamp[];
+  const seen = () => lamps.reduce((n, l) => n + l.seen.length + l.refused.length, 0);
+
+  before(async function () {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'det-nodes-'));
+    helper.settings({ userDir: root });
+    port = await freeGroupPort();
+    material = { ...groupMaterial(['25', '26', ...serverIds(3)]), deterministicClient: { senderId: Buffer.from('dc', 'hex') } };
+    lamps = await startGroupOscoreLamps(3, { groupPort: port, material, firstHost: 80 });
+  });
+  afterEach(async function () {
+    await helper.unload();
+  });
+  after(async function () {
+    helper.settings({ userDir: undefined });
+    await stopAll(lamps.map((l) => l.server));
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  function flow() {
+    const a = member(material, 'g25', '25');
+    const b = member(material, 'g26', '26');
+    const membersLine = `${GROUP_V4}:${port} = ${lamps.map((l) => `${l.address}:${l.server.address().port}`).join(', ')}`;
+    const req = (id: string, ctx: string, method = 'GET') => ({ id, type: 'coap-group-request', endpoint: 'ce', method, url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', groupOscore: ctx, deterministic: true, wires: [['out']] });
+    const nodes = [
+      a.node,
+      b.node,
+      { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow: '127.0.0.1', cache: true, members: membersLine, events: true, outputs: 1, wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      { id: 'f1', type: 'tab' },
+      req('reqA', 'g25'),
+      req('reqB', 'g26'),
+      req('reqPost', 'g25', 'POST'),
+      { id: 'catcher', z: 'f1', type: 'catch', scope: ['reqPost'], uncaught: false, wires: [['caught']] },
+      { id: 'caught', z: 'f1', type: 'helper' },
+      { id: 'out', type: 'helper' },
+    ];
+    for (const n of nodes as Msg[]) if (n.type !== 'tab' && !n.z) n.z = 'f1';
+    return { nodes, credentials: { g25: a.credentials, g26: b.credentials } };
+  }
+
+  async function proxyUri(): Promise<string> {
+    const ep = await helper.getNode('pl').getEndpoint();
+    return `coap://127.0.0.1:${ep.transport.address().port}`;
+  }
+
+  function assertAttributed(msgs: Msg[]): void {
+    const responses = msgs.filter((m) => !m.complete);
+    assert.equal(responses.length, 3);
+    for (const m of responses) {
+      const lamp = lamps.find((l) => l.address === m.coap.origin.address)!;
+      assert.ok(lamp, `origin ${m.coap.origin.address}`);
+      assert.deepEqual(m.coap.origin.oscore, { kid: lamp.kid, mode: 'group' });
+      assert.equal(m.payload.name, lamp.name);
+    }
+    assert.deepEqual(msgs.find((m) => m.complete)!.coap.errors, []);
+  }
+
+  it('member 0x25 fans out once through the proxy; the same GET from member 0x26 is served from the proxy\'s cache, verified and attributed, and the lamps see nothing', async function () {
+    const f = flow();
+    await helper.load([groupContextNode, requestNode, endpointNode, proxyNode], f.nodes, f.credentials);
+    const proxy = await proxyUri();
+    const before = seen();
+    let done = until('out', (got) => got.some((m) => m.complete));
+    helper.getNode('reqA').receive({ proxy });
+    assertAttributed(await done);
+    assert.equal(seen() - before, 3, 'each lamp got the Deterministic Request once');
+
+    const events = until('events', (got) => got.some((e) => e.topic === 'request' && /cache/.test(e.payload.reason ?? '')));
+    done = until('out', (got) => got.some((m) => m.complete));
+    helper.getNode('reqB').receive({ proxy });
+    assertAttributed(await done);
+    assert.equal(seen() - before, 3, 'the second request never reached the group');
+    const ev = await events;
+    assert.equal(ev.filter((e) => e.topic === 'request').pop()!.payload.reason, 'served from cache');
+  });
+
+  it('coap-group-server nodes with the Deterministic Client checked in their group context answer a Deterministic Request, each verified and attributed; without it they refuse it', async function () {
+    // keys made in this process for a Gid of this test alone; every member knows every other (no secret in the flow)
+    const gid = crypto.randomBytes(4).toString('hex');
+    const ctx = (id: string, det: boolean) => ({ id: `c${id}-${det}`, type: 'coap-group-oscore-context', gid, senderId: id, provisioning: 'process', signatureAlg: '-8', sequenceStore: 'memory', deterministic: det, detSenderId: 'dc', detHashAlg: '-16' });
+    const server = (n: number, ctxId: string) => ({ id: `s${n}`, type: 'coap-group-server', address: `127.0.0.${90 + n}`, port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/light', leisure: 0.05, mode: 'state', contentFormat: 'application/json', initial: JSON.stringify({ name: `node-lamp-${n}` }), groupOscore: ctxId, wires: [[]] });
+    const run = async (serverDet: boolean): Promise<Msg[]> => {
+      const flow = [
+        ctx('25', true),
+        ctx('b1', serverDet),
+        ctx('b2', serverDet),
+        server(1, `cb1-${serverDet}`),
+        server(2, `cb2-${serverDet}`),
+        { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+        { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 1, payloadMode: 'auto', groupOscore: 'c25-true', deterministic: true, wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      await helper.load([groupContextNode, requestNode, endpointNode, serverNode], flow);
+      await Promise.all(['s1', 's2'].map((id) => helper.getNode(id).serverAddress()));
+      const done = until('out', (got) => got.some((m) => m.complete));
+      helper.getNode('req').receive({});
+      const msgs = await done;
+      await helper.unload();
+      return msgs;
+    };
+    const msgs = await run(true);
+    const responses = msgs.filter((m) => !m.complete);
+    assert.deepEqual(responses.map((m) => m.payload.name).sort(), ['node-lamp-1', 'node-lamp-2']);
+    assert.deepEqual(responses.map((m) => m.coap.origin.oscore).sort((a, b) => a.kid.localeCompare(b.kid)), [{ kid: 'b1', mode: 'group' }, { kid: 'b2', mode: 'group' }]);
+    // servers whose context does not name the Deterministic Client do not know its kid: nothing is answered
+    // (a group request gets no error responses, RFC 10021 §7)
+    const refused = await run(false);
+    assert.equal(refused.filter((m) => !m.complete).length, 0);
+    assert.equal(refused.find((m) => m.complete)!.coap.outcome, 'no answer');
+  });
+
+  it('a POST with Deterministic Requests is refused before anything is sent: the input ends with an error a Catch node sees', async function () {
+    const f = flow();
+    await helper.load([groupContextNode, requestNode, endpointNode, proxyNode], f.nodes, f.credentials);
+    const before = seen();
+    const caught = until('caught', (got) => got.length >= 1);
+    helper.getNode('reqPost').receive({ payload: 'on' });
+    const [m] = await caught;
+    assert.match(m.error.message, /Deterministic Request must be safe/);
+    assert.equal(seen(), before);
+  });
+});
