@@ -186,8 +186,9 @@ export function targetFromHostingUri(requestTarget: string, base: string): strin
 
 /**
  * RFC 8075 §5.3.1: a target without its scheme (no local default is agreed) is a client error, 400 here, as is an
- * unparseable one. coaps is refused (RFC 8075 §10.3: no security policy mapping is configured; this proxy has no
- * DTLS), as is any other scheme.
+ * unparseable one or one of a scheme that is not CoAP's. A coaps target is a CoAP URI this proxy cannot serve (no
+ * DTLS, and RFC 8075 §10.3 rejects it without a security policy mapping): 501, as RFC 7252 §10.2 says for a
+ * request with a CoAP URI the proxy is unable or unwilling to service.
  */
 export function checkTarget(target: string): string {
   let u: URL;
@@ -196,6 +197,7 @@ export function checkTarget(target: string): string {
   } catch {
     throw new HttpStatusError(400, 'target URI not parseable', 'ERR_HTTP_TARGET');
   }
+  if (u.protocol === 'coaps:') throw new HttpStatusError(501, 'coaps not supported', 'ERR_HTTP_SCHEME');
   if (u.protocol !== 'coap:') throw new HttpStatusError(400, 'target URI scheme not supported', 'ERR_HTTP_SCHEME');
   if (!u.hostname) throw new HttpStatusError(400, 'target URI not parseable', 'ERR_HTTP_TARGET');
   return target;

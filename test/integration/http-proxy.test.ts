@@ -408,6 +408,12 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
     it('missing target: 400', async () => refused(`${p.base}`, 400));
     it('unparseable target: 400', async () => refused(`${p.base}?target_uri=${encodeURIComponent('coap://[<script>')}`, 400));
     it('unknown scheme: 400', async () => refused(`${p.base}?target_uri=${encodeURIComponent(`gopher://${GROUP_V4}:${port}/light`)}`, 400));
+    it('a coaps target (no DTLS here): 501 (RFC 7252 §10.2)', async () => refused(`${p.base}?target_uri=coaps://${GROUP_V4}:${port}/light`, 501));
+    it('Content-Encoding other than identity: 415 (RFC 8075 §6.1)', async () => refused(`${p.base}?target_uri=coap://${GROUP_V4}:${port}/light`, 415, { method: 'POST', body: 'x', headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' } }));
+    it('an OSCORE header on GET, or application/oscore without the header: 400 (RFC 8613 §11.1)', async function () {
+      await refused(`${p.base}?target_uri=coap://${GROUP_V4}:${port}`, 400, { headers: { OSCORE: 'CSU' } });
+      await refused(`${p.base}?target_uri=coap://${GROUP_V4}:${port}`, 400, { method: 'POST', body: 'x', headers: { 'Content-Type': 'application/oscore' } });
+    });
     it('not under the base path: 404', async () => refused(`http://127.0.0.1:${p.http.address.port}/other?target_uri=x`, 404));
     it('oversized body: 413', async () => refused(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`, 413, { method: 'POST', body: Buffer.alloc(65, 0x61) }));
     it('a method CoAP does not have: 501', async () => refused(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`, 501, { method: 'OPTIONS' }));

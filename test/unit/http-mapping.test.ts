@@ -71,10 +71,11 @@ describe('groupcomm-proxy-07 §9.2-§9.3 headers', function () {
     // a target encoded as one segment is decoded
     assert.equal(targetFromHostingUri('/hc/coap%3A%2F%2F224.0.1.187%2Flight', '/hc'), 'coap://224.0.1.187/light');
   });
-  it('RFC 8075 §5.3.1: a target without its scheme is a 4xx; coaps (no security policy mapping, §10.3) and other schemes too', function () {
-    for (const t of ['s.example.com/light', '//s.example.com/light', 'coaps://224.0.1.187/light', 'http://224.0.1.187/light']) {
+  it('RFC 8075 §5.3.1: a target without its scheme is a 4xx (400), as is one of another scheme; coaps, a CoAP URI this proxy cannot serve: 501 (RFC 7252 §10.2)', function () {
+    for (const t of ['s.example.com/light', '//s.example.com/light', 'http://224.0.1.187/light', 'coap://']) {
       assert.throws(() => checkTarget(t), (e: HttpStatusError) => e.status === 400, t);
     }
+    assert.throws(() => checkTarget('coaps://224.0.1.187/light'), (e: HttpStatusError) => e.status === 501);
     assert.equal(checkTarget('coap://[ff02::fd]:5683/light'), 'coap://[ff02::fd]:5683/light');
   });
 });
