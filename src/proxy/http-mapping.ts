@@ -32,7 +32,8 @@ export class HttpStatusError extends Error {
 const METHODS: Record<string, number> = { GET: CODES.GET, HEAD: CODES.GET, POST: CODES.POST, PUT: CODES.PUT, DELETE: CODES.DELETE, FETCH: CODES.FETCH, PATCH: CODES.PATCH };
 
 export function coapMethod(method: string | undefined): number {
-  const m = METHODS[(method ?? '').toUpperCase()];
+  const name = (method ?? '').toUpperCase();
+  const m = Object.hasOwn(METHODS, name) ? METHODS[name] : undefined;
   if (m === undefined) throw new HttpStatusError(501, 'method not mapped to CoAP', 'ERR_HTTP_METHOD');
   return m;
 }
