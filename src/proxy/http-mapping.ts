@@ -93,10 +93,12 @@ export function contentFormatOf(contentType: string | undefined, contentEncoding
 }
 
 /**
- * The Accept option for an HTTP Accept field (RFC 7252 §10.2.2: the most-preferred media type; RFC 8075 §6.1: a
- * field that cannot be mapped is silently ignored, and the full range (any type) means no Accept option). Media types are tried by
- * falling q; ranges (`text/*`) and types without a Content-Format are skipped. application/coap-payload is refused
- * (RFC 8075 §6.2: the proxy SHOULD NOT forward it; 406 here).
+ * The Accept option for an HTTP Accept field. RFC 7252 §10.2.2: the most-preferred media type becomes the Accept
+ * option; RFC 8075 §6.1: a field that cannot be mapped is silently ignored (no Accept option), and so is the full
+ * range (any type). So only the types of the highest q are looked at (in the client's order, the first with a
+ * Content-Format wins); a browser's `text/html, ..., application/xml;q=0.9` asks for HTML most, which CoAP has no
+ * format for: no Accept option, rather than XML the client likes less. Ranges (`text/*`) are not supported by the
+ * CoAP Accept option. application/coap-payload is refused (RFC 8075 §6.2: the proxy SHOULD NOT forward it; 406).
  */
 export function acceptOption(field: string | string[] | undefined): CoapOption | undefined {
   if (field === undefined) return undefined;
@@ -106,10 +108,10 @@ export function acceptOption(field: string | string[] | undefined): CoapOption |
     .map((t) => parseMediaRange(t))
     .filter((m): m is MediaRange => m !== undefined && m.q > 0);
   if (ranges.some((m) => m.type === COAP_PAYLOAD_MEDIA_TYPE)) throw new HttpStatusError(406, 'application/coap-payload not forwarded', 'ERR_HTTP_ACCEPT');
-  // a stable sort: equal weights keep the client's order
-  const byPreference = ranges.map((m, i) => ({ m, i })).sort((a, b) => b.m.q - a.m.q || a.i - b.i).map((x) => x.m);
-  for (const m of byPreference) {
-    if (m.type === '*/*') return undefined;
+  const top = Math.max(...ranges.map((m) => m.q));
+  const preferred = ranges.filter((m) => m.q === top);
+  if (preferred.some((m) => m.type === '*/*')) return undefined;
+  for (const m of preferred) {
     const cf = mediaTypeToContentFormat(m);
     if (cf !== undefined) return { number: OPT.ACCEPT, value: encodeUint(cf) };
   }

@@ -123,7 +123,10 @@ describe('RFC 8075 §6 media types', function () {
     assert.equal(acceptOption(undefined), undefined);
     assert.equal(accept('application/cbor'), 60);
     assert.equal(accept('application/json;q=0.2, application/cbor'), 60);
-    assert.equal(accept('text/html, application/json;q=0.5'), 50, 'the best type with a Content-Format');
+    assert.equal(accept('application/json, application/cbor'), 50, 'equal weights: the client\'s order');
+    assert.equal(accept('text/html, application/json;q=0.5'), undefined, 'the most preferred has no Content-Format: ignored, not the next best');
+    // a browser's default field: HTML most, XML less; no Accept option rather than XML
+    assert.equal(accept('text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'), undefined);
     assert.equal(accept('*/*'), undefined);
     assert.equal(accept('*/*, application/json;q=0.5'), undefined, '*/* is the most preferred');
     assert.equal(accept('application/json;q=0.5, */*;q=0.1'), 50);
