@@ -3,8 +3,9 @@
 // (GroupProxy.serveLeg: allow-list, target, limits, fan-out, §5.2.1); the responses come back through a ClientLeg
 // and are kept, the latest per server, until T' (§9.6): then 204 when none came, 304 with one Group-ETag where the
 // CoAP proxy answers 2.03 (§9.3), else one 200 multipart/mixed of application/http parts. Beyond the draft (§9.9
-// leaves streaming open): with `Prefer: stream` (RFC 7240) each part is written as its response arrives.
-// An HTTP client's source address is proved by the TCP handshake, so no Echo round trip is needed (RFC 9175 §2.4
+// leaves streaming open): with `Prefer: stream` (RFC 7240) each part is written as its response arrives. OSCORE
+// (RFC 8613 §11) passes end to end: the OSCORE header and application/oscore body in, each server's protected
+// response out as a 200 part; the front never holds a key. An HTTP client's source address is proved by the TCP handshake, so no Echo round trip is needed (RFC 9175 §2.4
 // is about UDP sources).
 
 import { randomBytes } from 'node:crypto';
@@ -19,7 +20,8 @@ import { ProxyClient } from './admission';
 import { ClientLeg } from './front';
 import { GroupProxy } from './group-proxy';
 import {
-  HttpResponseParts, HttpStatusError, OSCORE_MEDIA_TYPE, REASONS, checkTarget, coapMethod, contentFormatOf, groupEtagOptions, multicastTimeoutOption, oscoreOption, targetFromHostingUri, toHttpResponse,
+  HttpResponseParts, HttpStatusError, OSCORE_MEDIA_TYPE, REASONS, acceptOption, checkTarget, coapMethod, conditionalOptions, contentFormatOf, groupEtagOptions, multicastTimeoutOption, oscoreOption, targetFromHostingUri,
+  toHttpResponse,
 } from './http-mapping';
 import { closingBytes, multipartBody, newBoundary, partBytes } from './multipart';
 
@@ -104,22 +106,30 @@ export class HttpFront extends EventEmitter {
     const url = req.url ?? '/';
     // groupcomm-proxy-07 §5.2.1: a client the allow-list does not admit learns nothing about targets.
     if (!this.proxy.allowsClient(client)) throw new HttpStatusError(403, 'not allowed', 'ERR_HTTP_NOT_ALLOWED');
-    // RFC 8075 §5 and §6: the target, method and media type, before the body is read.
+    // RFC 8075 §5 and §6, RFC 7252 §10.2: the target, method, media types and conditions, before the body is read.
     const target = checkTarget(targetFromHostingUri(url, mounted ? '' : this.basePath));
     if (Buffer.byteLength(target) > 1034) throw new HttpStatusError(414, 'target URI too long', 'ERR_HTTP_TARGET_LONG');
     const code = coapMethod(req.method);
-    const oscore = oscoreOption(req.headers.oscore);
+    const oscore = oscoreOption(req.headers.oscore, req.method);
     const contentType = req.headers['content-type'];
-    const cf = contentFormatOf(contentType);
-    if (!oscore && contentType?.toLowerCase().startsWith(OSCORE_MEDIA_TYPE)) throw new HttpStatusError(400, 'application/oscore without OSCORE header', 'ERR_HTTP_OSCORE');
+    const cf = contentFormatOf(contentType, req.headers['content-encoding']);
+    const oscoreBody = contentType?.split(';')[0].trim().toLowerCase() === OSCORE_MEDIA_TYPE;
+    // RFC 8613 §11.1: the OSCORE header and an application/oscore body come together
+    if (oscore ? contentType !== undefined && !oscoreBody : oscoreBody) throw new HttpStatusError(400, 'OSCORE header and application/oscore go together', 'ERR_HTTP_OSCORE');
     const options: CoapOption[] = [{ number: OPT.PROXY_URI, value: Buffer.from(target, 'utf8') }];
     const mt = multicastTimeoutOption(req.headers['multicast-timeout']);
     if (mt) options.push(mt);
     options.push(...groupEtagOptions(req.headers['group-etag']));
     if (oscore) options.push(oscore);
+    else {
+      // Accept and the conditions are class E under OSCORE (RFC 8613 §4.1): inside the client's ciphertext, not here
+      const accept = acceptOption(req.headers.accept);
+      if (accept) options.push(accept);
+      options.push(...conditionalOptions(req.headers, code));
+    }
     if (cf !== undefined) options.push({ number: OPT.CONTENT_FORMAT, value: encodeUint(cf) });
     const declared = req.headers['content-length'] !== undefined ? Number(req.headers['content-length']) : undefined;
-    // RFC 8075 §6.3 / RFC 9110 §15.5.14: a body larger than the proxy takes is a 413, nothing goes to the group.
+    // RFC 9110 §15.5.14: a body larger than the proxy takes is a 413, and nothing goes to the group.
     if (declared !== undefined && declared > this.maxBody) throw new HttpStatusError(413, 'body too large', 'ERR_HTTP_BODY');
     const stream = wantsStream(req.headers.prefer);
     readBody(req, this.maxBody).then(
@@ -163,7 +173,7 @@ export class HttpFront extends EventEmitter {
       finished = true;
       if (res.destroyed) return;
       const headers: [string, string][] = r.status === 304 || r.status === 204 ? r.headers : [...r.headers, ['Content-Length', String(r.body.length)]];
-      res.writeHead(r.status, REASONS[r.status], headers.flat());
+      res.writeHead(r.status, r.reason ?? REASONS[r.status], headers.flat());
       res.end(r.status === 304 || r.status === 204 ? undefined : r.body);
     };
     const startStream = () => {

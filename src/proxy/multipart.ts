@@ -14,7 +14,7 @@ export function newBoundary(): string {
 
 /** One HTTP response as the bytes of an application/http message (RFC 9112 §10.2). */
 export function httpMessageBytes(r: HttpResponseParts): Buffer {
-  const head = [`HTTP/1.1 ${r.status} ${REASONS[r.status] ?? 'Status'}`, ...r.headers.map(([k, v]) => `${k}: ${v}`), `Content-Length: ${r.body.length}`].join(CRLF);
+  const head = [`HTTP/1.1 ${r.status} ${r.reason ?? REASONS[r.status] ?? 'Status'}`, ...r.headers.map(([k, v]) => `${k}: ${v}`), `Content-Length: ${r.body.length}`].join(CRLF);
   return Buffer.concat([Buffer.from(head + CRLF + CRLF, 'latin1'), r.body]);
 }
 

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Msg, collect, statusOf } from '../support/flow';
 import { freeGroupPort } from '../support/lamps';
@@ -15,7 +16,7 @@ const helper = require('node-red-node-test-helper');
 const root = path.resolve(__dirname, '..', '..', '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
 const OURS = Object.values<string>(pkg['node-red'].nodes).map((f) => require(path.join(root, f)));
-const CORE = ['common/20-inject.js', 'common/90-comment.js', 'common/24-complete.js', 'function/10-switch.js', 'function/15-change.js', 'sequence/17-split.js'].map((f) => coreNode(f));
+const CORE = ['common/20-inject.js', 'common/90-comment.js', 'common/24-complete.js', 'function/10-switch.js', 'function/15-change.js', 'sequence/17-split.js', 'network/21-httprequest.js'].map((f) => coreNode(f));
 
 helper.init(nodeRedRuntime());
 
@@ -25,6 +26,16 @@ async function freeUnicastPort(): Promise<number> {
   const p = s.address().port;
   await new Promise<void>((r) => s.close(() => r()));
   return p;
+}
+
+function freeTcpPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
 }
 
 /** fixed port in the example -> the free port the test moved it to */
@@ -39,6 +50,9 @@ async function example(file: string): Promise<Msg[]> {
     ports[fixed] = await freeUnicastPort();
     text = text.replace(new RegExp(`\\b${fixed}\\b`, 'g'), String(ports[fixed]));
   }
+  // the HTTP front's TCP port (HTTP example)
+  ports[5694] = await freeTcpPort();
+  text = text.replace(/\b5694\b/g, String(ports[5694]));
   return JSON.parse(text).map((n: Msg) => (n.type === 'debug' ? { id: n.id, z: n.z, name: n.name, type: 'helper', wires: [] } : n));
 }
 
@@ -157,6 +171,30 @@ describe('examples: each one deployed alone works with nothing else running', fu
       byName(flow, 'count observers').receive({});
       const e = (await est).find((x) => x.topic === 'estimate')!;
       assert.deepEqual([e.payload.confirmations, e.payload.estimate, e.payload.count], [4, 4, 4], JSON.stringify(e.payload));
+    },
+    'HTTP to a CoAP group - http request through the cross-proxy.json': async () => {
+      const flow = await example('HTTP to a CoAP group - http request through the cross-proxy.json');
+      await helper.load([...OURS, ...CORE], flow);
+      const unknown: Msg[] = [];
+      byName(flow, 'unknown servers').on('input', (m: Msg) => unknown.push(m));
+      // the inject fires once at deploy: http request -> HTTP front -> group -> splitter, one message per lamp
+      const perLamp = collect(byName(flow, 'one message per lamp'), (m) => m.length >= 3);
+      const report = collect(byName(flow, 'who answered'), (m) => m.length >= 1);
+      const msgs = await perLamp;
+      assert.deepEqual(msgs.map((m) => m.coap.origin.address).sort(), ['127.0.5.2', '127.0.5.3', '127.0.5.4']);
+      // msg.topic names the lamp (from the part's Reply-From), not the proxy or the group
+      for (const m of msgs) assert.equal(m.topic, `coap://${m.coap.origin.address}:${m.coap.origin.port}`);
+      assert.deepEqual(msgs.map((m) => JSON.parse(m.payload.toString()).name).sort(), ['lamp-1', 'lamp-2', 'lamp-3']);
+      const [r] = await report;
+      assert.deepEqual(r.payload.missing, []);
+      assert.deepEqual(r.payload.answered, ['lamp-1', 'lamp-2', 'lamp-3']);
+      assert.deepEqual(unknown, [], 'no part came from a server the splitter does not know');
+      // the streamed variant (Prefer: stream): the same three lamps, each once
+      const streamed = collect(byName(flow, 'one message per lamp'), (m) => m.length >= 3);
+      const report2 = collect(byName(flow, 'who answered'), (m) => m.length >= 1);
+      byName(flow, 'streamed (Prefer: stream)').receive({});
+      assert.deepEqual((await streamed).map((m) => m.coap.origin.address).sort(), ['127.0.5.2', '127.0.5.3', '127.0.5.4']);
+      assert.deepEqual((await report2)[0].payload.missing, []);
     },
   };
 

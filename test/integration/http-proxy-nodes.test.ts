@@ -1,15 +1,20 @@
 // The HTTP front of the coap-group-proxy node in a Node-RED runtime (groupcomm-proxy-07 §9): Node-RED's own
 // `http request` node -> the proxy's HTTP front -> 5 lamps; coap-response-splitter turns the batch into one
-// message per member with its origin. Also the front served on Node-RED's httpNode app.
+// message per member with its origin. Also the front served on Node-RED's httpNode app, and behind Node-RED's own
+// httpNodeAuth in a Node-RED started as a user starts it (red.js with a settings file).
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { parseBatch } from '../../src/proxy/http-batch-client';
 import { collect } from '../support/flow';
 import { httpRequest } from '../support/http-client';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 import { coreNode, nodeRedRuntime } from '../support/node-red-runtime';
+import { ROOT, startNodeRed } from '../browser/packed-node-red';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -112,6 +117,84 @@ describe('nodes: coap-group-proxy HTTP front, http request -> coap-response-spli
     } finally {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('httpNodeAuth (basic) in a Node-RED started from red.js, the front on its httpNode root: no credentials -> 401 and nothing reaches the group; with them, the batch', async function () {
+    this.timeout(60000);
+    // a user directory with this checkout as an installed package (a symlink, as `npm link` makes it)
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'coap-httpnodeauth-'));
+    const userDir = path.join(work, 'user');
+    fs.mkdirSync(path.join(userDir, 'node_modules'), { recursive: true });
+    fs.writeFileSync(path.join(userDir, 'package.json'), JSON.stringify({ name: 'node-red-project', private: true }));
+    const pkgName = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).name;
+    fs.symlinkSync(ROOT, path.join(userDir, 'node_modules', pkgName), 'dir');
+    const redDir = process.env.COAP_NODE_RED_DIR || ROOT;
+    // the password as Node-RED's settings want it: a bcrypt hash (bcryptjs comes with Node-RED)
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const bcrypt = require(require.resolve('bcryptjs', { paths: [path.dirname(require.resolve('node-red/package.json', { paths: [redDir] }))] }));
+    const password = `test-${process.pid}`;
+    const settings = {
+      uiHost: '127.0.0.1',
+      flowFile: 'flows.json',
+      credentialSecret: false,
+      httpNodeAuth: { user: 'lamps', pass: bcrypt.hashSync(password, 8) },
+      editorTheme: { tours: false, palette: { catalogues: [] } },
+      telemetry: { enabled: false, updateNotification: false },
+      logging: { console: { level: 'info' } },
+    };
+    fs.writeFileSync(path.join(userDir, 'settings.js'), `module.exports = ${JSON.stringify(settings)};\n`);
+    fs.writeFileSync(
+      path.join(userDir, 'flows.json'),
+      JSON.stringify([
+        { id: 't1', type: 'tab', label: 'auth' },
+        { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: '0', multicastInterface: '127.0.0.1', multicastTtl: '1' },
+        { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: '0', multicastInterface: '127.0.0.1', multicastTtl: '1' },
+        { id: 'proxy', z: 't1', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', forward: true, groupProxying: true, allow: '127.0.0.1', httpMode: 'node-red', httpPath: '/hc', wires: [] },
+      ]),
+    );
+    const none = { wrap: (cmd: string, args: string[]): [string, string[]] => [cmd, args], close: async () => undefined };
+    const nr = await startNodeRed(userDir, none, redDir, process.execPath);
+    try {
+      const url = `${nr.url}hc?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/light`)}`;
+      // Node-RED listens before it starts the flows: wait for its "Started flows" line
+      await new Promise<void>((resolve) => {
+        const seen = () => nr.log.some((l) => /Started flows/.test(l));
+        if (seen()) return resolve();
+        const push = nr.log.push.bind(nr.log);
+        nr.log.push = (...lines: string[]) => {
+          const n = push(...lines);
+          if (seen()) resolve();
+          return n;
+        };
+      });
+      // the proxy node mounts its front once its endpoints are open: T' = 0 requests until one is served (204)
+      const groupRequests = () => lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
+      const first = groupRequests();
+      for (let i = 0; ; i++) {
+        const r = await httpRequest(url, { headers: { 'Multicast-Timeout': '0', Authorization: `Basic ${Buffer.from(`lamps:${password}`).toString('base64')}` } });
+        if (r.status === 204) break;
+        assert.ok(i < 500 && r.status === 404, `the front did not come up (${r.status})`);
+      }
+      await new Promise<void>((resolve) => {
+        const check = () => (groupRequests() >= first + 5 ? resolve() : setImmediate(check));
+        check();
+      });
+      const before = groupRequests();
+      const anonymous = await httpRequest(url, { headers: { 'Multicast-Timeout': '1' } });
+      assert.equal(anonymous.status, 401);
+      assert.match(anonymous.headers['www-authenticate']!, /^Basic /);
+      const wrong = await httpRequest(url, { headers: { 'Multicast-Timeout': '1', Authorization: `Basic ${Buffer.from('lamps:wrong').toString('base64')}` } });
+      assert.equal(wrong.status, 401);
+      const ok = await httpRequest(url, { headers: { 'Multicast-Timeout': '1', Authorization: `Basic ${Buffer.from(`lamps:${password}`).toString('base64')}` } });
+      assert.equal(ok.status, 200);
+      const parts = parseBatch(ok.headers['content-type'], ok.body);
+      assert.deepEqual(parts.map((p) => p.origin!.address).sort(), lamps.map((l) => l.address).sort());
+      // the two refused requests sent nothing: only the admitted one reached the members
+      assert.equal(groupRequests(), before + 5);
+    } finally {
+      await nr.stop();
+      fs.rmSync(work, { recursive: true, force: true });
     }
   });
 });

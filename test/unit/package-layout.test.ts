@@ -93,8 +93,25 @@ describe('package layout', function () {
     assert.deepEqual(stray, []);
   });
 
+  it('an example that asks over HTTP needs nothing outside itself: its http request node reaches an HTTP front of the same flow, whose target group its own lamps join', function () {
+    let checked = 0;
+    for (const f of fs.readdirSync(path.join(root, 'examples'))) {
+      const flow = JSON.parse(fs.readFileSync(path.join(root, 'examples', f), 'utf8'));
+      for (const n of flow.filter((x: { type: string }) => x.type === 'http request')) {
+        const u = new URL(n.url);
+        const front = flow.find((p: Record<string, string>) => p.type === 'coap-group-proxy' && p.httpMode === 'port' && String(p.httpPort) === u.port && p.httpHost === u.hostname && u.pathname === p.httpPath);
+        assert.ok(front, `${f}: "${n.name}" asks ${u.host}${u.pathname}, which no proxy of the flow serves`);
+        const target = new URL(u.searchParams.get('target_uri')!);
+        const lamps = flow.filter((s: Record<string, string>) => s.type === 'coap-group-server' && s.group === target.hostname && String(s.groupPort) === (target.port || '5683'));
+        assert.ok(lamps.length >= 2, `${f}: the flow's own lamps join ${target.host}`);
+        checked++;
+      }
+    }
+    assert.ok(checked >= 1, 'the HTTP example was looked at');
+  });
+
   it('every example flow is valid JSON and uses only node types that exist', function () {
-    const known = new Set([...Object.keys(pkg['node-red'].nodes), 'tab', 'inject', 'debug', 'join', 'split', 'switch', 'change', 'function', 'comment']);
+    const known = new Set([...Object.keys(pkg['node-red'].nodes), 'tab', 'inject', 'debug', 'join', 'split', 'switch', 'change', 'function', 'comment', 'http request']);
     // the defaults of every dialog are filled in, so no select shows empty after import
     const defaults: Record<string, string[]> = {};
     for (const [type, file] of Object.entries<string>(pkg['node-red'].nodes)) {
