@@ -175,9 +175,10 @@ interface NonAwaitingReset {
 }
 
 /**
- * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object, its key
- * ("address|port|mid") and token strings and the expiry queue slot. Measured on Node 20 (V8 heap after a GC,
- * 200,000 entries with IPv4 keys and 8-byte tokens): about 400 bytes. Used to bound the cache in bytes.
+ * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
+ * its key and token strings. Measured on Node 20 (V8 heap after a GC, IPv4 keys and 8-byte tokens): about 400 bytes
+ * with "address|port|mid" template-literal keys (200,000 entries), about 210 with flat keys (50,000 entries,
+ * docs/BENCHMARKS.md §6.1.1). Kept at 400 to bound the cache in bytes on the safe side.
  */
 export const DEDUP_ENTRY_OVERHEAD = 400;
 
