@@ -106,16 +106,13 @@ class SourceOrigin implements Origin {
 
 /**
  * A direct response held as the bytes of its datagram (RFC 7252 §3), copied into a slab its exchange shares among its
- * responses; its message is decoded again when first read after the 'response' event (listeners of that event get
- * the endpoint's decoded message at no cost) and kept from then on. A received datagram is its own ArrayBuffer with
- * a backing store (about 255 B besides its bytes on Node 20), and a decoded message adds views for token, options and
- * payload: an exchange holding a thousand responses nobody reads keeps a thousand slab ranges instead
- * (docs/BENCHMARKS.md §6.5). Its origin is also its `remote`.
+ * responses; its message is decoded from there when first read and kept from then on. A received datagram is its own
+ * ArrayBuffer with a backing store (about 255 B besides its bytes on Node 20), and the endpoint's decoded message
+ * holds it through its views: decoding again from the slab (well under a microsecond) lets the datagram go, whether
+ * the message is read or not (docs/BENCHMARKS.md §6.5). Its origin is also its `remote`.
  */
 class HeldResponse implements GroupResponse {
   private msg?: CoapMessage = undefined;
-  /** @internal the endpoint's message, offered while the 'response' event runs */
-  offered?: CoapMessage;
 
   constructor(
     private readonly slab: Buffer,
@@ -124,14 +121,11 @@ class HeldResponse implements GroupResponse {
     private readonly token: Buffer,
     readonly origin: SourceOrigin,
     readonly index: number,
-    message: CoapMessage,
-  ) {
-    this.offered = message;
-  }
+  ) {}
 
   get message(): CoapMessage {
     if (this.msg) return this.msg;
-    const m = this.offered ?? decode(this.slab.subarray(this.start, this.end));
+    const m = decode(this.slab.subarray(this.start, this.end));
     // the token equals the request's (the endpoint matched it): share that Buffer
     this.msg = { type: m.type, code: m.code, messageId: m.messageId, token: this.token, options: m.options.slice(), payload: m.payload };
     return this.msg;
@@ -227,7 +221,6 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const gr = this.hold(res, origin, reassembled);
     this.responses.push(gr);
     this.emit('response', gr);
-    if (gr instanceof HeldResponse) gr.offered = undefined;
   }
 
   /** The form a response is kept in for the life of the exchange. */
@@ -391,7 +384,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
       }
       const start = this.slabUsed;
       this.slabUsed += data.copy(slab, start);
-      return new HeldResponse(slab, start, this.slabUsed, this.token, origin, this.responses.length + 1, res.message);
+      return new HeldResponse(slab, start, this.slabUsed, this.token, origin, this.responses.length + 1);
     }
     return super.hold(res, origin, reassembled);
   }

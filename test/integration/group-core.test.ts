@@ -47,7 +47,7 @@ describe('group client and group servers on loopback multicast', function () {
     assert.equal(client.isTokenBusy(ex.token), true);
   });
 
-  it('a held response reads the same message during the event and after the exchange ended (kept as its datagram, RFC 7252 §3)', async function () {
+  it('a held response reads the same message during the event and after the exchange ended (kept as the bytes of its datagram, RFC 7252 §3)', async function () {
     const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/light`, timeout: 600 });
     const seen = new Map<number, { code: number; messageId: number; payload: string; options: string }>();
     ex.on('response', (r: GroupResponse) => {
