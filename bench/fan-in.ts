@@ -11,7 +11,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { GroupClient, GroupExchange } from '../src/group/group-client';
+import { GroupClient, GroupExchange, GroupResponse } from '../src/group/group-client';
 import { GroupServer } from '../src/group/group-server';
 import { encode } from '../src/coap/codec';
 import { CODES } from '../src/coap/codes';
@@ -216,8 +216,12 @@ function summarize(rows: Row[], leisure: number): string {
   );
 }
 
-/** Client memory of K concurrent exchanges that each hold N responses (heap + Buffers, after a full GC). */
-async function memoryWithResponses(n: number, groupPort: number): Promise<{ k: number; perExchange: number; perResponse: number }> {
+/**
+ * Client memory of K concurrent exchanges that each hold N responses (heap + Buffers, after a full GC); with `read`, a
+ * 'response' listener reads every message (as the coap-group-request node does), so each held response keeps its
+ * decoded message too.
+ */
+async function memoryWithResponses(n: number, groupPort: number, read = false): Promise<{ k: number; perExchange: number; perResponse: number }> {
   const pool = await forkPool({ n, group: GROUP, groupPort, leisure: 0 });
   const { ep, gc } = await openClient(bigBuffer);
   const k = Math.max(1, Math.round(1000 / n));
@@ -227,7 +231,12 @@ async function memoryWithResponses(n: number, groupPort: number): Promise<{ k: n
     forceGc();
     const before = liveBytes();
     const exs: GroupExchange[] = [];
-    for (let i = 0; i < k; i++) exs.push(gc.request({ uri, timeout: 20_000 }));
+    let bytesRead = 0;
+    for (let i = 0; i < k; i++) {
+      const ex = gc.request({ uri, timeout: 20_000 });
+      if (read) ex.on('response', (r: GroupResponse) => (bytesRead += r.message.payload.length));
+      exs.push(ex);
+    }
     const complete = await waitFor(() => exs.every((e) => e.responses.length === n), 10_000);
     await sleep(50);
     forceGc();
@@ -235,6 +244,7 @@ async function memoryWithResponses(n: number, groupPort: number): Promise<{ k: n
     const got = exs.reduce((a, e) => a + e.responses.length, 0);
     for (const e of exs) e.cancel();
     if (!complete) console.error(`memory: only ${got} of ${k * n} responses arrived`);
+    if (read && bytesRead === 0) console.error('memory: the listener read nothing');
     return { k, perExchange: delta / k, perResponse: delta / Math.max(1, got) };
   } finally {
     await ep.close();
@@ -359,6 +369,9 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     const m = await memoryWithResponses(n, await freeGroupPort(GROUP));
     memRows.push([fmt(n), fmt(m.k), kib(m.perExchange, 1), `${fmt(m.perResponse)} B`]);
   }
+  const largest = Math.max(...sizes);
+  const read = await memoryWithResponses(largest, await freeGroupPort(GROUP), true);
+  memRows.push([`${fmt(largest)}, each message read in the 'response' event`, fmt(read.k), kib(read.perExchange, 1), `${fmt(read.perResponse)} B`]);
   console.log(table(['responses held', 'concurrent exchanges', 'memory per exchange', 'per response'], memRows));
   console.log(`\nAfter an exchange ends its token stays retired for MIN_TOKEN_REUSE_TIME (groupcomm-bis §3.1.5): ${fmt(pend.retired)} B per retired token.`);
   console.log(`\nfan-in done in ${((Date.now() - t0) / 1000).toFixed(1)} s; load average at the end ${loadAverage()}`);

@@ -5,7 +5,7 @@
 // a warm-up pass, several interleaved runs, medians and ratios.
 // Run: npm run build && node --expose-gc dist/bench/unicast-throughput.js [--runs=9] [--count=10000] [--window=32]
 //      [--warmup=2000] [--sustained=10] [--sustained-count=20000] [--max-others=0.1] [--retries=10] [--cross]
-//      [--configs=dgram,ours-CON,...] [--server-cpu-prof=DIR] [--quick]
+//      [--configs=dgram,ours-CON,...] [--server-cpu-prof=DIR] [--server-trace-gc] [--quick]
 
 import { fork } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -261,7 +261,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   const sustainedBatches = numArg(args, 'sustained', quick ? 0 : 10);
   const sustainedCount = numArg(args, 'sustained-count', 20_000);
   if (sustainedCount > 60_000) throw new Error('--sustained-count must stay below 60000');
-  const execArgv = args['server-cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['server-cpu-prof']}`] : [];
+  const execArgv = [...(args['server-cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${args['server-cpu-prof']}`] : []), ...(args['server-trace-gc'] === 'true' ? ['--trace-gc'] : [])];
 
   const t0 = Date.now();
   console.log(`# unicast throughput: closed loop, window ${o.window}, ${o.count} requests or ${o.maxMs} ms per run, ${runs} runs (each on a fresh server process after a ${warmup}-request warm-up per configuration), client and servers in two processes on 127.0.0.1`);

@@ -11,7 +11,8 @@ import { CODES, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
 import { OPT } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
-import { CoapEndpoint, GroupRequestHandle, IncomingResponse } from '../messaging/endpoint';
+import { decode } from '../coap/codec';
+import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging/endpoint';
 import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
 import { protectRequest, unprotectResponse } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
@@ -104,6 +105,42 @@ class SourceOrigin implements Origin {
 }
 
 /**
+ * A direct response held as the bytes of its datagram (RFC 7252 §3), copied into a slab its exchange shares among its
+ * responses; its message is decoded from there when first read and kept from then on. A received datagram is its own
+ * ArrayBuffer with a backing store (about 255 B besides its bytes on Node 20), and the endpoint's decoded message
+ * holds it through its views: decoding again from the slab (well under a microsecond) lets the datagram go, whether
+ * the message is read or not (docs/BENCHMARKS.md §6.5). Its origin is also its `remote`.
+ */
+class HeldResponse implements GroupResponse {
+  private msg?: CoapMessage = undefined;
+
+  constructor(
+    private readonly slab: Buffer,
+    private readonly start: number,
+    private readonly end: number,
+    private readonly token: Buffer,
+    readonly origin: SourceOrigin,
+    readonly index: number,
+  ) {}
+
+  get message(): CoapMessage {
+    if (this.msg) return this.msg;
+    const m = decode(this.slab.subarray(this.start, this.end));
+    // the token equals the request's (the endpoint matched it): share that Buffer
+    this.msg = { type: m.type, code: m.code, messageId: m.messageId, token: this.token, options: m.options.slice(), payload: m.payload };
+    return this.msg;
+  }
+
+  get remote(): RemoteAddress {
+    return this.origin;
+  }
+
+  toJSON(): GroupResponse {
+    return { message: this.message, remote: this.origin, origin: this.origin, index: this.index };
+  }
+}
+
+/**
  * The stream of responses of one exchange. Events: 'response' (GroupResponse), 'error' (Error, for a follow-up or
  * an answer of a proxy itself), 'end' (GroupSummary). Also an async iterator over the responses. Subclasses decide
  * how the request goes out, where an origin comes from and how block follow-ups travel.
@@ -116,19 +153,39 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   protected collecting = true;
   protected ended = false;
   protected cancelled = false;
-  protected readonly errors: { origin: string; error: string; code?: string }[] = [];
+  /** made on the first error: most exchanges have none */
+  protected errors?: { origin: string; error: string; code?: string }[];
   // The summary promise is made on first use: most exchanges are consumed through events and never ask for it, and a
   // promise with its resolver is a good part of what a pending exchange holds.
   private summaryPromise?: Promise<GroupSummary>;
   private resolveSummary?: (s: GroupSummary) => void;
   private finalSummary?: GroupSummary;
+  // The request, as a message or as the datagram that went out (decoded again only for a Block2 follow-up).
+  private requestMessage?: CoapMessage;
+  private requestBytes?: Buffer;
 
   constructor(
     protected readonly endpoint: CoapEndpoint,
-    protected request: CoapMessage,
+    request: CoapMessage,
     protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number },
   ) {
     super();
+    this.requestMessage = request;
+  }
+
+  protected get request(): CoapMessage {
+    return (this.requestMessage ??= decode(this.requestBytes!));
+  }
+
+  protected set request(m: CoapMessage) {
+    this.requestMessage = m;
+    this.requestBytes = undefined;
+  }
+
+  /** Hold the request as the datagram that was sent: one Buffer instead of a message, its options and values. */
+  protected keepRequestEncoded(bytes: Buffer): void {
+    this.requestBytes = bytes;
+    this.requestMessage = undefined;
   }
 
   /** Resolves with the summary when the exchange ends ('end'). */
@@ -161,6 +218,13 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
+    const gr = this.hold(res, origin, reassembled);
+    this.responses.push(gr);
+    this.emit('response', gr);
+  }
+
+  /** The form a response is kept in for the life of the exchange. */
+  protected hold(res: IncomingResponse, origin: Origin, reassembled: boolean): GroupResponse {
     // The endpoint matched the response by token, so the bytes equal the request's: share that Buffer rather than
     // hold a view per response (docs/BENCHMARKS.md §6). A direct response's origin is its source address: one object serves as both.
     // The decoder's options array has room for 17 (V8 grows an empty array that way); a held one gets its exact size.
@@ -169,12 +233,11 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const remote = origin.address === res.remote.address && origin.port === res.remote.port && !origin.via ? origin : res.remote;
     const gr: GroupResponse = { message, remote, origin, index: this.responses.length + 1 };
     if (reassembled) gr.reassembled = true;
-    this.responses.push(gr);
-    this.emit('response', gr);
+    return gr;
   }
 
   protected reportError(origin: string, err: Error, code?: string): void {
-    this.errors.push({ origin, error: err.message, ...(code ? { code } : {}) });
+    (this.errors ??= []).push({ origin, error: err.message, ...(code ? { code } : {}) });
     if (this.listenerCount('error')) this.emit('error', Object.assign(err, { origin }));
   }
 
@@ -226,7 +289,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     this.ended = true;
     const seen = new Map<string, Origin>();
     for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
-    const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors, cancelled: this.cancelled };
+    const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors ?? [], cancelled: this.cancelled };
     this.finalSummary = summary;
     this.emit('end', summary);
     this.resolveSummary?.(summary);
@@ -253,15 +316,25 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 }
 
-/** A group request sent directly over multicast: origins are the responses' source addresses. */
-export class GroupExchange extends ResponseStream {
-  private handle!: GroupRequestHandle;
+/**
+ * A group request sent directly over multicast: origins are the responses' source addresses. The exchange is its
+ * own record in the endpoint (GroupRequestRecord): no handle, closures or timer per exchange.
+ */
+export class GroupExchange extends ResponseStream implements GroupRequestRecord {
+  /** @internal written by the endpoint */
+  exchangeToken?: Buffer = undefined;
+  /** @internal written by the endpoint's deadline queue */
+  dueAt?: number = undefined;
+  /** @internal written by the endpoint's deadline queue */
+  dueSlot?: number = undefined;
+  /** where held responses' bytes go (see HeldResponse) */
+  private slab?: Buffer = undefined;
+  private slabUsed = 0;
 
   constructor(
     endpoint: CoapEndpoint,
     request: CoapMessage,
-    private readonly group: RemoteAddress,
-    private readonly opts: { timeout: number; followBlocks: boolean; maxBodySize: number },
+    opts: { followBlocks: boolean; maxBodySize: number },
     /** verifies one response end to end (throws if it does not verify) */
     private readonly verify?: (res: IncomingResponse) => VerifiedIncoming,
   ) {
@@ -269,16 +342,22 @@ export class GroupExchange extends ResponseStream {
   }
 
   get token(): Buffer {
-    return this.handle.token;
+    return this.exchangeToken!;
   }
 
   /** @internal */
-  start(): this {
-    this.handle = this.endpoint.groupRequest(this.request, this.group, this.opts.timeout, (res) => this.onVerified(res), () => this.stopCollecting());
+  get multi(): true {
+    return true;
+  }
+
+  /** @internal */
+  start(group: RemoteAddress, timeout: number): this {
+    this.keepRequestEncoded(this.endpoint.startGroupRequest(this, this.request, group, timeout));
     return this;
   }
 
-  private onVerified(res: IncomingResponse): void {
+  /** @internal the endpoint matched a response to our token */
+  onExchangeResponse(res: IncomingResponse): void {
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
     let v: VerifiedIncoming;
@@ -293,12 +372,34 @@ export class GroupExchange extends ResponseStream {
     this.onResponse(v);
   }
 
+  protected override hold(res: IncomingResponse, origin: Origin, reassembled: boolean): GroupResponse {
+    // only a response exactly as the endpoint decoded it (not a verified or reassembled one) is held as its datagram
+    const data = res.data;
+    if (!reassembled && !this.verify && data && origin instanceof SourceOrigin && res.message.token.length === this.token.length) {
+      let slab = this.slab;
+      if (!slab || this.slabUsed + data.length > slab.length) {
+        // slabs grow with the exchange (512 B, 2 KiB, ... 64 KiB), so a small exchange holds little unused room
+        slab = this.slab = Buffer.allocUnsafeSlow(Math.max(data.length, Math.min(64 * 1024, slab ? slab.length * 4 : 512)));
+        this.slabUsed = 0;
+      }
+      const start = this.slabUsed;
+      this.slabUsed += data.copy(slab, start);
+      return new HeldResponse(slab, start, this.slabUsed, this.token, origin, this.responses.length + 1);
+    }
+    return super.hold(res, origin, reassembled);
+  }
+
+  /** @internal the deadline passed (or the endpoint closed) */
+  onExchangeEnd(): void {
+    this.stopCollecting();
+  }
+
   /** Stop now: no more responses are delivered, follow-ups are abandoned, 'end' fires. */
   cancel(): void {
     if (this.ended) return;
     this.cancelled = true;
     this.pendingFollowUps = 0;
-    this.handle.cancel();
+    this.endpoint.endGroupRequest(this);
   }
 
   protected originOf(res: VerifiedIncoming): Origin {
@@ -337,14 +438,8 @@ export class GroupClient {
         return { ...res, message: v.message, oscore: { kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode } };
       };
     }
-    const ex = new GroupExchange(
-      this.endpoint,
-      msg,
-      { address: socketAddress(uri), port: uri.port },
-      { timeout: opts.timeout ?? DEFAULT_GROUP_TIMEOUT, followBlocks: opts.oscore ? false : opts.followBlocks ?? true, maxBodySize: opts.maxBodySize ?? 1 << 20 },
-      verify,
-    );
-    return ex.start();
+    const ex = new GroupExchange(this.endpoint, msg, { followBlocks: opts.oscore ? false : opts.followBlocks ?? true, maxBodySize: opts.maxBodySize ?? 1 << 20 }, verify);
+    return ex.start({ address: socketAddress(uri), port: uri.port }, opts.timeout ?? DEFAULT_GROUP_TIMEOUT);
   }
 
   /** A follow-up unicast request to one server (e.g. an origin from a group response). */

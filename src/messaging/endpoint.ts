@@ -19,11 +19,12 @@ import { randomFillSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CoapFormatError, decode, encode } from '../coap/codec';
 import { CODES, isRequestCode, isResponseCode } from '../coap/codes';
-import { CoapMessage, CoapOption, MessageType, createMessage } from '../coap/message';
+import { CoapMessage, CoapOption, MessageType } from '../coap/message';
 import { CoapResponseError, toErrorResponse } from '../coap/errors';
 import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
-import { ExpiringMap } from './expiring-map';
+import { Deadline, DeadlineQueue } from './deadline-queue';
+import { ExpiringMap, Slot } from './expiring-map';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
 export interface IncomingRequest {
@@ -37,6 +38,11 @@ export interface IncomingRequest {
 export interface IncomingResponse {
   message: CoapMessage;
   remote: RemoteAddress;
+  /**
+   * The datagram `message` was decoded from, as the endpoint passes it on (a holder may keep it and decode again
+   * later instead of keeping the message; a response whose message was changed must not carry it).
+   */
+  data?: Buffer;
 }
 
 /** What a request handler gets: reply once (or not at all, e.g. suppression of a group response). */
@@ -126,28 +132,46 @@ export interface EndpointCounters {
   tokensRefused: number;
 }
 
-interface PendingCon {
+/** A CON we sent and retransmit until it is acknowledged (RFC 7252 §4.2); an entry of the retransmission queue. */
+interface PendingCon extends Deadline {
   /** our Message ID: unique per endpoint (one counter for every peer) until it wraps */
   key: number;
   data: Buffer;
   remote: RemoteAddress;
   timeout: number;
   attempts: number;
-  timer: unknown;
-  onAck?: (msg: CoapMessage) => void;
-  onReset?: () => void;
-  onFail?: (err: CoapError) => void;
+  /** told about the ACK, RST or failure (called as methods of this object) */
+  listener: SendOptions;
 }
 
+/** What waits for responses on one of our tokens. */
 interface Exchange {
-  token: Buffer;
   /** undefined for group requests: any source matches */
-  remote?: RemoteAddress;
-  multi: boolean;
-  onResponse(res: IncomingResponse): void;
+  readonly remote?: RemoteAddress;
+  /** several responses (group requests, listeners): the token is retired when it ends */
+  readonly multi: boolean;
+  onExchangeResponse(res: IncomingResponse): void;
 }
 
-interface DedupEntry {
+/**
+ * A group request's record in the endpoint (groupcomm-bis §3.1). The object that collects the responses (e.g. the
+ * group client's GroupExchange) is itself the exchange the endpoint matches tokens to and the entry of the
+ * endpoint's one deadline queue, so a pending group request holds no handle, closure or timer of its own
+ * (docs/BENCHMARKS.md §6.5).
+ */
+export interface GroupRequestRecord extends Deadline {
+  readonly multi: true;
+  readonly remote?: undefined;
+  /** every response with the token, from any source, until the deadline */
+  onExchangeResponse(res: IncomingResponse): void;
+  /** the deadline passed, endGroupRequest() was called or the endpoint closed; the token is retired by then */
+  onExchangeEnd(): void;
+  /** Written by the endpoint: the token of the request, undefined before it was sent. */
+  exchangeToken?: Buffer;
+}
+
+/** A duplicate-cache entry; it is its own slot in the ExpiringMap (one object per remembered message). */
+interface DedupEntry extends Slot<DedupEntry> {
   key: string;
   /** the token as a latin1 string (cheaper to keep than a Buffer) */
   token: string;
@@ -162,9 +186,10 @@ interface NonAwaitingReset {
 }
 
 /**
- * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object, its key
- * ("address|port|mid") and token strings and the expiry queue slot. Measured on Node 20 (V8 heap after a GC,
- * 200,000 entries with IPv4 keys and 8-byte tokens): about 400 bytes. Used to bound the cache in bytes.
+ * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
+ * its key and token strings. Measured on Node 20 (V8 heap after a GC, IPv4 keys and 8-byte tokens): about 400 bytes
+ * with "address|port|mid" template-literal keys (200,000 entries), about 210 with flat keys (50,000 entries,
+ * docs/BENCHMARKS.md §6.1.1). Kept at 400 to bound the cache in bytes on the safe side.
  */
 export const DEDUP_ENTRY_OVERHEAD = 400;
 
@@ -195,6 +220,25 @@ export interface GroupRequestHandle {
 
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
+
+const keyScratch = Buffer.allocUnsafe(128);
+/**
+ * The duplicate cache's key for (source, Message ID): the address, then port and Message ID as two bytes each, read
+ * back as one flat latin1 string. A template literal built a chain of cons strings that the map kept alive: 127 B more
+ * per entry (docs/BENCHMARKS.md §6.5), and the server keeps one entry per request it served. The suffix has a fixed
+ * length, so two keys are equal only if address, port and Message ID are.
+ */
+function dedupKey(remote: RemoteAddress, messageId: number): string {
+  const a = remote.address;
+  // (no address is that long; the other form is longer than any key below, so the two never collide)
+  if (a.length > keyScratch.length - 4) return `${a}|${remote.port}|${messageId}`;
+  const n = keyScratch.write(a, 0, 'latin1');
+  keyScratch[n] = remote.port >> 8;
+  keyScratch[n + 1] = remote.port & 0xff;
+  keyScratch[n + 2] = messageId >> 8;
+  keyScratch[n + 3] = messageId & 0xff;
+  return keyScratch.toString('latin1', 0, n + 4);
+}
 const sameRemote = (a: RemoteAddress, b: RemoteAddress): boolean => a.port === b.port && a.address === b.address;
 
 export class CoapEndpoint extends EventEmitter {
@@ -222,10 +266,12 @@ export class CoapEndpoint extends EventEmitter {
   private readonly dedup: ExpiringMap<DedupEntry>;
   /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
   private readonly nonResets: ExpiringMap<NonAwaitingReset>;
-  private readonly timers = new Set<unknown>();
+  /** one timer each for every CON's retransmission, every request's wait and every group request's deadline */
+  private readonly retransmits: DeadlineQueue<PendingCon>;
+  private readonly waits: DeadlineQueue<UnicastRequest>;
+  private readonly groupDeadlines: DeadlineQueue<GroupRequestRecord>;
+  private readonly separateAcks: DeadlineQueue<ServerExchange>;
   private handler?: RequestHandler;
-  /** what pending requests and group exchanges do when the endpoint closes */
-  private readonly closers = new Set<() => void>();
   private closed = false;
   private readonly onDatagram = (dg: Datagram) => this.receive(dg);
 
@@ -245,6 +291,10 @@ export class CoapEndpoint extends EventEmitter {
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
     this.nonLifetimeMs = nonLifetime(this.params);
+    this.retransmits = new DeadlineQueue(this.clock, (p) => this.retransmitDue(p));
+    this.waits = new DeadlineQueue(this.clock, (r) => r.timedOut());
+    this.groupDeadlines = new DeadlineQueue(this.clock, this.groupDeadlineDue);
+    this.separateAcks = new DeadlineQueue(this.clock, (sx) => this.separateAckDue(sx));
     transport.on('datagram', this.onDatagram);
   }
 
@@ -260,23 +310,6 @@ export class CoapEndpoint extends EventEmitter {
   /** Serve requests (a server role); one handler per endpoint. */
   setRequestHandler(handler: RequestHandler | undefined): void {
     this.handler = handler;
-  }
-
-  // ---------------------------------------------------------------- timers
-
-  private after(ms: number, fn: () => void): unknown {
-    const h = this.clock.setTimeout(() => {
-      this.timers.delete(h);
-      if (!this.closed) fn();
-    }, ms);
-    this.timers.add(h);
-    return h;
-  }
-
-  private cancelTimer(h: unknown): void {
-    if (h === undefined) return;
-    this.clock.clearTimeout(h);
-    this.timers.delete(h);
   }
 
   // ---------------------------------------------------------------- ids
@@ -435,23 +468,8 @@ export class CoapEndpoint extends EventEmitter {
       return;
     }
     const data = encode(msg);
-    if (msg.type === 'CON') {
-      const key = msg.messageId;
-      const old = this.pendingCons.get(key);
-      if (old) {
-        // The Message ID wrapped while an old CON still waits: that one cannot be told apart any more.
-        this.cancelTimer(old.timer);
-        old.onFail?.(new CoapError('Message ID reused before the old message was acknowledged', 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
-      }
-      const p: PendingCon = {
-        key, data, remote, attempts: 0, timer: undefined,
-        // multiples of 10 ms: Node keeps one timer list per distinct duration
-        timeout: Math.round((this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))) / 10) * 10,
-        onAck: opts.onAck, onReset: opts.onReset, onFail: opts.onFail,
-      };
-      this.pendingCons.set(key, p);
-      this.armRetransmit(p);
-    } else if (msg.type === 'NON' && opts.onReset) {
+    if (msg.type === 'CON') this.trackCon(data, msg.messageId, remote, opts);
+    else if (msg.type === 'NON' && opts.onReset) {
       // RFC 7252 §4.3: a NON may be answered with RST (e.g. an observer that forgot the observation, RFC 7641
       // §3.6). The Message ID is unique per endpoint until it wraps, so it identifies the message for NON_LIFETIME.
       const now = this.clock.now();
@@ -461,33 +479,48 @@ export class CoapEndpoint extends EventEmitter {
     this.transmit(data, remote);
   }
 
+  /** Retransmit a CON until it is acknowledged (RFC 7252 §4.2). */
+  private trackCon(data: Buffer, key: number, remote: RemoteAddress, listener: SendOptions): void {
+    const old = this.pendingCons.get(key);
+    if (old) {
+      // The Message ID wrapped while an old CON still waits: that one cannot be told apart any more.
+      this.retransmits.remove(old);
+      old.listener.onFail?.(new CoapError('Message ID reused before the old message was acknowledged', 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
+    }
+    const p: PendingCon = {
+      key, data, remote, attempts: 0, listener, dueAt: undefined, dueSlot: undefined,
+      // RFC 7252 §4.2: ACK_TIMEOUT × a random factor in [1, ACK_RANDOM_FACTOR], in whole 10 ms
+      timeout: Math.round((this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))) / 10) * 10,
+    };
+    this.pendingCons.set(key, p);
+    this.retransmits.add(p, p.timeout);
+  }
+
   private transmit(data: Buffer, remote: RemoteAddress): void {
     this.counters.sent++;
     this.transport.send(data, remote);
   }
 
-  private armRetransmit(p: PendingCon): void {
-    p.timer = this.after(p.timeout, () => {
-      if (this.pendingCons.get(p.key) !== p) return;
-      if (p.attempts >= this.params.MAX_RETRANSMIT) {
-        this.pendingCons.delete(p.key);
-        this.counters.transmitTimeouts++;
-        p.onFail?.(new CoapError(`no ACK from ${p.remote.address}:${p.remote.port} after ${p.attempts} retransmissions`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
-        return;
-      }
-      p.attempts++;
-      p.timeout *= 2;
-      this.counters.retransmissions++;
-      this.transmit(p.data, p.remote);
-      this.armRetransmit(p);
-    });
+  private retransmitDue(p: PendingCon): void {
+    if (this.closed || this.pendingCons.get(p.key) !== p) return;
+    if (p.attempts >= this.params.MAX_RETRANSMIT) {
+      this.pendingCons.delete(p.key);
+      this.counters.transmitTimeouts++;
+      p.listener.onFail?.(new CoapError(`no ACK from ${p.remote.address}:${p.remote.port} after ${p.attempts} retransmissions`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
+      return;
+    }
+    p.attempts++;
+    p.timeout *= 2;
+    this.counters.retransmissions++;
+    this.transmit(p.data, p.remote);
+    this.retransmits.add(p, p.timeout);
   }
 
   /** Stop retransmitting a CON we sent (e.g. the exchange was cancelled). */
   cancelMessage(remote: RemoteAddress, messageId: number): void {
     const p = this.pendingCons.get(messageId);
     if (!p || !sameRemote(p.remote, remote)) return;
-    this.cancelTimer(p.timer);
+    this.retransmits.remove(p);
     this.pendingCons.delete(p.key);
   }
 
@@ -502,49 +535,32 @@ export class CoapEndpoint extends EventEmitter {
       const token = opts.token ?? req.token ?? this.newToken(this.tokenLength, true);
       const k = tokenKey(token);
       if (this.exchanges.has(k)) return reject(new CoapError('token in use', 'ERR_TOKEN_IN_USE'));
-      const msg = createMessage({ ...req, type: confirmable ? 'CON' : 'NON', token, messageId: this.newMessageId() });
-      let timer: unknown;
-      let settled = false;
-      const finish = (err?: Error, res?: IncomingResponse) => {
-        if (settled) return;
-        settled = true;
-        this.cancelTimer(timer);
-        this.cancelMessage(remote, msg.messageId);
-        this.dropExchange(k, ex);
-        this.closers.delete(onClose);
-        if (err) reject(err);
-        else resolve(res!);
-      };
-      const onClose = () => finish(new CoapError('endpoint closed', 'ERR_CLOSED'));
-      this.closers.add(onClose);
-      const ex: Exchange = {
-        token, remote, multi: false,
-        onResponse: (res) => {
-          if (isEmptyAckOnly(res.message)) return;
-          finish(undefined, res);
-        },
-      };
-      this.exchanges.set(k, ex);
-      const waitMs = opts.timeout ?? exchangeLifetime(this.params);
-      const armWait = () => {
-        timer = this.after(waitMs, () => finish(new CoapError(`no response from ${remote.address}:${remote.port}`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT)));
-      };
+      const messageId = this.newMessageId();
+      let data: Buffer;
       try {
-        this.sendMessage(msg, remote, {
-          onAck: (ack) => {
-            // Piggybacked responses arrive through receive(). An empty ACK means a separate response follows; so
-            // may an ACK carrying another token (e.g. a server's cached reply to an earlier use of this Message
-            // ID): either way the exchange keeps a timer, so it can never hang.
-            if (ack.code === 0 || !ack.token.equals(token)) armWait();
-          },
-          onReset: () => finish(new CoapError(`${remote.address}:${remote.port} answered with RST`, 'ERR_RESET')),
-          onFail: (err) => finish(err),
-        });
+        // encode() sorts a copy of unsorted options itself: no message object is built just to be encoded
+        data = encode({ type: confirmable ? 'CON' : 'NON', code: req.code, messageId, token, options: req.options ?? NO_OPTIONS, payload: req.payload ?? EMPTY });
       } catch (err) {
-        return finish(err as Error);
+        return reject(err);
       }
-      if (!confirmable) armWait();
+      const r = new UnicastRequest(this, remote, k, token, messageId, opts.timeout ?? this.exchangeLifetimeMs, resolve, reject);
+      this.exchanges.set(k, r);
+      if (confirmable) this.trackCon(data, messageId, remote, r);
+      else this.waits.add(r, r.waitMs);
+      this.transmit(data, remote);
     });
+  }
+
+  /** @internal a UnicastRequest is over: stop its timers and forget it */
+  settleRequest(r: UnicastRequest): void {
+    this.waits.remove(r);
+    this.cancelMessage(r.remote, r.messageId);
+    this.dropExchange(r.key, r);
+  }
+
+  /** @internal an empty ACK (or an ACK for another token) came: wait for the separate response */
+  awaitSeparate(r: UnicastRequest): void {
+    this.waits.add(r, r.waitMs);
   }
 
   /**
@@ -559,31 +575,42 @@ export class CoapEndpoint extends EventEmitter {
     onEnd: () => void,
     opts: { token?: Buffer } = {},
   ): GroupRequestHandle {
+    const rec = new CallbackGroupRequest(this, onResponse, onEnd);
+    this.startGroupRequest(rec, req, group, deadline, opts);
+    return rec;
+  }
+
+  /**
+   * Send a group request for `rec` (see GroupRequestRecord): a NON to the group; responses go to
+   * rec.onExchangeResponse until `deadline` ms have passed or endGroupRequest(rec), then rec.onExchangeEnd runs and
+   * the token is retired. Returns the datagram that was sent.
+   */
+  startGroupRequest(rec: GroupRequestRecord, req: Partial<CoapMessage> & { code: number }, group: RemoteAddress, deadline: number, opts: { token?: Buffer } = {}): Buffer {
     if (this.closed) throw new CoapError('endpoint closed', 'ERR_CLOSED');
     this.reserveRetireSlot();
     const token = opts.token ?? this.newToken();
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
-    const msg = createMessage({ ...req, type: 'NON', token, messageId: this.newMessageId() });
-    let timer: unknown;
-    // One closure per exchange: it is the deadline's callback, the close hook and the handle's cancel. It is
-    // registered in `closers` (close() runs it, which clears the timer), so it needs no `after()` wrapper.
-    const end = () => {
-      if (timer === null) return;
-      this.clock.clearTimeout(timer);
-      timer = null;
-      this.closers.delete(end);
-      this.retireToken(token);
-      onEnd();
-    };
-    const ex: Exchange = { token, multi: true, onResponse };
-    this.exchanges.set(k, ex);
+    const data = encode({ type: 'NON', code: req.code, messageId: this.newMessageId(), token, options: req.options ?? NO_OPTIONS, payload: req.payload ?? EMPTY });
+    rec.exchangeToken = token;
+    this.exchanges.set(k, rec);
     this.multiExchanges++;
-    timer = this.clock.setTimeout(end, deadline);
-    this.closers.add(end);
-    this.sendMessage(msg, group);
-    return { token, cancel: end };
+    this.groupDeadlines.add(rec, deadline);
+    this.transmit(data, group);
+    return data;
   }
+
+  /** Stop collecting for a group request now (idempotent): the token is retired and rec.onExchangeEnd runs. */
+  endGroupRequest(rec: GroupRequestRecord): void {
+    if (!this.groupDeadlines.has(rec)) return;
+    this.groupDeadlines.remove(rec);
+    this.groupDeadlineDue(rec);
+  }
+
+  private readonly groupDeadlineDue = (rec: GroupRequestRecord): void => {
+    this.retireToken(rec.exchangeToken!);
+    rec.onExchangeEnd();
+  };
 
   /**
    * Register a long-lived multi-response exchange on a token we chose (Observe, proxy relays). The caller
@@ -594,7 +621,7 @@ export class CoapEndpoint extends EventEmitter {
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
     this.reserveRetireSlot();
-    const ex: Exchange = { token, remote, multi: true, onResponse };
+    const ex: Exchange = { remote, multi: true, onExchangeResponse: onResponse };
     this.exchanges.set(k, ex);
     this.multiExchanges++;
     return () => {
@@ -680,16 +707,16 @@ export class CoapEndpoint extends EventEmitter {
         } else this.counters.ignoredMessages++;
         return;
       }
-      this.cancelTimer(p.timer);
+      this.retransmits.remove(p);
       this.pendingCons.delete(key);
       if (msg.type === 'RST') {
         this.counters.resetsReceived++;
-        p.onReset?.();
+        p.listener.onReset?.();
         this.emit('reset', remote, msg.messageId);
         return;
       }
-      p.onAck?.(msg);
-      if (msg.code !== 0) this.handleResponse(msg, remote, false);
+      p.listener.onAck?.(msg);
+      if (msg.code !== 0) this.handleResponse(msg, dg, false);
       return;
     }
     // CON or NON
@@ -700,7 +727,7 @@ export class CoapEndpoint extends EventEmitter {
       return;
     }
     // Duplicate detection (§4.5).
-    const dkey = `${remote.address}|${remote.port}|${msg.messageId}`;
+    const dkey = dedupKey(remote, msg.messageId);
     const now = this.clock.now();
     this.dedup.sweep(now);
     const seen = this.dedup.get(dkey, now);
@@ -712,13 +739,17 @@ export class CoapEndpoint extends EventEmitter {
       if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
       return;
     }
-    const entry: DedupEntry = { key: dkey, token, code: msg.code };
+    const entry: DedupEntry = {
+      key: dkey, value: undefined as unknown as DedupEntry, expires: now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs),
+      weight: DEDUP_ENTRY_OVERHEAD, token, code: msg.code, reply: undefined,
+    };
+    entry.value = entry;
     const before = this.dedup.evicted;
-    this.dedup.set(dkey, entry, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs), DEDUP_ENTRY_OVERHEAD);
+    this.dedup.insert(entry);
     this.counters.dedupEvictions += this.dedup.evicted - before;
 
     if (isResponseCode(msg.code)) {
-      const matched = this.handleResponse(msg, remote, msg.type === 'CON', dg.multicast);
+      const matched = this.handleResponse(msg, dg, msg.type === 'CON');
       if (msg.type === 'CON' && matched) this.sendEmptyAck(remote, msg.messageId, entry);
       return;
     }
@@ -727,7 +758,8 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   /** Returns true if the response matched an exchange (else it was rejected / dropped). */
-  private handleResponse(msg: CoapMessage, remote: RemoteAddress, confirmable: boolean, multicast = false): boolean {
+  private handleResponse(msg: CoapMessage, dg: Datagram, confirmable: boolean): boolean {
+    const { remote, multicast } = dg;
     const k = tokenKey(msg.token);
     const ex = this.exchanges.get(k);
     if (ex && (!ex.remote || (ex.remote.address === remote.address && ex.remote.port === remote.port))) {
@@ -739,7 +771,7 @@ export class CoapEndpoint extends EventEmitter {
         if (confirmable) this.sendRst(remote, msg.messageId);
         return false;
       }
-      ex.onResponse({ message: msg, remote });
+      ex.onExchangeResponse({ message: msg, remote, data: dg.data });
       return true;
     }
     if (this.retired.has(k, this.clock.now()) || this.isOwnCounterToken(msg.token, 0)) {
@@ -762,50 +794,7 @@ export class CoapEndpoint extends EventEmitter {
 
   private handleRequest(msg: CoapMessage, dg: Datagram, entry: DedupEntry): void {
     const { remote, multicast } = dg;
-    let answered = false;
-    let ackSent = false;
-    let sepTimer: unknown;
-    const confirmable = msg.type === 'CON' && !multicast;
-    const sendReply = (res: CoapMessage, keep: boolean) => {
-      if (res.type === 'CON') return this.sendMessage(res, remote);
-      const bytes = encode(res);
-      if (res.type === 'ACK' && keep) this.keepReply(entry, bytes);
-      this.transmit(bytes, remote);
-    };
-    const ctx: ResponseContext = {
-      respond: (partial, opts) => {
-        if (answered || this.closed) return;
-        answered = true;
-        this.cancelTimer(sepTimer);
-        let type: MessageType;
-        let messageId: number;
-        if (opts?.separate) {
-          if (confirmable && !ackSent) {
-            ackSent = true;
-            this.sendEmptyAck(remote, msg.messageId, entry);
-          }
-          type = 'CON';
-          messageId = this.newMessageId();
-        } else if (confirmable && !ackSent) {
-          type = 'ACK';
-          messageId = msg.messageId;
-        } else {
-          // NON request, multicast request (always a NON reply, groupcomm-bis §3.1.1), or separate response.
-          type = confirmable ? 'CON' : 'NON';
-          messageId = this.newMessageId();
-        }
-        sendReply(createMessage({ ...partial, type, messageId, token: msg.token }), opts?.keepReply !== false);
-      },
-      ignore: () => {
-        if (answered) return;
-        answered = true;
-        this.cancelTimer(sepTimer);
-        if (confirmable && !ackSent) {
-          ackSent = true;
-          this.sendEmptyAck(remote, msg.messageId, entry);
-        }
-      },
-    };
+    const ctx = new ServerExchange(this, msg, remote, entry, msg.type === 'CON' && !multicast);
     const unknown = this.firstUnknownCritical(msg.options);
     if (unknown !== undefined) {
       this.counters.unknownCriticalOptions++;
@@ -829,14 +818,56 @@ export class CoapEndpoint extends EventEmitter {
       if (!multicast) ctx.respond(toErrorResponse(err));
       else ctx.ignore();
     }
-    if (confirmable && !answered) {
-      // Not answered synchronously: if the answer is slow, acknowledge now and send it separately (§5.2.2).
-      sepTimer = this.after(this.params.SEPARATE_RESPONSE_AFTER, () => {
-        if (answered) return;
-        ackSent = true;
-        this.sendEmptyAck(remote, msg.messageId, entry);
-      });
+    // Not answered synchronously: if the answer is slow, acknowledge now and send it separately (§5.2.2).
+    if (ctx.confirmable && !ctx.answered) this.separateAcks.add(ctx, this.params.SEPARATE_RESPONSE_AFTER);
+  }
+
+  /** @internal ResponseContext.respond of a request we serve */
+  respondTo(sx: ServerExchange, partial: Partial<CoapMessage> & { code: number }, opts: RespondOptions | undefined): void {
+    if (sx.answered || this.closed) return;
+    sx.answered = true;
+    this.separateAcks.remove(sx);
+    const { request, remote, confirmable } = sx;
+    let type: MessageType;
+    let messageId: number;
+    if (opts?.separate) {
+      if (confirmable && !sx.ackSent) {
+        sx.ackSent = true;
+        this.sendEmptyAck(remote, request.messageId, sx.entry);
+      }
+      type = 'CON';
+      messageId = this.newMessageId();
+    } else if (confirmable && !sx.ackSent) {
+      type = 'ACK';
+      messageId = request.messageId;
+    } else {
+      // NON request, multicast request (always a NON reply, groupcomm-bis §3.1.1), or separate response.
+      type = confirmable ? 'CON' : 'NON';
+      messageId = this.newMessageId();
     }
+    // encode() sorts a copy of unsorted options itself
+    const res: CoapMessage = { type, code: partial.code, messageId, token: request.token, options: partial.options ?? NO_OPTIONS, payload: partial.payload ?? EMPTY };
+    if (type === 'CON') return this.sendMessage(res, remote);
+    const bytes = encode(res);
+    if (type === 'ACK' && opts?.keepReply !== false) this.keepReply(sx.entry, bytes);
+    this.transmit(bytes, remote);
+  }
+
+  /** @internal ResponseContext.ignore of a request we serve */
+  ignoreRequest(sx: ServerExchange): void {
+    if (sx.answered) return;
+    sx.answered = true;
+    this.separateAcks.remove(sx);
+    if (sx.confirmable && !sx.ackSent) {
+      sx.ackSent = true;
+      this.sendEmptyAck(sx.remote, sx.request.messageId, sx.entry);
+    }
+  }
+
+  private separateAckDue(sx: ServerExchange): void {
+    if (sx.answered || this.closed) return;
+    sx.ackSent = true;
+    this.sendEmptyAck(sx.remote, sx.request.messageId, sx.entry);
   }
 
   get dedupEntries(): number {
@@ -858,12 +889,16 @@ export class CoapEndpoint extends EventEmitter {
   async close(closeTransport = true): Promise<void> {
     if (this.closed) return;
     this.emit('closing');
-    for (const c of [...this.closers]) c();
-    this.closers.clear();
+    // pending group requests end (their tokens retired), then the unicast requests fail with ERR_CLOSED
+    // (a snapshot: what their 'end' listeners start now is dropped with the rest below)
+    for (const rec of this.groupDeadlines.entries()) this.endGroupRequest(rec);
+    for (const ex of [...this.exchanges.values()]) if (ex instanceof UnicastRequest) ex.finish(new CoapError('endpoint closed', 'ERR_CLOSED'));
     this.closed = true;
-    for (const h of this.timers) this.clock.clearTimeout(h);
-    this.timers.clear();
-    for (const p of this.pendingCons.values()) p.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
+    this.retransmits.clear();
+    this.waits.clear();
+    this.groupDeadlines.clear();
+    this.separateAcks.clear();
+    for (const p of this.pendingCons.values()) p.listener.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
     this.pendingCons.clear();
     this.exchanges.clear();
     this.multiExchanges = 0;
@@ -873,8 +908,111 @@ export class CoapEndpoint extends EventEmitter {
   }
 }
 
+/** A group request with callbacks (the form groupRequest() takes); it is also its handle. */
+class CallbackGroupRequest implements GroupRequestRecord, GroupRequestHandle {
+  exchangeToken?: Buffer = undefined;
+  dueAt?: number = undefined;
+  dueSlot?: number = undefined;
+  constructor(
+    private readonly endpoint: CoapEndpoint,
+    readonly onExchangeResponse: (res: IncomingResponse) => void,
+    readonly onExchangeEnd: () => void,
+  ) {}
+  get multi(): true {
+    return true;
+  }
+  get token(): Buffer {
+    return this.exchangeToken!;
+  }
+  cancel(): void {
+    this.endpoint.endGroupRequest(this);
+  }
+}
+
+/** A request we serve (RFC 7252 §5.2): the ResponseContext its handler gets, and its entry in the separate-ACK queue. */
+class ServerExchange implements ResponseContext, Deadline {
+  dueAt?: number = undefined;
+  dueSlot?: number = undefined;
+  answered = false;
+  ackSent = false;
+
+  constructor(
+    private readonly endpoint: CoapEndpoint,
+    readonly request: CoapMessage,
+    readonly remote: RemoteAddress,
+    readonly entry: DedupEntry,
+    /** a CON that came by unicast: it gets an ACK */
+    readonly confirmable: boolean,
+  ) {}
+
+  respond(response: Partial<CoapMessage> & { code: number }, opts?: RespondOptions): void {
+    this.endpoint.respondTo(this, response, opts);
+  }
+
+  ignore(): void {
+    this.endpoint.ignoreRequest(this);
+  }
+}
+
+/**
+ * One unicast request (RFC 7252 §5.2): the exchange the endpoint matches its token to, the listener of its CON and the
+ * entry of the wait queue in one object, instead of a closure for each of those roles.
+ */
+class UnicastRequest implements Exchange, Deadline, SendOptions {
+  dueAt?: number = undefined;
+  dueSlot?: number = undefined;
+  private settled = false;
+
+  constructor(
+    private readonly endpoint: CoapEndpoint,
+    readonly remote: RemoteAddress,
+    readonly key: string,
+    private readonly token: Buffer,
+    readonly messageId: number,
+    readonly waitMs: number,
+    private readonly resolve: (res: IncomingResponse) => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
+
+  get multi(): false {
+    return false;
+  }
+
+  onExchangeResponse(res: IncomingResponse): void {
+    if (!isEmptyAckOnly(res.message)) this.finish(undefined, res);
+  }
+
+  onAck(ack: CoapMessage): void {
+    // Piggybacked responses arrive through receive(). An empty ACK means a separate response follows; so may an ACK
+    // carrying another token (e.g. a server's cached reply to an earlier use of this Message ID): either way the
+    // exchange keeps a timer, so it can never hang.
+    if (ack.code === 0 || !ack.token.equals(this.token)) this.endpoint.awaitSeparate(this);
+  }
+
+  onReset(): void {
+    this.finish(new CoapError(`${this.remote.address}:${this.remote.port} answered with RST`, 'ERR_RESET'));
+  }
+
+  onFail(err: CoapError): void {
+    this.finish(err);
+  }
+
+  timedOut(): void {
+    this.finish(new CoapError(`no response from ${this.remote.address}:${this.remote.port}`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
+  }
+
+  finish(err?: Error, res?: IncomingResponse): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.endpoint.settleRequest(this);
+    if (err) this.reject(err);
+    else this.resolve(res!);
+  }
+}
+
 function isEmptyAckOnly(msg: CoapMessage): boolean {
   return msg.type === 'ACK' && msg.code === 0;
 }
 
 const EMPTY = Buffer.alloc(0);
+const NO_OPTIONS: CoapOption[] = [];

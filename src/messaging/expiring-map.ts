@@ -6,7 +6,8 @@
 // own slot objects, so an entry costs one object (not a slot plus a queue record): the duplicate cache keeps one
 // per received message, and fewer live objects shorten the garbage collector's pauses (docs/BENCHMARKS.md §6).
 
-interface Slot<V> {
+/** An entry as the map keeps it. A value may be its own slot (see insert()), which saves an object per entry. */
+export interface Slot<V> {
   readonly key: string;
   value: V;
   expires: number;
@@ -47,14 +48,21 @@ export class ExpiringMap<V> {
 
   /** Add or replace; the entry lives until `expires`. Beyond maxEntries or maxWeight the oldest entries go. */
   set(key: string, value: V, expires: number, weight = 0): void {
-    const old = this.map.get(key);
+    this.insert({ key, value, expires, weight });
+  }
+
+  /**
+   * Add or replace a slot the caller made: a value that carries key, expires and weight itself (with `value`
+   * pointing back at it) is stored as one object. The slot must not be inserted twice.
+   */
+  insert(slot: Slot<V>): void {
+    const old = this.map.get(slot.key);
     if (old) {
       this.totalWeight -= old.weight;
       old.value = undefined as V;
     }
-    const slot: Slot<V> = { key, value, expires, weight };
-    this.map.set(key, slot);
-    this.totalWeight += weight;
+    this.map.set(slot.key, slot);
+    this.totalWeight += slot.weight;
     this.queue.push(slot);
     this.enforceCaps();
   }

@@ -190,6 +190,8 @@ export class GroupProxy extends EventEmitter {
   private readonly rate = new Map<string, { windowStart: number; count: number }>();
   /** servers that answered through us, for reverse case 1 follow-ups: "addr|port" */
   private readonly knownServers = new Map<string, number>();
+  /** Reply-From values already encoded, by server (see replyFromOptions) */
+  private readonly replyFromValues = new Map<string, Buffer>();
   private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
   private closed = false;
   private readonly endFn = (ex: Exchange, reason: string) => this.endExchange(ex, reason);
@@ -662,11 +664,13 @@ export class GroupProxy extends EventEmitter {
       return;
     }
 
-    let options = m.options.slice();
+    const rfNum = optionDef('Reply-From')?.number;
+    const rfwNum = optionDef('Response-Forwarding')?.number;
+    // one copy of the options, without the origin options when this proxy adds its own
+    let options = this.opts.chain ? m.options.slice() : m.options.filter((o) => o.number !== rfNum && o.number !== rfwNum);
     let added: CoapOption[] = [];
     if (!this.opts.chain) {
       // Step 1: Reply-From with the server's CRI (forward / case 2), or the proxy's own + a reference (case 1).
-      options = options.filter((o) => o.number !== optionDef('Reply-From')?.number && o.number !== optionDef('Response-Forwarding')?.number);
       added = this.replyFromOptions(ex, res.remote);
       options.push(...added);
       this.rememberServer(res.remote);
@@ -748,15 +752,24 @@ export class GroupProxy extends EventEmitter {
   private replyFromOptions(ex: Exchange, server: RemoteAddress): CoapOption[] {
     const out: CoapOption[] = [];
     const fmt = this.opts.replyFrom;
-    const [host, zone] = server.address.split('%');
     if (fmt === 'reply-from' || fmt === 'both') {
-      const value =
-        ex.reverse?.standIn === 'servers'
+      // The CRI depends only on the server (and on whether this proxy stands in for servers): encoded once per
+      // server, not per response (bounded: the map starts over when full).
+      const standIn = ex.reverse?.standIn === 'servers';
+      const key = `${standIn ? 's' : 'f'}|${server.address}|${server.port}`;
+      let value = this.replyFromValues.get(key);
+      if (!value) {
+        const [host, zone] = server.address.split('%');
+        value = standIn
           ? encodeReplyFrom({ scheme: this.self.scheme, host: this.self.host, port: this.self.port }, { scheme: null, host, zone, port: server.port })
           : encodeReplyFrom({ scheme: 'coap', host, zone, port: server.port });
+        if (this.replyFromValues.size >= 4096) this.replyFromValues.clear();
+        this.replyFromValues.set(key, value);
+      }
       out.push({ number: optionNumber('Reply-From'), value });
     }
     if (fmt === 'response-forwarding' || fmt === 'both') {
+      const host = server.address.split('%')[0];
       const num = optionDef('Response-Forwarding')?.number;
       if (num === undefined) throw new Error('Response-Forwarding has no option number: configure one first');
       out.push({ number: num, value: encodeResponseForwarding(host, server.port, ex.groupPort) });

@@ -47,6 +47,34 @@ describe('group client and group servers on loopback multicast', function () {
     assert.equal(client.isTokenBusy(ex.token), true);
   });
 
+  it('a held response reads the same message during the event and after the exchange ended (kept as the bytes of its datagram, RFC 7252 §3)', async function () {
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/light`, timeout: 600 });
+    const seen = new Map<number, { code: number; messageId: number; payload: string; options: string }>();
+    ex.on('response', (r: GroupResponse) => {
+      // only every other response is read while the event runs; the rest are first read after the end
+      if (r.index % 2 === 1) seen.set(r.index, { code: r.message.code, messageId: r.message.messageId, payload: r.message.payload.toString(), options: JSON.stringify(r.message.options) });
+    });
+    const s = await ex.summary;
+    assert.equal(s.responses, 5);
+    for (const r of ex.responses) {
+      const m = r.message;
+      assert.equal(r.message, m, 'read twice: the same object');
+      assert.equal(m.code, CODES.CONTENT);
+      assert.ok(m.token.equals(ex.token));
+      assert.equal(JSON.parse(m.payload.toString()).name, lamps.find((l) => l.address === r.origin.address)!.name);
+      assert.equal(getOption(m, OPT.CONTENT_FORMAT)?.length ?? 0, 1);
+      const early = seen.get(r.index);
+      if (early) assert.deepEqual({ code: m.code, messageId: m.messageId, payload: m.payload.toString(), options: JSON.stringify(m.options) }, early);
+      assert.equal(r.remote.address, r.origin.address);
+      assert.equal(r.remote.port, r.origin.port);
+      // a JSON copy (a debug view, Node-RED's clone) shows the message and the origin with its URI
+      const copy = JSON.parse(JSON.stringify(r));
+      assert.equal(copy.message.code, CODES.CONTENT);
+      assert.equal(copy.origin.uri, r.origin.uri);
+    }
+    assert.equal(seen.size, 3);
+  });
+
   it('servers suppress error responses to group requests (4.04 for a missing resource)', async function () {
     const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/nothing-here`, timeout: 400 });
     const s = await ex.summary;
