@@ -59,7 +59,7 @@ class KeyedCcm {
     const lenBytes = aad.length === 0 ? 0 : aad.length < 0xff00 ? 2 : 6;
     const aadBlocks = Math.ceil((lenBytes + aad.length) / BLOCK);
     const size = BLOCK * (1 + aadBlocks + Math.ceil(m.length / BLOCK));
-    const b = scratch(size);
+    const b = scratch(macScratch, size);
     // Flags = 64*Adata + 8*M' + L', M' = (M-2)/2, L' = L-1; then the nonce and l(m) in L bytes.
     b[0] = (aad.length > 0 ? 0x40 : 0) | (((tagLength - 2) / 2) << 3) | (L - 1);
     for (let i = 0; i < nonce.length; i++) b[1 + i] = nonce[i];
@@ -77,9 +77,9 @@ class KeyedCcm {
     // The CBC cipher keeps chaining across messages: cancel its last output so this MAC starts from zero.
     const chain = this.chain;
     for (let i = 0; i < BLOCK; i++) b[i] ^= chain[i];
-    const out = this.cbc.update(b.subarray(0, size));
-    b.fill(0, 0, size);
-    out.copy(chain, 0, size - BLOCK, size);
+    const out = this.cbc.update(b);
+    b.fill(0);
+    for (let i = 0; i < BLOCK; i++) chain[i] = out[size - BLOCK + i];
     return chain;
   }
 
@@ -87,7 +87,7 @@ class KeyedCcm {
   private keystream(nonce: Uint8Array, length: number): Buffer {
     const L = 15 - nonce.length;
     const size = BLOCK * (1 + Math.ceil(length / BLOCK));
-    const a = counterScratch(size);
+    const a = scratch(ctrScratch, size);
     for (let o = 0, k = 0; o < size; o += BLOCK, k++) {
       a[o] = L - 1;
       for (let i = 0; i < nonce.length; i++) a[o + 1 + i] = nonce[i];
@@ -95,7 +95,7 @@ class KeyedCcm {
       a[o + 14] = (k >> 8) & 0xff; // L >= 2; fewer than 2^16 blocks (checkLength)
       a[o + 15] = k & 0xff;
     }
-    return this.ecb.update(a.subarray(0, size));
+    return this.ecb.update(a);
   }
 
   encrypt(nonce: Uint8Array, tagLength: number, aad: Uint8Array, plaintext: Uint8Array): Buffer {
@@ -126,19 +126,17 @@ class KeyedCcm {
   }
 }
 
-// Scratch buffers shared by every KeyedCcm (all work is synchronous, so one at a time uses them), grown to the
-// longest message seen: one allocation less per MAC and per keystream. The MAC scratch is zero at rest.
-let macScratch = Buffer.alloc(256);
-let ctrScratch = Buffer.alloc(256);
+// Scratch buffers shared by every KeyedCcm (all work is synchronous, so one call at a time uses them), one per
+// length in blocks up to SCRATCH_BLOCKS (at most 33 KiB each kind, made on first use): update() needs a Buffer of
+// the exact length, and a kept one costs neither an allocation nor a view. MAC scratch buffers are zero at rest.
+const SCRATCH_BLOCKS = 64;
+const macScratch: Buffer[] = [];
+const ctrScratch: Buffer[] = [];
 
-function scratch(size: number): Buffer {
-  if (macScratch.length < size) macScratch = Buffer.alloc(Math.max(size, 2 * macScratch.length));
-  return macScratch;
-}
-
-function counterScratch(size: number): Buffer {
-  if (ctrScratch.length < size) ctrScratch = Buffer.alloc(Math.max(size, 2 * ctrScratch.length));
-  return ctrScratch;
+function scratch(kept: Buffer[], size: number): Buffer {
+  const blocks = size / BLOCK;
+  if (blocks > SCRATCH_BLOCKS) return Buffer.alloc(size);
+  return (kept[blocks] ??= Buffer.alloc(size));
 }
 
 function checkLength(nonce: Uint8Array, length: number): void {

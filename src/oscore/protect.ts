@@ -218,7 +218,7 @@ export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: C
   if (windowKnown) ctx.replay.check(seq);
   // Steps 4-6. The nonce uses the Recipient ID, which equals the kid for a context found by kid.
   const nonce = ctx.recipientNonce(f.piv);
-  const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: Buffer.from(value) };
+  const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: value };
   // RFC 10021 §7.2: a bad countersignature stops here, before the replay window is updated.
   const plaintext = openOrThrow(ctx, msg.payload, m, true);
   if (windowKnown) ctx.replay.update(seq);
@@ -387,7 +387,7 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     requestKid: binding.kid,
     requestPiv: binding.piv,
     ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
-    oscoreOption: Buffer.from(value),
+    oscoreOption: value,
   };
   const plaintext = openOrThrow(peer, msg.payload, m, false);
   const inner = parsePlaintext(plaintext, false, false);
