@@ -140,9 +140,10 @@ function scratch(kept: Buffer[], size: number): Buffer {
 }
 
 function checkLength(nonce: Uint8Array, length: number): void {
-  // RFC 3610 §2: l(m) < 2^(8L); the counter written above covers 2^16 blocks, far above a CoAP message.
+  // RFC 3610 §2: l(m) < 2^(8L) (L = 2 for OSCORE's 13-byte nonces: 65,535 bytes); the counter written above covers
+  // 2^16 blocks, far above a CoAP message.
   const L = 15 - nonce.length;
-  if ((L < 8 && length >= 2 ** (8 * L)) || length >= BLOCK * 0xffff) throw new RangeError('CCM: message too long for this nonce length');
+  if (length >= (L === 2 ? 0x10000 : BLOCK * 0xffff)) throw new RangeError('CCM: message too long for this nonce length');
 }
 
 function ccmAead(p: AeadParams): Aead {

@@ -33,10 +33,9 @@ export interface OscoreOptionFields {
 /** §5: the Sender Sequence Number in network byte order without leading zero bytes; 0 is encoded as 0x00. */
 export function encodePartialIv(ssn: number): Buffer {
   if (!Number.isSafeInteger(ssn) || ssn < 0 || ssn > MAX_SEQUENCE_NUMBER) throw new RangeError(`sequence number out of range: ${ssn}`);
-  let len = 1;
-  while (len < MAX_PIV_LENGTH && ssn >= 2 ** (8 * len)) len++;
+  const len = ssn < 0x100 ? 1 : ssn < 0x10000 ? 2 : ssn < 0x1000000 ? 3 : ssn < 0x100000000 ? 4 : 5;
   const b = Buffer.allocUnsafe(len);
-  b.writeUIntBE(ssn, 0, len); // writes every byte
+  for (let i = len - 1, v = ssn; i >= 0; i--, v = Math.floor(v / 256)) b[i] = v % 256; // writes every byte
   return b;
 }
 
@@ -179,7 +178,7 @@ export function encodeAadArray(alg: number | string, requestKid: Uint8Array, req
 export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
   const inner = aadArraySize(alg, requestKid, requestPiv, classIOptions);
   const out = Buffer.allocUnsafe(ENC_STRUCTURE_HEAD.length + headSize(inner) + inner);
-  ENC_STRUCTURE_HEAD.copy(out, 0);
+  out.set(ENC_STRUCTURE_HEAD, 0);
   const at = writeHead(2, inner, out, ENC_STRUCTURE_HEAD.length);
   writeAadArray(alg, requestKid, requestPiv, classIOptions, out, at);
   return out;
