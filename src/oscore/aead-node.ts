@@ -42,7 +42,11 @@ class KeyedCcm {
     this.ecb = crypto.createCipheriv(`aes-${bits}-ecb`, key, null).setAutoPadding(false);
   }
 
+  /** set when an update() threw: the CBC chain is then unknown, so these ciphers are never used again */
+  private broken = false;
+
   isFor(key: Uint8Array): boolean {
+    if (this.broken) return false;
     const own = this.#key;
     if (key.length !== own.length) return false;
     let d = 0;
@@ -77,8 +81,16 @@ class KeyedCcm {
     // The CBC cipher keeps chaining across messages: cancel its last output so this MAC starts from zero.
     const chain = this.chain;
     for (let i = 0; i < BLOCK; i++) b[i] ^= chain[i];
-    const out = this.cbc.update(b);
-    b.fill(0);
+    let out: Buffer | undefined;
+    try {
+      out = this.cbc.update(b);
+    } finally {
+      b.fill(0);
+      // An update() that threw or returned other than the whole input (neither happens without padding) leaves
+      // the chain unknown: never MAC from it again; forKey() makes new ciphers.
+      if (out === undefined || out.length !== size) this.broken = true;
+    }
+    if (this.broken) throw new AeadError('ERR_AEAD_INPUT', 'AES-CCM: the cipher lost its state');
     for (let i = 0; i < BLOCK; i++) chain[i] = out[size - BLOCK + i];
     return chain;
   }
