@@ -567,6 +567,10 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
       const res = echoChallenge(challenge!);
       assert.equal(getOption(res, OPT.OSCORE)!.toString('hex'), '0100');
       assert.equal(oscoreErrorResponse(challenge), undefined, 'the challenge is protected, not a plain error');
+      // answerOscoreError gives the protected 4.01 + Echo (its own Partial IV: '0101' after the one above)
+      const answer = answerOscoreError(challenge)!;
+      assert.equal(answer.code, CODES.CHANGED, 'the Outer code of a protected response');
+      assert.equal(getOption(answer, OPT.OSCORE)!.toString('hex'), '0101');
       const seen = unprotectResponse(first.binding, wire({ type: 'ACK', messageId: 1, token: first.message.token, ...res }));
       assert.equal(seen.message.code, CODES.UNAUTHORIZED);
       const echo = getOption(seen.message, OPT.ECHO)!;
