@@ -1,13 +1,19 @@
 // Helpers shared by the benchmarks: --key=value arguments, statistics, Markdown tables, a forced GC that works
-// with or without --expose-gc, the machine line recorded in docs/BENCHMARKS.md, and the kernel's UDP drop counter.
+// with or without --expose-gc, the machine line recorded in docs/BENCHMARKS.md, the kernel's UDP drop counter, the
+// CPU-time cells of the OSCORE benchmarks and the proxied group of the OSCORE proxy benchmarks.
 // Benchmarks are run by hand (never from `npm test`); every loop they run is bounded in count and in time.
 
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
 import v8 from 'node:v8';
+import { performance } from 'node:perf_hooks';
 import vm from 'node:vm';
+import { CODES } from '../src/coap/codes';
+import { GroupServer, GroupServerOptions, RequestTransform } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
+import { GroupProxy, ProxyOscoreOptions } from '../src/proxy/group-proxy';
+import { ProxiedOscoreOptions, requestViaProxy } from '../src/proxy/proxy-client';
 import { UdpTransport } from '../src/transport/udp-transport';
 
 /** `--key=value` and bare `--flag` (value "true") from argv. */
@@ -160,4 +166,207 @@ export function bindLoopback(s: dgram.Socket, address: string): Promise<number> 
 /** A client or proxy endpoint on 127.0.0.1 with a 4 MiB receive buffer (bursts of responses must not be dropped). */
 export async function loopbackEndpoint(): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU-time cells (bench/oscore.ts, bench/group-oscore.ts): operations per CPU second of this process, cells of
+// (configuration, payload size) measured interleaved run by run, medians.
+
+/**
+ * Operations per CPU second of this process (user + system, all its threads) for `op`, run in doubling batches for
+ * about `ms` of wall time after `warmupOps` untimed calls. CPU rather than wall time because the machine is
+ * shared: time spent descheduled while others run is not ours.
+ */
+export function cpuRate(op: () => void, ms: number, o: { warmupOps: number; firstBatch: number; maxOps: number }): number {
+  for (let i = 0; i < o.warmupOps; i++) op();
+  let n = 0;
+  let batch = o.firstBatch;
+  const start = performance.now();
+  const cpu = process.cpuUsage();
+  let elapsed = 0;
+  while (elapsed < ms && n < o.maxOps) {
+    for (let i = 0; i < batch; i++) op();
+    n += batch;
+    elapsed = performance.now() - start;
+    if (elapsed < ms / 20) batch *= 2;
+  }
+  const used = process.cpuUsage(cpu);
+  return n / ((used.user + used.system) / 1e6);
+}
+
+export interface CpuCell {
+  key: string;
+  /** builds (and checks once) the operation for one payload size */
+  make(size: number): () => void;
+}
+
+export interface CpuCellRun {
+  runs: number;
+  ms: number;
+  sizes: number[];
+  /** wall ms of the one untimed pass over every cell before the runs (JIT tiers and inline caches settle) */
+  warmupMs: number;
+  warmupOps: number;
+  firstBatch: number;
+  /** hard bound on the operations of one measurement, whatever the speed */
+  maxOps: number;
+}
+
+export interface CpuCellResults {
+  median(key: string, size: number): number;
+  /** the widest interquartile range of any cell, relative to its median (run-to-run noise) */
+  widestIqr: number;
+}
+
+/** Every cell for every size, `runs` times round-robin (a drift in the machine's load hits all cells alike). */
+export function runCpuCells(cells: CpuCell[], o: CpuCellRun): CpuCellResults {
+  const results = new Map<string, number[]>();
+  const ops = new Map<string, () => void>();
+  for (const size of o.sizes) for (const c of cells) ops.set(`${c.key}/${size}`, c.make(size));
+  // Without the untimed pass, whichever payload size comes first looks slower.
+  for (const op of ops.values()) cpuRate(op, o.warmupMs, o);
+  for (let r = 0; r < o.runs; r++) {
+    for (const size of o.sizes) {
+      for (const c of cells) {
+        const k = `${c.key}/${size}`;
+        forceGc();
+        const v = cpuRate(ops.get(k)!, o.ms, o);
+        results.set(k, [...(results.get(k) ?? []), v]);
+      }
+    }
+  }
+  let widest = 0;
+  for (const xs of results.values()) {
+    const sorted = [...xs].sort((a, b) => a - b);
+    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * (sorted.length - 1) + 0.5))];
+    widest = Math.max(widest, (q(0.75) - q(0.25)) / median(xs));
+  }
+  return { median: (key, size) => median(results.get(`${key}/${size}`)!), widestIqr: widest };
+}
+
+/**
+ * Records the machine's load from now on; `end()` gives the closing line of a benchmark: load average before and
+ * after, and how much of the machine other processes took meanwhile (all busy CPU time minus ours).
+ */
+export function machineShare(): { end(): string } {
+  const loadBefore = loadAverage();
+  const busyBefore = machineBusyMicros();
+  const cpuBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+  return {
+    end() {
+      const busyAfter = machineBusyMicros();
+      const cpu = process.cpuUsage(cpuBefore);
+      const wallMicros = (performance.now() - wallBefore) * 1000;
+      const others = busyBefore !== undefined && busyAfter !== undefined ? (busyAfter - busyBefore - cpu.user - cpu.system) / wallMicros : undefined;
+      const othersText = others === undefined ? 'unknown' : `${fmt(Math.max(0, others), 2)} of ${os.cpus().length} cores`;
+      return `load average before ${loadBefore}, after ${loadAverage()}; other processes used ${othersText} during the run`;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A proxied group (bench/oscore-proxy.ts, bench/group-oscore-proxy.ts): N GroupServers (leisure 0, a 16-byte 2.05
+// on /r) behind a GroupProxy that lets the client at 127.0.0.1 in, all on loopback, and one client endpoint.
+
+export interface ProxiedGroupOptions {
+  servers: number;
+  /** the i-th server's unicast address (loopback) */
+  address(i: number): string;
+  /** the group and port the servers join (multicast pinned to 127.0.0.1, TTL 1: the UdpTransport default) */
+  group: string;
+  port: number;
+  /** the i-th server's request transform (e.g. oscoreServerTransform for its OSCORE layers) */
+  transform?(i: number): RequestTransform;
+  serverTransport?: GroupServerOptions['transport'];
+  /** the proxy's OSCORE layer towards the client */
+  proxyOscore?: ProxyOscoreOptions;
+  maxExchanges?: number;
+}
+
+export interface ProxiedGroup {
+  servers: GroupServer[];
+  proxy: GroupProxy;
+  client: CoapEndpoint;
+  /** the proxy's client-facing endpoint */
+  listen: CoapEndpoint;
+  uri: string;
+  close(): Promise<void>;
+}
+
+/** A 16-byte 2.05 from every server. */
+export const PROXIED_PAYLOAD_LENGTH = 16;
+
+export async function openProxiedGroup(o: ProxiedGroupOptions): Promise<ProxiedGroup> {
+  const servers: GroupServer[] = [];
+  for (let i = 0; i < o.servers; i++) {
+    const s = await GroupServer.open({
+      address: assertLoopback(o.address(i)),
+      port: 0,
+      groups: [{ address: o.group, port: o.port }],
+      leisure: 0,
+      ...(o.serverTransport ? { transport: o.serverTransport } : {}),
+      ...(o.transform ? { requestTransform: o.transform(i) } : {}),
+    });
+    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(PROXIED_PAYLOAD_LENGTH) }));
+    servers.push(s);
+  }
+  const listen = await loopbackEndpoint();
+  const upstream = await loopbackEndpoint();
+  const proxy = new GroupProxy({
+    listen,
+    upstream,
+    allow: [{ address: '127.0.0.1' }],
+    maxPendingPerClient: 50000,
+    maxResponsesPerSecond: 1e9,
+    ...(o.maxExchanges !== undefined ? { maxExchanges: o.maxExchanges } : {}),
+    ...(o.proxyOscore ? { oscore: o.proxyOscore } : {}),
+  });
+  const client = await loopbackEndpoint();
+  return {
+    servers,
+    proxy,
+    client,
+    listen,
+    uri: `coap://${o.group}:${o.port}/r`,
+    async close() {
+      await proxy.close();
+      await client.close();
+      await listen.close();
+      await upstream.close();
+      await Promise.all(servers.map((s) => s.close()));
+    },
+  };
+}
+
+/**
+ * One proxied group exchange; `done(ms)` once all `expect` responses were good (a 16-byte 2.05, and with OSCORE
+ * verified end to end when `endToEnd`), `done(undefined)` if one was bad or the exchange ended first. Cancelled
+ * (Early Stop Request, in the client's layer when there is one) as soon as it is complete.
+ */
+export function proxiedExchange(
+  g: ProxiedGroup,
+  o: { expect: number; multicastTimeout: number; timeout: number; oscore?: ProxiedOscoreOptions; endToEnd?: boolean },
+  done: (ms: number | undefined) => void,
+): void {
+  const t0 = process.hrtime.bigint();
+  let got = 0;
+  let bad = 0;
+  let finished = false;
+  const finish = (ms: number | undefined) => {
+    if (finished) return;
+    finished = true;
+    done(ms);
+  };
+  const ex = requestViaProxy(g.client, { proxy: g.listen.transport.address(), uri: g.uri, multicastTimeout: o.multicastTimeout, timeout: o.timeout, ...(o.oscore ? { oscore: o.oscore } : {}) });
+  ex.on('error', () => bad++);
+  ex.on('response', (r: { message: { code: number; payload: Buffer }; origin: { oscore?: unknown } }) => {
+    const ok = r.message.code === CODES.CONTENT && r.message.payload.length === PROXIED_PAYLOAD_LENGTH && (!o.endToEnd || r.origin.oscore !== undefined);
+    if (!ok) bad++;
+    else if (++got === o.expect) {
+      finish(bad === 0 ? Number(process.hrtime.bigint() - t0) / 1e6 : undefined);
+      setImmediate(() => ex.cancel());
+    }
+  });
+  ex.on('end', () => finish(undefined));
 }

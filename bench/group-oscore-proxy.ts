@@ -9,13 +9,10 @@
 // Run: npm run build && node --expose-gc dist/bench/group-oscore-proxy.js [--sizes=10,100] [--rounds=30]
 
 import crypto from 'node:crypto';
-import { CODES } from '../src/coap/codes';
-import { GroupServer } from '../src/group/group-server';
 import { ContextRegistry, GroupContext, MemorySequenceStore, SecurityContext, generateGroupKeyPair } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
-import { GroupProxy } from '../src/proxy/group-proxy';
-import { ProxiedOscoreOptions, requestViaProxy } from '../src/proxy/proxy-client';
-import { assertLoopback, fmt, forceGc, listArg, loadAverage, loopbackEndpoint, machineLine, median, numArg, parseArgs, percentile, sleep, table } from './common';
+import { ProxiedOscoreOptions } from '../src/proxy/proxy-client';
+import { assertLoopback, fmt, forceGc, listArg, loadAverage, machineLine, median, numArg, openProxiedGroup, parseArgs, percentile, proxiedExchange, sleep, table } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
@@ -45,34 +42,20 @@ async function runSize(n: number, rounds: number, deadlineMs: number): Promise<R
     { ...master, senderId: h('25'), privateKey: clientKeys.privateKey, credential: clientKeys.credential, members: ids.map((id, i) => ({ senderId: id, credential: serverKeys[i].credential })) },
     mem(),
   );
-  const servers: GroupServer[] = [];
-  for (let i = 0; i < n; i++) {
-    const ctx = new GroupContext({ ...master, senderId: ids[i], privateKey: serverKeys[i].privateKey, credential: serverKeys[i].credential, members: [{ senderId: h('25'), credential: clientKeys.credential }] }, mem());
-    const s = await GroupServer.open({
-      address: serverAddress(i),
-      port: 0,
-      groups: [{ address: GROUP, port }],
-      leisure: 0,
-      requestTransform: oscoreServerTransform({ contexts: ctx, maxLayers: 1, required: false }),
-    });
-    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
-    servers.push(s);
-  }
   const cp = { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8) };
   const clientToProxy = SecurityContext.derive({ ...cp, senderId: h('a0'), recipientId: h('01') }, mem());
   const proxySide = SecurityContext.derive({ ...cp, senderId: h('01'), recipientId: h('a0') }, mem());
-  const listen = await loopbackEndpoint();
-  const upstream = await loopbackEndpoint();
-  const proxy = new GroupProxy({
-    listen,
-    upstream,
-    allow: [{ address: '127.0.0.1' }],
-    maxPendingPerClient: 50000,
-    maxResponsesPerSecond: 1e9,
-    oscore: { contexts: new ContextRegistry().add(proxySide), required: false },
+  const g = await openProxiedGroup({
+    servers: n,
+    address: serverAddress,
+    group: GROUP,
+    port,
+    transform: (i) => {
+      const ctx = new GroupContext({ ...master, senderId: ids[i], privateKey: serverKeys[i].privateKey, credential: serverKeys[i].credential, members: [{ senderId: h('25'), credential: clientKeys.credential }] }, mem());
+      return oscoreServerTransform({ contexts: ctx, maxLayers: 1, required: false });
+    },
+    proxyOscore: { contexts: new ContextRegistry().add(proxySide), required: false },
   });
-  const client = await loopbackEndpoint();
-  const uri = `coap://${GROUP}:${port}/r`;
   const configs: { name: string; oscore?: ProxiedOscoreOptions }[] = [
     { name: 'no OSCORE' },
     { name: 'Group OSCORE end to end + client-proxy layer', oscore: { proxy: clientToProxy, endToEnd: { context: clientGroup.groupRequests() } } },
@@ -80,28 +63,9 @@ async function runSize(n: number, rounds: number, deadlineMs: number): Promise<R
 
   /** One exchange: resolves with the ms until all n responses (verified where protected) arrived, or undefined. */
   const once = (c: (typeof configs)[number]) =>
-    new Promise<number | undefined>((resolve) => {
-      const t0 = process.hrtime.bigint();
-      let got = 0;
-      let bad = 0;
-      let settled = false;
-      const settle = (v: number | undefined) => {
-        if (settled) return;
-        settled = true;
-        resolve(v);
-      };
-      const ex = requestViaProxy(client, { proxy: listen.transport.address(), uri, multicastTimeout: Math.ceil(deadlineMs / 1000), timeout: deadlineMs + 2000, ...(c.oscore ? { oscore: c.oscore } : {}) });
-      ex.on('error', () => bad++);
-      ex.on('response', (r: { message: { code: number; payload: Buffer }; origin: { oscore?: unknown } }) => {
-        const ok = r.message.code === CODES.CONTENT && r.message.payload.length === 16 && (c.oscore ? r.origin.oscore !== undefined : true);
-        if (!ok) bad++;
-        else if (++got === n) {
-          settle(bad === 0 ? Number(process.hrtime.bigint() - t0) / 1e6 : undefined);
-          setImmediate(() => ex.cancel());
-        }
-      });
-      ex.on('end', () => settle(undefined));
-    });
+    new Promise<number | undefined>((resolve) =>
+      proxiedExchange(g, { expect: n, multicastTimeout: Math.ceil(deadlineMs / 1000), timeout: deadlineMs + 2000, ...(c.oscore ? { oscore: c.oscore, endToEnd: true } : {}) }, resolve),
+    );
 
   for (const c of configs) {
     for (let i = 0; i < 5; i++) if ((await once(c)) === undefined) throw new Error(`${c.name}, ${n} servers: warm-up exchange did not get ${n} good responses`);
@@ -121,11 +85,7 @@ async function runSize(n: number, rounds: number, deadlineMs: number): Promise<R
     }
     if (r % 10 === 9) forceGc();
   }
-  await proxy.close();
-  await client.close();
-  await listen.close();
-  await upstream.close();
-  await Promise.all(servers.map((s) => s.close()));
+  await g.close();
   return configs.map((c, k) => {
     const l = lat[k].sort((a, b) => a - b);
     return { n, name: c.name, median: median(l), p95: percentile(l, 95), cpuUs: cpu[k] / rounds, failed: failed[k], rounds };

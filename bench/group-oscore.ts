@@ -7,14 +7,12 @@
 // Run: npm run build && node dist/bench/group-oscore.js [--runs=11] [--ms=300] [--sizes=16,64,512] [--quick]
 
 import crypto from 'node:crypto';
-import os from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { CODES } from '../src/coap/codes';
 import { CoapMessage } from '../src/coap/message';
 import { OPT } from '../src/coap/options';
 import { GroupContext, MemorySequenceStore, PeerContext, RequestContext, SecurityContext, generateGroupKeyPair, protectRequest, unprotectRequest } from '../src/oscore';
 import { COSE_ALG, parseCcs, privateKeyObject, publicKeyObject } from '../src/oscore/group';
-import { fmt, forceGc, listArg, loadAverage, machineBusyMicros, machineLine, median, numArg, parseArgs, table } from './common';
+import { CpuCell, fmt, listArg, machineLine, machineShare, numArg, parseArgs, runCpuCells, table } from './common';
 
 const args = parseArgs();
 const quick = args.quick === 'true';
@@ -25,24 +23,6 @@ const SIZES = listArg(args, 'sizes', ['16', '64', '512']).map(Number);
 const MAX_OPS = 2_000_000;
 
 let sink = 0;
-
-/** Operations per CPU second of this process for `op`, run in batches for about `ms` of wall time after a warm-up. */
-function rate(op: () => void, ms: number): number {
-  for (let i = 0; i < 20; i++) op();
-  let n = 0;
-  let batch = 8;
-  const start = performance.now();
-  const cpu = process.cpuUsage();
-  let elapsed = 0;
-  while (elapsed < ms && n < MAX_OPS) {
-    for (let i = 0; i < batch; i++) op();
-    n += batch;
-    elapsed = performance.now() - start;
-    if (elapsed < ms / 20) batch *= 2;
-  }
-  const used = process.cpuUsage(cpu);
-  return n / ((used.user + used.system) / 1e6);
-}
 
 function request(size: number): CoapMessage {
   return { type: 'NON', code: CODES.POST, messageId: 0x1234, token: crypto.randomBytes(8), options: [{ number: OPT.URI_PATH, value: Buffer.from('bench') }], payload: crypto.randomBytes(size) };
@@ -113,7 +93,7 @@ function bareSignature(alg: number, size: number): () => void {
   };
 }
 
-const CONFIGS = [
+const CONFIGS: CpuCell[] = [
   { key: 'bare-ed', make: (s: number) => bareSignature(COSE_ALG.EdDSA, s) },
   { key: 'group-ed', make: (s: number) => groupMode(COSE_ALG.EdDSA, s) },
   { key: 'bare-p256', make: (s: number) => bareSignature(COSE_ALG.ES256, s) },
@@ -123,26 +103,11 @@ const CONFIGS = [
 ];
 
 function main(): void {
-  const loadBefore = loadAverage();
-  const busyBefore = machineBusyMicros();
-  const cpuBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const share = machineShare();
   console.log(`# Group OSCORE protect + verify (one request per operation), ${RUNS} interleaved runs of ~${MS} ms, medians of operations per CPU second`);
   console.log(`# ${machineLine()}`);
-  const results = new Map<string, number[]>();
-  const ops = new Map<string, () => void>();
-  for (const size of SIZES) for (const c of CONFIGS) ops.set(`${c.key}/${size}`, c.make(size));
-  for (const op of ops.values()) rate(op, MS / 3);
-  for (let r = 0; r < RUNS; r++) {
-    for (const size of SIZES) {
-      for (const c of CONFIGS) {
-        const k = `${c.key}/${size}`;
-        forceGc();
-        results.set(k, [...(results.get(k) ?? []), rate(ops.get(k)!, MS)]);
-      }
-    }
-  }
-  const med = (key: string, size: number) => median(results.get(`${key}/${size}`)!);
+  const results = runCpuCells(CONFIGS, { runs: RUNS, ms: MS, sizes: SIZES, warmupMs: MS / 3, warmupOps: 20, firstBatch: 8, maxOps: MAX_OPS });
+  const med = results.median;
   const pct = (a: number, b: number) => `${fmt((100 * a) / b)}%`;
   console.log('\n## Group mode: protect + verify per CPU second, against bare node:crypto sign + verify\n');
   console.log(
@@ -158,19 +123,8 @@ function main(): void {
       SIZES.map((s) => [s, fmt(med('rfc8613', s)), fmt(med('pairwise', s)), pct(med('pairwise', s), med('rfc8613', s))]),
     ),
   );
-  let widest = 0;
-  for (const xs of results.values()) {
-    const sorted = [...xs].sort((a, b) => a - b);
-    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * (sorted.length - 1) + 0.5))];
-    widest = Math.max(widest, (q(0.75) - q(0.25)) / median(xs));
-  }
-  console.log(`\nwidest interquartile range of a cell: ${fmt(widest * 100)}% of its median`);
-  const busyAfter = machineBusyMicros();
-  const cpu = process.cpuUsage(cpuBefore);
-  const wallMicros = (performance.now() - wallBefore) * 1000;
-  const others = busyBefore !== undefined && busyAfter !== undefined ? (busyAfter - busyBefore - cpu.user - cpu.system) / wallMicros : undefined;
-  const othersText = others === undefined ? 'unknown' : `${fmt(Math.max(0, others), 2)} of ${os.cpus().length} cores`;
-  console.log(`\nload average before ${loadBefore}, after ${loadAverage()}; other processes used ${othersText} during the run  (sink ${sink & 1})`);
+  console.log(`\nwidest interquartile range of a cell: ${fmt(results.widestIqr * 100)}% of its median`);
+  console.log(`\n${share.end()}  (sink ${sink & 1})`);
 }
 
 main();

@@ -9,21 +9,16 @@
 // Run: npm run build && node --expose-gc dist/bench/oscore-proxy.js [--rounds=200] [--seconds=5]
 
 import crypto from 'node:crypto';
-import { CODES } from '../src/coap/codes';
-import { GroupServer } from '../src/group/group-server';
 import { ContextRegistry, MemorySequenceStore, SecurityContext } from '../src/oscore';
 import { oscoreServerTransform } from '../src/oscore/nested';
-import { GroupProxy } from '../src/proxy/group-proxy';
-import { ProxiedOscoreOptions, requestViaProxy } from '../src/proxy/proxy-client';
-import { fmt, forceGc, loadAverage, machineLine, median, numArg, parseArgs, percentile, sleep, table, loopbackEndpoint } from './common';
+import { ProxiedOscoreOptions } from '../src/proxy/proxy-client';
+import { fmt, forceGc, loadAverage, machineLine, median, numArg, openProxiedGroup, parseArgs, percentile, proxiedExchange, sleep, table } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
 const N = 5;
 const WINDOW = 16;
 const h = (hex: string): Buffer => Buffer.from(hex, 'hex');
-
-
 
 interface Config {
   name: string;
@@ -55,36 +50,18 @@ async function main(): Promise<void> {
   const e2eRequest = SecurityContext.derive({ ...grp, senderId: h('5f'), recipientId: h(serverIds[0]) }, mem());
   const e2eByAddress = new Map(addresses.map((a, i) => [a, i === 0 ? e2eRequest : SecurityContext.derive({ ...grp, senderId: h('5f'), recipientId: h(serverIds[i]) }, mem())]));
 
-  // Servers: answer plain requests as they are, and remove / apply the end-to-end layer when there is one.
-  const servers: GroupServer[] = [];
-  for (let i = 0; i < N; i++) {
-    const contexts = new ContextRegistry().add(SecurityContext.derive({ ...grp, senderId: h(serverIds[i]), recipientId: h('5f') }, mem()));
-    const s = await GroupServer.open({
-      address: addresses[i],
-      port: 0,
-      groups: [{ address: GROUP, port }],
-      leisure: 0,
-      transport: { recvBufferSize: 4 << 20 },
-      requestTransform: oscoreServerTransform({ contexts, maxLayers: 1, required: false }),
-    });
-    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
-    servers.push(s);
-  }
-  // One proxy for all three configurations: OSCORE towards the client when the client applies it, plain otherwise.
-  const listen = await loopbackEndpoint();
-  const upstream = await loopbackEndpoint();
-  const proxy = new GroupProxy({
-    listen,
-    upstream,
-    allow: [{ address: '127.0.0.1' }],
-    maxPendingPerClient: 50000,
-    maxResponsesPerSecond: 1e9,
+  // Servers: answer plain requests as they are, and remove / apply the end-to-end layer when there is one. One proxy
+  // for all three configurations: OSCORE towards the client when the client applies it, plain otherwise.
+  const g = await openProxiedGroup({
+    servers: N,
+    address: (i) => addresses[i],
+    group: GROUP,
+    port,
+    serverTransport: { recvBufferSize: 4 << 20 },
+    transform: (i) => oscoreServerTransform({ contexts: new ContextRegistry().add(SecurityContext.derive({ ...grp, senderId: h(serverIds[i]), recipientId: h('5f') }, mem())), maxLayers: 1, required: false }),
+    proxyOscore: { contexts: new ContextRegistry().add(proxySide), required: false },
     maxExchanges: 100000,
-    oscore: { contexts: new ContextRegistry().add(proxySide), required: false },
   });
-  const client = await loopbackEndpoint();
-  const proxyAddr = listen.transport.address();
-  const uri = `coap://${GROUP}:${port}/r`;
 
   const configs: Config[] = [
     { name: 'no OSCORE' },
@@ -94,31 +71,9 @@ async function main(): Promise<void> {
   configs[1].oscore = { proxy: clientToProxy };
   configs[2].oscore = { proxy: clientToProxy, endToEnd: { context: e2eRequest, responder: (o: { address: string }) => e2eByAddress.get(o.address) } };
 
-  /**
-   * One proxied exchange; `done` once all N responses (2.05, decrypted where there are layers) arrived or it ended.
-   * Cancelled (Early Stop Request, in the client's layer when there is one) as soon as it is complete.
-   */
-  const exchange = (c: Config, multicastTimeout: number, timeout: number, done: (o: Outcome) => void): void => {
-    const t0 = process.hrtime.bigint();
-    let got = 0;
-    let bad = 0;
-    let finished = false;
-    const finish = (ok: boolean) => {
-      if (finished) return;
-      finished = true;
-      done({ ms: Number(process.hrtime.bigint() - t0) / 1e6, ok });
-    };
-    const ex = requestViaProxy(client, { proxy: proxyAddr, uri, multicastTimeout, timeout, ...(c.oscore ? { oscore: c.oscore } : {}) });
-    ex.on('error', () => bad++);
-    ex.on('response', (r: { message: { code: number; payload: Buffer } }) => {
-      if (r.message.code !== CODES.CONTENT || r.message.payload.length !== 16) bad++;
-      else if (++got === N) {
-        finish(bad === 0);
-        setImmediate(() => ex.cancel());
-      }
-    });
-    ex.on('end', () => finish(false));
-  };
+  /** One proxied exchange: `done` once all N responses (2.05, decrypted where there are layers) arrived or it ended. */
+  const exchange = (c: Config, multicastTimeout: number, timeout: number, done: (o: Outcome) => void): void =>
+    proxiedExchange(g, { expect: N, multicastTimeout, timeout, ...(c.oscore ? { oscore: c.oscore } : {}) }, (ms) => done({ ms: ms ?? 0, ok: ms !== undefined }));
   const once = (c: Config) => new Promise<Outcome>((resolve) => exchange(c, 1, 2000, resolve));
 
   // Check all three work, and warm up (JIT, context caches).
@@ -191,13 +146,9 @@ async function main(): Promise<void> {
     [1, 2].map((k) => [`ratio ${configs[k].name.split(' (')[0]} / none`, ratio(med[k], med[0]), ratio(p95[k], p95[0]), ratio(rate[k], rate[0]), ratio(cpuPer[k], cpuPer[0])]),
   ));
   console.log(`\nthroughput detail: ${thr.map((t, k) => `${configs[k].name}: ${t.started} started, ${t.completed} completed in ${fmt(t.wall, 2)} s`).join('; ')}`);
-  console.log(`proxy counters: ${JSON.stringify(proxy.counters)}; load average at the end ${loadAverage()}`);
+  console.log(`proxy counters: ${JSON.stringify(g.proxy.counters)}; load average at the end ${loadAverage()}`);
 
-  await proxy.close();
-  await client.close();
-  await listen.close();
-  await upstream.close();
-  await Promise.all(servers.map((s) => s.close()));
+  await g.close();
 }
 
 main().catch((err) => {

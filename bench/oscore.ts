@@ -7,13 +7,11 @@
 // Run: npm run build && node dist/bench/oscore.js [--runs=15] [--ms=300] [--sizes=16,64,512] [--quick]
 
 import crypto from 'node:crypto';
-import os from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { CODES } from '../src/coap/codes';
 import { CoapMessage } from '../src/coap/message';
 import { OPT } from '../src/coap/options';
 import { AeadBackendName, SecurityContext, createAead, encodeAad, protectRequest, unprotectRequest } from '../src/oscore';
-import { fmt, forceGc, listArg, loadAverage, machineBusyMicros, machineLine, median, numArg, parseArgs, table } from './common';
+import { CpuCell, fmt, listArg, machineLine, machineShare, numArg, parseArgs, runCpuCells, table } from './common';
 
 const args = parseArgs();
 const quick = args.quick === 'true';
@@ -24,28 +22,6 @@ const SIZES = listArg(args, 'sizes', ['16', '64', '512']).map(Number);
 const MAX_OPS = 5_000_000;
 
 let sink = 0;
-
-/**
- * Operations per CPU second of this process (user + system, all its threads) for `op`, run in batches for about
- * `ms` of wall time after a short warm-up. CPU time rather than wall time because the machine is shared: time
- * spent descheduled while others run is not ours.
- */
-function rate(op: () => void, ms: number): number {
-  for (let i = 0; i < 200; i++) op();
-  let n = 0;
-  let batch = 64;
-  const start = performance.now();
-  const cpu = process.cpuUsage();
-  let elapsed = 0;
-  while (elapsed < ms && n < MAX_OPS) {
-    for (let i = 0; i < batch; i++) op();
-    n += batch;
-    elapsed = performance.now() - start;
-    if (elapsed < ms / 20) batch *= 2;
-  }
-  const used = process.cpuUsage(cpu);
-  return n / ((used.user + used.system) / 1e6);
-}
 
 function pair(backend: AeadBackendName, ids: [string, string]): { client: SecurityContext; server: SecurityContext } {
   const masterSecret = crypto.randomBytes(16);
@@ -130,12 +106,7 @@ function aeadAlone(backend: AeadBackendName, size: number): () => void {
   };
 }
 
-interface Config {
-  key: string;
-  make(size: number): () => void;
-}
-
-const CONFIGS: Config[] = [
+const CONFIGS: CpuCell[] = [
   { key: 'bare', make: bareCcm },
   { key: 'node-aead', make: (s) => aeadAlone('node', s) },
   { key: 'noble-aead', make: (s) => aeadAlone('noble', s) },
@@ -146,38 +117,20 @@ const CONFIGS: Config[] = [
 ];
 
 function main(): void {
-  const loadBefore = loadAverage();
-  const busyBefore = machineBusyMicros();
-  const cpuBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const share = machineShare();
   console.log(`# OSCORE protect + unprotect (one request per operation), ${RUNS} interleaved runs of ~${MS} ms, medians of operations per CPU second`);
   console.log(`# ${machineLine()}`);
-  const results = new Map<string, number[]>();
-  const ops = new Map<string, () => void>();
-  for (const size of SIZES) for (const c of CONFIGS) ops.set(`${c.key}/${size}`, c.make(size));
-  // One untimed pass over everything first, so that JIT tiers and inline caches have settled for all shapes before
-  // any run counts (without it, whichever payload size comes first looks slower).
-  for (const op of ops.values()) rate(op, MS);
-  for (let r = 0; r < RUNS; r++) {
-    for (const size of SIZES) {
-      for (const c of CONFIGS) {
-        const k = `${c.key}/${size}`;
-        forceGc();
-        const v = rate(ops.get(k)!, MS);
-        results.set(k, [...(results.get(k) ?? []), v]);
-      }
-    }
-  }
-  const med = (key: string, size: number) => median(results.get(`${key}/${size}`)!);
+  const results = runCpuCells(CONFIGS, { runs: RUNS, ms: MS, sizes: SIZES, warmupMs: MS, warmupOps: 200, firstBatch: 64, maxOps: MAX_OPS });
+  const med = results.median;
   const x = (a: number, b: number) => `${fmt(a / b, 2)}x`;
 
   console.log('\n## One layer: protect + unprotect per CPU second, against a bare node:crypto AES-CCM encrypt + decrypt\n');
   console.log(
     table(
-      ['payload (B)', 'bare node:crypto AES-CCM', 'ours, node:crypto', 'bare / ours', 'ours, noble', 'bare / ours (noble)', 'node AEAD alone', 'noble AEAD alone'],
+      ['payload (B)', 'bare node:crypto AES-CCM', 'ours, node:crypto', 'ours / bare', 'ours, noble', 'ours / bare (noble)', 'node AEAD alone', 'noble AEAD alone'],
       SIZES.map((s) => {
         const bare = med('bare', s);
-        return [s, fmt(bare), fmt(med('node-1', s)), x(bare, med('node-1', s)), fmt(med('noble-1', s)), x(bare, med('noble-1', s)), fmt(med('node-aead', s)), fmt(med('noble-aead', s))];
+        return [s, fmt(bare), fmt(med('node-1', s)), x(med('node-1', s), bare), fmt(med('noble-1', s)), x(med('noble-1', s), bare), fmt(med('node-aead', s)), fmt(med('noble-aead', s))];
       }),
     ),
   );
@@ -189,21 +142,8 @@ function main(): void {
       SIZES.map((s) => [s, fmt(med('node-1', s)), fmt(med('node-2', s)), x(med('node-1', s), med('node-2', s)), fmt(med('noble-1', s)), fmt(med('noble-2', s)), x(med('noble-1', s), med('noble-2', s))]),
     ),
   );
-  // Run-to-run noise: the widest interquartile range of any cell, relative to its median.
-  let widest = 0;
-  for (const xs of results.values()) {
-    const sorted = [...xs].sort((a, b) => a - b);
-    const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * (sorted.length - 1) + 0.5))];
-    widest = Math.max(widest, (q(0.75) - q(0.25)) / median(xs));
-  }
-  console.log(`\nwidest interquartile range of a cell: ${fmt(widest * 100)}% of its median`);
-  // How much of the machine other processes took meanwhile (the machine is shared): all busy CPU time minus ours.
-  const busyAfter = machineBusyMicros();
-  const cpu = process.cpuUsage(cpuBefore);
-  const wallMicros = (performance.now() - wallBefore) * 1000;
-  const others = busyBefore !== undefined && busyAfter !== undefined ? (busyAfter - busyBefore - cpu.user - cpu.system) / wallMicros : undefined;
-  const othersText = others === undefined ? 'unknown' : `${fmt(Math.max(0, others), 2)} of ${os.cpus().length} cores`;
-  console.log(`\nload average before ${loadBefore}, after ${loadAverage()}; other processes used ${othersText} during the run  (sink ${sink & 1})`);
+  console.log(`\nwidest interquartile range of a cell: ${fmt(results.widestIqr * 100)}% of its median`);
+  console.log(`\n${share.end()}  (sink ${sink & 1})`);
 }
 
 main();

@@ -10,14 +10,12 @@ import { CoapMessage, CoapOption, MessageType, TYPES, createMessage } from '../s
 import { OPT, decodeUint, optionNumber } from '../src/coap/options';
 import { encodePayload } from '../src/coap/payload';
 import {
-  EchoRequiredError,
   OscoreError,
+  answerOscoreError,
   ProtectRequestOptions,
   decodeOscoreOption,
   decodePartialIv,
   ProtectResponseOptions,
-  echoChallenge,
-  oscoreErrorResponse,
   protectRequest,
   protectResponse,
   unprotectRequest,
@@ -152,7 +150,7 @@ function recipientId(v: unknown): Buffer {
 
 function errorInfo(err: unknown): LayerErrorInfo {
   if (err instanceof OscoreError) {
-    const responseCode = err.responseCode === undefined ? null : codeToString(err.responseCode);
+    const responseCode = err.noResponse ? null : codeToString(err.responseCode);
     // The RFC's diagnostic ("Replay detected", "Decryption failed") is what a peer sees; keep the core's text too.
     if (err.diagnostic) return { code: err.code, message: err.diagnostic, responseCode, ...(err.message.toLowerCase() !== err.diagnostic.toLowerCase() ? { detail: err.message } : {}) };
     return { code: err.code, message: err.message, responseCode };
@@ -180,7 +178,7 @@ function register(RED: NodeAPI): void {
       if (role !== 'unprotect-request' || !request) return undefined;
       let parts;
       try {
-        parts = err instanceof EchoRequiredError ? echoChallenge(err) : oscoreErrorResponse(err);
+        parts = answerOscoreError(err);
       } catch {
         return undefined;
       }

@@ -18,6 +18,11 @@ export interface CoapErrorInit {
   options?: CoapOption[];
   /** a stable machine-readable code, e.g. 'ERR_PROXY_NOT_ALLOWED' */
   code?: string;
+  /**
+   * true for an error of this family that no response answers (RFC 8613 §8.4 "stop processing", a programming or
+   * configuration error): a server that meets one anyway treats it as an unexpected exception (empty 5.00, reported).
+   */
+  noResponse?: boolean;
 }
 
 /**
@@ -30,6 +35,8 @@ export class CoapResponseError extends Error {
   readonly diagnostic?: string;
   readonly options: CoapOption[];
   readonly code: string;
+  /** see CoapErrorInit.noResponse; `responseCode` is then 5.00 and `toResponse()` the empty 5.00 of any fault */
+  readonly noResponse: boolean;
 
   constructor(init: CoapErrorInit, message?: string) {
     super(message ?? init.diagnostic ?? `CoAP ${codeToString(init.responseCode)}`);
@@ -37,6 +44,7 @@ export class CoapResponseError extends Error {
     if (init.diagnostic !== undefined) this.diagnostic = init.diagnostic;
     this.options = init.options ?? [];
     this.code = init.code ?? 'ERR_COAP_RESPONSE';
+    this.noResponse = init.noResponse === true;
   }
 
   /** The response this error becomes (code, options, diagnostic payload); the message layer fills type, MID, token. */
@@ -44,6 +52,11 @@ export class CoapResponseError extends Error {
     const payload = this.diagnostic ? Buffer.from(this.diagnostic, 'utf8').subarray(0, MAX_DIAGNOSTIC_BYTES) : Buffer.alloc(0);
     return { code: this.responseCode, options: sortOptions([...this.options]), payload };
   }
+}
+
+/** Whether a handler's error is an expected answer (its own response) rather than a fault to report. */
+export function isResponseError(err: unknown): err is CoapResponseError {
+  return err instanceof CoapResponseError && !err.noResponse;
 }
 
 /** Anything thrown that is not a CoapResponseError becomes an empty 5.00: its message stays internal. */

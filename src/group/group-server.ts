@@ -7,7 +7,7 @@
 
 import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
-import { CoapResponseError } from '../coap/errors';
+import { isResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
 import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
@@ -272,8 +272,9 @@ export class GroupServer {
       .then(
         (res) => this.reply(sreq, ctx, res, resource?.opts ?? {}, protect),
         (err) => {
-          // A CoapResponseError becomes its response; anything else an empty 5.00 (the message stays internal).
-          if (err instanceof CoapResponseError) {
+          // A CoapResponseError becomes its response; anything else (or a noResponse one) an empty 5.00, reported
+          // (the message stays internal).
+          if (isResponseError(err)) {
             const r = err.toResponse();
             return this.reply(sreq, ctx, { code: r.code, options: r.options, payload: r.payload }, resource?.opts ?? {}, protect);
           }

@@ -20,7 +20,7 @@ import { EventEmitter } from 'node:events';
 import { CoapFormatError, decode, encode } from '../coap/codec';
 import { CODES, isRequestCode, isResponseCode } from '../coap/codes';
 import { CoapMessage, CoapOption, MessageType } from '../coap/message';
-import { CoapResponseError, toErrorResponse } from '../coap/errors';
+import { CoapResponseError, isResponseError, toErrorResponse } from '../coap/errors';
 import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
@@ -812,9 +812,9 @@ export class CoapEndpoint extends EventEmitter {
     try {
       this.handler({ message: msg, remote, multicast, group: dg.group }, ctx);
     } catch (err) {
-      // A CoapResponseError becomes its response; anything else an empty 5.00 plus 'handler-error' (its message
+      // A CoapResponseError becomes its response; anything else (or a noResponse one) an empty 5.00 plus 'handler-error' (its message
       // stays internal). groupcomm-bis §3.1.2: error responses to group requests are suppressed.
-      if (!(err instanceof CoapResponseError)) this.reportHandlerError(err);
+      if (!isResponseError(err)) this.reportHandlerError(err);
       if (!multicast) ctx.respond(toErrorResponse(err));
       else ctx.ignore();
     }

@@ -10,7 +10,7 @@ import { AeadBackendName, createAead } from './aead-backends';
 import type { MessageBinding, PeerContext, ProtectionMode } from './capabilities';
 import { computeNonce, encodeAad, encodeInfo } from './cose';
 import { EchoChallenges } from './echo';
-import { OscoreError } from './errors';
+import { DIAGNOSTICS, OscoreError } from './errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from './hkdf';
 import { ReplayWindow } from './replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from './sequence';
@@ -163,12 +163,12 @@ export class SecurityContext implements PeerContext {
     return this.aead.encrypt(this.#senderKey, m.nonce, encodeAad(this.alg, m.requestKid, m.requestPiv), plaintext);
   }
 
-  /** Decrypt with the Recipient Key; throws OscoreError('ERR_OSCORE_DECRYPT'). */
+  /** Decrypt with the Recipient Key; throws OscoreError('ERR_OSCORE_DECRYPT') with its §8.2 step 6 response. */
   open(payload: Buffer, m: MessageBinding): Buffer {
     try {
       return this.aead.decrypt(this.#recipientKey, m.nonce, encodeAad(this.alg, m.requestKid, m.requestPiv), payload);
     } catch (err) {
-      if (err instanceof AeadError || err instanceof RangeError) throw new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed');
+      if (err instanceof AeadError || err instanceof RangeError) throw new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed', DIAGNOSTICS.DECRYPT);
       throw err;
     }
   }

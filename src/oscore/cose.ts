@@ -33,16 +33,17 @@ export interface OscoreOptionFields {
 /** §5: the Sender Sequence Number in network byte order without leading zero bytes; 0 is encoded as 0x00. */
 export function encodePartialIv(ssn: number): Buffer {
   if (!Number.isSafeInteger(ssn) || ssn < 0 || ssn > MAX_SEQUENCE_NUMBER) throw new RangeError(`sequence number out of range: ${ssn}`);
-  let len = 1;
-  while (len < MAX_PIV_LENGTH && ssn >= 2 ** (8 * len)) len++;
+  const len = ssn < 0x100 ? 1 : ssn < 0x10000 ? 2 : ssn < 0x1000000 ? 3 : ssn < 0x100000000 ? 4 : 5;
   const b = Buffer.allocUnsafe(len);
-  b.writeUIntBE(ssn, 0, len); // writes every byte
+  for (let i = len - 1, v = ssn; i >= 0; i--, v = Math.floor(v / 256)) b[i] = v % 256; // writes every byte
   return b;
 }
 
 export function decodePartialIv(piv: Uint8Array): number {
   if (piv.length < 1 || piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV must be 1..5 bytes');
-  return Buffer.from(piv.buffer, piv.byteOffset, piv.byteLength).readUIntBE(0, piv.length);
+  let n = 0;
+  for (let i = 0; i < piv.length; i++) n = n * 256 + piv[i]; // at most 2^40: exact in a double
+  return n;
 }
 
 export function encodeOscoreOption(f: OscoreOptionFields): Buffer {
@@ -83,7 +84,7 @@ function malformed(why: string): OscoreError {
 
 /** §6.1 decompression. Rejects reserved bits, reserved PIV lengths, truncation and trailing bytes. */
 export function decodeOscoreOption(value: Uint8Array): OscoreOptionFields {
-  const v = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  const v = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   if (v.length === 0) return {};
   if (v.length > 255) throw malformed('longer than 255 bytes');
   const flags = v[0];
@@ -126,11 +127,15 @@ export function computeNonce(idPiv: Uint8Array, piv: Uint8Array, commonIv: Uint8
   if (len < 7) throw new RangeError('OSCORE needs a nonce of at least 7 bytes');
   if (idPiv.length > len - 6) throw new RangeError(`ID_PIV longer than ${len - 6} bytes`);
   if (piv.length < 1 || piv.length > MAX_PIV_LENGTH) throw new RangeError('Partial IV must be 1..5 bytes');
-  const nonce = Buffer.alloc(len);
-  nonce[0] = idPiv.length;
-  nonce.set(idPiv, len - 5 - idPiv.length);
-  nonce.set(piv, len - piv.length);
-  for (let i = 0; i < len; i++) nonce[i] ^= commonIv[i];
+  // Written byte by byte (no zero-fill, no set() calls): this runs twice per protected message exchange.
+  const nonce = Buffer.allocUnsafe(len);
+  const idAt = len - 5 - idPiv.length;
+  const pivAt = len - piv.length;
+  nonce[0] = idPiv.length ^ commonIv[0];
+  for (let i = 1; i < len; i++) {
+    const b = i >= pivAt ? piv[i - pivAt] : i >= idAt && i < len - 5 ? idPiv[i - idAt] : 0;
+    nonce[i] = b ^ commonIv[i];
+  }
   return nonce;
 }
 
@@ -173,7 +178,7 @@ export function encodeAadArray(alg: number | string, requestKid: Uint8Array, req
 export function encodeAad(alg: number | string, requestKid: Uint8Array, requestPiv: Uint8Array, classIOptions: Uint8Array = EMPTY): Buffer {
   const inner = aadArraySize(alg, requestKid, requestPiv, classIOptions);
   const out = Buffer.allocUnsafe(ENC_STRUCTURE_HEAD.length + headSize(inner) + inner);
-  ENC_STRUCTURE_HEAD.copy(out, 0);
+  out.set(ENC_STRUCTURE_HEAD, 0);
   const at = writeHead(2, inner, out, ENC_STRUCTURE_HEAD.length);
   writeAadArray(alg, requestKid, requestPiv, classIOptions, out, at);
   return out;

@@ -1,8 +1,10 @@
-// Typed OSCORE errors (RFC 8613 §7.4, §8.2, §8.4). An error raised while verifying a *request* carries the CoAP
-// response code and diagnostic text RFC 8613 §8.2 suggests; errors on the client side (§8.4 step 8: "stop
-// processing") and programming errors carry no response code. Messages never contain key material.
+// Typed OSCORE errors (RFC 8613 §7.4, §8.2, §8.4), CoapResponseErrors of the core. An error raised while verifying
+// a *request* renders as the CoAP response RFC 8613 §8.2 suggests (code and diagnostic text); errors on the client
+// side (§8.4 step 8: "stop processing") and programming errors are `noResponse`. Messages never contain key material.
 
 import { CODES } from '../coap/codes';
+import { CoapResponseError } from '../coap/errors';
+import { OPT } from '../coap/options';
 import type { ServerBinding } from './binding';
 
 export type OscoreErrorCode =
@@ -39,23 +41,42 @@ export type OscoreErrorCode =
   /** a Deterministic Request whose inner method is not safe (draft-ietf-core-cacheable-oscore-02 §3.4.3): 4.01 */
   | 'ERR_OSCORE_NOT_SAFE';
 
-export class OscoreError extends Error {
-  override readonly name = 'OscoreError';
-  /** CoAP response code (class << 5 | detail) when this error becomes an (unprotected) CoAP error response. */
-  readonly responseCode?: number;
-  /** Diagnostic payload text for that response (RFC 8613 §8.2). */
-  readonly diagnostic?: string;
+const EMPTY = Buffer.alloc(0); // Max-Age 0 is the empty uint (RFC 7252 §3.2)
 
-  constructor(
-    readonly code: OscoreErrorCode,
-    message: string,
-    response?: { responseCode: number; diagnostic?: string },
-  ) {
-    super(message);
-    if (response) {
-      this.responseCode = response.responseCode;
-      if (response.diagnostic !== undefined) this.diagnostic = response.diagnostic;
-    }
+/** The response an OscoreError becomes: RFC 8613 §8.2's code and diagnostic text. */
+export interface OscoreErrorResponse {
+  responseCode: number;
+  diagnostic?: string;
+}
+
+/**
+ * One OSCORE failure. With a `response` it renders (toResponse) as the unprotected error response of RFC 8613 §8.2
+ * / §7.4: its code, an Outer Max-Age of 0 so intermediaries do not cache it (§4.1.3.1), and the diagnostic text. A
+ * 5.03 has no Max-Age: there it is the time after which to retry (RFC 10021 §7.2, RFC 7252 §5.9.3.4), and 0 would
+ * invite an immediate retry; without it the client waits the default 60 s (RFC 7252 §5.10.5). Without a `response`
+ * the error is `noResponse`: the client side of §8.4 ("stop processing") and programming or configuration errors.
+ */
+export class OscoreError extends CoapResponseError {
+  override name = 'OscoreError';
+  declare readonly code: OscoreErrorCode;
+
+  constructor(code: OscoreErrorCode, message: string, response?: OscoreErrorResponse) {
+    super(
+      response
+        ? {
+            code,
+            responseCode: response.responseCode,
+            ...(response.diagnostic !== undefined ? { diagnostic: response.diagnostic } : {}),
+            options: response.responseCode === CODES.SERVICE_UNAVAILABLE ? [] : [{ number: OPT.MAX_AGE, value: EMPTY }],
+          }
+        : { code, responseCode: CODES.INTERNAL_SERVER_ERROR, noResponse: true },
+      message,
+    );
+  }
+
+  /** The same failure where no response is due (a client verifying a response, RFC 8613 §8.4). */
+  withoutResponse(): OscoreError {
+    return this.noResponse ? this : new OscoreError(this.code, this.message);
   }
 }
 
@@ -74,7 +95,8 @@ export function isOscoreError(err: unknown): err is OscoreError {
 /**
  * RFC 8613 App. B.1.2: the request decrypted, but the replay window is not initialized, so its freshness is unknown.
  * Answer with the protected 4.01 + Echo that `echoChallenge(err)` builds (it uses the server's own Partial IV);
- * the client's retry carrying `echo` initializes the window.
+ * the client's retry carrying `echo` initializes the window. Its toResponse() (a plain 4.01 without the Echo) is
+ * not that answer: `answerOscoreError` in protect.ts chooses.
  */
 export class EchoRequiredError extends OscoreError {
   constructor(

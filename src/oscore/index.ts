@@ -36,6 +36,7 @@ export {
   type ProtectResponseOptions,
   type VerifiedRequest,
   type VerifiedResponse,
+  answerOscoreError,
   bindOwnRequest,
   echoChallenge,
   isProtected,

@@ -17,9 +17,8 @@ import {
   ContextResolver,
   MessageParts,
   VerifiedResponse,
-  echoChallenge,
+  answerOscoreError,
   isProtected,
-  oscoreErrorResponse,
   protectRequest,
   protectResponse,
   unprotectRequest,
@@ -362,11 +361,10 @@ export function removeRequestLayers(msg: CoapMessage, opts: RequestLayersOptions
       verified = unprotectRequest(resolverFor(opts.contexts, opts.source, depth), message, { classE: opts.classE?.(depth) });
     } catch (err) {
       if (!(err instanceof OscoreError)) throw err;
-      let inner: MessageParts | undefined;
-      if (err instanceof EchoRequiredError) inner = echoChallenge(err); // App. B.1.2: already protected with this layer
-      else inner = oscoreErrorResponse(err);
+      // §8.2 at this layer (App. B.1.2: a 4.01 + Echo already protected with it), then the layers removed before.
+      const inner = answerOscoreError(err);
       const response = inner ? protectResponseLayers(layers, inner) : undefined;
-      throw new LayerError('ERR_OSCORE_LAYER_FAILED', `OSCORE layer ${depth + 1}: ${err.message}`, { response, responseCode: err.responseCode, layers, cause: err });
+      throw new LayerError('ERR_OSCORE_LAYER_FAILED', `OSCORE layer ${depth + 1}: ${err.message}`, { response, ...(err.noResponse ? {} : { responseCode: err.responseCode }), layers, cause: err });
     }
     layers.push({ context: verified.context, binding: verified.binding, depth });
     message = verified.message;

@@ -188,13 +188,13 @@ function openOrThrow(ctx: PeerContext, payload: Buffer, m: MessageBinding, withR
   try {
     return ctx.open(payload, m);
   } catch (err) {
-    // RFC 10021 §7.2: a failed countersignature answers as if decryption had failed ("Decryption failed").
-    if (err instanceof OscoreError && (err.code === 'ERR_OSCORE_DECRYPT' || err.code === 'ERR_OSCORE_SIGNATURE')) {
-      throw new OscoreError(err.code, err.message, withResponse ? DIAGNOSTICS.DECRYPT : undefined);
-    }
-    throw err;
+    // §8.2 step 6 / RFC 10021 §7.2: the error carries its 4.00 "Decryption failed"; §8.4: a client only stops.
+    if (!(err instanceof OscoreError) || withResponse) throw err;
+    throw err.withoutResponse();
   }
 }
+
+const BAD_PLAINTEXT = { responseCode: CODES.BAD_REQUEST };
 
 function parsePlaintext(plaintext: Buffer, request: boolean, withResponse: boolean): { code: number; options: CoapOption[]; payload: Buffer } {
   let inner;
@@ -204,11 +204,11 @@ function parsePlaintext(plaintext: Buffer, request: boolean, withResponse: boole
     if (!(err instanceof CoapFormatError)) throw err;
     // Authenticated, yet not a message: the peer is broken rather than an attacker. 4.00 as for other malformed
     // requests (RFC 7252 §4.2 rejects them; §5.9.2.1 gives 4.00 for requests the server cannot make sense of).
-    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `malformed plaintext: ${err.reason}`, withResponse ? { responseCode: CODES.BAD_REQUEST } : undefined);
+    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `malformed plaintext: ${err.reason}`, withResponse ? BAD_PLAINTEXT : undefined);
   }
   const ok = request ? isRequestCode(inner.code) : isResponseCode(inner.code);
   if (!ok) {
-    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `inner code ${codeToString(inner.code)} in a ${request ? 'request' : 'response'}`, withResponse ? { responseCode: CODES.BAD_REQUEST } : undefined);
+    throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `inner code ${codeToString(inner.code)} in a ${request ? 'request' : 'response'}`, withResponse ? BAD_PLAINTEXT : undefined);
   }
   return inner;
 }
@@ -227,7 +227,7 @@ export function unprotectRequest(resolver: PeerContext | ContextResolver, msg: C
   if (windowKnown) ctx.replay.check(seq);
   // Steps 4-6. The nonce uses the Recipient ID, which equals the kid for a context found by kid.
   const nonce = ctx.recipientNonce(f.piv);
-  const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: Buffer.from(value) };
+  const m: MessageBinding = { nonce, piv: f.piv, pivId: f.kid, isRequest: true, requestKid: f.kid, requestPiv: f.piv, ...(f.kidContext ? { requestKidContext: f.kidContext } : {}), oscoreOption: value };
   // RFC 10021 §7.2: a bad countersignature stops here, before the replay window is updated.
   const plaintext = openOrThrow(ctx, msg.payload, m, true);
   if (windowKnown) ctx.replay.update(seq);
@@ -335,19 +335,22 @@ export function echoChallenge(err: EchoRequiredError, opts: ProtectOptions = {})
 }
 
 /**
- * The unprotected error response for an OSCORE error on a request (§8.2, §7.4): the error's code, an Outer
- * Max-Age of 0 so intermediaries do not cache it (§4.1.3.1), and the diagnostic text. undefined when the error
- * is not one that becomes a response (or needs a protected one, like EchoRequiredError). A 5.03 has no Max-Age:
- * there it is the time after which to retry (RFC 10021 §7.2, RFC 7252 §5.9.3.4), and 0 would invite an immediate
- * retry; without it the client waits the default 60 s (RFC 7252 §5.10.5).
+ * The unprotected error response for an OSCORE error on a request (§8.2, §7.4): `err.toResponse()` (the code, an
+ * Outer Max-Age of 0 except on a 5.03, the diagnostic). undefined when the error is not one that becomes a response
+ * (`noResponse`) or needs a protected one (EchoRequiredError).
  */
 export function oscoreErrorResponse(err: unknown): Protected<MessageParts> | undefined {
-  if (!(err instanceof OscoreError) || err.responseCode === undefined || err instanceof EchoRequiredError) return undefined;
-  return {
-    code: err.responseCode,
-    options: err.responseCode === CODES.SERVICE_UNAVAILABLE ? [] : [{ number: OPT.MAX_AGE, value: encodeUint(0) }],
-    payload: err.diagnostic ? Buffer.from(err.diagnostic, 'utf8') : EMPTY,
-  };
+  if (!(err instanceof OscoreError) || err.noResponse || err instanceof EchoRequiredError) return undefined;
+  const r = err.toResponse();
+  return { code: r.code, options: r.options ?? [], payload: r.payload ?? EMPTY };
+}
+
+/**
+ * The answer to a request whose verification threw `err`: the protected 4.01 + Echo of App. B.1.2, or the plain
+ * §8.2 error response, or undefined where none is due (not an OscoreError, or a `noResponse` one).
+ */
+export function answerOscoreError(err: unknown, opts: ProtectOptions = {}): Protected<MessageParts> | undefined {
+  return err instanceof EchoRequiredError ? echoChallenge(err, opts) : oscoreErrorResponse(err);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -411,7 +414,7 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
     requestKid: binding.kid,
     requestPiv: binding.piv,
     ...(binding.kidContext ? { requestKidContext: binding.kidContext } : {}),
-    oscoreOption: Buffer.from(value),
+    oscoreOption: value,
     ...(binding.classI ? { classI: binding.classI } : {}),
   };
   const plaintext = openOrThrow(peer, msg.payload, m, false);

@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { decodeReplyFrom, encodeReplyFrom, encodeResponseForwarding } from '../cbor/cri';
 import { CODES, codeClass, codeToString } from '../coap/codes';
-import { CoapResponseError } from '../coap/errors';
+import { CoapResponseError, isResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, createMessage, getOption, getOptions, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, isUnsafe, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, isMulticastAddress, socketAddress, uriToOptions } from '../coap/uri';
@@ -423,7 +423,7 @@ export class GroupProxy extends EventEmitter {
       return;
     }
     if (err instanceof LimitError) this.counters.limited++;
-    const e = err instanceof CoapResponseError ? err : undefined;
+    const e = isResponseError(err) ? err : undefined;
     if (!e) this.emit('handler-error', err);
     const res = e ? e.toResponse() : { code: CODES.INTERNAL_SERVER_ERROR, options: [], payload: EMPTY };
     this.emitEvent({ kind: err instanceof EchoRequiredError ? 'challenge' : 'reject', client, token, code: codeToString(res.code), reason: e ? e.message : 'internal error' });

@@ -103,6 +103,48 @@ describe('OSCORE AEAD backends', function () {
     });
   }
 
+  describe('AES-CCM on ciphers kept per key (aead-node.ts) against OpenSSL\'s own CCM cipher', function () {
+    /** node:crypto's aes-*-ccm, one cipher object per message: the reference. */
+    function openSslCcm(bits: number, tagLength: number, key: Buffer, nonce: Buffer, aad: Buffer, pt: Buffer): Buffer {
+      const c = crypto.createCipheriv(`aes-${bits}-ccm` as crypto.CipherCCMTypes, key, nonce, { authTagLength: tagLength });
+      c.setAAD(aad, { plaintextLength: pt.length });
+      return Buffer.concat([c.update(pt.length ? pt : Buffer.alloc(1).subarray(0, 0)), c.final(), c.getAuthTag()]);
+    }
+
+    for (const alg of [10, 11, 30, 31]) {
+      const p = AEAD_ALGORITHMS[alg];
+      it(`${p.name}: a run of messages on two interleaved keys, with failed decryptions between them, matches message by message`, function () {
+        const aead = nodeAead(alg);
+        const keys = [rand(p.keyLength), rand(p.keyLength)];
+        for (let i = 0; i < 300; i++) {
+          const key = keys[i % 3 === 0 ? 1 : 0]; // the MAC chain of each key's cipher carries over between its messages
+          const nonce = rand(p.nonceLength);
+          const aad = rand(crypto.randomInt(0, 60));
+          const pt = rand(i % 17 === 0 ? 0 : crypto.randomInt(1, 200));
+          const expected = openSslCcm(p.keyLength * 8, p.tagLength, key, nonce, aad, pt);
+          const ct = aead.encrypt(key, nonce, aad, pt);
+          assert.equal(ct.toString('hex'), expected.toString('hex'), `message ${i}`);
+          if (i % 5 === 0) {
+            const bad = Buffer.from(ct);
+            bad[crypto.randomInt(0, bad.length)] ^= 0x10;
+            assert.throws(() => aead.decrypt(key, nonce, aad, bad), isAuthError, `tampered message ${i}`);
+          }
+          assert.deepEqual(aead.decrypt(key, nonce, aad, expected), pt, `message ${i}`);
+        }
+      });
+    }
+
+    it('a key Buffer changed in place encrypts with its new bytes, not with ciphers made for the old ones', function () {
+      const aead = nodeAead(10);
+      const key = rand(16);
+      const nonce = rand(13);
+      const pt = rand(40);
+      aead.encrypt(key, nonce, Buffer.alloc(0), pt);
+      key[3] ^= 0xff;
+      assert.deepEqual(aead.encrypt(key, nonce, Buffer.alloc(0), pt), openSslCcm(128, 8, key, nonce, Buffer.alloc(0), pt));
+    });
+  });
+
   it('covers the algorithms the brief names: 10, 30, 1, 3, 24', function () {
     for (const alg of [10, 30, 1, 3, 24]) assert.ok(AEAD_ALGORITHMS[alg], `alg ${alg}`);
   });

@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import { inspect } from 'node:util';
 import { decode, decodeCodeOptionsPayload, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
+import { CoapResponseError, isResponseError, toErrorResponse } from '../../src/coap/errors';
 import { CoapMessage, CoapOption, createMessage, getOption, getOptions } from '../../src/coap/message';
 import { OPT, configureOptionNumbers, decodeUint, encodeUint, optionNumber } from '../../src/coap/options';
 import {
@@ -18,6 +19,7 @@ import {
   OscoreError,
   SecurityContext,
   SecurityContextParams,
+  answerOscoreError,
   deriveKeys,
   encodeAad,
   echoChallenge,
@@ -53,7 +55,9 @@ function errorWith(code: string, responseCode?: number, diagnostic?: string) {
   return (err: unknown) => {
     assert.ok(err instanceof OscoreError, `not an OscoreError: ${String(err)}`);
     assert.equal(err.code, code);
-    assert.equal(err.responseCode, responseCode);
+    // undefined = RFC 8613 §8.4 "stop processing" or a programming error: no response of its own
+    if (responseCode === undefined) assert.equal(err.noResponse, true, `${code} should answer nothing`);
+    else assert.deepEqual({ noResponse: err.noResponse, responseCode: err.responseCode }, { noResponse: false, responseCode });
     if (diagnostic !== undefined) assert.equal(err.diagnostic, diagnostic);
     return true;
   };
@@ -462,6 +466,23 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
       assert.throws(() => unprotectRequest(server, wire({ ...message, payload: message.payload.subarray(0, 3) })), errorWith('ERR_OSCORE_DECRYPT', CODES.BAD_REQUEST));
     });
 
+    it('an OscoreError is a CoapResponseError: it renders as its §8.2 response, or is reported as a fault when it has none', function () {
+      const { client, server } = pair();
+      const { message } = protectRequest(client, request([]));
+      unprotectRequest(server, wire(message));
+      let replay: unknown;
+      assert.throws(() => unprotectRequest(server, wire(message)), (e) => ((replay = e), true));
+      assert.ok(replay instanceof CoapResponseError);
+      assert.equal(isResponseError(replay), true);
+      // the generic rendering of the message layer is the one oscoreErrorResponse gives: 4.01, Max-Age 0, diagnostic
+      assert.deepEqual(toErrorResponse(replay), oscoreErrorResponse(replay));
+      assert.deepEqual(toErrorResponse(replay), { code: CODES.UNAUTHORIZED, options: [opt(OPT.MAX_AGE, 0)], payload: Buffer.from('Replay detected') });
+      const silent = new OscoreError('ERR_OSCORE_INVALID_INPUT', 'a programming error');
+      assert.equal(isResponseError(silent), false, 'a handler that throws it is reported, not answered with a chosen code');
+      assert.deepEqual(toErrorResponse(silent), { code: CODES.INTERNAL_SERVER_ERROR, options: [], payload: Buffer.alloc(0) });
+      assert.equal(answerOscoreError(silent), undefined);
+    });
+
     it('a message without OSCORE option is ERR_OSCORE_NOT_PROTECTED (not a response-worthy error)', function () {
       const { server } = pair();
       const plain = request([opt(OPT.URI_PATH, 'x')]);
@@ -494,7 +515,7 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
         try {
           unprotectRequest(server, mutated);
         } catch (err) {
-          assert.ok(err instanceof OscoreError && err.responseCode !== undefined, `untyped: ${String(err)}`);
+          assert.ok(err instanceof OscoreError && !err.noResponse, `untyped: ${String(err)}`);
         }
       }
     });
@@ -546,6 +567,10 @@ describe('OSCORE protect / unprotect (RFC 8613 §8)', function () {
       const res = echoChallenge(challenge!);
       assert.equal(getOption(res, OPT.OSCORE)!.toString('hex'), '0100');
       assert.equal(oscoreErrorResponse(challenge), undefined, 'the challenge is protected, not a plain error');
+      // answerOscoreError gives the protected 4.01 + Echo (its own Partial IV: '0101' after the one above)
+      const answer = answerOscoreError(challenge)!;
+      assert.equal(answer.code, CODES.CHANGED, 'the Outer code of a protected response');
+      assert.equal(getOption(answer, OPT.OSCORE)!.toString('hex'), '0101');
       const seen = unprotectResponse(first.binding, wire({ type: 'ACK', messageId: 1, token: first.message.token, ...res }));
       assert.equal(seen.message.code, CODES.UNAUTHORIZED);
       const echo = getOption(seen.message, OPT.ECHO)!;

@@ -14,7 +14,7 @@ import type { ContextSource, MessageBinding, PeerContext, ProtectionMode, Reques
 import { CODES } from '../../coap/codes';
 import { computeNonce, encodeInfo } from '../cose';
 import { EchoChallenges } from '../echo';
-import { OscoreError } from '../errors';
+import { DIAGNOSTICS, OscoreError } from '../errors';
 import { DEFAULT_HKDF, HkdfHash, hkdf, isHkdfHash } from '../hkdf';
 import { ReplayWindow, ReplayWindowState } from '../replay';
 import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceStore } from '../sequence';
@@ -431,12 +431,14 @@ export class GroupContext implements ContextSource {
   }
 }
 
+// RFC 10021 §7.2: a failed countersignature answers as if decryption had failed (RFC 8613 §8.2 step 6: 4.00
+// "Decryption failed"); a client verifying a response sends nothing (protect.ts drops the response, §8.4).
 function signatureError(): OscoreError {
-  return new OscoreError('ERR_OSCORE_SIGNATURE', 'countersignature verification failed');
+  return new OscoreError('ERR_OSCORE_SIGNATURE', 'countersignature verification failed', DIAGNOSTICS.DECRYPT);
 }
 
 function decryptError(): OscoreError {
-  return new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed');
+  return new OscoreError('ERR_OSCORE_DECRYPT', 'decryption failed', DIAGNOSTICS.DECRYPT);
 }
 
 /** §7.1 / §7.3: ciphertext ‖ (countersignature XOR keystream). */
