@@ -590,7 +590,7 @@ export class GroupProxy extends EventEmitter {
     }
     ex.stopUpstream = upstream.listen(upToken, (res) => this.relay(ex, res));
     try {
-      upstream.sendMessage(request, dest, request.type === 'CON' ? { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) } : undefined);
+      upstream.sendMessage(request, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
     } catch (err) {
       this.endExchange(ex, `cannot send to the group: ${(err as Error).message}`);
       return;

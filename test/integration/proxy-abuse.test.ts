@@ -183,6 +183,7 @@ describe('group proxy under attack (real sockets)', function () {
     const spoofer = await socketOn('127.0.0.5');
     const ownerPort = spoofer.port;
     let owner: CoapEndpoint | undefined;
+    let spooferOpen = true;
     try {
       const spoofed = [
         createMessage({ type: 'CON', code: CODES.GET, messageId: 11, token: Buffer.from('spoof-1'), options: [{ number: OPT.PROXY_URI, value: Buffer.from(target('/spoofed')) }] }),
@@ -190,6 +191,7 @@ describe('group proxy under attack (real sockets)', function () {
       ];
       for (const m of spoofed) spoofer.sock.send(encode(m), dest.port, dest.address);
       await waitFor(() => spoofer.replies.length === 2 && p.proxy.counters.echoChallenges === 2, 'the two Echo challenges', 15000);
+      spooferOpen = false;
       await spoofer.close();
       owner = await endpointOn('127.0.0.5', ownerPort);
       for (const [i, r] of spoofer.replies.entries()) {
@@ -215,7 +217,7 @@ describe('group proxy under attack (real sockets)', function () {
       assert.deepEqual(reached, ['/owner', '/owner']);
     } finally {
       if (owner) await owner.close();
-      else await spoofer.close();
+      if (spooferOpen) await spoofer.close();
       await p.close();
     }
   });
