@@ -154,17 +154,24 @@ async function main(): Promise<void> {
     await p.close();
   }
 
-  // 5. Unicast forwards to a silent host: 3,000 NON requests.
-  {
+  // 5. Unicast forwards to a silent host: 3,000 NON requests, from an address that answered Echo first (the limit
+  // per host), then from one that never does (RFC 9175 §2.4: nothing is forwarded for it).
+  for (const answersEcho of [true, false]) {
     const p = await proxyWith([{ address: '127.0.0.1' }]);
     const silent = await attackerOn('127.0.0.31');
     const a = await attackerOn('127.0.0.1');
     const dest = p.listen.transport.address();
+    const req = (i: number) => createMessage({ type: 'NON', code: CODES.GET, messageId: i, token: Buffer.from([i & 0xff, i >> 8, 9]), options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://127.0.0.31:${silent.port}/x`) }, ...(a.echo ? [{ number: ECHO, value: a.echo }] : [])] });
+    if (answersEcho) {
+      send(a, req(0xffff), dest); // answered with 4.01 and Echo, which every request below carries
+      await until(() => a.answers >= 1, 2000);
+    }
     const m0 = memory();
-    for (let i = 0; i < 3000; i++) send(a, createMessage({ type: 'NON', code: CODES.GET, messageId: i, token: Buffer.from([i & 0xff, i >> 8, 9]), options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://127.0.0.31:${silent.port}/x`) }] }), dest);
+    for (let i = 0; i < 3000; i++) send(a, req(i), dest);
     await until(() => false, 4000); // first transmissions and the first retransmissions of the proxy's CONs
     const grew = memory() - m0;
-    rows.push(['unicast forwards to a silent host: 3,000 requests', fmt(a.sent), fmt(a.received), fmt(a.received / a.sent, 2), '-', fmt(grew / 1e6, 1), `${fmt(silent.answers)} datagrams to the silent host in 4 s`]);
+    const who = answersEcho ? 'Echo answered' : 'Echo never answered';
+    rows.push([`unicast forwards to a silent host: 3,000 requests, ${who}`, fmt(a.sent), fmt(a.received), fmt(a.received / a.sent, 2), '-', fmt(grew / 1e6, 1), `${fmt(silent.answers)} datagrams to the silent host in 4 s`]);
     await a.close();
     await p.close();
     await silent.close();

@@ -6,7 +6,7 @@
 
 import dgram from 'node:dgram';
 import { encode, decode } from '../src/coap/codec';
-import { CODES } from '../src/coap/codes';
+import { CODES, codeToString } from '../src/coap/codes';
 import { OPT, encodeUint, optionNumber } from '../src/coap/options';
 import { GroupClient } from '../src/group/group-client';
 import { GroupServer } from '../src/group/group-server';
@@ -128,9 +128,12 @@ async function main(): Promise<void> {
   await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
   const relayed = new Set<string>();
   let echo: Buffer | undefined;
+  /** what the proxy answered the raw client other than relayed 2.05s (refusals would show here) */
+  const answers = new Map<string, number>();
   raw.on('message', (m) => {
     try {
       const d = decode(m);
+      if (d.code !== CODES.CONTENT) answers.set(codeToString(d.code), (answers.get(codeToString(d.code)) ?? 0) + 1);
       if (d.code === CODES.UNAUTHORIZED) echo ??= d.options.find((o) => o.number === OPT.ECHO)?.value;
       if (d.code === CODES.CONTENT) relayed.add(d.token.toString('hex'));
     } catch {
@@ -153,20 +156,26 @@ async function main(): Promise<void> {
   let verifyMid = 0;
   const verify = (withEcho?: Buffer) =>
     raw.send(encode({ type: 'NON', code: CODES.GET, messageId: 0xff00 + verifyMid++, token: Buffer.from(withEcho ? 'echo' : 'ask'), payload: Buffer.alloc(0), options: [{ number: OPT.PROXY_URI, value: Buffer.from(uri) }, { number: mt, value: encodeUint(0) }, ...(withEcho ? [{ number: OPT.ECHO, value: withEcho }] : [])].sort((a, b) => a.number - b.number) }), proxyAddr.port, proxyAddr.address);
-  const verified = async () => {
+  // Waits for the events themselves (the 4.01, then the proxy forwarding the repeat), not for fixed times: under load
+  // a fixed wait could miss the Echo, and then every request below would be challenged instead of held.
+  const verified = async (p: GroupProxy) => {
     echo = undefined;
     verify();
-    for (let i = 0; i < 100 && !echo; i++) await sleep(10);
+    for (let i = 0; i < 1000 && !echo; i++) await sleep(10);
+    if (!echo) throw new Error('the proxy sent no Echo challenge within 10 s');
+    const forwarded = p.counters.groupRequests;
     verify(echo);
-    await sleep(300);
+    for (let i = 0; i < 1000 && p.counters.groupRequests === forwarded; i++) await sleep(10);
+    if (p.counters.groupRequests === forwarded) throw new Error('the request with Echo was not forwarded within 10 s');
   };
-  await verified();
+  await verified(proxy);
   forceGc();
   const heap0 = process.memoryUsage().heapUsed;
   await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 60, pendingN, 1);
   const t0 = Date.now();
   while (proxy.activeExchanges < pendingN && Date.now() - t0 < 20000) await sleep(50);
   const held = proxy.activeExchanges;
+  if (held < pendingN) console.log(`held ${held} of ${pendingN}; the proxy answered: ${JSON.stringify([...answers])}; limits refused ${JSON.stringify(proxy.limits.refused)}; listen ${JSON.stringify(listen.counters)}`);
   forceGc();
   const heap1 = process.memoryUsage().heapUsed;
   await proxy.close(); // ends the pending exchanges
@@ -174,7 +183,7 @@ async function main(): Promise<void> {
   // every one of them answered by one slow server (leisure 3 s), relayed back
   const slow = await GroupServer.open({ address: '127.0.0.30', port: 0, groups: [{ address: EMPTY_GROUP, port: emptyPort }], leisure: 3000, transport: { recvBufferSize: 8 << 20 } });
   slow.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'ok' }));
-  await verified();
+  await verified(proxy2);
   await send(`coap://${EMPTY_GROUP}:${emptyPort}/r`, 20, pendingN, 2);
   const t1 = Date.now();
   let peak = 0;

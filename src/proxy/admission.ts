@@ -163,6 +163,7 @@ export class EchoVerifier {
 }
 
 export type LimitKind = 'pending' | 'tZero' | 'unicast' | 'observeRelays';
+type SlotKind = 'pending' | 'unicast' | 'observeRelays';
 
 export interface HostLimitOptions {
   /** group exchanges in progress per host (default 16) */
@@ -210,7 +211,7 @@ export class HostLimits {
     return this.hosts.size;
   }
 
-  held(host: string, kind: 'pending' | 'unicast' | 'observeRelays'): number {
+  held(host: string, kind: SlotKind): number {
     return this.hosts.get(host)?.[kind] ?? 0;
   }
 
@@ -229,7 +230,7 @@ export class HostLimits {
   }
 
   /** Take one slot of `kind` for `host`, or throw LimitError (4.29, or 5.03 when the global budget is spent). */
-  acquire(host: string, kind: 'pending' | 'unicast' | 'observeRelays', retryAfter = 1): () => void {
+  take(host: string, kind: SlotKind, retryAfter = 1): void {
     if (this.used >= this.max.global) {
       this.refused.global++;
       throw new LimitError('global', retryAfter, true);
@@ -242,13 +243,25 @@ export class HostLimits {
     }
     s[kind]++;
     this.used++;
+  }
+
+  /** Give back one slot taken with take() (the caller gives back each slot once). */
+  give(host: string, kind: SlotKind): void {
+    const s = this.hosts.get(host);
+    if (!s || s[kind] === 0) return;
+    s[kind]--;
+    this.used--;
+    this.forgetIfIdle(host, s);
+  }
+
+  /** take(), returning the function that gives the slot back (at most once). */
+  acquire(host: string, kind: SlotKind, retryAfter = 1): () => void {
+    this.take(host, kind, retryAfter);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      s[kind]--;
-      this.used--;
-      this.forgetIfIdle(host, s);
+      this.give(host, kind);
     };
   }
 

@@ -13,8 +13,8 @@ export type ExchangeState = 'collecting' | 'observing' | 'deregistering' | 'ende
 
 export class ExchangeLife {
   private current: ExchangeState = 'collecting';
-  /** servers ("addr|port") whose observation is active: they sent a 2.xx with Observe (RFC 7641 §3.2) */
-  private readonly observed = new Set<string>();
+  /** servers ("addr|port") whose observation is active: they sent a 2.xx with Observe (RFC 7641 §3.2); made on the first */
+  private observed?: Set<string>;
 
   constructor(readonly wantsObserve: boolean) {}
 
@@ -34,12 +34,12 @@ export class ExchangeLife {
     const notification = codeClass(code) === 2 && hasObserve;
     switch (this.current) {
       case 'collecting':
-        if (this.wantsObserve && notification) this.observed.add(server);
+        if (this.wantsObserve && notification) (this.observed ??= new Set()).add(server);
         return true;
       case 'observing':
-        if (!this.observed.has(server)) return false;
+        if (!this.observed?.has(server)) return false;
         // RFC 7641 §3.2: a response that is not a notification ends that server's observation (relayed, once).
-        if (!notification) this.observed.delete(server);
+        if (!notification) this.observed!.delete(server);
         return true;
       case 'deregistering':
         return true;
@@ -50,7 +50,7 @@ export class ExchangeLife {
 
   /** T' passed: keep relaying notifications if an observation is active (§5.4.2); 'end' tells the owner to end(). */
   tPrimePassed(): 'observing' | 'end' {
-    if (this.current === 'collecting' && this.wantsObserve && this.observed.size > 0) this.current = 'observing';
+    if (this.current === 'collecting' && this.wantsObserve && (this.observed?.size ?? 0) > 0) this.current = 'observing';
     return this.current === 'observing' ? 'observing' : 'end';
   }
 

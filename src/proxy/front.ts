@@ -60,6 +60,71 @@ function endsOn(state: { closed: boolean }, gone: (reason: string) => void): { o
   };
 }
 
+/**
+ * One client's leg: a class, so that a pending exchange holds its fields and no closures of its own. The message
+ * layer's ResponseContext (and with it the request) is let go once the request is answered or accepted: a pending
+ * group exchange keeps only what relaying needs (docs/BENCHMARKS.md §6.6).
+ */
+class CoapLeg implements ClientLeg {
+  identified: boolean;
+  private ctx: ResponseContext | undefined;
+  /** what the message layer's RST / no-ACK callbacks of relayed messages see (made at the first relay) */
+  private state?: { closed: boolean };
+
+  constructor(
+    private readonly front: CoapFront,
+    ctx: ResponseContext,
+    readonly client: ProxyClient,
+    readonly token: Buffer,
+    readonly layers: RemovedLayer[],
+    private readonly requestBytes: number,
+  ) {
+    this.ctx = ctx;
+    this.identified = client.kid !== undefined;
+  }
+
+  protect(parts: MessageParts, keep: CoapOption[] = []): MessageParts | undefined {
+    return this.layers.length ? this.front.protectForClient(this.layers, parts, this.client, this.token, keep) : parts;
+  }
+
+  answer(parts: MessageParts): void {
+    const ctx = this.ctx;
+    if (!ctx) return; // answered or accepted already: the message layer would ignore it too
+    this.ctx = undefined;
+    const out = this.protect(parts);
+    if (!out) return ctx.ignore();
+    if (!this.identified) {
+      // RFC 9000 §8.1: at most 3x the bytes received from a source whose address is not verified.
+      if (!withinAmplificationLimit(this.requestBytes, encodedSizeBound({ token: this.token, options: out.options, payload: out.payload }))) {
+        this.front.amplificationDrops++;
+        return ctx.ignore();
+      }
+      return ctx.respond({ code: out.code, options: out.options ?? [], payload: out.payload }, NO_KEEP);
+    }
+    ctx.respond({ code: out.code, options: out.options ?? [], payload: out.payload });
+  }
+
+  accept(): void {
+    const ctx = this.ctx;
+    this.ctx = undefined;
+    ctx?.ignore();
+  }
+
+  relay(parts: MessageParts, keep: CoapOption[], confirmable: boolean, gone: (reason: string) => void): boolean {
+    const out = this.protect(parts, keep);
+    if (!out) return false;
+    const ep = this.front.endpoint;
+    const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token: this.token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
+    ep.sendMessage(msg, this.client, endsOn((this.state ??= { closed: false }), gone));
+    return true;
+  }
+
+  close(): void {
+    // the callbacks of what was relayed stop reporting (without a relay there are none)
+    if (this.state) this.state.closed = true;
+  }
+}
+
 export class CoapFront {
   /** responses not sent because they would exceed 3x what an unidentified source sent */
   amplificationDrops = 0;
@@ -70,46 +135,8 @@ export class CoapFront {
   ) {}
 
   leg(req: IncomingRequest, ctx: ResponseContext, client: ProxyClient, layers: RemovedLayer[]): ClientLeg {
-    const front = this;
-    const requestBytes = encodedSizeFloor(req.message);
-    const token = req.message.token;
-    const protect = (parts: MessageParts, keep: CoapOption[] = []): MessageParts | undefined => (layers.length ? this.protectForClient(layers, parts, client, token, keep) : parts);
-    // what the message layer keeps per relayed NON (up to NON_LIFETIME) holds only this flag and `gone`
-    const state = { closed: false };
-    return {
-      client,
-      token,
-      layers,
-      identified: client.kid !== undefined,
-      answer(parts) {
-        const out = protect(parts);
-        if (!out) return ctx.ignore();
-        if (!this.identified) {
-          // RFC 9000 §8.1: at most 3x the bytes received from a source whose address is not verified.
-          if (!withinAmplificationLimit(requestBytes, encodedSizeBound({ token, options: out.options, payload: out.payload }))) {
-            front.amplificationDrops++;
-            return ctx.ignore();
-          }
-          return ctx.respond({ code: out.code, options: out.options ?? [], payload: out.payload }, NO_KEEP);
-        }
-        ctx.respond({ code: out.code, options: out.options ?? [], payload: out.payload });
-      },
-      accept() {
-        ctx.ignore();
-      },
-      protect,
-      relay(parts, keep, confirmable, gone) {
-        const out = protect(parts, keep);
-        if (!out) return false;
-        const ep = front.endpoint;
-        const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
-        ep.sendMessage(msg, client, endsOn(state, gone));
-        return true;
-      },
-      close() {
-        state.closed = true;
-      },
-    };
+    // The token is copied out of the request's datagram, so a pending exchange does not keep that datagram alive.
+    return new CoapLeg(this, ctx, client, Buffer.from(req.message.token), layers, encodedSizeFloor(req.message));
   }
 
   /**
@@ -117,7 +144,8 @@ export class CoapFront {
    * instead, carrying `keep` (e.g. Reply-From). Then §2.5: the removed layers in reverse order, class U options
    * escalated for the client, and a Partial IV on every response but the first (§2.5.1).
    */
-  private protectForClient(layers: RemovedLayer[], res: MessageParts, client: ProxyClient, token: Buffer, keep: CoapOption[]): MessageParts | undefined {
+  /** @internal (CoapLeg) */
+  protectForClient(layers: RemovedLayer[], res: MessageParts, client: ProxyClient, token: Buffer, keep: CoapOption[]): MessageParts | undefined {
     let parts = res;
     const unknown = firstUnrecognizedOption(res.options, this.o.understoodOptions);
     if (unknown !== undefined) {

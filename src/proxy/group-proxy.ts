@@ -28,6 +28,7 @@ import { AllowList, EchoVerifier, HostLimitOptions, HostLimits, ProxyClient, enc
 import { CachedResponse, ProxyCache, isCacheableRequest, requestKey } from './cache';
 import { ChainConfig, ChainTimers, chainTimers, minimumAcceptable, ownMinimumAfter505, retryAfter505 } from './chain';
 import { ChainTimeoutError, EchoRequiredError, LimitError, NotAllowedError, SignatureCheckError, TargetError } from './errors';
+import { Deadline, Deadlines } from './deadlines';
 import { ExchangeLife } from './exchange';
 import { ClientLeg, CoapFront } from './front';
 import { ResolvedTarget, ReverseMapping, TargetConfig, namesTarget, resolveTarget } from './target';
@@ -159,26 +160,35 @@ interface Exchange {
   relayCount: number;
   /** the request went to the next hop again with its Echo (RFC 9175 §2.4) */
   echoed?: boolean;
-  upstreamToken?: Buffer;
   stopUpstream?: () => void;
-  /** request as forwarded upstream (for observe deregistration and chain retries) */
+  /** request as forwarded upstream, kept only where it is sent again: Observe (re-registration, deregistration), chains */
   upstreamRequest?: CoapMessage;
   upstreamDest?: RemoteAddress;
-  /** the T' timer (collect), the chain's own T, the cache timer */
+  /** T' (collect): an entry of the proxy's shared Deadlines, not a timer of its own */
+  tPrimeDue?: Deadline<Exchange>;
+  /** the deregistration's T', the chain's own T, the cache timer */
   timer?: unknown;
   ownTimer?: unknown;
   cacheTimer?: unknown;
   tPrime: number;
   chain?: ChainTimers;
-  release: () => void;
+  /** the exchange holds one of its host's pending slots (HostLimits); given back once the client can get nothing more */
+  holdsSlot: boolean;
   cacheKey?: string;
-  /** servers ("addr|port") that answered or were served from the cache in this exchange */
-  answered: Set<string>;
+  /** servers ("addr|port") that answered or were served from the cache in this exchange (kept only with a cache) */
+  answered?: Set<string>;
   /** the request passed the signature check (RFC 10021 §7.5): its responses are checked too */
   signature?: Extract<RequestVerdict, { kind: 'ok' }>;
 }
 
 const EMPTY = Buffer.alloc(0);
+/** the layers of a request that came without OSCORE: one shared empty list */
+const NO_LAYERS = Object.freeze([]) as unknown as RemovedLayer[];
+/**
+ * A flat copy of a string built by concatenation: V8 keeps such a string as a tree of pieces (32 bytes a node), and
+ * a pending exchange's key would hold that tree for as long as it lives.
+ */
+const flat = (s: string): string => Buffer.from(s, 'utf8').toString('utf8');
 const keyOf = (c: ProxyClient, token: Buffer) => `${c.kid !== undefined ? `kid:${c.kid}` : `${c.address}|${c.port}`}|${token.toString('hex')}`;
 const NO_KEEP = { keepReply: false } as { separate?: boolean };
 
@@ -192,6 +202,9 @@ export class GroupProxy extends EventEmitter {
   private readonly knownServers = new Map<string, number>();
   /** Reply-From values already encoded, by server (see replyFromOptions) */
   private readonly replyFromValues = new Map<string, Buffer>();
+  private readonly targetTexts = new Map<string, string>();
+  /** T' of every pending exchange, one clock timer per distinct T' */
+  private readonly tPrimeDeadlines: Deadlines<Exchange>;
   private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
   private closed = false;
   private readonly endFn = (ex: Exchange, reason: string) => this.endExchange(ex, reason);
@@ -211,6 +224,7 @@ export class GroupProxy extends EventEmitter {
     super();
     this.opts = { forward: true, groupProxying: true, replyFrom: 'reply-from', hosts: {}, maxMulticastTimeout: 300, maxResponsesPerSecond: 200, relayType: 'NON', hopLimit: 16, ...opts };
     this.clock = opts.clock ?? systemClock;
+    this.tPrimeDeadlines = new Deadlines(this.clock, (ex) => this.tPrimePassed(ex));
     this.limits = new HostLimits({ ...opts.limits, pending: opts.maxPendingPerClient ?? 16, global: opts.maxExchanges ?? 20_000, clock: this.clock });
     this.echo = new EchoVerifier({ interval: opts.echoInterval, clock: this.clock });
     this.self = this.selfName();
@@ -259,6 +273,17 @@ export class GroupProxy extends EventEmitter {
       const i = x.lastIndexOf(':');
       return i > 0 ? `${x.slice(0, i)}|${x.slice(i + 1)}` : `${x}|5683`;
     });
+  }
+
+  /** One flat string per target (up to 1,024 targets): exchanges to the same group share it. */
+  private targetText(text: string): string {
+    let t = this.targetTexts.get(text);
+    if (t === undefined) {
+      t = flat(text);
+      if (this.targetTexts.size >= 1024) this.targetTexts.delete(this.targetTexts.keys().next().value!);
+      this.targetTexts.set(t, t);
+    }
+    return t;
   }
 
   private emitEvent(e: ProxyEvent): void {
@@ -341,7 +366,7 @@ export class GroupProxy extends EventEmitter {
 
   private decrypt(req: IncomingRequest, client: ProxyClient): { message: CoapMessage; layers: RemovedLayer[] } {
     const o = this.opts.oscore;
-    if (!o) return { message: req.message, layers: [] };
+    if (!o) return { message: req.message, layers: NO_LAYERS };
     const inbound = proxyInboundClassE();
     const r = removeRequestLayers(req.message, {
       contexts: o.contexts,
@@ -358,7 +383,7 @@ export class GroupProxy extends EventEmitter {
     }
     // OCP-07 §2.4 step 4: forwarding for an unidentified client is not acceptable.
     if (o.required !== false) throw new CoapResponseError({ responseCode: CODES.UNAUTHORIZED, diagnostic: 'OSCORE required', code: 'ERR_OSCORE_REQUIRED' });
-    return { message: req.message, layers: [] };
+    return { message: req.message, layers: NO_LAYERS };
   }
 
   /** OCP-07 §2.4 steps 1-3 for this proxy: forward-proxy options, or a request for a reverse-proxy resource. */
@@ -518,21 +543,23 @@ export class GroupProxy extends EventEmitter {
       this.limits.refused.global++;
       throw new LimitError('retired tokens', 60, true);
     }
-    const release = tPrime === 0 ? () => undefined : this.limits.acquire(host, 'pending', tPrime);
+    if (tPrime > 0) this.limits.take(host, 'pending', tPrime);
     // RFC 10021 §7.5: as external signature checker, drop a forged group-mode request before it reaches the group
     // (after the limits, so a flood costs no signature verifications beyond its slots).
     const verdict: RequestVerdict = this.opts.signatureCheckers?.length ? checkGroupRequest(this.opts.signatureCheckers, msg) : { kind: 'unchecked' };
     if (verdict.kind === 'failed') {
-      release();
+      if (tPrime > 0) this.limits.give(host, 'pending');
       this.counters.signatureRejected++;
       throw new SignatureCheckError(verdict.reason);
     }
     const obs = getOption(msg, OPT.OBSERVE);
+    // The fields every exchange sets are named here, so that V8 keeps them inside the object; the ones only some
+    // exchanges need (Observe, chains, the cache, the signature check) are added by those.
     const ex: Exchange = {
-      key: keyOf(leg.client, msg.token), leg, target: target.text, life: new ExchangeLife(obs !== undefined && obs.length <= 3 && decodeUint(obs) === 0), reverse: target.reverse,
-      groupPort: target.uri.port, relayCount: 0, tPrime, chain, release, answered: new Set(),
-      ...(verdict.kind === 'ok' ? { signature: verdict } : {}),
+      key: flat(keyOf(leg.client, msg.token)), leg, target: this.targetText(target.text), life: new ExchangeLife(obs !== undefined && obs.length <= 3 && decodeUint(obs) === 0), reverse: target.reverse,
+      groupPort: target.uri.port, relayCount: 0, tPrime, chain, holdsSlot: tPrime > 0, stopUpstream: undefined, tPrimeDue: undefined,
     };
+    if (verdict.kind === 'ok') ex.signature = verdict;
     this.counters.groupRequests++;
 
     // GCP-07 §7: a cacheable group request may be served, in part or entirely, from the cache.
@@ -550,9 +577,11 @@ export class GroupProxy extends EventEmitter {
     const upstream = this.opts.upstream;
     // T' = 0: nobody waits for the responses, so the token is retired before it is sent (RFC 10020 §3.1.5).
     const upToken = tPrime === 0 ? upstream.newOneShotToken() : upstream.newToken();
-    ex.upstreamToken = upToken;
-    ex.upstreamRequest = createMessage({ type: this.opts.chain ? 'CON' : 'NON', code: msg.code, token: upToken, messageId: upstream.newMessageId(), options: sortOptions(upstreamOptions), payload: msg.payload });
-    ex.upstreamDest = dest;
+    const request = createMessage({ type: this.opts.chain ? 'CON' : 'NON', code: msg.code, token: upToken, messageId: upstream.newMessageId(), options: sortOptions(upstreamOptions), payload: msg.payload });
+    if (ex.life.wantsObserve || this.opts.chain) {
+      ex.upstreamRequest = request;
+      ex.upstreamDest = dest;
+    }
     this.exchanges.set(ex.key, ex);
     this.emitEvent({ kind: 'request', client: leg.client, token: msg.token.toString('hex'), target: target.text, multicastTimeout: tPrime });
     // An empty ACK now if the client used CON: the responses follow as separate messages.
@@ -560,19 +589,19 @@ export class GroupProxy extends EventEmitter {
 
     if (tPrime === 0) {
       // Step 6 with T' = 0: forward, relay nothing.
-      upstream.sendMessage(ex.upstreamRequest, dest);
+      upstream.sendMessage(request, dest);
       this.endExchange(ex, "T' = 0");
       return;
     }
     ex.stopUpstream = upstream.listen(upToken, (res) => this.relay(ex, res));
     try {
-      upstream.sendMessage(ex.upstreamRequest, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
+      upstream.sendMessage(request, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
     } catch (err) {
       this.endExchange(ex, `cannot send to the group: ${(err as Error).message}`);
       return;
     }
     // Step 6: the timer T' (§8.1: a non-last proxy too collects until T', and keeps its token until its own T).
-    ex.timer = this.clock.setTimeout(() => this.tPrimePassed(ex), tPrime * 1000);
+    ex.tPrimeDue = this.tPrimeDeadlines.add(ex, tPrime * 1000);
     if (cached.length) this.serveCachedAlongside(ex, cached, tPrime);
   }
 
@@ -591,7 +620,7 @@ export class GroupProxy extends EventEmitter {
   }
 
   private tPrimePassed(ex: Exchange): void {
-    ex.timer = undefined;
+    ex.tPrimeDue = undefined;
     // §5.4.2: keep relaying the notifications of active observations; else the exchange ends.
     if (ex.life.tPrimePassed() === 'observing') return;
     if (ex.chain && ex.chain.tOwn > ex.tPrime) {
@@ -606,6 +635,8 @@ export class GroupProxy extends EventEmitter {
   /** Forward a deregistration upstream on the exchange's token and relay the answers until `tPrime` expires. */
   private deregister(ex: Exchange, tPrime: number): void {
     ex.life.deregister();
+    if (ex.tPrimeDue) this.tPrimeDeadlines.cancel(ex.tPrimeDue);
+    ex.tPrimeDue = undefined;
     if (ex.timer !== undefined) this.clock.clearTimeout(ex.timer);
     ex.timer = undefined;
     this.cancelUpstreamObservation(ex);
@@ -696,7 +727,7 @@ export class GroupProxy extends EventEmitter {
         }
       }
     }
-    ex.answered.add(server);
+    if (ex.cacheKey) (ex.answered ??= new Set()).add(server);
     const parts: MessageParts = { code: m.code, options: sortOptions(options), payload: m.payload };
     // GCP-07 §5.4.1: Reply-From is added before the response is stored, so cache hits carry the origin too.
     if (ex.cacheKey && this.cache) this.cache.store(ex.cacheKey, server, { ...m, options: parts.options ?? [] });
@@ -727,7 +758,6 @@ export class GroupProxy extends EventEmitter {
     // The retry is a new request: a new token (the old one is retired by the endpoint when we stop listening).
     ex.stopUpstream?.();
     const token = upstream.newToken();
-    ex.upstreamToken = token;
     ex.upstreamRequest = createMessage({ ...ex.upstreamRequest, token, messageId: upstream.newMessageId(), options: sortOptions([...ex.upstreamRequest.options.filter((o) => o.number !== mtNum), { number: mtNum, value: encodeUint(next) }]) });
     ex.stopUpstream = upstream.listen(token, (r) => this.relay(ex, r));
     upstream.sendMessage(ex.upstreamRequest, ex.upstreamDest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
@@ -792,7 +822,7 @@ export class GroupProxy extends EventEmitter {
     if (!later.length) return;
     ex.cacheTimer = this.clock.setTimeout(() => {
       ex.cacheTimer = undefined;
-      for (const e of later) if (!ex.answered.has(e.server) && !ex.life.ended) this.sendCached(ex, e);
+      for (const e of later) if (!ex.answered?.has(e.server) && !ex.life.ended) this.sendCached(ex, e);
     }, Math.max(0, tPrime * 1000 - 300));
   }
 
@@ -813,7 +843,7 @@ export class GroupProxy extends EventEmitter {
   }
 
   private sendCached(ex: Exchange, e: CachedResponse, extra?: CoapOption): void {
-    ex.answered.add(e.server);
+    (ex.answered ??= new Set()).add(e.server);
     const m = this.cache!.served(e);
     const rf = new Set([optionDef('Reply-From')?.number, optionDef('Response-Forwarding')?.number]);
     const added = m.options.filter((o) => rf.has(o.number));
@@ -826,16 +856,16 @@ export class GroupProxy extends EventEmitter {
   private forwardUnicast(req: IncomingRequest, leg: ClientLeg, target: ResolvedTarget, hopLimit: number): void {
     const msg = req.message;
     const host = hostOf(leg.client);
+    // REQ2 for an address, as for a fan-out: reachability proved with Echo (RFC 9175 §2.4) before anything is sent
+    // to a third host for it (a request, an Observe relay, a deregistration), so a spoofed source makes the proxy
+    // send nothing but the challenge. Checked before the limits, so a spoofer holds no slot of the host it names.
+    this.verify(req, leg);
     this.counters.unicastRequests++;
     let options = this.forwardedOptions(msg, target, hopLimit).filter((o) => o.number !== optionNumber('Multicast-Timeout'));
     const obs = getOption(msg, OPT.OBSERVE);
     const plain = leg.layers.length === 0 && getOption(msg, OPT.OSCORE) === undefined;
     if (obs !== undefined && plain && this.opts.observeRelay !== false && (msg.code === CODES.GET || msg.code === CODES.FETCH)) {
-      if (obs.length <= 3 && decodeUint(obs) === 0) {
-        // A relay sends notifications for as long as it lives: the address proves reachability first (RFC 9175 §2.4).
-        this.verify(req, leg);
-        return this.relayObservation(req, leg, target, options);
-      }
+      if (obs.length <= 3 && decodeUint(obs) === 0) return this.relayObservation(req, leg, target, options);
       // Deregistration: the client leaves the relay; the request goes on as a plain GET for the current state.
       this.notificationRelay.deregister(target.text, { remote: req.remote, token: msg.token });
       options = options.filter((o) => o.number !== OPT.OBSERVE);
@@ -857,7 +887,7 @@ export class GroupProxy extends EventEmitter {
         let payload = res.message.payload;
         if (res.message.code === CODES.HOP_LIMIT_REACHED) payload = this.appendSelf(payload);
         this.emitEvent({ kind: 'response', client: leg.client, token, target: target.text, code: codeToString(res.message.code), origin: res.remote });
-        this.answerUnicast(req, leg, { code: res.message.code, options: res.message.options.slice(), payload });
+        leg.answer({ code: res.message.code, options: res.message.options.slice(), payload });
       },
       (err: Error & { responseCode?: number }) => {
         release();
@@ -873,22 +903,6 @@ export class GroupProxy extends EventEmitter {
     const me = Buffer.from(this.selfText(), 'utf8');
     const out = payload.length ? Buffer.concat([payload, Buffer.from(' '), me]) : me;
     return out.length <= 512 ? out : payload;
-  }
-
-  /**
-   * The answer of a unicast forward. An address not yet verified gets it only within 3x what it sent (RFC 9000
-   * §8.1); a larger one becomes a 4.01 with Echo (RFC 9175 §2.4), and a repeat with that Echo gets the answer.
-   */
-  private answerUnicast(req: IncomingRequest, leg: ClientLeg, parts: MessageParts): void {
-    if (!leg.identified && !withinAmplificationLimit(encodedSizeFloor(req.message), encodedSizeBound({ token: leg.token, options: parts.options, payload: parts.payload }))) {
-      if (this.echo.check(req.remote, getOption(req.message, OPT.ECHO))) leg.identified = true;
-      else {
-        this.counters.echoChallenges++;
-        const e = new EchoRequiredError(this.echo.challenge(req.remote)).toResponse();
-        return leg.answer({ code: e.code, options: e.options ?? [], payload: EMPTY });
-      }
-    }
-    leg.answer(parts);
   }
 
   /** MNP-02 §3: one upstream observation per target, each client answered with the latest notification. */
@@ -912,15 +926,17 @@ export class GroupProxy extends EventEmitter {
 
   /** The client-side slot goes back once the client can get nothing more (after T' for a chain's own T). */
   private releaseClientSide(ex: Exchange): void {
-    ex.release();
-    ex.release = () => undefined;
+    if (!ex.holdsSlot) return;
+    ex.holdsSlot = false;
+    this.limits.give(hostOf(ex.leg.client), 'pending');
   }
 
   private endExchange(ex: Exchange, reason: string): void {
     const heldObservation = ex.life.holdsObservation;
     if (!ex.life.end()) return;
+    if (ex.tPrimeDue) this.tPrimeDeadlines.cancel(ex.tPrimeDue);
     for (const t of [ex.timer, ex.ownTimer, ex.cacheTimer]) if (t !== undefined) this.clock.clearTimeout(t);
-    ex.timer = ex.ownTimer = ex.cacheTimer = undefined;
+    ex.tPrimeDue = ex.timer = ex.ownTimer = ex.cacheTimer = undefined;
     if (heldObservation) this.cancelUpstreamObservation(ex);
     ex.stopUpstream?.();
     this.exchanges.delete(ex.key);
@@ -933,6 +949,7 @@ export class GroupProxy extends EventEmitter {
     if (this.closed) return;
     for (const ex of [...this.exchanges.values()]) this.endExchange(ex, 'proxy closed');
     this.closed = true;
+    this.tPrimeDeadlines.close();
     this.relayHub?.close();
     this.ticketHub?.close();
     this.front.close();

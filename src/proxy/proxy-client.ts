@@ -13,6 +13,7 @@ import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
+import { Clock, systemClock } from '../messaging/parameters';
 import type { RequestContext } from '../oscore/capabilities';
 import { decodeOscoreOption } from '../oscore/cose';
 import {
@@ -77,6 +78,8 @@ export interface ProxiedRequestOptions {
   maxBodySize?: number;
   /** OSCORE layers; with OSCORE, Block2 follow-ups are not fetched (followBlocks is ignored) */
   oscore?: ProxiedOscoreOptions;
+  /** the clock of T, the client's deadline (tests pass a FakeClock) */
+  clock?: Clock;
 }
 
 /** Origin of a relayed response, from Reply-From (CRI) or Response-Forwarding (tp_info). */
@@ -110,7 +113,8 @@ function authorityOrigin(a: CriAuthority): Origin {
 export class ProxiedGroupExchange extends ResponseStream {
   private currentToken!: Buffer;
   private unlisten?: () => void;
-  private timer?: NodeJS.Timeout;
+  private timer?: unknown;
+  private readonly clock: Clock;
   private observing: boolean;
   private keepForObserve = false;
   private tPrime: number | undefined;
@@ -132,6 +136,7 @@ export class ProxiedGroupExchange extends ResponseStream {
   ) {
     super(endpoint, createMessage({ code: o.method ?? CODES.GET }), { followBlocks: o.oscore ? false : o.followBlocks ?? true, maxBodySize: o.maxBodySize ?? 1 << 20 });
     this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
+    this.clock = o.clock ?? systemClock;
     this.tPrime = o.multicastTimeout;
     this.tMs = o.timeout ?? (o.multicastTimeout !== undefined ? o.multicastTimeout * 1000 + 2000 : 10_000);
     // GCP-07 §5.1.1: T' < T.
@@ -158,7 +163,7 @@ export class ProxiedGroupExchange extends ResponseStream {
   /** @internal */
   start(): this {
     this.send();
-    this.timer = setTimeout(() => this.onDeadline(), this.tMs);
+    this.timer = this.clock.setTimeout(() => this.onDeadline(), this.tMs);
     return this;
   }
 
@@ -345,6 +350,8 @@ export class ProxiedGroupExchange extends ResponseStream {
 
   protected fetchBlock(_first: IncomingResponse, origin: Origin, options: CoapOption[]): Promise<IncomingResponse> {
     // Through the proxy, as a unicast forward-proxy request to that server.
+    // RFC 9175 §2.4: the proxy verifies this address before it forwards; the group request did so, unless that
+    // verification has since run out, so a 4.01 with Echo is answered here too.
     const path = this.uri.path;
     const opts = options.filter((x) => ![OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, optionNumber('Multicast-Timeout')].includes(x.number as never));
     const [host, zone] = origin.address.split('%');
@@ -352,10 +359,11 @@ export class ProxiedGroupExchange extends ResponseStream {
     if (origin.via) {
       // Reverse case 1: Uri-Host names the server (an IPv6 literal in brackets, RFC 7252 §6.4), Uri-Port always.
       opts.push(...targetOptions(server, 'reverse'));
-      return this.endpoint.request({ code: this.request.code, options: opts }, { address: origin.via.address, port: origin.via.port }, { confirmable: true });
+      const via = { address: origin.via.address, port: origin.via.port };
+      return answeringEcho((echo) => this.endpoint.request({ code: this.request.code, options: sortOptions([...opts, ...echo]) }, via, { confirmable: true }));
     }
     opts.push(...targetOptions(server, 'proxy-uri'));
-    return this.endpoint.request({ code: this.request.code, options: opts }, this.o.proxy, { confirmable: true });
+    return answeringEcho((echo) => this.endpoint.request({ code: this.request.code, options: sortOptions([...opts, ...echo]) }, this.o.proxy, { confirmable: true }));
   }
 
   private retry(): void {
@@ -382,7 +390,7 @@ export class ProxiedGroupExchange extends ResponseStream {
   }
 
   private finish(): void {
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.unlisten?.();
     this.unlisten = undefined;
@@ -433,7 +441,14 @@ export interface UnicastViaProxyOptions {
 export async function requestUnicastViaProxy(endpoint: CoapEndpoint, o: UnicastViaProxyOptions): Promise<IncomingResponse> {
   const uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
   const options = [...(o.options ?? []), ...targetOptions(uri, o.targetStyle ?? 'proxy-uri', o.proxy.port)];
-  const send = (extra: CoapOption[]) => endpoint.request({ code: o.method ?? CODES.GET, options: sortOptions([...options, ...extra]), payload: o.payload }, o.proxy, { confirmable: o.confirmable !== false, timeout: o.timeout });
+  return answeringEcho((extra) => endpoint.request({ code: o.method ?? CODES.GET, options: sortOptions([...options, ...extra]), payload: o.payload }, o.proxy, { confirmable: o.confirmable !== false, timeout: o.timeout }));
+}
+
+/**
+ * RFC 9175 §2.4: a proxy that has not yet verified this address answers 4.01 with Echo and forwards nothing; the
+ * request is sent again once, carrying that Echo. `send` gets the extra options (none, then the Echo).
+ */
+export async function answeringEcho(send: (extra: CoapOption[]) => Promise<IncomingResponse>): Promise<IncomingResponse> {
   const res = await send([]);
   const echo = getOption(res.message, OPT.ECHO);
   if (res.message.code === CODES.UNAUTHORIZED && echo !== undefined) return send([{ number: OPT.ECHO, value: echo }]);

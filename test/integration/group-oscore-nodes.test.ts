@@ -18,6 +18,7 @@ import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext,
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
 import { nodeRedRuntime } from '../support/node-red-runtime';
+import { waitFor } from '../support/wait';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -78,18 +79,6 @@ function collect(id: string): Msg[] {
   return got;
 }
 
-function until(pred: () => boolean, ms = 5000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const end = Date.now() + ms;
-    const tick = () => {
-      if (pred()) return resolve();
-      if (Date.now() > end) return reject(new Error('condition not reached in time'));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
-}
-
 describe('nodes: coap-group-oscore-context with coap-group-request and coap-observe-multicast (RFC 10021)', function () {
   this.timeout(20000);
   let root: string;
@@ -129,7 +118,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     const orig = reqNode.status.bind(reqNode);
     reqNode.status = (s: unknown) => (statuses.push(s), orig(s));
     reqNode.receive({ payload: '' });
-    await until(() => out.some((m) => m.complete));
+    await waitFor(() => out.some((m) => m.complete), 'the completion message');
     const responses = out.filter((m) => !m.complete);
     assert.equal(responses.length, 3);
     for (const m of responses) {
@@ -155,7 +144,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     const out = collect('out');
     const refused = lamps.map((l) => l.refused.length);
     helper.getNode('req').receive({ payload: '' });
-    await until(() => out.some((m) => m.complete));
+    await waitFor(() => out.some((m) => m.complete), 'the completion message');
     assert.equal(out.filter((m) => !m.complete).length, 0);
     // the lamps refused it on the signature (RFC 10021 §8.2), so no resource ran
     assert.ok(lamps.every((l, i) => l.refused.length === refused[i] + 1 && /Decryption failed|signature/i.test(l.refused.at(-1)!)));
@@ -203,11 +192,11 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       const events = collect('events');
       // the server node opens its socket asynchronously: register once it is serving
       helper.getNode('cl').receive({});
-      await until(() => events.some((m) => m.topic === 'registration') && got.length === 1);
+      await waitFor(() => events.some((m) => m.topic === 'registration') && got.length === 1, 'the registration and the first notification');
       assert.equal(got[0].payload, 'calm');
       assert.equal(got[0].coap.via, 'last_notif');
       helper.getNode('srv').receive({ payload: 'ALARM' });
-      await until(() => got.length === 2);
+      await waitFor(() => got.length === 2, 'the second notification');
       assert.equal(got[1].payload, 'ALARM');
       assert.equal(got[1].coap.via, 'multicast');
       const wire = decode(onGroup.at(-1)!);
@@ -235,7 +224,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     for (const [i, recipient] of [undefined, 'a2'].entries()) {
       const token = Buffer.from([0x61, i]);
       helper.getNode('pReq').receive({ payload: encode({ type: 'NON', code: CODES.GET, messageId: 10 + i, token, options: [{ number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) }), ...(recipient ? { oscoreOptions: { recipient } } : {}) });
-      await until(() => reqOut.length === i + 1);
+      await waitFor(() => reqOut.length === i + 1, 'the protected request');
       const wire = decode(reqOut[i].payload);
       assert.equal(decodeOscoreOption(getOption(wire, OPT.OSCORE)!).group === true, recipient === undefined, 'group mode, or pairwise for one member');
       // the member 0xa2 verifies it and answers
@@ -243,7 +232,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       assert.equal(v.message.options.find((o) => o.number === OPT.URI_PATH)!.value.toString(), 'light');
       const res = protectResponse(v.binding, { code: CODES.CONTENT, options: [], payload: Buffer.from('on') });
       helper.getNode('uRes').receive({ payload: encode({ type: 'NON', messageId: 20 + i, token, ...res }) });
-      await until(() => resOut.length === i + 1);
+      await waitFor(() => resOut.length === i + 1, 'the protected response');
       assert.equal(decode(resOut[i].payload).payload.toString(), 'on');
       assert.equal(resOut[i].oscore.kid, 'a2');
       assert.equal(resOut[i].oscore.mode, recipient ? 'pairwise' : 'group');
@@ -272,7 +261,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       const out = collect('out');
       const events = collect('events');
       helper.getNode('req').receive({ proxy: `coap://127.0.0.1:${ep.transport.address().port}` });
-      await until(() => out.some((m) => m.complete));
+      await waitFor(() => out.some((m) => m.complete), 'the completion message');
       const responses = out.filter((m) => !m.complete);
       assert.deepEqual(responses.map((m) => m.coap.origin.oscore.kid).sort(), serverIds(3));
       // the forged response was dropped by the proxy, so the client had nothing to refuse
@@ -290,7 +279,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
       await helper.load([groupContextNode, requestNode], flow, { g27: c.credentials });
       const out = collect('out');
       helper.getNode('req').receive({ payload: '' });
-      await until(() => out.some((m) => m.complete));
+      await waitFor(() => out.some((m) => m.complete), 'the completion message');
       const next = helper.getNode('g27').getContext().sequence.peek();
       await helper.unload();
       return { out, next };

@@ -12,7 +12,7 @@ import dgram from 'node:dgram';
 import { InformativeResponse, decodeInformativeResponse } from '../../src/cbor/informative-response';
 import { decode, decodeCodeOptionsPayload, encode } from '../../src/coap/codec';
 import { CODES, codeToString } from '../../src/coap/codes';
-import { CoapMessage, getOption } from '../../src/coap/message';
+import { CoapMessage, getOption, sortOptions } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
@@ -23,31 +23,17 @@ import { RelayedNotification, TicketClient } from '../../src/observe/ticket-requ
 import { GroupContext, OscoreError, ServerBinding, decodeOscoreOption, protectResponse } from '../../src/oscore';
 import { oscoreServerTransform } from '../../src/oscore/nested';
 import { GroupProxy } from '../../src/proxy/group-proxy';
+import { answeringEcho } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { GroupMaterial, groupMaterial, memberContext } from '../support/group-oscore';
 import { freeGroupPort, stopAll } from '../support/lamps';
+import { waitForEvent } from '../support/wait';
 
 const NG = '239.255.0.93'; // a group the server owns (OMN-15 §2)
 const SERVER = '5e';
 const MEMBERS = ['25', '26', '27', '28', SERVER, '77'];
 
 const endpointOn = async () => new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }), { params: { ACK_TIMEOUT: 300 } });
-
-function waitFor<T>(emitter: NodeJS.EventEmitter, event: string, pred: (x: T) => boolean = () => true, ms = 5000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      emitter.off(event, on);
-      reject(new Error(`no ${event} within ${ms} ms`));
-    }, ms);
-    const on = (x: T) => {
-      if (!pred(x)) return;
-      clearTimeout(t);
-      emitter.off(event, on);
-      resolve(x);
-    };
-    emitter.on(event, on);
-  });
-}
 
 const text = (m: CoapMessage) => m.payload.toString('utf8');
 
@@ -125,7 +111,7 @@ describe('multicast notifications protected with Group OSCORE (observe-multicast
   it('a notification is one protected datagram on the group (no plaintext), verified by the observer', async function () {
     const o = observers[0];
     const before = onGroup.length;
-    const got = waitFor<Notification>(o.obs, 'notification', (n) => n.via === 'multicast');
+    const got = waitForEvent<Notification>(o.obs, 'notification', (n) => n.via === 'multicast');
     observation.update('ALARM: smoke in hall B');
     const n = await got;
     assert.equal(text(n.message), 'ALARM: smoke in hall B');
@@ -146,7 +132,7 @@ describe('multicast notifications protected with Group OSCORE (observe-multicast
     // the Message ID is not protected, so an attacker changes it.
     const captured = decode(onGroup[onGroup.length - 1]);
     const count = o.got.length;
-    const rejected = waitFor<Error>(o.obs, 'error');
+    const rejected = waitForEvent<Error>(o.obs, 'error');
     server.endpoint.transport.send(encode({ ...captured, messageId: (captured.messageId + 1000) & 0xffff }), { address: NG, port: ngPort });
     const err = await rejected;
     assert.ok(err instanceof OscoreError);
@@ -167,7 +153,7 @@ describe('multicast notifications protected with Group OSCORE (observe-multicast
     const binding = new ServerBinding({ context: peer, kid: f.kid!, piv: f.piv!, nonce: Buffer.alloc(13), kidContext: f.kidContext, observe: true, requestFresh: false });
     const forged = protectResponse(binding, { code: CODES.CONTENT, options: [{ number: OPT.OBSERVE, value: encodeUint(0xffff) }], payload: Buffer.from('all clear') });
     const count = o.got.length;
-    const rejected = waitFor<Error>(o.obs, 'error');
+    const rejected = waitForEvent<Error>(o.obs, 'error');
     server.endpoint.transport.send(encode({ type: 'NON', messageId: 7, token: ir.tpInfo!.token, ...forged }), { address: NG, port: ngPort });
     const err = await rejected;
     assert.match(err.message, /another member/);
@@ -176,13 +162,13 @@ describe('multicast notifications protected with Group OSCORE (observe-multicast
 
   it('a late observer verifies the latest notification (last_notif) and the next one through the phantom-request binding', async function () {
     observation.update('ALARM: evacuate');
-    await waitFor<Notification>(observers[0].obs, 'notification', (n) => text(n.message) === 'ALARM: evacuate');
+    await waitForEvent<Notification>(observers[0].obs, 'notification', (n) => text(n.message) === 'ALARM: evacuate');
     const late = await observer('26');
     assert.equal(await late.obs.start(), 'multicast');
     assert.equal(late.got.length, 1);
     assert.equal(late.got[0].via, 'last_notif');
     assert.equal(text(late.got[0].message), 'ALARM: evacuate');
-    const next = waitFor<Notification>(late.obs, 'notification', (n) => n.via === 'multicast');
+    const next = waitForEvent<Notification>(late.obs, 'notification', (n) => n.via === 'multicast');
     observation.update('all clear');
     assert.equal(text((await next).message), 'all clear');
     assert.equal(late.obs.counters.rejectedMulticast, 0);
@@ -206,7 +192,7 @@ describe('multicast notifications protected with Group OSCORE (observe-multicast
   });
 
   it('cancellation: the protected multicast 5.03 ends every observation; a sniffer sees no plaintext 5.03', async function () {
-    const waits = observers.filter((o) => o.obs.mode === 'multicast').map((o) => waitFor(o.obs, 'cancelled'));
+    const waits = observers.filter((o) => o.obs.mode === 'multicast').map((o) => waitForEvent(o.obs, 'cancelled'));
     const before = onGroup.length;
     observation.cancel();
     await Promise.all(waits);
@@ -252,7 +238,8 @@ describe('protected multicast notifications through a proxy with end-to-end secu
     // OMN-15 §9 / MNP-02 §4: the registration, protected end to end, through the proxy (Proxy-Uri is decomposed:
     // the path travels encrypted, RFC 8613 §4.1.3.3).
     const reg = sec.protectRequest({ type: 'CON', code: CODES.GET, messageId: 0, token: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }], payload: Buffer.alloc(0) });
-    const res = await client.request({ code: reg.message.code, options: reg.message.options, payload: reg.message.payload }, listen.transport.address());
+    // the proxy verifies the client's address with Echo (RFC 9175 §2.4) before it forwards anything for it
+    const res = await answeringEcho((echo) => client.request({ code: reg.message.code, options: sortOptions([...reg.message.options, ...echo]), payload: reg.message.payload }, listen.transport.address()));
     assert.equal(codeToString(res.message.code), '2.04', 'what the proxy saw: an OSCORE response, not a 5.03');
     assert.ok(!res.message.payload.includes(Buffer.from('alarm')));
     const inner = reg.responses.verify(res.message);
@@ -271,7 +258,7 @@ describe('protected multicast notifications through a proxy with end-to-end secu
     await tc.start();
     const requestsBefore = server.counters.requests;
     for (const [i, value] of ['ALARM 1', 'ALARM 2'].entries()) {
-      const arrived = waitFor(tc, 'notification', () => got.length === i + 1);
+      const arrived = waitForEvent(tc, 'notification', () => got.length === i + 1);
       observation.update(value);
       await arrived;
     }

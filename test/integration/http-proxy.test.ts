@@ -22,6 +22,7 @@ import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wi
 import { httpRequest } from '../support/http-client';
 import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 interface Setup {
   proxy: GroupProxy;
@@ -585,11 +586,3 @@ describe('HTTP front with Group OSCORE end to end (RFC 8613 §11 mapping, RFC 10
     }
   });
 });
-
-function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
-    check();
-  });
-}

@@ -17,6 +17,7 @@ import { UdpTransport, canJoinGroups } from '../../src/transport/udp-transport';
 import { closeChecked } from '../support/endpoints';
 import { FakeClock } from '../support/fake-clock';
 import { freeGroupPort } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 const NOTIF_GROUP = '239.255.0.77'; // a group address the server owns (not All-CoAP-Nodes, §2)
 
@@ -36,15 +37,6 @@ async function observer(uri: string, clock?: Clock): Promise<Observer> {
   return o;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await sleep(20);
-  }
-}
 
 describe('multicast notifications: server, 50 observers, counting, cancellation', function () {
   this.timeout(30000);
@@ -99,7 +91,7 @@ describe('multicast notifications: server, 50 observers, counting, cancellation'
     const before = onWire.length;
     const sentBefore = server.endpoint.transport.counters.sent;
     observation.update('ALARM');
-    await waitFor(() => observers.every((o) => o.notes.length === 2) && onWire.length > before);
+    await waitFor(() => observers.every((o) => o.notes.length === 2) && onWire.length > before, 'the second notification at every observer, on the wire', 3000);
     assert.equal(onWire.length - before, 1);
     assert.equal(server.endpoint.transport.counters.sent - sentBefore, 1);
     const d = decode(onWire[onWire.length - 1]);
@@ -126,7 +118,7 @@ describe('multicast notifications: server, 50 observers, counting, cancellation'
   it('cancellation (multicast 5.03 with token T) reaches every client', async function () {
     const before = onWire.length;
     observation.cancel();
-    await waitFor(() => observers.every((o) => o.cancelled));
+    await waitFor(() => observers.every((o) => o.cancelled), 'every observer cancelled', 3000);
     assert.equal(onWire.length - before, 1);
     const d = decode(onWire[onWire.length - 1]);
     assert.equal(d.code, 0xa3);
@@ -149,15 +141,15 @@ describe('multicast notifications: traditional observers below a threshold, move
       assert.deepEqual(await Promise.all(obs.map((o) => o.obs.start())), ['unicast', 'unicast']);
       assert.equal(server.observerCount('/scene'), 2);
       observation.update('party');
-      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'party' && n.via === 'unicast')));
+      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'party' && n.via === 'unicast')), 'the unicast notification "party" at every observer', 3000);
       // the third crosses the threshold: all three end up on the group
       obs.push(await observer(uri));
       assert.equal(await obs[2].obs.start(), 'multicast');
-      await waitFor(() => obs.every((o) => o.obs.mode === 'multicast'));
+      await waitFor(() => obs.every((o) => o.obs.mode === 'multicast'), 'every observer in multicast mode', 3000);
       assert.equal(observation.count, 3);
       assert.equal(server.observerCount('/scene'), 0);
       observation.update('quiet');
-      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'quiet' && n.via === 'multicast')));
+      await waitFor(() => obs.every((o) => o.notes.some((n) => n.message.payload.toString() === 'quiet' && n.via === 'multicast')), 'the multicast notification "quiet" at every observer', 3000);
     } finally {
       for (const o of obs) o.obs.cancel();
       observation.close();
@@ -205,7 +197,7 @@ describe('multicast notifications: rough counting (§8.2) on a FakeClock', funct
     await allDecided;
     clock.advance(100); // the observers' poll leisure (random in [0, 100) ms)
     const answered = decided.filter(Boolean).length;
-    await waitFor(() => server.counters.requests - requestsBefore >= answered);
+    await waitFor(() => server.counters.requests - requestsBefore >= answered, 'the answered requests at the server', 3000);
     clock.advance(WAIT);
     return { est: await estimate, answered };
   }

@@ -5,6 +5,7 @@ import dgram from 'node:dgram';
 import { freeGroupPort } from '../support/lamps';
 import { DoneCounter, Msg, WATCH_NODES, completeWatch } from '../support/flow';
 import { nodeRedRuntime } from '../support/node-red-runtime';
+import { waitFor } from '../support/wait';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -55,17 +56,13 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
     helper.getNode('events').on('input', (m: any) => m.topic === 'registration' && registrations.push(m));
     // start the clients (they register and take the informative response)
     for (const i of [1, 2, 3]) input(`c${i}`, {});
-    const until = async (pred: () => boolean) => {
-      for (let t = 0; t < 150 && !pred(); t++) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(pred(), 'timed out');
-    };
-    await until(() => Object.values(got).every((a) => a.length === 1) && registrations.length === 3);
+    await waitFor(() => Object.values(got).every((a) => a.length === 1) && registrations.length === 3, 'the first notification and the registration of every client', 3000);
     for (const a of Object.values(got)) {
       assert.equal(a[0].coap.via, 'last_notif');
       assert.deepEqual(a[0].payload, { armed: false });
     }
     input('srv', { payload: { armed: true } });
-    await until(() => Object.values(got).every((a) => a.length === 2));
+    await waitFor(() => Object.values(got).every((a) => a.length === 2), 'the second notification at every client', 3000);
     for (const a of Object.values(got)) {
       assert.equal(a[1].coap.via, 'multicast');
       assert.deepEqual(a[1].payload, { armed: true });
@@ -97,13 +94,9 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
     for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: any) => got[k].push(m));
     const registrations: any[] = [];
     helper.getNode('events').on('input', (m: any) => m.topic === 'registration' && registrations.push(m));
-    const until = async (pred: () => boolean) => {
-      for (let t = 0; t < 150 && !pred(); t++) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(pred(), 'timed out');
-    };
-    await until(() => got.o1.length >= 1 && got.o2.length >= 1);
+    await waitFor(() => got.o1.length >= 1 && got.o2.length >= 1, 'a notification at both observers', 3000);
     helper.getNode('srv').receive({ payload: 'ALARM' });
-    await until(() => got.o1.some((m) => m.payload === 'ALARM') && got.o2.some((m) => m.payload === 'ALARM'));
+    await waitFor(() => got.o1.some((m) => m.payload === 'ALARM') && got.o2.some((m) => m.payload === 'ALARM'), '"ALARM" at both observers', 3000);
     assert.equal(registrations.length, 1, 'the proxy registered once for both clients');
     assert.ok([...got.o1, ...got.o2].every((m) => m.coap.via === 'unicast'));
     assert.notEqual(got.o1[0].coap.token, got.o2[0].coap.token);

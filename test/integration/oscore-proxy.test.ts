@@ -22,16 +22,9 @@ import { RemoteAddress, UdpTransport } from '../../src/transport/udp-transport';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
 import { pairwise } from '../support/oscore-group';
 import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { waitFor } from '../support/wait';
 
 /** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
-function until(cond: () => boolean, what: string, ms = 10000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
-    check();
-  });
-}
-
 async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
 }
@@ -223,7 +216,7 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
     // From the same source the message layer already drops it as a duplicate (RFC 7252 §4.5).
     const dups = listen.counters.duplicates;
     client.transport.send(captured, proxyAddr());
-    await until(() => listen.counters.duplicates > dups, 'the duplicate at the message layer');
+    await waitFor(() => listen.counters.duplicates > dups, 'the duplicate at the message layer', 10000);
     assert.equal(proxy.counters.requests, requestsBefore);
     // From another source it reaches OSCORE, whose replay window refuses it (RFC 8613 §7.4).
     const replay = decode(captured);
@@ -382,10 +375,10 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
   it('the Early Stop Request travels in the client\'s layer and ends the relay', async function () {
     const stops = proxy.counters.earlyStops;
     const ex = request(client, { oscore: bothLayers(), multicastTimeout: 3, timeout: 4000 });
-    await until(() => proxy.activeExchanges === 1, 'the exchange at the proxy');
+    await waitFor(() => proxy.activeExchanges === 1, 'the exchange at the proxy', 10000);
     ex.cancel();
     await ex.summary;
-    await until(() => proxy.counters.earlyStops === stops + 1, 'the Early Stop Request at the proxy');
+    await waitFor(() => proxy.counters.earlyStops === stops + 1, 'the Early Stop Request at the proxy', 10000);
     assert.equal(proxy.activeExchanges, 0);
   });
 });

@@ -7,17 +7,18 @@
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { encode } from '../../src/coap/codec';
+import { decode, encode } from '../../src/coap/codec';
 import { CODES, codeToString } from '../../src/coap/codes';
 import { createMessage, getOption } from '../../src/coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../../src/coap/options';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { GroupProxy, GroupProxyOptions } from '../../src/proxy/group-proxy';
+import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group-proxy';
 import { requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { forceGc } from '../../bench/common';
 import { FakeClock } from '../support/fake-clock';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { waitFor, waitForEvent } from '../support/wait';
 
 async function endpointOn(address = '127.0.0.1', port = 0): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: address, port }), { params: { ACK_TIMEOUT: 300 } });
@@ -69,18 +70,6 @@ async function socketOn(address: string, port = 0): Promise<{ sock: dgram.Socket
   return s;
 }
 
-function waitFor(cond: () => boolean, what: string, ms = 15000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (cond()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setImmediate(check);
-    };
-    check();
-  });
-}
-
 const MT = optionNumber('Multicast-Timeout');
 
 describe('group proxy under attack (real sockets)', function () {
@@ -125,7 +114,7 @@ describe('group proxy under attack (real sockets)', function () {
           attacker.sent += data.length;
         }
         // every CON gets exactly one answer (an ACK): wait for this batch's before sending the next
-        await waitFor(() => attacker.replies.length >= sent + batch, `the answers to ${sent + batch} requests`);
+        await waitFor(() => attacker.replies.length >= sent + batch, `the answers to ${sent + batch} requests`, 15000);
       }
       assert.equal(attacker.replies.length, N);
       assert.ok(attacker.received <= 3 * attacker.sent, `bytes out ${attacker.received} <= 3 x bytes in ${attacker.sent}`);
@@ -154,10 +143,10 @@ describe('group proxy under attack (real sockets)', function () {
     const spoofer = await socketOn('127.0.0.5');
     const victimPort = spoofer.port;
     const req = createMessage({ type: 'NON', code: CODES.GET, messageId: 7, token: Buffer.from('spoofed!'), options: [{ number: MT, value: encodeUint(2) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }] });
-    const challenged = new Promise<void>((resolve) => p.proxy.on('event', (e) => e.kind === 'challenge' && e.code === '4.01' && resolve()));
+    const challenged = waitForEvent<ProxyEvent>(p.proxy, 'event', (e) => e.kind === 'challenge' && e.code === '4.01', 15000);
     spoofer.sock.send(encode(req), dest.port, dest.address);
     await challenged;
-    const challenge = await waitFor(() => spoofer.replies.length > 0, 'the challenge').then(() => spoofer.replies[0]);
+    const challenge = await waitFor(() => spoofer.replies.length > 0, 'the challenge', 15000).then(() => spoofer.replies[0]);
     await spoofer.close();
     const victim = await endpointOn('127.0.0.5', victimPort);
     try {
@@ -177,6 +166,77 @@ describe('group proxy under attack (real sockets)', function () {
     }
   });
 
+  it('a unicast forward from an address not yet verified reaches no target until Echo is answered from that address; then it is forwarded (RFC 9175 §2.4, RFC 7252 §5.7)', async function () {
+    const p = await startProxy({ allow: [{ address: '127.0.0.5' }] });
+    const dest = p.listen.transport.address();
+    // the target records every request that reaches it, by path
+    const lamp = lamps[0];
+    const reached: string[] = [];
+    for (const path of ['/spoofed', '/owner']) {
+      lamp.server.addResource(path, () => {
+        reached.push(path);
+        return { code: CODES.CONTENT, payload: path };
+      });
+    }
+    const target = (path: string) => `coap://${lamp.address}:${lamp.server.address().port}${path}`;
+    // The spoofer sends as the allow-listed address (CON and NON), then is gone; the owner of the address comes next.
+    const spoofer = await socketOn('127.0.0.5');
+    const ownerPort = spoofer.port;
+    let owner: CoapEndpoint | undefined;
+    let spooferOpen = true;
+    try {
+      const spoofed = [
+        createMessage({ type: 'CON', code: CODES.GET, messageId: 11, token: Buffer.from('spoof-1'), options: [{ number: OPT.PROXY_URI, value: Buffer.from(target('/spoofed')) }] }),
+        createMessage({ type: 'NON', code: CODES.GET, messageId: 12, token: Buffer.from('spoof-2'), options: [{ number: OPT.PROXY_URI, value: Buffer.from(target('/spoofed')) }] }),
+      ];
+      for (const m of spoofed) spoofer.sock.send(encode(m), dest.port, dest.address);
+      await waitFor(() => spoofer.replies.length === 2 && p.proxy.counters.echoChallenges === 2, 'the two Echo challenges', 15000);
+      spooferOpen = false;
+      await spoofer.close();
+      owner = await endpointOn('127.0.0.5', ownerPort);
+      for (const [i, r] of spoofer.replies.entries()) {
+        const m = decode(r);
+        assert.equal(codeToString(m.code), '4.01');
+        assert.ok(getOption(m, OPT.ECHO), 'the 4.01 carries Echo');
+        assert.ok(r.length <= 3 * encode(spoofed[i]).length, 'the challenge is within 3x the request');
+      }
+      assert.equal(p.proxy.counters.unicastRequests, 0, 'nothing forwarded for the unverified address');
+      assert.equal(p.proxy.limits.inUse, 0, 'the spoofer holds no slot');
+      // The owner asks for itself through the same upstream socket: had the spoofed requests gone out, the target
+      // would have seen them first (loopback keeps the order of one socket's datagrams).
+      const res = await requestUnicastViaProxy(owner, { proxy: dest, uri: target('/owner'), timeout: 5000 });
+      assert.equal(codeToString(res.message.code), '2.05');
+      assert.equal(res.message.payload.toString(), '/owner');
+      assert.deepEqual(reached, ['/owner'], 'only the verified request reached the target');
+      assert.equal(p.proxy.counters.echoChallenges, 3, 'the owner was challenged too, and answered');
+      assert.equal(p.proxy.counters.unicastRequests, 1);
+      // verified now: the next forward goes out at once
+      const again = await requestUnicastViaProxy(owner, { proxy: dest, uri: target('/owner'), timeout: 5000 });
+      assert.equal(codeToString(again.message.code), '2.05');
+      assert.equal(p.proxy.counters.echoChallenges, 3);
+      assert.deepEqual(reached, ['/owner', '/owner']);
+    } finally {
+      if (owner) await owner.close();
+      if (spooferOpen) await spoofer.close();
+      await p.close();
+    }
+  });
+
+  it('with unsafeTrustAddresses an allow-listed address is forwarded for at once, unicast as before (no Echo)', async function () {
+    const p = await startProxy({ allow: [{ address: '127.0.0.1' }], unsafeTrustAddresses: true });
+    const client = await endpointOn();
+    try {
+      const lamp = lamps[1];
+      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${lamp.address}:${lamp.server.address().port}/light`) }] }, p.listen.transport.address());
+      assert.equal(codeToString(res.message.code), '2.05');
+      assert.equal(p.proxy.counters.echoChallenges, 0);
+      assert.equal(p.proxy.counters.unicastRequests, 1);
+    } finally {
+      await client.close();
+      await p.close();
+    }
+  });
+
   it('per-host limits hold across 40 source ports: 16 pending exchanges, the rest 4.29 with Max-Age (groupcomm-proxy-07 §10)', async function () {
     const clock = new FakeClock();
     const p = await startProxy({ allow: [{ address: '127.0.0.1' }], clock, maxPendingPerClient: 16 });
@@ -185,12 +245,12 @@ describe('group proxy under attack (real sockets)', function () {
       for (let i = 0; i < 40; i++) clients.push(await endpointOn());
       const dest = p.listen.transport.address();
       // The proxy's T' never passes (fake clock): every accepted exchange stays pending.
-      const exchanges = clients.map((c) => requestViaProxy(c, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 5, timeout: 8000 }));
-      await waitFor(() => p.proxy.counters.groupRequests + p.proxy.limits.refused.pending >= 40, 'all 40 requests admitted or refused');
+      const exchanges = clients.map((c) => requestViaProxy(c, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 5, timeout: 8000, clock }));
+      await waitFor(() => p.proxy.counters.groupRequests + p.proxy.limits.refused.pending >= 40, 'all 40 requests admitted or refused', 15000);
       assert.equal(p.proxy.limits.held('ip:127.0.0.1', 'pending'), 16);
       assert.equal(p.proxy.activeExchanges, 16);
       assert.equal(p.proxy.limits.refused.pending, 24);
-      await waitFor(() => exchanges.filter((e) => e.proxyErrors.some((x) => x.code === '4.29')).length === 24, 'the 4.29 answers');
+      await waitFor(() => exchanges.filter((e) => e.proxyErrors.some((x) => x.code === '4.29')).length === 24, 'the 4.29 answers', 15000);
       assert.equal(p.proxy.counters.limited, 24);
       for (const e of exchanges) e.cancel();
     } finally {
@@ -222,7 +282,7 @@ describe('group proxy under attack (real sockets)', function () {
       // a new second on the proxy's clock: 20 more, then the limit again
       const second = await flood(20);
       assert.equal(second.filter((c) => c === 'forwarded').length, 20);
-      await waitFor(() => groupRequests() >= groupBefore + 40 * 5, 'the forwarded requests at the lamps');
+      await waitFor(() => groupRequests() >= groupBefore + 40 * 5, 'the forwarded requests at the lamps', 15000);
       // and the 4.29 names when to come back
       const raw = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }, { number: MT, value: encodeUint(0) }] }, dest);
       assert.equal(codeToString(raw.message.code), '4.29');

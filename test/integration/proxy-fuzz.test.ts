@@ -14,6 +14,7 @@ import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 /** A small deterministic PRNG (xorshift32), so a failing run can be repeated with its seed. */
 function prng(seed: number): () => number {
@@ -24,14 +25,6 @@ function prng(seed: number): () => number {
     x ^= x << 5;
     return (x >>> 0) / 0x100000000;
   };
-}
-
-function until(cond: () => boolean, what: string, ms = 15000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
-    check();
-  });
 }
 
 describe('group proxy fuzzing (real sockets)', function () {
@@ -113,7 +106,7 @@ describe('group proxy fuzzing (real sockets)', function () {
           sock.send(d, dest.port, dest.address);
           bytesIn += d.length;
         }
-        await until(() => listen.counters.received >= i + Math.min(200, datagrams.length - i), 'the proxy read the batch');
+        await waitFor(() => listen.counters.received >= i + Math.min(200, datagrams.length - i), 'the proxy read the batch', 15000);
       }
       assert.equal(handlerErrors, 0, `no handler threw: ${[...causes].join('; ')}`);
       assert.ok(proxy.activeExchanges <= 16, `at most 16 pending exchanges for the one host (${proxy.activeExchanges})`);

@@ -11,6 +11,8 @@ import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group
 import { requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { FakeClock } from '../support/fake-clock';
+import { waitFor } from '../support/wait';
 
 const MT = optionNumber('Multicast-Timeout');
 
@@ -101,11 +103,7 @@ describe('group proxy, spec-exact (groupcomm-proxy-07 §5.2.1, §8.1; RFC 8768 �
       const s = await requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/seen`, method: CODES.POST, multicastTimeout: 0, timeout: 1000 }).summary;
       assert.equal(s.responses, 0);
       assert.deepEqual(s.errors, []);
-      const arrived = new Promise<void>((resolve) => {
-        const check = () => (seen.length >= lamps.length ? resolve() : setImmediate(check));
-        check();
-      });
-      await arrived;
+      await waitFor(() => seen.length >= lamps.length, 'the request at every lamp', 10000);
       for (const r of seen) {
         const nr = r.options.find((o) => o.number === OPT.NO_RESPONSE);
         assert.ok(nr, 'No-Response on the wire at the server');
@@ -119,11 +117,22 @@ describe('group proxy, spec-exact (groupcomm-proxy-07 §5.2.1, §8.1; RFC 8768 �
 
   it('§8.1: a next hop\'s 5.05 is never passed through: this proxy answers its own 5.05 with its own minimum, and the client retries with it', async function () {
     // last <- middle (servers need 4 s: its minimum T' is 4 + 1 + 1 = 6) <- first (its minimum for that: 6 + 1 = 7)
-    const last = await startProxy();
-    const middle = await startProxy({ chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1, serverAnswerTime: 4 } });
-    const first = await startProxy({ chain: { nextHop: middle.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
+    // The three proxies and the client share one fake clock: T', T'' and the client's T pass when the test says so.
+    const clock = new FakeClock();
+    const last = await startProxy({ clock });
+    const middle = await startProxy({ clock, chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1, serverAnswerTime: 4 } });
+    const first = await startProxy({ clock, chain: { nextHop: middle.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
     try {
-      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 4, timeout: 9500 });
+      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 4, timeout: 9500, clock });
+      await waitFor(() => ex.responses.length === lamps.length, 'every member\'s response through the chain', 10000);
+      // no time has passed: the exchanges are still collecting at every hop, and the client still waits
+      assert.equal(last.proxy.activeExchanges + middle.proxy.activeExchanges + first.proxy.activeExchanges, 3);
+      clock.advance(9499);
+      assert.equal(first.proxy.activeExchanges, 0, 'T\' = 7 passed at the first proxy');
+      let ended = false;
+      ex.on('end', () => (ended = true));
+      assert.equal(ended, false, 'the client keeps its token until T');
+      clock.advance(1);
       const s = await ex.summary;
       // the middle refused T'' = 3 with 5.05 carrying 6; the first proxy answered its own 5.05 carrying 7
       assert.ok(middle.events.some((e) => e.kind === 'reject' && e.code === '5.05'));

@@ -10,10 +10,11 @@ import { GroupResponse } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group-proxy';
-import { ProxiedGroupExchange, requestViaProxy } from '../../src/proxy/proxy-client';
+import { ProxiedGroupExchange, requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { FakeClock } from '../support/fake-clock';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
@@ -36,15 +37,6 @@ async function startProxy(opts: Partial<GroupProxyOptions> = {}, address = '127.
       assert.equal(handlerErrors, 0, 'handler errors at the proxy');
     },
   };
-}
-
-/** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
-function until(cond: () => boolean, what: string, ms = 10000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => (cond() ? resolve() : Date.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check));
-    check();
-  });
 }
 
 async function collect(ex: ProxiedGroupExchange): Promise<{ responses: GroupResponse[]; errors: { code?: string; error: string }[] }> {
@@ -163,7 +155,9 @@ describe('group proxy: forward, reverse, chains', function () {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000 });
       assert.equal((await collect(ex)).errors[0].code, '5.01');
       const lamp = lamps[1];
-      const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${lamp.address}:${lamp.server.address().port}/light`) }] }, p.listen.transport.address());
+      // the client's address is verified with Echo first (RFC 9175 §2.4), as for a fan-out
+      const res = await requestUnicastViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${lamp.address}:${lamp.server.address().port}/light` });
+      assert.equal(p.proxy.counters.echoChallenges, 1);
       assert.equal(codeToString(res.message.code), '2.05');
       assert.equal(JSON.parse(res.message.payload.toString()).name, lamp.name);
     } finally {
@@ -172,16 +166,34 @@ describe('group proxy: forward, reverse, chains', function () {
   });
 
   it('responses after T\' are dropped by the proxy and never reach the client', async function () {
+    // The proxy's T' and the client's T on one fake clock; the slow server answers when the test lets it.
+    const clock = new FakeClock();
+    let answer!: () => void;
+    const asked = new Promise<void>((resolve) => {
+      answer = resolve;
+    });
+    let slowAsked = false;
     const slow = await GroupServer.open({ address: '127.0.0.21', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
-    slow.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'late' }), 1500)));
-    const p = await startProxy();
+    slow.addResource('/light', async () => {
+      slowAsked = true;
+      await asked;
+      return { code: CODES.CONTENT, payload: 'late' };
+    });
+    const p = await startProxy({ clock });
     try {
-      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 3000 });
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 3000, clock });
+      await waitFor(() => ex.responses.length === 5 && slowAsked, 'the five lamps\' responses and the slow server asked', 10000);
+      clock.advance(1000); // T' passes at the proxy
+      assert.equal(p.proxy.activeExchanges, 0, 'the proxy ended the exchange at T\'');
+      const late = p.upstream.counters.lateGroupResponses;
+      answer();
+      await waitFor(() => p.upstream.counters.lateGroupResponses > late, 'the late response at the proxy', 10000);
+      clock.advance(2000); // T passes at the client
       const { responses } = await collect(ex);
       assert.equal(responses.length, 5);
-      assert.ok(responses.every((r) => r.message.payload.toString() !== 'late'));
-      assert.ok(p.upstream.counters.lateGroupResponses >= 1, 'the late response reached the proxy and was dropped');
+      assert.ok(responses.every((r) => r.message.payload.toString() !== 'late'), 'the late response never reached the client');
     } finally {
+      answer();
       await p.close();
       await slow.close();
     }
@@ -194,7 +206,7 @@ describe('group proxy: forward, reverse, chains', function () {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, method: CODES.PUT, payload: Buffer.from(before ? 'off' : 'on'), multicastTimeout: 0, timeout: 1000 });
       const s = await ex.summary;
       assert.equal(s.responses, 0);
-      await until(() => lamps.every((l) => l.state.on === !before), 'every lamp switched');
+      await waitFor(() => lamps.every((l) => l.state.on === !before), 'every lamp switched', 10000);
       for (const l of lamps) l.state.on = false;
       assert.equal(p.proxy.activeExchanges, 0);
     } finally {
@@ -325,11 +337,14 @@ describe('group proxy: forward, reverse, chains', function () {
   });
 
   it('chain: no feasible T\'\' gives 5.05 with the minimum T\'; the client retries with it', async function () {
-    const last = await startProxy();
-    const first = await startProxy({ chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
+    const clock = new FakeClock();
+    const last = await startProxy({ clock });
+    const first = await startProxy({ clock, chain: { nextHop: last.listen.transport.address(), rttPrevious: 1, rttNext: 1 } });
     try {
       // T' = 2 leaves nothing for the next hop (minimum 3); the client's T of 5 s allows a retry with 3.
-      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 2, timeout: 5000 });
+      const ex = requestViaProxy(client, { proxy: first.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 2, timeout: 5000, clock });
+      await waitFor(() => ex.responses.length === 5, 'the responses to the retry', 10000);
+      clock.advance(5000); // T' at both proxies, then T at the client
       const { responses } = await collect(ex);
       assert.equal(first.events.filter((e) => e.kind === 'reject' && e.code === '5.05').length, 1);
       assert.equal(ex.multicastTimeout, 3);
@@ -361,12 +376,16 @@ describe('group proxy: forward, reverse, chains', function () {
   });
 
   it('per-client limit on pending exchanges: 4.29 with Max-Age', async function () {
-    const p = await startProxy({ maxPendingPerClient: 1 });
+    const clock = new FakeClock();
+    const p = await startProxy({ maxPendingPerClient: 1, clock });
     try {
-      const a = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
-      await until(() => p.proxy.activeExchanges === 1, 'the first exchange at the proxy');
-      const b = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
-      const [ra, rb] = await Promise.all([collect(a), collect(b)]);
+      const a = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500, clock });
+      await waitFor(() => p.proxy.activeExchanges === 1, 'the first exchange at the proxy', 10000);
+      const b = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500, clock });
+      const rb = await collect(b); // refused at once, while the first exchange holds the host's one slot
+      await waitFor(() => a.responses.length === 5, 'the first exchange\'s responses', 10000);
+      clock.advance(2500);
+      const ra = await collect(a);
       assert.equal(ra.responses.length, 5);
       assert.equal(rb.errors[0].code, '4.29');
     } finally {
@@ -380,14 +399,14 @@ describe('group proxy: forward, reverse, chains', function () {
     slowish.addResource('/light', () => new Promise((r) => setTimeout(() => r({ code: CODES.CONTENT, payload: 'after stop' }), 800)));
     try {
       const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 3, timeout: 5000 });
-      await until(() => ex.responses.length >= 5, 'the lamps\' responses');
+      await waitFor(() => ex.responses.length >= 5, 'the lamps\' responses', 10000);
       ex.cancel();
       const s = await ex.summary;
       assert.equal(s.cancelled, true);
-      await until(() => p.proxy.counters.earlyStops === 1, 'the Early Stop Request at the proxy');
+      await waitFor(() => p.proxy.counters.earlyStops === 1, 'the Early Stop Request at the proxy', 10000);
       assert.equal(p.proxy.activeExchanges, 0);
       // the slow server's answer reaches the proxy after the stop, and goes no further
-      await until(() => p.upstream.counters.lateGroupResponses >= 1, 'the late answer at the proxy');
+      await waitFor(() => p.upstream.counters.lateGroupResponses >= 1, 'the late answer at the proxy', 10000);
       assert.ok(ex.responses.every((r) => r.message.payload.toString() !== 'after stop'));
     } finally {
       await p.close();
@@ -399,16 +418,21 @@ describe('group proxy: forward, reverse, chains', function () {
     const clock = new FakeClock();
     const p = await startProxy({ clock });
     try {
-      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }] });
-      await until(() => ex.responses.length === 5, 'the five first responses');
+      const ex = requestViaProxy(client, { proxy: p.listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2000, clock, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }] });
+      await waitFor(() => ex.responses.length === 5, 'the five first responses', 10000);
+      let ended = false;
+      ex.on('end', () => (ended = true));
       clock.advance(1000); // T' passes at the proxy: §5.4.2, the observation stays
+      clock.advance(1000); // and T at the client: GCP-07 §5.5.2, it keeps the token while an observation is active
+      assert.equal(ended, false, 'the client still listens after T');
+      assert.equal(p.proxy.activeExchanges, 1, 'the proxy still relays after T\'');
       assert.ok(lamps.every((l) => l.server.observerCount('/light') === 1));
       // a change at every lamp: 5 notifications, each with its origin
       for (const l of lamps) {
         l.state.on = true;
         l.server.notify('/light');
       }
-      await until(() => ex.responses.length === 10, 'five notifications');
+      await waitFor(() => ex.responses.length === 10, 'five notifications', 10000);
       const notes = ex.responses.slice(5);
       assert.equal(notes.length, 5);
       assert.deepEqual(new Set(notes.map((n) => n.origin.address)), new Set(lamps.map((l) => l.address)));
@@ -416,7 +440,7 @@ describe('group proxy: forward, reverse, chains', function () {
       ex.cancel();
       await ex.summary;
       // the proxy deregistered upstream (Observe = 1 to the group)
-      await until(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the deregistration at every lamp');
+      await waitFor(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the deregistration at every lamp', 10000);
       for (const l of lamps) l.state.on = false;
     } finally {
       await p.close();
@@ -550,19 +574,19 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
         // RFC 9175 §2.4: a relay sends notifications for as long as it lives, so the proxy first verifies the
         // address: 4.01 with Echo, and the registration again with it.
         register();
-        await until(() => c.got.length >= 1, 'the answer to the registration');
+        await waitFor(() => c.got.length >= 1, 'the answer to the registration', 10000);
         assert.equal(c.codes[0], '4.01');
         assert.ok(c.echo);
         c.got.length = 0;
         c.codes.length = 0;
         register(c.echo);
-        await until(() => c.got.length >= 1, 'the latest notification for the new client');
+        await waitFor(() => c.got.length >= 1, 'the latest notification for the new client', 10000);
       }
       assert.ok(clients.every((c) => c.got[0] === 'calm'), JSON.stringify(clients.map((c) => c.got)));
       assert.equal(obs.count, 1, 'the proxy counts as one observer');
       assert.equal(p.proxy.relayedObservations, 1);
       obs.update('ALARM');
-      await until(() => clients.every((c) => c.got[c.got.length - 1] === 'ALARM'), 'the relayed notification at every client');
+      await waitFor(() => clients.every((c) => c.got[c.got.length - 1] === 'ALARM'), 'the relayed notification at every client', 10000);
       assert.ok(clients.every((c) => c.got.length === 2));
     } finally {
       for (const c of clients) await c.ep.close();
@@ -594,7 +618,7 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       await tc.start();
       assert.ok(p.events.some((e) => e.kind === 'request' && e.reason === 'ticket (MNP §4)'));
       obs.update('ALARM');
-      await until(() => got[got.length - 1] === 'ALARM', 'the relayed multicast notification');
+      await waitFor(() => got[got.length - 1] === 'ALARM', 'the relayed multicast notification', 10000);
       assert.equal(server.counters.requests, requestsBefore, 'the ticket never reached the server');
       tc.cancel('forget');
     } finally {

@@ -15,17 +15,10 @@ import { RelayedNotification, TicketClient } from '../../src/observe/ticket-requ
 import { TicketListener } from '../../src/observe/ticket-listener';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { freeGroupPort } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 const NG = '239.255.0.91'; // a group the server owns (OMN-15 §2)
 /** Wait for a condition that events make true (checked on every turn of the event loop), never a fixed time. */
-async function waitFor(pred: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setImmediate(r));
-  }
-}
-
 const endpointOn = async () => new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }), { params: { ACK_TIMEOUT: 300 } });
 
 interface Client {
@@ -118,7 +111,7 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
   it('one change: exactly one multicast datagram, every client gets it on its own token, Observe order kept', async function () {
     const before = onWire.length;
     observation.update('ALARM');
-    await waitFor(() => clients.every((c) => c.got.length === 1));
+    await waitFor(() => clients.every((c) => c.got.length === 1), 'the first notification at every client', 3000);
     // update() sends its multicast notification synchronously: a second datagram would already be on the wire
     assert.equal(onWire.length - before, 1);
     const onGroup = decode(onWire[onWire.length - 1]);
@@ -130,7 +123,7 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
       assert.equal(n.sequence, onGroup.options.find((o) => o.number === OPT.OBSERVE)!.value.readUIntBE(0, onGroup.options.find((o) => o.number === OPT.OBSERVE)!.value.length));
     }
     observation.update('ALARM 2');
-    await waitFor(() => clients.every((c) => c.got.length === 2));
+    await waitFor(() => clients.every((c) => c.got.length === 2), 'the second notification at every client', 3000);
     assert.equal(onWire.length - before, 2);
     assert.ok(clients.every((c) => c.got[1].sequence > c.got[0].sequence && c.got[1].message.payload.toString() === 'ALARM 2'));
   });
@@ -139,7 +132,7 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     const late: Client = { ep: await endpointOn(), ir: clients[0].ir, got: [], cancelled: false };
     clients.push(late);
     await sendTicket(late);
-    await waitFor(() => late.got.length === 1);
+    await waitFor(() => late.got.length === 1, 'the late client\'s first notification', 3000);
     assert.equal(late.got[0].message.payload.toString(), 'ALARM 2');
     assert.equal(tickets.observationCount, 1);
     assert.equal(tickets.clientCount(), 4);
@@ -149,15 +142,15 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     const [gone, , , dereg] = clients;
     gone.tc!.cancel('reset');
     observation.update('X');
-    await waitFor(() => clients.slice(1).every((c) => c.got.at(-1)!.message.payload.toString() === 'X'));
-    await waitFor(() => tickets.clientCount() === 3);
+    await waitFor(() => clients.slice(1).every((c) => c.got.at(-1)!.message.payload.toString() === 'X'), '"X" at clients 2-4', 3000);
+    await waitFor(() => tickets.clientCount() === 3, 'three ticket clients', 3000);
     dereg.tc!.cancel('deregister');
-    await waitFor(() => tickets.clientCount() === 2);
+    await waitFor(() => tickets.clientCount() === 2, 'two ticket clients', 3000);
     const gotBefore = gone.got.length;
     const deregBefore = dereg.got.length;
     const relayedBefore = tickets.counters.relayed;
     observation.update('Y');
-    await waitFor(() => clients.slice(1, 3).every((c) => c.got.at(-1)!.message.payload.toString() === 'Y'));
+    await waitFor(() => clients.slice(1, 3).every((c) => c.got.at(-1)!.message.payload.toString() === 'Y'), '"Y" at clients 2-3', 3000);
     // the listener relays to every holder in one pass: two holders left, two relays, none to the others
     assert.equal(tickets.counters.relayed - relayedBefore, 2);
     assert.equal(gone.got.length, gotBefore);
@@ -186,7 +179,7 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
   it('cancellation: the server\'s multicast 5.03 reaches every remaining client, and the proxy stops listening', async function () {
     const before = onWire.length;
     observation.cancel();
-    await waitFor(() => clients.slice(1, 3).every((c) => c.cancelled));
+    await waitFor(() => clients.slice(1, 3).every((c) => c.cancelled), 'clients 2-3 cancelled', 3000);
     assert.equal(onWire.length - before, 1);
     assert.equal(codeToString(decode(onWire[onWire.length - 1]).code), '5.03');
     assert.equal(tickets.observationCount, 0);
@@ -199,10 +192,10 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     await sendTicket(c);
     assert.equal(tickets.observationCount, 1);
     observation.update('Z');
-    await waitFor(() => c.got.length === 1);
+    await waitFor(() => c.got.length === 1, 'the first notification', 3000);
     c.tc!.cancel('reset');
     observation.update('Z2');
-    await waitFor(() => tickets.observationCount === 0);
+    await waitFor(() => tickets.observationCount === 0, 'no observation left at the listener', 3000);
     assert.equal(c.got.length, 1);
   });
 });
