@@ -3,7 +3,7 @@
 // the proxy the ticket request and outputs each notification it verifies; its statuses say what it is doing; a
 // notification forged by a host that is not a member and a replayed one are dropped, counted in the status and
 // logged (boundedly), without disturbing the order of the real ones; a proxy that refuses the ticket makes a red
-// status and one error line. The core exchange itself (ticket, relay, verification) is covered by
+// status and one error line; a counting poll inside a protected notification is answered through the proxy. The core exchange itself (ticket, relay, verification) is covered by
 // group-oscore-observe.test.ts and ticket-request.test.ts; this file is about the node.
 
 import assert from 'node:assert/strict';
@@ -176,7 +176,7 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
       { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
       { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow: '127.0.0.1', events: true, outputs: 1, wires: [['events']] },
       { id: 'events', type: 'helper' },
-      { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${proxyPort}`, endpoint: 'ce', autoStart: false, payloadMode: 'string', groupOscore: 'gc', wires: [['out']] },
+      { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${proxyPort}`, endpoint: 'ce', autoStart: false, payloadMode: 'string', groupOscore: 'gc', leisure: '0.2', wires: [['out']] },
       { id: 'out', type: 'helper' },
       { id: 'cl2', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${proxyPort}`, autoStart: false, payloadMode: 'string', groupOscore: 'gc2', wires: [['out2']] },
       { id: 'out2', type: 'helper' },
@@ -276,6 +276,23 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
     assert.equal(warns.length, 1, warns.join(' | '));
     assert.match(warns[0], /^1 notification dropped \(did not verify\); latest: ERR_OSCORE_REPLAY/);
     assertNoSecret([out.got, warns, callsOf(cl, 'status'), callsOf(cl, 'error')], material);
+  });
+
+  it('a counting poll inside a protected notification (Feedback-Divider, observe-multicast-notifications-15 §8.2) is answered through the proxy, which cannot see it: the server counts the node', async function () {
+    const { out, cl } = await deploy();
+    cl.receive({});
+    await out.until((g) => g.length === 1);
+    await statusOf(cl, (s) => countsOf(s.text)?.mode === 'coap-observe-multicast.status.viaProxy');
+    const requests = alarm.server.counters.requests;
+    // Q = 0 (target >= count): every observer answers, after a random part of its leisure (0.2 s here); the round
+    // lasts longer than that
+    const est = await alarm.observation.estimateObservers(10, 1500);
+    assert.equal(est.divider, 0);
+    assert.equal(est.confirmations, 1, 'the node\'s protected confirmation reached the server through the proxy');
+    assert.ok(alarm.server.counters.requests > requests);
+    // the poll's notification itself was output like any other, verified
+    await out.until((g) => g.length === 2);
+    assert.equal(out.got[1].coap.via, 'proxy');
   });
 
   it('a proxy that refuses the ticket: a red status with its code and one error line; nothing is output and the flow keeps running', async function () {
