@@ -1,6 +1,8 @@
 // coap-observe-multicast: in server mode a resource whose state comes from the flow, sent as one multicast
 // notification per change (GroupObservation); in client mode an observer emitting one message per notification
-// (MulticastObserver). Maps msg <-> those core calls and shows the observer estimate.
+// (MulticastObserver), or, with Group OSCORE through a proxy, one that hands the proxy the ticket request
+// (TicketObserver, multicast-notifications-proxy-02 §4). Maps msg <-> those core calls and shows the observer
+// estimate, the client's state and how many notifications did not verify.
 
 import { parseContentFormat } from '../src/coap/content-formats';
 import { parseUri, socketAddress } from '../src/coap/uri';
@@ -9,6 +11,9 @@ import { GroupServer } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
 import { CountEstimate, GroupObservation } from '../src/observe/group-observation';
 import { MulticastObserver, Notification } from '../src/observe/multicast-observer';
+import { TicketNotification, TicketObserver, TicketObserverError, TicketObserverState } from '../src/observe/ticket-observer';
+import { OscoreError } from '../src/oscore/errors';
+import { RejectionLog, rejectionReason } from '../src/node-support/rejection-log';
 import { groupObservationSecurity, multicastObserverSecurity } from '../src/observe/group-oscore';
 import type { GroupOscoreContextConfigNode } from './coap-group-oscore-context';
 import type { EndpointConfigNode } from './coap-endpoint';
@@ -43,7 +48,7 @@ interface ObserveDef extends NodeDef {
   leisure?: string | number;
   /** client mode: register through this proxy (coap://host:port) */
   proxy?: string;
-  /** coap-group-oscore-context: protect registrations and notifications with Group OSCORE (OMN-15 §9) */
+  /** coap-group-oscore-context: protect registrations and notifications with Group OSCORE (OMN-15 §9); with a proxy, by ticket (MNP-02 §4) */
   groupOscore?: string;
 }
 
@@ -150,13 +155,52 @@ function register(RED: NodeAPI): void {
       return acquireDefaultEndpoint(RED, node);
     };
     const groupInterface = (def.groupInterface || '').trim() || defaultMulticastInterface(RED);
-    let observer: MulticastObserver | undefined;
+    let observer: MulticastObserver | TicketObserver | undefined;
     let received = 0;
+    let rejections = new RejectionLog();
     const payloadMode: PayloadMode = def.payloadMode || 'auto';
-    const start = async (msg?: NodeMessage) => {
+    const showClient = (mode: string) => {
+      const rejected = rejections.total;
+      node.status({
+        fill: rejected ? 'yellow' : 'green',
+        shape: 'dot',
+        text: rejected ? RED._('coap-observe-multicast.status.clientRejected', { mode, received, rejected }) : RED._('coap-observe-multicast.status.client', { mode, received }),
+      });
+    };
+    const output = (n: { message: Notification['message']; origin: Notification['origin']; sequence: number; via: string }, mode: string) => {
+      received++;
+      const decoded = decodePayload(n.message.payload, contentFormatOf(n.message), payloadMode);
+      node.send({ payload: decoded.value, topic: n.origin.uri, coap: { ...describeMessage(n.message), origin: n.origin, sequence: n.sequence, via: n.via } });
+      showClient(mode);
+    };
+    // OMN-15 §9.3: what did not verify is dropped by the core; here it is counted in the status and logged rarely
+    // (a sender can cause it), with the error's code and text, which carry no key material.
+    const rejected = (err: Error, mode: string) => {
+      const line = rejections.add(err);
+      if (line) node.warn(line);
+      showClient(mode);
+    };
+    // A failed start: the status says what refused it (no secret: the core's texts name codes and fields only).
+    const failed = (err: Error) => {
+      if (closed) return;
+      if (err instanceof TicketObserverError && err.code === 'ERR_TICKET_REFUSED') node.status({ fill: 'red', shape: 'ring', text: RED._('coap-observe-multicast.status.ticketRefused', { code: err.responseCode ?? '-' }) });
+      else node.status({ fill: 'red', shape: 'dot', text: err.message.slice(0, 80) });
+    };
+    let attempt = 0;
+    const start = (msg?: NodeMessage) => {
+      const mine = ++attempt;
+      return startObserver(msg).catch((err: Error) => {
+        // a start that a redeploy, a cancel or a newer start overtook is not this node's state any more
+        if (closed || mine !== attempt) return;
+        failed(err);
+        throw err;
+      });
+    };
+    const startObserver = async (msg?: NodeMessage) => {
       const uri = (typeof msg?.url === 'string' && msg.url) || def.uri;
       if (!uri) throw new Error('no resource URI');
       observer?.cancel();
+      observer = undefined;
       const endpoint = await getEndpoint();
       if (closed) return;
       let proxy;
@@ -165,35 +209,52 @@ function register(RED: NodeAPI): void {
         const p = parseUri(proxyText.includes('://') ? proxyText : `coap://${proxyText}`);
         proxy = { address: socketAddress(p), port: p.port };
       }
-      // MNP-02 §4: through a proxy the protected informative response is the client's to read, and the proxy only
-      // listens after a ticket request, which this node does not send (the core's TicketClient does).
-      if (groupOscoreNode && proxy) throw new Error('Group OSCORE through a proxy needs a ticket request (multicast-notifications-proxy-02 §4), which this node does not send');
       const security = groupOscoreNode ? multicastObserverSecurity(groupOscoreNode.getContext()) : undefined;
       const leisure = def.leisure === undefined || def.leisure === '' ? undefined : parseDuration(def.leisure, 'Leisure', { min: 0 });
+      received = 0;
+      rejections = new RejectionLog();
+      if (security && proxy) {
+        // MNP-02 §4: through a proxy with Group OSCORE end to end, the client reads the protected informative response
+        // and hands the proxy the ticket request; the proxy relays protected notifications it cannot read.
+        const t = new TicketObserver(endpoint, { uri, proxy, security, leisure });
+        observer = t;
+        const current = () => !closed && observer === t;
+        t.on('state', (st: TicketObserverState) => {
+          if (!current()) return;
+          if (st === 'registering') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.registeringProxy') });
+          else if (st === 'ticket') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.ticket') });
+          else if (st === 'listening') showClient(RED._('coap-observe-multicast.status.viaProxy'));
+        });
+        t.on('notification', (n: TicketNotification) => current() && output(n, RED._('coap-observe-multicast.status.viaProxy')));
+        t.on('rejected', (err: Error) => current() && rejected(err, RED._('coap-observe-multicast.status.viaProxy')));
+        t.on('cancelled', () => current() && node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') }));
+        t.on('error', (err: Error) => current() && node.warn(rejectionReason(err)));
+        await t.start();
+        return;
+      }
       const obs = new MulticastObserver(endpoint, { uri, groupInterface, proxy, leisure, security });
       observer = obs;
       obs.on('notification', (n: Notification) => {
         if (closed || observer !== obs) return;
-        received++;
-        const decoded = decodePayload(n.message.payload, contentFormatOf(n.message), payloadMode);
-        node.send({ payload: decoded.value, topic: n.origin.uri, coap: { ...describeMessage(n.message), origin: n.origin, sequence: n.sequence, via: n.via } });
-        node.status({ fill: 'green', shape: 'dot', text: RED._('coap-observe-multicast.status.client', { mode: obs.mode, received }) });
+        output(n, obs.mode);
       });
       obs.on('cancelled', () => node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') }));
-      obs.on('error', (err: Error) => node.warn(err.message));
+      obs.on('error', (err: Error) => {
+        if (closed || observer !== obs) return;
+        if (err instanceof OscoreError) rejected(err, obs.mode);
+        else node.warn(rejectionReason(err));
+      });
       const m = await obs.start();
-      node.status({ fill: 'green', shape: 'dot', text: RED._('coap-observe-multicast.status.client', { mode: m, received }) });
+      showClient(m);
     };
     if (def.autoStart !== false && def.uri) {
-      start().catch((err: Error) => {
-        node.error(`registration failed: ${err.message}`);
-        node.status({ fill: 'red', shape: 'dot', text: err.message });
-      });
+      start().catch((err: Error) => !closed && node.error(`registration failed: ${err.message}`));
     }
     node.on(
       'input',
       guarded(node, async (msg, _send, done) => {
         if (msg.cancel) {
+          attempt++;
           observer?.cancel();
           observer = undefined;
           node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') });

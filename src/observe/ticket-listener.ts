@@ -190,9 +190,11 @@ export class TicketListener extends EventEmitter {
     if (target.host !== tp.server.host || target.port !== tp.server.port) {
       throw new TicketError(`tpi_server ${tp.server.host}:${tp.server.port} is not the target ${target.host}:${target.port}`, 'ERR_TP_INFO');
     }
-    // MNP-02 §4: strip the proxy options and LTMR and rebuild the phantom request (Uri-* from Proxy-Uri).
+    // MNP-02 §4: strip the proxy options and LTMR and rebuild the phantom request (Uri-* from Proxy-Uri). An Echo
+    // answered this proxy's own challenge (RFC 9175 §2.2.1: per hop), so it is no part of ph_req either: with it,
+    // a client whose address had to be verified would name another phantom request than the clients before it.
     const ltmr = ltmrNumber();
-    const options = m.options.filter((o) => o.number !== ltmr && !PROXY_OPTIONS.includes(o.number));
+    const options = m.options.filter((o) => o.number !== ltmr && o.number !== OPT.ECHO && !PROXY_OPTIONS.includes(o.number));
     if (getOption(m, OPT.PROXY_URI) !== undefined) options.push(...uriToOptions(target).filter((o) => o.number === OPT.URI_PATH || o.number === OPT.URI_QUERY));
     let phantom: Buffer;
     try {

@@ -15,6 +15,7 @@ import { CoapUri, formatUri, isMulticastAddress, parseUri, uriToOptions } from '
 import { CoapEndpoint, IncomingResponse, ResponseContext } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
+import type { ResponseVerifier } from './observe-security';
 import { proxySchemeOptions, targetOptions } from '../proxy/target';
 
 // The project's CBOR settings (cbor/informative-response.ts): no records, no tags on byte strings.
@@ -121,14 +122,23 @@ export interface TicketClientOptions {
   /** the informative response (decoded; with Group OSCORE: decrypted) */
   informative: InformativeResponse;
   proxyScheme?: boolean;
+  /**
+   * End-to-end verification of what the proxy relays (Group OSCORE: the verifier of ph_req, observe/group-oscore.ts),
+   * applied before anything else looks at a relayed message: ordering (RFC 7641 §3.4) then follows the verified
+   * Observe value (RFC 8613 §7.4.1), so a forged notification with a high Observe cannot make real ones look stale.
+   */
+  verifier?: ResponseVerifier;
 }
 
 /**
  * Client side: send the ticket to the proxy, deliver the relayed notifications in Observe order (RFC 7641 §3.4).
- * Events: 'notification' (RelayedNotification), 'cancelled' (the relayed 5.03), 'error' (Error).
+ * Events: 'notification' (RelayedNotification, verified when a verifier is given), 'cancelled' (the relayed 5.03),
+ * 'rejected' (Error: a relayed message that did not verify, dropped), 'error' (Error).
  */
 export class TicketClient extends EventEmitter {
   readonly token: Buffer;
+  /** relayed messages the verifier refused (dropped) */
+  readonly counters = { rejected: 0 };
   private stop?: () => void;
   private last?: { seq: number; at: number };
   private resetNext = false;
@@ -175,17 +185,32 @@ export class TicketClient extends EventEmitter {
   }
 
   private onResponse(res: IncomingResponse): void {
-    const m = res.message;
+    let m = res.message;
     if (this.resetNext) {
       // RFC 7641 §3.6: reject the notification with RST; the proxy then forgets this client.
       if (m.type !== 'ACK') this.endpoint.sendMessage(createMessage({ type: 'RST', code: 0, messageId: m.messageId }), res.remote);
       this.end();
       return;
     }
-    const obs = getOption(m, OPT.OBSERVE);
     if (m.type === 'ACK' && m.code === CODES.UNAUTHORIZED && getOption(m, OPT.ECHO) !== undefined) return; // start() repeats it
+    // The proxy's own errors (unprotected, no Observe) are for this hop; everything else must verify end to end.
+    const endToEnd = this.o.verifier !== undefined && (getOption(m, OPT.OSCORE) !== undefined || codeClass(m.code) === 2 || getOption(m, OPT.OBSERVE) !== undefined);
+    if (this.o.verifier && endToEnd) {
+      try {
+        m = this.o.verifier.verify(m);
+      } catch (err) {
+        // RFC 8613 §8.4: dropped without effect on the observation (forged, replayed, from another sender)
+        this.counters.rejected++;
+        if (this.listenerCount('rejected')) this.emit('rejected', err);
+        return;
+      }
+    }
+    const obs = getOption(m, OPT.OBSERVE);
     if (obs === undefined && codeClass(m.code) !== 2) {
-      this.end();
+      // A protected end (OMN-15 §9.2.4) looked like any notification to the proxy, which keeps listening for this
+      // client: tell it (RFC 7641 §3.6 on the ticket's token). The proxy's own errors ended it there already.
+      if (endToEnd) this.cancel('deregister');
+      else this.end();
       if (m.code === CODES.SERVICE_UNAVAILABLE) this.emit('cancelled');
       else if (m.type !== 'ACK') this.emit('error', new TicketError(`the observation ended: ${m.payload.toString()}`, 'ERR_ENDED', m.code));
       return;

@@ -135,7 +135,8 @@ describe('examples: each one deployed alone works with nothing else running', fu
       const flow = await example('Group OSCORE - protected lighting group through a proxy, protected alarms.json');
       await helper.load([...OURS, ...CORE], flow);
       // the observers register at deploy: listen from the start
-      const observers = ['observer 1 notifications', 'observer 2 notifications'];
+      // observer 3 goes through the proxy with a ticket request (multicast-notifications-proxy-02 §4)
+      const observers = ['observer 1 notifications', 'observer 2 notifications', 'observer 3 notifications (relayed by the proxy)'];
       const registered = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.length >= 1)));
       // every lamp's response verified with its own credential: the signer is the lamp the origin names
       const verified = await collect(byName(flow, 'verified responses (origin.oscore = signer)'), (m) => m.some((x) => x.complete));
@@ -147,9 +148,12 @@ describe('examples: each one deployed alone works with nothing else running', fu
       assert.deepEqual(verified.find((x) => x.complete)!.coap.errors, []);
       // protected alarms: both observers get the state, then the ALARM, each verified through the phantom request
       for (const got of await registered) assert.deepEqual(got[0].payload, { alarm: false });
+      // the proxy has accepted observer 3's ticket (and listens to the group) once that node says it receives
+      await statusOf(byName(flow, 'observer 3 via proxy (ticket)'), (x) => x.text === 'coap-observe-multicast.status.client');
       const alarms = Promise.all(observers.map((o) => collect(byName(flow, o), (m) => m.some((x) => x.payload?.alarm === true))));
       byName(flow, 'ALARM').receive({});
-      for (const got of await alarms) assert.equal(got.find((x) => x.payload?.alarm === true)!.coap.via, 'multicast');
+      const vias = (await alarms).map((got) => got.find((x) => x.payload?.alarm === true)!.coap.via);
+      assert.deepEqual(vias, ['multicast', 'multicast', 'proxy']);
     },
     'Multicast notifications - alarm server and observers.json': async () => {
       const flow = await example('Multicast notifications - alarm server and observers.json');
