@@ -114,7 +114,10 @@ export class ExpiringMap<V> {
 
   /** Returns true if a map entry was removed. */
   private dropHead(): boolean {
-    const q = this.queue[this.head++];
+    const q = this.queue[this.head];
+    // Let the slot go now, not at the next compaction: a full cache (100,000 entries) would otherwise keep up to as
+    // many dead slots with their key strings, a sawtooth of about 25 MB in the proxy soak (docs/BENCHMARKS.md §4c).
+    this.queue[this.head++] = undefined as unknown as Slot<V>;
     // Only remove the map entry this queue slot is (not a later replacement with the same key).
     if (this.map.get(q.key) === q) {
       this.totalWeight -= q.weight;
