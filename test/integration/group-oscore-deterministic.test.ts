@@ -13,20 +13,14 @@ import { CoapMessage, getOption } from '../../src/coap/message';
 import { OPT, decodeUint, optionNumber } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, REQUEST_HASH_OPTION, decodeOscoreOption } from '../../src/oscore';
+import { GroupContext, REQUEST_HASH_OPTION, decodeOscoreOption } from '../../src/oscore';
 import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
-import { UdpTransport } from '../../src/transport/udp-transport';
-import { GroupOscoreLamp, GroupMaterial, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
-import { pairwise } from '../support/oscore-group';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 
 const DET_ID = 'dc';
-
-async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
-}
 
 const oscoreFields = (m: CoapMessage) => decodeOscoreOption(getOption(m, OPT.OSCORE)!);
 
@@ -44,7 +38,7 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
   let listen: CoapEndpoint;
   let upstream: CoapEndpoint;
   let proxy: GroupProxy;
-  const alice = pairwise('a0', '01'); // the client-proxy association (RFC 8613)
+  let rig: OscoreGroupProxy;
   const proxyAddr = () => listen.transport.address();
   const group = (p = '/light') => `coap://${GROUP_V4}:${port}${p}`;
   const seenByLamps = () => lamps.reduce((n, l) => n + l.seen.length + l.refused.length, 0);
@@ -55,27 +49,18 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
     lamps = await startGroupOscoreLamps(5, { groupPort: port, material });
     memberA = memberContext(material, '25');
     memberB = memberContext(material, '26');
-    client = await endpointOn();
-    listen = await endpointOn();
-    upstream = await endpointOn();
     // The proxy knows the group's members, so it can answer from its cache alone (groupcomm-proxy-07 §7.1).
-    proxy = new GroupProxy({
-      listen,
-      upstream,
-      allow: [{ address: '*', kid: 'a0' }],
-      oscore: { contexts: new ContextRegistry().add(alice.peer) },
-      cache: true,
-      members: { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) },
-    });
+    rig = await openOscoreGroupProxy({ cache: true, members: { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) } });
+    ({ client, listen, upstream, proxy } = rig);
   });
 
   after(async function () {
-    await proxy.close();
-    await stopAll(client, listen, upstream, lamps.map((l) => l.server));
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
   });
 
   const viaProxy = (member: GroupContext, timeout = 1500) =>
-    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: alice.client, endToEnd: { context: member.deterministicRequests() } } });
+    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: rig.alice.client, endToEnd: { context: member.deterministicRequests() } } });
 
   function assertAttributed(responses: { message: CoapMessage; origin: { address: string; oscore?: { kid: string; mode: string } } }[]): void {
     assert.equal(responses.length, 5);

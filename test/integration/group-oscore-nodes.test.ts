@@ -14,7 +14,7 @@ import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { decodeOscoreOption, generateGroupKeyPair, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberConfigNode, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
 
 import { nodeRedRuntime } from '../support/node-red-runtime';
@@ -43,25 +43,7 @@ const hex = (b: Buffer) => b.toString('hex');
 
 /** The config node of member `id` of `g`, knowing `peers`, and its credentials. */
 function member(g: GroupMaterial, nodeId: string, id: string, peers: string[], store: 'file' | 'memory' = 'file') {
-  const own = g.keys.get(id)!;
-  return {
-    node: {
-      id: nodeId,
-      type: 'coap-group-oscore-context',
-      name: `member ${id}`,
-      gid: hex(g.gid),
-      senderId: id,
-      credential: hex(own.credential),
-      members: peers.map((p) => ({ senderId: p, credential: hex(g.keys.get(p)!.credential) })),
-      signatureAlg: String(g.signatureAlg),
-      groupEncryptionAlg: '10',
-      aeadAlg: '10',
-      hkdf: 'SHA-256',
-      replayWindow: 32,
-      sequenceStore: store,
-    },
-    credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
-  };
+  return memberConfigNode(g, nodeId, id, { peers, sequenceStore: store, fields: { name: `member ${id}`, groupEncryptionAlg: '10', aeadAlg: '10', hkdf: 'SHA-256' } });
 }
 
 function secretsOf(g: GroupMaterial): string[] {

@@ -14,23 +14,16 @@ import { OPT } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, SignatureChecker, decodeOscoreOption, generateGroupKeyPair, protectResponse } from '../../src/oscore';
-import { removeRequestLayers } from '../../src/oscore/nested';
+import { GroupContext, SignatureChecker, decodeOscoreOption } from '../../src/oscore';
 import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
-import { UdpTransport } from '../../src/transport/udp-transport';
-import { GroupOscoreLamp, GroupMaterial, groupMaterial, intruder as intruderFor, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, endpointOn, forgerContext, groupMaterial, intruder as intruderFor, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 
 const intruder = (address: string, groupPort: number, g: GroupMaterial, kid: string) => intruderFor(address, groupPort, g, kid, CLIENT);
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
-import { pairwise } from '../support/oscore-group';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 
 const CLIENT = '25';
-
-async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
-}
 
 function oscoreFields(m: CoapMessage) {
   const v = getOption(m, OPT.OSCORE);
@@ -54,7 +47,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
   let listen: CoapEndpoint;
   let upstream: CoapEndpoint;
   let proxy: GroupProxy;
-  const alice = pairwise('a0', '01'); // the client-proxy association (RFC 8613)
+  let rig: OscoreGroupProxy;
   const proxyAddr = () => listen.transport.address();
   const group = (p = '/light') => `coap://${GROUP_V4}:${port}${p}`;
 
@@ -64,19 +57,17 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     // lamp-5 (0xa5) answers the group-mode request in pairwise mode.
     lamps = await startGroupOscoreLamps(5, { groupPort: port, material, pairwise: [4] });
     clientGroup = memberContext(material, CLIENT);
-    client = await endpointOn('127.0.0.1');
-    listen = await endpointOn('127.0.0.1');
-    upstream = await endpointOn('127.0.0.1');
-    proxy = new GroupProxy({ listen, upstream, allow: [{ address: '*', kid: 'a0' }], oscore: { contexts: new ContextRegistry().add(alice.peer) } });
+    rig = await openOscoreGroupProxy();
+    ({ client, listen, upstream, proxy } = rig);
   });
 
   after(async function () {
-    await proxy.close();
-    await stopAll(client, listen, upstream, lamps.map((l) => l.server));
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
   });
 
   const viaProxy = (timeout = 1500) =>
-    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: alice.client, endToEnd: { context: clientGroup.groupRequests() } } });
+    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: rig.alice.client, endToEnd: { context: clientGroup.groupRequests() } } });
 
   function assertAttributed(responses: { message: CoapMessage; origin: { address: string; oscore?: { kid: string; mode: string } } }[]): void {
     assert.equal(responses.length, 5);
@@ -196,16 +187,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       // 0x26 signs with a key that is not the one its listed credential names: the signature cannot verify. The
       // forger's context is consistent in itself (its own new key pair: RFC 10021 §2 refuses a private key that does
       // not match the own credential), while the group and the checker know 0x26 by its listed credential.
-      const forgerKeys = generateGroupKeyPair({ signatureAlg: material.signatureAlg });
-      const forger = new GroupContext({
-        masterSecret: material.masterSecret,
-        masterSalt: material.masterSalt,
-        idContext: material.gid,
-        senderId: Buffer.from('26', 'hex'),
-        privateKey: forgerKeys.privateKey,
-        credential: forgerKeys.credential,
-        members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
-      });
+      const forger = forgerContext(material, '26', lamps.map((l) => l.kid));
       const sentUpstream = cu.transport.counters.sent;
       const forged = send(forger);
       const s = await forged.summary;
