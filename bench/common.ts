@@ -380,24 +380,32 @@ export function proxiedExchange(
   ex.on('end', () => finish(undefined));
 }
 
-/** Rows of an interleaved exchange benchmark: per configuration, the sorted latencies, failures and CPU µs summed. */
-export interface InterleavedResults {
-  latencies: number[][];
-  failed: number[];
-  cpuUs: number[];
+/** One configuration's row of an interleaved exchange benchmark. */
+export interface InterleavedRow {
+  /** servers */
+  n: number;
+  name: string;
+  /** ms of the good exchanges */
+  median: number;
+  p95: number;
+  /** CPU µs of this process per exchange */
+  cpuUs: number;
+  failed: number;
+  rounds: number;
 }
 
 /**
  * `warmups` untimed exchanges per configuration (any failure throws), then `rounds` rounds in which every
  * configuration runs one exchange in turn (a drift in the machine's load hits all alike), each after 20 ms for the
  * previous exchange's stragglers and Early Stop to settle, with the process's CPU time (user + system) around it.
- * `once(k)` resolves with the ms of a good exchange of configuration k, or undefined.
+ * `once(k)` resolves with the ms of a good exchange of configuration k, or undefined; `expect` is the number of
+ * servers (a good exchange has a response from each).
  */
 export async function runInterleaved(
   names: string[],
   o: { rounds: number; warmups: number; expect: number },
   once: (k: number) => Promise<number | undefined>,
-): Promise<InterleavedResults> {
+): Promise<InterleavedRow[]> {
   for (let k = 0; k < names.length; k++) {
     for (let i = 0; i < o.warmups; i++) if ((await once(k)) === undefined) throw new Error(`${names[k]}, ${o.expect} servers: warm-up exchange did not get ${o.expect} good responses`);
   }
@@ -416,8 +424,10 @@ export async function runInterleaved(
     }
     if (r % 10 === 9) forceGc();
   }
-  for (const l of latencies) l.sort((a, b) => a - b);
-  return { latencies, failed, cpuUs };
+  return names.map((name, k) => {
+    const l = latencies[k].sort((a, b) => a - b);
+    return { n: o.expect, name, median: median(l), p95: percentile(l, 95), cpuUs: cpuUs[k] / o.rounds, failed: failed[k], rounds: o.rounds };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -8,23 +8,13 @@
 // Run: npm run build && node --expose-gc dist/bench/group-oscore-deterministic.js [--sizes=10,100] [--rounds=30]
 
 import { RequestContext } from '../src/oscore';
-import { assertLoopback, benchGroup, fmt, listArg, loadAverage, machineLine, median, numArg, openProxiedGroup, parseArgs, percentile, proxiedExchange, runInterleaved, table } from './common';
+import { InterleavedRow, assertLoopback, benchGroup, fmt, listArg, loadAverage, machineLine, numArg, openProxiedGroup, parseArgs, proxiedExchange, runInterleaved, table } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
 const serverAddress = (i: number) => assertLoopback(`127.0.${3 + Math.floor(i / 200)}.${10 + (i % 200)}`);
 
-interface Row {
-  n: number;
-  name: string;
-  median: number;
-  p95: number;
-  cpuUs: number;
-  failed: number;
-  rounds: number;
-}
-
-async function runSize(n: number, rounds: number, deadlineMs: number): Promise<Row[]> {
+async function runSize(n: number, rounds: number, deadlineMs: number): Promise<InterleavedRow[]> {
   const port = await freeGroupPort(GROUP);
   const members = benchGroup(n, { deterministicClient: { senderId: Buffer.from('dc', 'hex') } });
   const g = await openProxiedGroup({ servers: n, address: serverAddress, group: GROUP, port, transform: members.serverTransform, cache: { maxEntries: 100_000 }, knownMembers: true });
@@ -40,9 +30,9 @@ async function runSize(n: number, rounds: number, deadlineMs: number): Promise<R
       proxiedExchange(g, { expect: n, multicastTimeout: Math.ceil(deadlineMs / 1000), timeout: deadlineMs + 2000, oscore: { endToEnd: { context: configs[k].context } }, endToEnd: true }, resolve);
     });
 
-  const res = await runInterleaved(configs.map((c) => c.name), { rounds, warmups: 3, expect: n }, once);
+  const rows = await runInterleaved(configs.map((c) => c.name), { rounds, warmups: 3, expect: n }, once);
   await g.close();
-  return configs.map((c, k) => ({ n, name: c.name, median: median(res.latencies[k]), p95: percentile(res.latencies[k], 95), cpuUs: res.cpuUs[k] / rounds, failed: res.failed[k], rounds }));
+  return rows;
 }
 
 async function main(): Promise<void> {
@@ -50,7 +40,7 @@ async function main(): Promise<void> {
   const sizes = listArg(args, 'sizes', ['10', '100']).map(Number);
   const rounds = numArg(args, 'rounds', args.quick === 'true' ? 5 : 30);
   console.log(`\n${machineLine()}`);
-  const rows: Row[] = [];
+  const rows: InterleavedRow[] = [];
   for (const n of sizes) rows.push(...(await runSize(n, rounds, 3000)));
   console.log(`\nProtected group exchange through the caching proxy, ${rounds} rounds per size (configurations interleaved), leisure 0, one process:\n`);
   console.log(table(

@@ -11,24 +11,14 @@
 import crypto from 'node:crypto';
 import { ContextRegistry, MemorySequenceStore, SecurityContext } from '../src/oscore';
 import { ProxiedOscoreOptions } from '../src/proxy/proxy-client';
-import { assertLoopback, benchGroup, fmt, listArg, loadAverage, machineLine, median, numArg, openProxiedGroup, parseArgs, percentile, proxiedExchange, runInterleaved, table } from './common';
+import { InterleavedRow, assertLoopback, benchGroup, fmt, listArg, loadAverage, machineLine, numArg, openProxiedGroup, parseArgs, proxiedExchange, runInterleaved, table } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 
 const GROUP = '224.0.1.187';
 const h = (hex: string): Buffer => Buffer.from(hex, 'hex');
 const serverAddress = (i: number) => assertLoopback(`127.0.${1 + Math.floor(i / 200)}.${10 + (i % 200)}`);
 
-interface Row {
-  n: number;
-  name: string;
-  median: number;
-  p95: number;
-  cpuUs: number;
-  failed: number;
-  rounds: number;
-}
-
-async function runSize(n: number, rounds: number, deadlineMs: number): Promise<Row[]> {
+async function runSize(n: number, rounds: number, deadlineMs: number): Promise<InterleavedRow[]> {
   const port = await freeGroupPort(GROUP);
   const members = benchGroup(n);
   const cp = { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8) };
@@ -55,9 +45,9 @@ async function runSize(n: number, rounds: number, deadlineMs: number): Promise<R
       proxiedExchange(g, { expect: n, multicastTimeout: Math.ceil(deadlineMs / 1000), timeout: deadlineMs + 2000, ...(c.oscore ? { oscore: c.oscore, endToEnd: true } : {}) }, resolve);
     });
 
-  const res = await runInterleaved(configs.map((c) => c.name), { rounds, warmups: 5, expect: n }, once);
+  const rows = await runInterleaved(configs.map((c) => c.name), { rounds, warmups: 5, expect: n }, once);
   await g.close();
-  return configs.map((c, k) => ({ n, name: c.name, median: median(res.latencies[k]), p95: percentile(res.latencies[k], 95), cpuUs: res.cpuUs[k] / rounds, failed: res.failed[k], rounds }));
+  return rows;
 }
 
 async function main(): Promise<void> {
@@ -66,7 +56,7 @@ async function main(): Promise<void> {
   const sizes = listArg(args, 'sizes', ['10', '100']).map(Number);
   const rounds = numArg(args, 'rounds', quick ? 5 : 30);
   console.log(`\n${machineLine()}`);
-  const rows: Row[] = [];
+  const rows: InterleavedRow[] = [];
   for (const n of sizes) rows.push(...(await runSize(n, rounds, 3000)));
   console.log(`\nGroup exchange through the proxy, ${rounds} rounds per size (configurations interleaved), leisure 0, client, proxy and servers in one process:\n`);
   console.log(table(
