@@ -11,8 +11,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberConfigNode, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
-import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
+import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, memberConfigNode, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GROUP_V4, freeGroupPort } from '../support/lamps';
 import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -68,9 +68,7 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     await helper.unload();
   });
   after(async function () {
-    helper.settings({ userDir: undefined });
-    await stopAll(lamps.map((l) => l.server));
-    fs.rmSync(root, { recursive: true, force: true });
+    await endNodeRedLampTests(helper, lamps, root);
   });
 
   function flow() {

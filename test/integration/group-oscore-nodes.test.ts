@@ -14,8 +14,8 @@ import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { decodeOscoreOption, generateGroupKeyPair, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberConfigNode, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
-import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
+import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, intruder, memberConfigNode, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { freeGroupPort, GROUP_V4 } from '../support/lamps';
 
 import { nodeRedRuntime } from '../support/node-red-runtime';
 import { waitFor } from '../support/wait';
@@ -85,9 +85,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     await helper.unload();
   });
   after(async function () {
-    helper.settings({ userDir: undefined });
-    await stopAll(lamps.map((l) => l.server));
-    fs.rmSync(root, { recursive: true, force: true });
+    await endNodeRedLampTests(helper, lamps, root);
   });
 
   it('a group request with the Group OSCORE context: one message per lamp, verified and attributed (msg.coap.origin.oscore); no secret anywhere', async function () {

@@ -7,6 +7,7 @@
 // the coap-group-oscore-context config node of a member for the Node-RED tests.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { CODES } from '../../src/coap/codes';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
@@ -223,4 +224,14 @@ export function memberConfigNode(g: GroupMaterial, nodeId: string, id: string, o
     },
     credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
   };
+}
+
+/**
+ * The end of a Node-RED test file with Group OSCORE lamps: the runtime's userDir unset, the lamps stopped, the
+ * temporary folder `root` removed.
+ */
+export async function endNodeRedLampTests(helper: { settings(s: { userDir?: string }): void }, lamps: GroupOscoreLamp[], root: string): Promise<void> {
+  helper.settings({ userDir: undefined });
+  await stopAll(lamps.map((l) => l.server));
+  fs.rmSync(root, { recursive: true, force: true });
 }
