@@ -3,6 +3,7 @@
 // CPU-time cells of the OSCORE benchmarks and the proxied group of the OSCORE proxy benchmarks.
 // Benchmarks are run by hand (never from `npm test`); every loop they run is bounded in count and in time.
 
+import crypto from 'node:crypto';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,7 +13,9 @@ import vm from 'node:vm';
 import { CODES } from '../src/coap/codes';
 import { GroupServer, GroupServerOptions, RequestTransform } from '../src/group/group-server';
 import { CoapEndpoint } from '../src/messaging/endpoint';
-import { GroupProxy, ProxyOscoreOptions } from '../src/proxy/group-proxy';
+import { GroupContext, MemorySequenceStore, generateGroupKeyPair } from '../src/oscore';
+import { oscoreServerTransform } from '../src/oscore/nested';
+import { GroupProxy, GroupProxyOptions, ProxyOscoreOptions } from '../src/proxy/group-proxy';
 import { ProxiedOscoreOptions, requestViaProxy } from '../src/proxy/proxy-client';
 import { UdpTransport } from '../src/transport/udp-transport';
 
@@ -282,6 +285,10 @@ export interface ProxiedGroupOptions {
   /** the proxy's OSCORE layer towards the client */
   proxyOscore?: ProxyOscoreOptions;
   maxExchanges?: number;
+  /** the proxy's response cache (groupcomm-proxy-07 §7) */
+  cache?: GroupProxyOptions['cache'];
+  /** list the servers as the group's members, so the proxy can answer from its cache alone (groupcomm-proxy-07 §7.1) */
+  knownMembers?: boolean;
 }
 
 export interface ProxiedGroup {
@@ -321,6 +328,8 @@ export async function openProxiedGroup(o: ProxiedGroupOptions): Promise<ProxiedG
     maxResponsesPerSecond: 1e9,
     ...(o.maxExchanges !== undefined ? { maxExchanges: o.maxExchanges } : {}),
     ...(o.proxyOscore ? { oscore: o.proxyOscore } : {}),
+    ...(o.cache !== undefined ? { cache: o.cache } : {}),
+    ...(o.knownMembers ? { members: { [`${o.group}:${o.port}`]: servers.map((s) => `${s.address().address}:${s.address().port}`) } } : {}),
   });
   const client = await loopbackEndpoint();
   return {
@@ -369,4 +378,82 @@ export function proxiedExchange(
     }
   });
   ex.on('end', () => finish(undefined));
+}
+
+/** One configuration's row of an interleaved exchange benchmark. */
+export interface InterleavedRow {
+  /** servers */
+  n: number;
+  name: string;
+  /** ms of the good exchanges */
+  median: number;
+  p95: number;
+  /** CPU µs of this process per exchange */
+  cpuUs: number;
+  failed: number;
+  rounds: number;
+}
+
+/**
+ * `warmups` untimed exchanges per configuration (any failure throws), then `rounds` rounds in which every
+ * configuration runs one exchange in turn (a drift in the machine's load hits all alike), each after 20 ms for the
+ * previous exchange's stragglers and Early Stop to settle, with the process's CPU time (user + system) around it.
+ * `once(k)` resolves with the ms of a good exchange of configuration k, or undefined; `expect` is the number of
+ * servers (a good exchange has a response from each).
+ */
+export async function runInterleaved(
+  names: string[],
+  o: { rounds: number; warmups: number; expect: number },
+  once: (k: number) => Promise<number | undefined>,
+): Promise<InterleavedRow[]> {
+  for (let k = 0; k < names.length; k++) {
+    for (let i = 0; i < o.warmups; i++) if ((await once(k)) === undefined) throw new Error(`${names[k]}, ${o.expect} servers: warm-up exchange did not get ${o.expect} good responses`);
+  }
+  const latencies: number[][] = names.map(() => []);
+  const failed = names.map(() => 0);
+  const cpuUs = names.map(() => 0);
+  for (let r = 0; r < o.rounds; r++) {
+    for (let k = 0; k < names.length; k++) {
+      await sleep(20);
+      const c0 = process.cpuUsage();
+      const ms = await once(k);
+      const c1 = process.cpuUsage(c0);
+      cpuUs[k] += c1.user + c1.system;
+      if (ms === undefined) failed[k]++;
+      else latencies[k].push(ms);
+    }
+    if (r % 10 === 9) forceGc();
+  }
+  return names.map((name, k) => {
+    const l = latencies[k].sort((a, b) => a - b);
+    return { n: o.expect, name, median: median(l), p95: percentile(l, 95), cpuUs: cpuUs[k] / o.rounds, failed: failed[k], rounds: o.rounds };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A Group OSCORE group for the proxied benchmarks (RFC 10021): the client 0x25 and servers 0x0100 + i (two-byte
+// Sender IDs, so 100 servers fit), each with its own Ed25519 key pair, every member knowing every credential it
+// needs (the servers the client's, the client every server's); sequence numbers in memory.
+
+export interface BenchGroup {
+  /** the client's GroupContext */
+  client: GroupContext;
+  /** the i-th server's OSCORE layer (its own GroupContext), one end-to-end layer at most, unprotected allowed */
+  serverTransform(i: number): RequestTransform;
+}
+
+export function benchGroup(n: number, o: { deterministicClient?: { senderId: Buffer } } = {}): BenchGroup {
+  const master = { masterSecret: crypto.randomBytes(16), masterSalt: crypto.randomBytes(8), idContext: crypto.randomBytes(3), ...(o.deterministicClient ? { deterministicClient: o.deterministicClient } : {}) };
+  const clientId = Buffer.from('25', 'hex');
+  const clientKeys = generateGroupKeyPair();
+  const ids = Array.from({ length: n }, (_, i) => Buffer.from((0x0100 + i).toString(16).padStart(4, '0'), 'hex'));
+  const serverKeys = ids.map(() => generateGroupKeyPair());
+  const mem = () => ({ sequenceStore: new MemorySequenceStore() });
+  return {
+    client: new GroupContext({ ...master, senderId: clientId, privateKey: clientKeys.privateKey, credential: clientKeys.credential, members: ids.map((id, i) => ({ senderId: id, credential: serverKeys[i].credential })) }, mem()),
+    serverTransform(i) {
+      const ctx = new GroupContext({ ...master, senderId: ids[i], privateKey: serverKeys[i].privateKey, credential: serverKeys[i].credential, members: [{ senderId: clientId, credential: clientKeys.credential }] }, mem());
+      return oscoreServerTransform({ contexts: ctx, maxLayers: 1, required: false });
+    },
+  };
 }

@@ -11,8 +11,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
-import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
+import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, memberConfigNode, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GROUP_V4, freeGroupPort } from '../support/lamps';
 import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -35,24 +35,7 @@ const hex = (b: Buffer) => b.toString('hex');
 
 /** The config node of member `id`, with the Deterministic Client 0xdc checked (or not). */
 function member(g: GroupMaterial, nodeId: string, id: string, deterministic = true) {
-  const own = g.keys.get(id)!;
-  return {
-    node: {
-      id: nodeId,
-      type: 'coap-group-oscore-context',
-      gid: hex(g.gid),
-      senderId: id,
-      credential: hex(own.credential),
-      members: serverIds(3).map((p) => ({ senderId: p, credential: hex(g.keys.get(p)!.credential) })),
-      signatureAlg: String(g.signatureAlg),
-      replayWindow: 32,
-      sequenceStore: 'memory',
-      deterministic,
-      detSenderId: 'dc',
-      detHashAlg: '-16',
-    },
-    credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
-  };
+  return memberConfigNode(g, nodeId, id, { peers: serverIds(3), sequenceStore: 'memory', fields: { deterministic, detSenderId: 'dc', detHashAlg: '-16' } });
 }
 
 /** Resolves with everything `id` received once `pred` holds (checked on every message: no polling, no sleep). */
@@ -85,9 +68,7 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     await helper.unload();
   });
   after(async function () {
-    helper.settings({ userDir: undefined });
-    await stopAll(lamps.map((l) => l.server));
-    fs.rmSync(root, { recursive: true, force: true });
+    await endNodeRedLampTests(helper, lamps, root);
   });
 
   function flow() {

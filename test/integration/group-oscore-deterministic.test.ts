@@ -12,21 +12,13 @@ import { CODES, codeToString } from '../../src/coap/codes';
 import { CoapMessage, getOption } from '../../src/coap/message';
 import { OPT, decodeUint, optionNumber } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
-import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, REQUEST_HASH_OPTION, decodeOscoreOption } from '../../src/oscore';
-import { GroupProxy } from '../../src/proxy/group-proxy';
+import { GroupContext, REQUEST_HASH_OPTION, decodeOscoreOption } from '../../src/oscore';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
-import { UdpTransport } from '../../src/transport/udp-transport';
-import { GroupOscoreLamp, GroupMaterial, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
-import { pairwise } from '../support/oscore-group';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 
 const DET_ID = 'dc';
-
-async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
-}
 
 const oscoreFields = (m: CoapMessage) => decodeOscoreOption(getOption(m, OPT.OSCORE)!);
 
@@ -40,12 +32,8 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
   let lamps: GroupOscoreLamp[];
   let memberA: GroupContext;
   let memberB: GroupContext;
-  let client: CoapEndpoint;
-  let listen: CoapEndpoint;
-  let upstream: CoapEndpoint;
-  let proxy: GroupProxy;
-  const alice = pairwise('a0', '01'); // the client-proxy association (RFC 8613)
-  const proxyAddr = () => listen.transport.address();
+  let rig: OscoreGroupProxy; // the client, the proxy and its endpoints
+  const proxyAddr = () => rig.listen.transport.address();
   const group = (p = '/light') => `coap://${GROUP_V4}:${port}${p}`;
   const seenByLamps = () => lamps.reduce((n, l) => n + l.seen.length + l.refused.length, 0);
 
@@ -55,27 +43,17 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
     lamps = await startGroupOscoreLamps(5, { groupPort: port, material });
     memberA = memberContext(material, '25');
     memberB = memberContext(material, '26');
-    client = await endpointOn();
-    listen = await endpointOn();
-    upstream = await endpointOn();
     // The proxy knows the group's members, so it can answer from its cache alone (groupcomm-proxy-07 §7.1).
-    proxy = new GroupProxy({
-      listen,
-      upstream,
-      allow: [{ address: '*', kid: 'a0' }],
-      oscore: { contexts: new ContextRegistry().add(alice.peer) },
-      cache: true,
-      members: { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) },
-    });
+    rig = await openOscoreGroupProxy({ cache: true, members: { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) } });
   });
 
   after(async function () {
-    await proxy.close();
-    await stopAll(client, listen, upstream, lamps.map((l) => l.server));
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
   });
 
   const viaProxy = (member: GroupContext, timeout = 1500) =>
-    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: alice.client, endToEnd: { context: member.deterministicRequests() } } });
+    requestViaProxy(rig.client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: rig.alice.client, endToEnd: { context: member.deterministicRequests() } } });
 
   function assertAttributed(responses: { message: CoapMessage; origin: { address: string; oscore?: { kid: string; mode: string } } }[]): void {
     assert.equal(responses.length, 5);
@@ -93,7 +71,7 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
 
   it('direct (no proxy): one Deterministic Request to the group, five responses in group mode, each verified with its server\'s credential and attributed (§3.4.5)', async function () {
     const before = lamps.map((l) => l.seen.length);
-    const ex = new GroupClient(client).request({ uri: group(), timeout: 1000, oscore: { context: memberA.deterministicRequests() } });
+    const ex = new GroupClient(rig.client).request({ uri: group(), timeout: 1000, oscore: { context: memberA.deterministicRequests() } });
     const s = await ex.summary;
     assert.deepEqual(s.errors, []);
     assert.equal(ex.rejected, 0);
@@ -104,17 +82,17 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
   });
 
   it('through the proxy: the first GET fans out and is cached; the same GET from another member is served from the cache alone (no datagram to the group), every response verified and attributed', async function () {
-    proxy.cache!.clear();
+    rig.proxy.cache!.clear();
     const lampsBefore = seenByLamps();
     const first = viaProxy(memberA);
     const s1 = await first.summary;
     assert.deepEqual(s1.errors, []);
     assertAttributed(first.responses);
     assert.equal(seenByLamps() - lampsBefore, 5, 'the first request reached the five servers');
-    assert.equal(proxy.cache!.count, 5, 'one cache entry per server (groupcomm-proxy-07 §7)');
+    assert.equal(rig.proxy.cache!.count, 5, 'one cache entry per server (groupcomm-proxy-07 §7)');
 
-    const sentUpstream = upstream.transport.counters.sent;
-    const relayed = proxy.counters.relayed;
+    const sentUpstream = rig.upstream.transport.counters.sent;
+    const relayed = rig.proxy.counters.relayed;
     const second = viaProxy(memberB);
     const s2 = await second.summary;
     assert.deepEqual(s2.errors, []);
@@ -123,8 +101,8 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
     // nothing reached the group: the servers saw nothing and the proxy's upstream socket sent nothing; the five
     // responses the client got were the proxy's cached copies
     assert.equal(seenByLamps() - lampsBefore, 5);
-    assert.equal(upstream.transport.counters.sent, sentUpstream);
-    assert.equal(proxy.counters.relayed - relayed, 5);
+    assert.equal(rig.upstream.transport.counters.sent, sentUpstream);
+    assert.equal(rig.proxy.counters.relayed - relayed, 5);
     // groupcomm-proxy-07 §7.3: served from a complete set J, each response with the one Group-ETag of that set
     const tags = second.responses.map((r) => getOption(r.message, optionNumber('Group-ETag'))?.toString('hex'));
     assert.ok(tags[0] !== undefined && tags.every((t) => t === tags[0]), `Group-ETag on every cached response: ${tags.join(',')}`);
@@ -133,8 +111,8 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
   it('on the wire (tshark on lo): one FETCH to the group (pairwise, the Deterministic Client\'s kid, Request-Hash), responses with outer 2.05 and Max-Age, and no plaintext in any datagram of the proxy, for a miss and a hit', async function () {
     const unavailable = captureUnavailable();
     if (unavailable) this.skip();
-    proxy.cache!.clear();
-    const ports = [client.transport.address().port, proxyAddr().port, upstream.transport.address().port, port, ...lamps.map((l) => l.server.address().port)];
+    rig.proxy.cache!.clear();
+    const ports = [rig.client.transport.address().port, proxyAddr().port, rig.upstream.transport.address().port, port, ...lamps.map((l) => l.server.address().port)];
     const wire = await WireCapture.start([...new Set(ports)]);
     let captured: CapturedDatagram[];
     try {
@@ -147,7 +125,7 @@ describe('Deterministic Requests: cacheable Group OSCORE exchanges through the g
     } finally {
       captured = await wire.stop();
     }
-    const up = upstream.transport.address().port;
+    const up = rig.upstream.transport.address().port;
     const proxyTraffic = captured.filter((d) => [d.srcPort, d.dstPort].some((p) => p === proxyAddr().port || p === up));
     assert.ok(proxyTraffic.length >= 2 * (1 + 5) + 1 + 5, `captured ${proxyTraffic.length} datagrams of the proxy`);
     for (const d of proxyTraffic) {

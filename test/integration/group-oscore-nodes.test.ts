@@ -14,8 +14,8 @@ import { CODES } from '../../src/coap/codes';
 import { getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { decodeOscoreOption, generateGroupKeyPair, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, intruder, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
-import { freeGroupPort, GROUP_V4, stopAll } from '../support/lamps';
+import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, intruder, memberConfigNode, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { freeGroupPort, GROUP_V4 } from '../support/lamps';
 
 import { nodeRedRuntime } from '../support/node-red-runtime';
 import { waitFor } from '../support/wait';
@@ -43,25 +43,7 @@ const hex = (b: Buffer) => b.toString('hex');
 
 /** The config node of member `id` of `g`, knowing `peers`, and its credentials. */
 function member(g: GroupMaterial, nodeId: string, id: string, peers: string[], store: 'file' | 'memory' = 'file') {
-  const own = g.keys.get(id)!;
-  return {
-    node: {
-      id: nodeId,
-      type: 'coap-group-oscore-context',
-      name: `member ${id}`,
-      gid: hex(g.gid),
-      senderId: id,
-      credential: hex(own.credential),
-      members: peers.map((p) => ({ senderId: p, credential: hex(g.keys.get(p)!.credential) })),
-      signatureAlg: String(g.signatureAlg),
-      groupEncryptionAlg: '10',
-      aeadAlg: '10',
-      hkdf: 'SHA-256',
-      replayWindow: 32,
-      sequenceStore: store,
-    },
-    credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
-  };
+  return memberConfigNode(g, nodeId, id, { peers, sequenceStore: store, fields: { name: `member ${id}`, groupEncryptionAlg: '10', aeadAlg: '10', hkdf: 'SHA-256' } });
 }
 
 function secretsOf(g: GroupMaterial): string[] {
@@ -103,9 +85,7 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     await helper.unload();
   });
   after(async function () {
-    helper.settings({ userDir: undefined });
-    await stopAll(lamps.map((l) => l.server));
-    fs.rmSync(root, { recursive: true, force: true });
+    await endNodeRedLampTests(helper, lamps, root);
   });
 
   it('a group request with the Group OSCORE context: one message per lamp, verified and attributed (msg.coap.origin.oscore); no secret anywhere', async function () {

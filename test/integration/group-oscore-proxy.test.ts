@@ -12,25 +12,16 @@ import { CODES, codeToString } from '../../src/coap/codes';
 import { CoapMessage, getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
-import { GroupServer } from '../../src/group/group-server';
-import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, SignatureChecker, decodeOscoreOption, generateGroupKeyPair, protectResponse } from '../../src/oscore';
-import { removeRequestLayers } from '../../src/oscore/nested';
+import { GroupContext, SignatureChecker, decodeOscoreOption } from '../../src/oscore';
 import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
-import { UdpTransport } from '../../src/transport/udp-transport';
-import { GroupOscoreLamp, GroupMaterial, groupMaterial, intruder as intruderFor, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, endpointOn, forgerContext, groupMaterial, intruder as intruderFor, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 
 const intruder = (address: string, groupPort: number, g: GroupMaterial, kid: string) => intruderFor(address, groupPort, g, kid, CLIENT);
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
-import { pairwise } from '../support/oscore-group';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 
 const CLIENT = '25';
-
-async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
-  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
-}
 
 function oscoreFields(m: CoapMessage) {
   const v = getOption(m, OPT.OSCORE);
@@ -50,12 +41,8 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
   let material: GroupMaterial;
   let lamps: GroupOscoreLamp[];
   let clientGroup: GroupContext;
-  let client: CoapEndpoint;
-  let listen: CoapEndpoint;
-  let upstream: CoapEndpoint;
-  let proxy: GroupProxy;
-  const alice = pairwise('a0', '01'); // the client-proxy association (RFC 8613)
-  const proxyAddr = () => listen.transport.address();
+  let rig: OscoreGroupProxy; // the client, the proxy and its endpoints
+  const proxyAddr = () => rig.listen.transport.address();
   const group = (p = '/light') => `coap://${GROUP_V4}:${port}${p}`;
 
   before(async function () {
@@ -64,19 +51,16 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     // lamp-5 (0xa5) answers the group-mode request in pairwise mode.
     lamps = await startGroupOscoreLamps(5, { groupPort: port, material, pairwise: [4] });
     clientGroup = memberContext(material, CLIENT);
-    client = await endpointOn('127.0.0.1');
-    listen = await endpointOn('127.0.0.1');
-    upstream = await endpointOn('127.0.0.1');
-    proxy = new GroupProxy({ listen, upstream, allow: [{ address: '*', kid: 'a0' }], oscore: { contexts: new ContextRegistry().add(alice.peer) } });
+    rig = await openOscoreGroupProxy();
   });
 
   after(async function () {
-    await proxy.close();
-    await stopAll(client, listen, upstream, lamps.map((l) => l.server));
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
   });
 
   const viaProxy = (timeout = 1500) =>
-    requestViaProxy(client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: alice.client, endToEnd: { context: clientGroup.groupRequests() } } });
+    requestViaProxy(rig.client, { proxy: proxyAddr(), uri: group(), multicastTimeout: 1, timeout, oscore: { proxy: rig.alice.client, endToEnd: { context: clientGroup.groupRequests() } } });
 
   function assertAttributed(responses: { message: CoapMessage; origin: { address: string; oscore?: { kid: string; mode: string } } }[]): void {
     assert.equal(responses.length, 5);
@@ -92,7 +76,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
   }
 
   it('direct (no proxy): one group-mode request, five responses, each verified with its server\'s credential and attributed', async function () {
-    const ex = new GroupClient(client).request({ uri: group(), timeout: 1000, oscore: { context: clientGroup.groupRequests() } });
+    const ex = new GroupClient(rig.client).request({ uri: group(), timeout: 1000, oscore: { context: clientGroup.groupRequests() } });
     const s = await ex.summary;
     assert.deepEqual(s.errors, []);
     assert.equal(ex.rejected, 0);
@@ -103,7 +87,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
   it('through the proxy: every response verified and attributed; on the wire (tshark on lo) the group request is one group-mode OSCORE message and nothing carries plaintext', async function () {
     const unavailable = captureUnavailable();
     if (unavailable) this.skip();
-    const ports = [client.transport.address().port, proxyAddr().port, upstream.transport.address().port, port, ...lamps.map((l) => l.server.address().port)];
+    const ports = [rig.client.transport.address().port, proxyAddr().port, rig.upstream.transport.address().port, port, ...lamps.map((l) => l.server.address().port)];
     const wire = await WireCapture.start([...new Set(ports)]);
     let captured: CapturedDatagram[];
     let ex;
@@ -116,7 +100,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     }
     assertAttributed(ex.responses);
     assert.equal(ex.rejected, 0);
-    const up = upstream.transport.address().port;
+    const up = rig.upstream.transport.address().port;
     // The proxy's traffic: client <-> proxy, proxy <-> group and servers.
     const proxyTraffic = captured.filter((d) => d.srcPort === proxyAddr().port || d.dstPort === proxyAddr().port || d.srcPort === up || d.dstPort === up);
     assert.ok(proxyTraffic.length >= 1 + 5 + 1 + 5, `captured ${proxyTraffic.length} datagrams of the proxy`);
@@ -141,7 +125,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(m.code, CODES.CHANGED, 'outer code 2.04');
     }
     // What the client received: only the proxy's layer is visible (one OSCORE option), its kid absent (RFC 8613).
-    const toClient = captured.filter((d) => d.dstPort === client.transport.address().port && d.srcPort === proxyAddr().port).map((d) => decode(d.payload)).filter((m) => m.code !== 0);
+    const toClient = captured.filter((d) => d.dstPort === rig.client.transport.address().port && d.srcPort === proxyAddr().port).map((d) => decode(d.payload)).filter((m) => m.code !== 0);
     assert.equal(toClient.length, 5);
     assert.ok(toClient.every((m) => m.options.length === 1 && m.options[0].number === OPT.OSCORE && oscoreFields(m)!.group !== true));
   });
@@ -151,10 +135,10 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     const impostor = await intruder('127.0.0.30', port, material, lamps[0].kid);
     const stranger = await intruder('127.0.0.31', port, material, 'e9');
     try {
-      const relayedBefore = proxy.counters.relayed;
+      const relayedBefore = rig.proxy.counters.relayed;
       const ex = viaProxy(1800);
       const s = await ex.summary;
-      assert.equal(proxy.counters.relayed - relayedBefore, 7, 'the proxy cannot tell: it relays all seven');
+      assert.equal(rig.proxy.counters.relayed - relayedBefore, 7, 'the proxy cannot tell: it relays all seven');
       assertAttributed(ex.responses);
       assert.equal(ex.rejected, 2);
       const byOrigin = new Map(s.errors.map((e) => [e.origin, e]));
@@ -165,7 +149,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       assert.equal(byOrigin.get(`coap://127.0.0.30:${impostor.address().port}`)!.code, 'oscore');
       assert.match(byOrigin.get(`coap://127.0.0.31:${stranger.address().port}`)!.error, /Recipient ID|kid/);
       // and directly, without the proxy, the same
-      const direct = new GroupClient(client).request({ uri: group(), timeout: 1000, oscore: { context: clientGroup.groupRequests() } });
+      const direct = new GroupClient(rig.client).request({ uri: group(), timeout: 1000, oscore: { context: clientGroup.groupRequests() } });
       await direct.summary;
       assertAttributed(direct.responses);
       assert.equal(direct.rejected, 2);
@@ -183,7 +167,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
     // context): it can verify countersignatures, not decrypt.
     const checking = new GroupProxy({ listen: cl, upstream: cu, allow: [{ address: '*' }], signatureCheckers: [SignatureChecker.forGroup(memberContext(material, lamps[0].kid))] });
     try {
-      const send = (ctx: GroupContext) => requestViaProxy(client, { proxy: cl.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1500, oscore: { endToEnd: { context: ctx.groupRequests() } } });
+      const send = (ctx: GroupContext) => requestViaProxy(rig.client, { proxy: cl.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1500, oscore: { endToEnd: { context: ctx.groupRequests() } } });
       const genuine = send(clientGroup);
       const gs = await genuine.summary;
       assertAttributed(genuine.responses);
@@ -196,16 +180,7 @@ describe('Group OSCORE end to end through the group proxy (RFC 10021, oscore-cap
       // 0x26 signs with a key that is not the one its listed credential names: the signature cannot verify. The
       // forger's context is consistent in itself (its own new key pair: RFC 10021 §2 refuses a private key that does
       // not match the own credential), while the group and the checker know 0x26 by its listed credential.
-      const forgerKeys = generateGroupKeyPair({ signatureAlg: material.signatureAlg });
-      const forger = new GroupContext({
-        masterSecret: material.masterSecret,
-        masterSalt: material.masterSalt,
-        idContext: material.gid,
-        senderId: Buffer.from('26', 'hex'),
-        privateKey: forgerKeys.privateKey,
-        credential: forgerKeys.credential,
-        members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
-      });
+      const forger = forgerContext(material, '26', lamps.map((l) => l.kid));
       const sentUpstream = cu.transport.counters.sent;
       const forged = send(forger);
       const s = await forged.summary;

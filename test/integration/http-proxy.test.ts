@@ -15,12 +15,12 @@ import { parseBatch, originOf } from '../../src/proxy/http-batch-client';
 import { HttpFrontOptions, HttpFrontServer, startHttpFront } from '../../src/proxy/http-front';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { createMessage, getOption, getOptions } from '../../src/coap/message';
-import { GroupContext, SignatureChecker, generateGroupKeyPair } from '../../src/oscore';
+import { GroupContext, SignatureChecker } from '../../src/oscore';
 import { protectRequest, unprotectResponse } from '../../src/oscore/protect';
 import { oscoreOption } from '../../src/proxy/http-mapping';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 import { httpRequest } from '../support/http-client';
-import { GroupMaterial, GroupOscoreLamp, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { GroupMaterial, GroupOscoreLamp, groupMaterial, forgerContext, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 import { waitFor } from '../support/wait';
 
@@ -561,17 +561,7 @@ describe('HTTP front with Group OSCORE end to end (RFC 8613 §11 mapping, RFC 10
       assert.equal(new Set(parseBatch(genuine.r.headers['content-type'], genuine.r.body).map((x) => x.origin!.address)).size, 5);
       assert.equal(p.proxy.counters.groupRequests, 1);
       // 0x5f signing with a key that is not the one its listed credential names: the signature cannot verify
-      const forgerKeys = generateGroupKeyPair({ signatureAlg: material.signatureAlg });
-      const forger = new GroupContext({
-        masterSecret: material.masterSecret,
-        masterSalt: material.masterSalt,
-        idContext: material.gid,
-        senderId: Buffer.from('5f', 'hex'),
-        privateKey: forgerKeys.privateKey,
-        credential: forgerKeys.credential,
-        signatureAlg: material.signatureAlg,
-        members: lamps.map((l) => ({ senderId: Buffer.from(l.kid, 'hex'), credential: material.keys.get(l.kid)!.credential })),
-      });
+      const forger = forgerContext(material, '5f', lamps.map((l) => l.kid));
       const sentUpstream = p.upstream.transport.counters.sent;
       const seen = lamps.reduce((a, l) => a + l.seen.length + l.refused.length, 0);
       const forged = await protectedGet(p, forger);

@@ -2,14 +2,21 @@
 // a key pair and a Sender ID per member (clients 0x25.., servers 0xa1..), and every member holding the others'
 // credentials. Lamps are GroupServers on 127.0.0.2.. that remove the end-to-end layer with their GroupContext
 // (oscore-capable-proxies-07 §2.4 loop, RFC 10021 §8.2) and answer each request in group mode, or in pairwise
-// mode when asked (RFC 10021 §9.5 of -28: a server may answer a group-mode request in pairwise mode).
+// mode when asked (RFC 10021 §9.5 of -28: a server may answer a group-mode request in pairwise mode). Also: a group
+// proxy that a client reaches through an RFC 8613 layer (oscore-capable-proxies-07 §2.3), a forger's context, and
+// the coap-group-oscore-context config node of a member for the Node-RED tests.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { CODES } from '../../src/coap/codes';
 import { GroupServer } from '../../src/group/group-server';
-import { GroupContext, GroupContextOptions, generateGroupKeyPair, protectResponse } from '../../src/oscore';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { ContextRegistry, GroupContext, GroupContextOptions, generateGroupKeyPair, protectResponse } from '../../src/oscore';
 import { protectResponseLayers, removeRequestLayers, LayerError } from '../../src/oscore/nested';
-import { GROUP_V4 } from './lamps';
+import { GroupProxy, GroupProxyOptions } from '../../src/proxy/group-proxy';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { GROUP_V4, stopAll } from './lamps';
+import { pairwise } from './oscore-group';
 
 export interface GroupMaterial {
   masterSecret: Buffer;
@@ -135,4 +142,96 @@ export async function intruder(address: string, groupPort: number, g: GroupMater
   });
   server.addResource('/light', () => ({ code: CODES.CONTENT, contentFormat: 50, payload: JSON.stringify({ name: 'intruder', on: false }) }));
   return server;
+}
+
+/**
+ * A forger's context: it claims Sender ID `id` but signs with a new key pair of its own, not the one the group lists
+ * for `id` (consistent in itself: RFC 10021 §2 refuses a private key that does not match the own credential), and
+ * knows the credentials of `peers`. Its countersignatures cannot verify.
+ */
+export function forgerContext(g: GroupMaterial, id: string, peers: string[]): GroupContext {
+  const keys = generateGroupKeyPair({ signatureAlg: g.signatureAlg });
+  return new GroupContext({
+    masterSecret: g.masterSecret,
+    masterSalt: g.masterSalt,
+    idContext: g.gid,
+    senderId: Buffer.from(id, 'hex'),
+    privateKey: keys.privateKey,
+    credential: keys.credential,
+    signatureAlg: g.signatureAlg,
+    members: peers.map((p) => ({ senderId: Buffer.from(p, 'hex'), credential: g.keys.get(p)!.credential })),
+  });
+}
+
+/** A CoAP endpoint on `address` (port 0) with a short ACK_TIMEOUT. */
+export async function endpointOn(address = '127.0.0.1'): Promise<CoapEndpoint> {
+  return new CoapEndpoint(await UdpTransport.open({ bindAddress: address }), { params: { ACK_TIMEOUT: 300 } });
+}
+
+export interface OscoreGroupProxy {
+  client: CoapEndpoint;
+  /** the proxy's client-facing and group-facing endpoints */
+  listen: CoapEndpoint;
+  upstream: CoapEndpoint;
+  proxy: GroupProxy;
+  /** the client-proxy association (RFC 8613): `client` is the client's context, `peer` the proxy's */
+  alice: ReturnType<typeof pairwise>;
+  close(): Promise<void>;
+}
+
+/**
+ * A client endpoint and a GroupProxy on 127.0.0.1 that admits only the client with kid 0xa0 through the RFC 8613
+ * client-proxy layer (oscore-capable-proxies-07 §2.3); `extra` adds proxy options (cache, members).
+ */
+export async function openOscoreGroupProxy(extra: Partial<Omit<GroupProxyOptions, 'listen' | 'upstream'>> = {}): Promise<OscoreGroupProxy> {
+  const alice = pairwise('a0', '01');
+  const client = await endpointOn();
+  const listen = await endpointOn();
+  const upstream = await endpointOn();
+  const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '*', kid: 'a0' }], oscore: { contexts: new ContextRegistry().add(alice.peer) }, ...extra });
+  return {
+    client,
+    listen,
+    upstream,
+    proxy,
+    alice,
+    async close() {
+      await proxy.close();
+      await stopAll(client, listen, upstream);
+    },
+  };
+}
+
+/**
+ * The coap-group-oscore-context config node of member `id` of `g`, knowing `peers`, with `fields` added (node
+ * options a test sets), and its credentials.
+ */
+export function memberConfigNode(g: GroupMaterial, nodeId: string, id: string, o: { peers: string[]; sequenceStore: 'file' | 'memory'; fields?: Record<string, unknown> }) {
+  const own = g.keys.get(id)!;
+  const hex = (b: Buffer) => b.toString('hex');
+  return {
+    node: {
+      id: nodeId,
+      type: 'coap-group-oscore-context',
+      gid: hex(g.gid),
+      senderId: id,
+      credential: hex(own.credential),
+      members: o.peers.map((p) => ({ senderId: p, credential: hex(g.keys.get(p)!.credential) })),
+      signatureAlg: String(g.signatureAlg),
+      replayWindow: 32,
+      sequenceStore: o.sequenceStore,
+      ...o.fields,
+    },
+    credentials: { masterSecret: hex(g.masterSecret), masterSalt: hex(g.masterSalt), privateKey: hex(own.privateKey) },
+  };
+}
+
+/**
+ * The end of a Node-RED test file with Group OSCORE lamps: the runtime's userDir unset, the lamps stopped, the
+ * temporary folder `root` removed.
+ */
+export async function endNodeRedLampTests(helper: { settings(s: { userDir?: string }): void }, lamps: GroupOscoreLamp[], root: string): Promise<void> {
+  helper.settings({ userDir: undefined });
+  await stopAll(lamps.map((l) => l.server));
+  fs.rmSync(root, { recursive: true, force: true });
 }
