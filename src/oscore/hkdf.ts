@@ -36,10 +36,15 @@ function hmac(d: { name: string; block: number }, hash: OneShotHash, key: Uint8A
     at += part.length;
   }
   const innerHash = hash(d.name, inner, 'buffer');
+  // inner and outer come from Node's shared allocation pool and hold K ^ ipad / K ^ opad, and the IKM (the secret
+  // Master Secret of RFC 8613 §3.1, or H of a Deterministic Request): zero them so no key material lingers there.
+  inner.fill(0);
   const outer = Buffer.allocUnsafe(d.block + innerHash.length);
   for (let i = 0; i < d.block; i++) outer[i] = (i < k.length ? k[i] : 0) ^ 0x5c;
   outer.set(innerHash, d.block);
-  return hash(d.name, outer, 'buffer');
+  const mac = hash(d.name, outer, 'buffer');
+  outer.fill(0);
+  return mac;
 }
 
 /** RFC 5869 §2.2-§2.3 over hmac() above. */

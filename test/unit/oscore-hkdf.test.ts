@@ -32,6 +32,24 @@ describe('HKDF (RFC 5869)', function () {
     });
   }
 
+  it('leaves no key material in Node\'s shared Buffer pool: neither the IKM (a Master Secret) nor the key ^ ipad / opad blocks', function () {
+    // hkdf() builds its HMAC blocks with Buffer.allocUnsafe, which slices Node's shared pool; whatever pool(s) it
+    // used are the one current before and the one current after (it allocates far less than a pool).
+    const poolBefore = Buffer.allocUnsafe(1).buffer;
+    const ikm = crypto.randomBytes(32);
+    const salt = crypto.randomBytes(16);
+    const okm = hkdf('SHA-256', ikm, salt, Buffer.from('info'), 16);
+    const poolAfter = Buffer.allocUnsafe(1).buffer;
+    assert.equal(okm.toString('hex'), hkdfReference('SHA-256', ikm, salt, Buffer.from('info'), 16).toString('hex'));
+    const xored = (pad: number) => Uint8Array.from(salt, (b) => b ^ pad); // not a Buffer: not itself in the pool
+    for (const pool of new Set([poolBefore, poolAfter])) {
+      const bytes = Buffer.from(pool);
+      assert.equal(bytes.indexOf(ikm), -1, 'the IKM is left in the pool');
+      assert.equal(bytes.indexOf(xored(0x36)), -1, 'salt ^ ipad is left in the pool');
+      assert.equal(bytes.indexOf(xored(0x5c)), -1, 'salt ^ opad is left in the pool');
+    }
+  });
+
   it('rejects output lengths outside 1..255 * HashLen', function () {
     assert.throws(() => hkdf('SHA-256', Buffer.alloc(16), Buffer.alloc(0), Buffer.alloc(0), 0), RangeError);
     assert.throws(() => hkdf('SHA-256', Buffer.alloc(16), Buffer.alloc(0), Buffer.alloc(0), 255 * 32 + 1), RangeError);
