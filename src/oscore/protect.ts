@@ -394,8 +394,15 @@ export function unprotectResponse(binding: ClientBinding, msg: CoapMessage, opts
   }
   if (msg.payload.length === 0) throw clientError('ERR_OSCORE_DECODE', 'OSCORE message without payload');
   // draft-ietf-core-cacheable-oscore-02 §3.4.4 (client) step 2: a Request-Hash in the response must be the request's.
-  const requestHash = binding.requestHash ? msg.options.find((o) => o.number === OPT_REQUEST_HASH) : undefined;
+  const requestHashes = binding.requestHash ? msg.options.filter((o) => o.number === OPT_REQUEST_HASH) : [];
+  // Request-Hash is not repeatable (draft-ietf-core-cacheable-oscore-02 §3.3): a second one would reach the
+  // application as an unauthenticated outer option.
+  if (requestHashes.length > 1) throw clientError('ERR_OSCORE_DECODE', 'more than one Request-Hash in the response');
+  const requestHash = requestHashes[0];
   if (requestHash && !requestHash.value.equals(binding.requestHash!)) throw clientError('ERR_OSCORE_DECODE', 'Request-Hash of the response differs from the request\'s');
+  // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 5: the server MUST answer a Deterministic Request with its own
+  // Partial IV; a response on the request's nonce (shared by every client of that request) is not accepted.
+  if (binding.requestHash && !f.piv) throw clientError('ERR_OSCORE_DECODE', 'response to a Deterministic Request without the server\'s Partial IV');
   const notification = msg.options.some((o) => o.number === OPT.OBSERVE);
   // §4.1.3.5.2 / §8.4.2: Observe in a response to a non-Observe request: stop processing.
   if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_UNEXPECTED_OBSERVE', 'Observe in a response to a request without Observe registration');

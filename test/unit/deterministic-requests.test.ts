@@ -13,6 +13,7 @@ import {
   GroupContext,
   MemorySequenceStore,
   OscoreError,
+  ServerBinding,
   computeNonce,
   createAead,
   decodeOscoreOption,
@@ -82,9 +83,9 @@ const ALGS = { aead: 10, groupEncryption: 10, signature: -8, pairwiseKeyAgreemen
  * A request under the Deterministic Client's kid built by hand: `hash` is what goes into Request-Hash, `keyHash` what
  * the key is derived from. A member that holds the group keys can do this; the server's checks must catch it.
  */
-function forge(code: number, options: CoapOption[], payload: Buffer, opts: { hash?: Buffer; keyHash?: Buffer } = {}): CoapMessage {
+function forge(code: number, options: CoapOption[], payload: Buffer, opts: { hash?: Buffer; keyHash?: Buffer; piv?: Buffer } = {}): CoapMessage {
   const g = server();
-  const piv = h('00');
+  const piv = opts.piv ?? h('00');
   const oscore = encodeOscoreOption({ piv, kid: h(DET.detSenderId), kidContext: h(DET.idContext) });
   const m = { nonce: computeNonce(h(DET.detSenderId), piv, g.commonIv), piv, pivId: h(DET.detSenderId), isRequest: true, requestKid: h(DET.detSenderId), requestPiv: piv, requestKidContext: h(DET.idContext), oscoreOption: oscore };
   const aadArray = encodeGroupAadArray(ALGS, m, Buffer.alloc(0), h(DET.gmCredential));
@@ -264,6 +265,17 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       expectOscoreError(() => unprotectRequest(resolver(server()), grouped), 'ERR_OSCORE_DECODE', '4.02');
     });
 
+    it('§3.4.2 step 1: a Deterministic Request whose Partial IV is not 0 is rejected, even one correctly built on that Partial IV: 4.00 "Decryption failed"', function () {
+      const path = [{ number: OPT.URI_PATH, value: Buffer.from('x') }];
+      // sanity: the same forgery with Partial IV 0 is accepted, so the refusal is about the Partial IV
+      assert.equal(unprotectRequest(resolver(server()), forge(CODES.GET, path, Buffer.alloc(0))).message.code, CODES.GET);
+      for (const piv of [h('01'), h('0000'), h('ff')]) {
+        const bad = forge(CODES.GET, path, Buffer.alloc(0), { piv });
+        const err = expectOscoreError(() => unprotectRequest(resolver(server()), bad), 'ERR_OSCORE_DECRYPT', '4.00');
+        assert.match(err.message, /Partial IV other than 0/);
+      }
+    });
+
     it('bad input under the Deterministic Client\'s kid (2000 random mutations of Request-Hash, ciphertext and OSCORE option, truncations, extensions): only typed OscoreErrors, and nothing but the original is accepted', function () {
       const s = server();
       const original = decode(h(DET.request));
@@ -370,8 +382,29 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       // without the Group Flag (a pairwise-mode response): §3.4.4 step 4 says group mode, so no Recipient Context takes it
       const pairwiseFlag = { ...res, options: res.options.map((o) => (o.number === OPT.OSCORE ? { number: OPT.OSCORE, value: encodeOscoreOption({ piv: f.piv, kid: f.kid }) } : o)) };
       expectOscoreError(() => unprotectResponse(protectRequest(det, plainRequest()).binding, pairwiseFlag), 'ERR_OSCORE_CONTEXT_NOT_FOUND');
+      // Request-Hash is not repeatable (§3.3): a second copy (either value) is rejected, not passed on unauthenticated
+      for (const second of [h(DET.requestHash), Buffer.alloc(32, 2)]) {
+        const twice = { ...res, options: [...res.options, { number: REQUEST_HASH_OPTION, value: h(DET.requestHash) }, { number: REQUEST_HASH_OPTION, value: second }] };
+        const err = expectOscoreError(() => unprotectResponse(protectRequest(det, plainRequest()).binding, twice), 'ERR_OSCORE_DECODE');
+        assert.match(err.message, /more than one Request-Hash/);
+      }
       // and the genuine response still verifies on a fresh binding (the rejections above were about the changes)
       assert.equal(unprotectResponse(protectRequest(det, plainRequest()).binding, res).responder.recipientId.toString('hex'), DET.serverSenderId);
+    });
+
+    it('§3.4.4 step 5: the client rejects a response without the server\'s own Partial IV (on the request nonce), even one genuinely signed by the server', function () {
+      // A server member that ignores step 5: its binding lets it reuse the request nonce; the response is otherwise
+      // correct (group mode, kid, Request-Hash as Class I), so only the missing Partial IV is wrong with it.
+      const { v } = answer([]);
+      const b = v.binding;
+      const rogue = new ServerBinding({ context: b.context, kid: b.kid, piv: b.piv, nonce: b.nonce, ...(b.kidContext ? { kidContext: b.kidContext } : {}), observe: false, requestFresh: true, ...(b.classI ? { classI: b.classI } : {}) });
+      const res = protectResponse(rogue, { code: CODES.CONTENT, options: [], payload: Buffer.from('body') }, { partialIv: false }) as CoapMessage;
+      assert.equal(decodeOscoreOption(getOption(res, OPT.OSCORE)!).piv, undefined);
+      const det = client().deterministicRequests();
+      const binding = protectRequest(det, plainRequest()).binding;
+      const err = expectOscoreError(() => unprotectResponse(binding, res), 'ERR_OSCORE_DECODE');
+      assert.match(err.message, /without the server's Partial IV/);
+      assert.equal(binding.done, false);
     });
   });
 });

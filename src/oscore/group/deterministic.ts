@@ -231,6 +231,8 @@ export class DeterministicPeer extends DeterministicKeys implements PeerContext 
   verifyRequest(msg: CoapMessage, opts: LayerOptions): VerifiedRequest {
     const value = msg.options.find((o) => o.number === OPT.OSCORE)!.value;
     const f = decodeOscoreOption(value);
+    // §3.4.2 step 1: a Deterministic Request always carries Partial IV 0 (encoded as the one byte 0x00, RFC 8613 §6.1).
+    if (!f.piv || f.piv.length !== 1 || f.piv[0] !== 0) throw decryptFailed('Deterministic Request with a Partial IV other than 0');
     // Step 2: the kid alone is not enough, the Request-Hash must be there too.
     const rh = msg.options.find((o) => o.number === REQUEST_HASH_OPTION);
     if (!rh) throw new OscoreError('ERR_OSCORE_CONTEXT_NOT_FOUND', 'the Deterministic Client\'s kid without Request-Hash', DIAGNOSTICS.CONTEXT_NOT_FOUND);
