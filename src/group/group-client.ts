@@ -400,6 +400,9 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
     this.cancelled = true;
     this.pendingFollowUps = 0;
     this.endpoint.endGroupRequest(this);
+    // After the deadline the endpoint no longer holds the request, so the line above ends nothing: with Block2
+    // follow-ups still pending (abandoned just now), 'end' comes from here.
+    this.maybeEnd();
   }
 
   protected originOf(res: VerifiedIncoming): Origin {

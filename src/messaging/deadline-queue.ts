@@ -5,6 +5,8 @@
 
 import { Clock } from './parameters';
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** What the queue keeps in an entry (the entry is the caller's own object). */
 export interface Deadline {
   /** clock ms at which the entry falls due; written by the queue */
@@ -44,6 +46,8 @@ export class DeadlineQueue<T extends Deadline> {
 
   /** Queue `e` to fall due `ms` from now (re-queued if it is queued already). */
   add(e: T, ms: number): void {
+    // A NaN would sit at the root for ever and block every entry behind it.
+    if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`deadline must be a finite, non-negative number of ms, not ${ms}`);
     if (this.has(e)) this.remove(e);
     e.dueAt = this.clock.now() + ms;
     e.dueSlot = this.heap.length;
@@ -119,7 +123,8 @@ export class DeadlineQueue<T extends Deadline> {
     if (this.timer !== undefined && this.timerAt <= top.dueAt!) return; // fires in time (and re-arms then)
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timerAt = top.dueAt!;
-    this.timer = this.clock.setTimeout(this.onTimer, Math.max(0, top.dueAt! - this.clock.now()));
+    // Node's timers take at most 2^31-1 ms; a later entry is re-armed when that timer fires.
+    this.timer = this.clock.setTimeout(this.onTimer, Math.min(MAX_TIMER_MS, Math.max(0, top.dueAt! - this.clock.now())));
   }
 
   private readonly onTimer = (): void => {
@@ -128,11 +133,15 @@ export class DeadlineQueue<T extends Deadline> {
     const now = this.clock.now();
     // A timer may fire a little before the clock reads the due time: what is not due yet is re-armed below.
     // Entries added by `fire` for now or earlier run in this loop too, in due order.
-    while (this.heap.length > 0 && this.heap[0].dueAt! <= now) {
-      const e = this.heap[0];
-      this.remove(e);
-      this.fire(e);
+    try {
+      while (this.heap.length > 0 && this.heap[0].dueAt! <= now) {
+        const e = this.heap[0];
+        this.remove(e);
+        this.fire(e);
+      }
+    } finally {
+      // a throwing `fire` (e.g. a user's 'end' listener) must not strand the entries behind it
+      this.arm();
     }
-    this.arm();
   };
 }

@@ -151,6 +151,8 @@ interface Exchange {
   /** several responses (group requests, listeners): the token is retired when it ends */
   readonly multi: boolean;
   onExchangeResponse(res: IncomingResponse): void;
+  /** a response to this exchange was rejected (RFC 7252 §5.4.1); a request that waits for one answer ends here */
+  onRejectedResponse?(err: CoapError): void;
 }
 
 /**
@@ -192,6 +194,9 @@ interface NonAwaitingReset {
  * docs/BENCHMARKS.md §6.1.1). Kept at 400 to bound the cache in bytes on the safe side.
  */
 export const DEDUP_ENTRY_OVERHEAD = 400;
+
+/** Memory of a kept reply's own ArrayBuffer and backing store besides its bytes (measured: about 255 B, Node 20). */
+export const KEPT_REPLY_OVERHEAD = 256;
 
 export interface SendOptions {
   /** for CON: called with the ACK */
@@ -649,7 +654,9 @@ export class CoapEndpoint extends EventEmitter {
   /** Keep a reply in a duplicate entry, accounting for its bytes (the cache is bounded in bytes). */
   private keepReply(entry: DedupEntry, reply: Buffer): void {
     const before = this.dedup.evicted;
-    this.dedup.addWeight(entry.key, reply.length - (entry.reply?.length ?? 0));
+    // the reply's own ArrayBuffer costs about KEPT_REPLY_OVERHEAD besides its bytes (see below)
+    const weightOf = (b: Buffer | undefined) => (b ? b.length + KEPT_REPLY_OVERHEAD : 0);
+    this.dedup.addWeight(entry.key, weightOf(reply) - weightOf(entry.reply));
     // A reply encoded into Node's shared 8 KiB Buffer pool would keep the whole slab alive for EXCHANGE_LIFETIME:
     // in the proxy soak, 35,000 kept 4-byte ACKs held 20-107 MB of slabs (docs/BENCHMARKS.md §4c). Keep an exact copy.
     const own = Buffer.allocUnsafeSlow(reply.length);
@@ -769,6 +776,8 @@ export class CoapEndpoint extends EventEmitter {
         this.counters.unknownCriticalOptions++;
         this.emit('drop', `unknown-critical-option-${unknown}`);
         if (confirmable) this.sendRst(remote, msg.messageId);
+        // A piggybacked response leaves no wait armed: without this the request would never end.
+        ex.onRejectedResponse?.(new CoapError('response with an unrecognized critical option', 'ERR_BAD_RESPONSE', CODES.BAD_GATEWAY));
         return false;
       }
       ex.onExchangeResponse({ message: msg, remote, data: dg.data });
@@ -991,6 +1000,10 @@ class UnicastRequest implements Exchange, Deadline, SendOptions {
 
   onReset(): void {
     this.finish(new CoapError(`${this.remote.address}:${this.remote.port} answered with RST`, 'ERR_RESET'));
+  }
+
+  onRejectedResponse(err: CoapError): void {
+    this.finish(err);
   }
 
   onFail(err: CoapError): void {

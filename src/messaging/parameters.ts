@@ -59,8 +59,13 @@ export function unrefTimer(handle: unknown): void {
   (handle as { unref?: () => void } | undefined)?.unref?.();
 }
 
+/**
+ * The process's clock. `now()` is monotonic (performance.now() from the process's start, offset to the epoch): every
+ * deadline compares against it, and a wall clock that steps (NTP's first sync on a board without a real-time clock)
+ * must not cut group requests short or hold retransmissions back. Nothing in the core needs the calendar time.
+ */
 export const systemClock: Clock = {
-  now: () => Date.now(),
+  now: () => performance.timeOrigin + performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };

@@ -137,7 +137,8 @@ export class MulticastObserver extends EventEmitter {
   /** Send the registration (CON GET, Observe 0). Resolves with the resulting mode. */
   start(): Promise<'multicast' | 'unicast'> {
     return new Promise((resolve, reject) => {
-      const token = this.endpoint.newToken();
+      // a unicast registration: a notification after we forgot it gets a RST (RFC 7641 §3.6), so a unicast-kind token
+      const token = this.endpoint.newToken(undefined, true);
       this.regToken = token;
       // An empty ACK promises a separate response: if none comes, do not wait for ever.
       const timer = this.clock.setTimeout(() => this.mode === 'pending' && this.fail(new Error(`no answer to the registration within ${this.o.timeout ?? 30_000} ms`)), this.o.timeout ?? 30_000);

@@ -149,7 +149,8 @@ export class TicketClient extends EventEmitter {
     private readonly o: TicketClientOptions,
   ) {
     super();
-    this.token = endpoint.newToken();
+    // relayed by the proxy to us alone: after the end, a RST stops the relay (RFC 7641 §3.6), so a unicast-kind token
+    this.token = endpoint.newToken(undefined, true);
   }
 
   /** Resolves once the proxy accepted the ticket (its ACK); rejects with the proxy's error. */

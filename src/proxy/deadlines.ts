@@ -1,7 +1,7 @@
 // The T' timers of the pending exchanges (groupcomm-proxy-07 §5.2.1 step 6) without a timer per exchange: one clock
 // timer per distinct duration. Deadlines of one duration come due in the order they were added, so each duration is
-// a FIFO queue whose head arms the timer (should the wall clock step back, a deadline added after the step waits for
-// the ones before it: late by at most the step, never early). A cancelled entry lets go of its item at
+// a FIFO queue whose head arms the timer (the system clock is monotonic, src/messaging/parameters.ts; a clock that
+// stepped back would make a deadline added after the step wait for the ones before it). A cancelled entry lets go of its item at
 // once and is dropped when it comes due, or sooner when cancelled entries outnumber live ones (so a flood of
 // exchanges that end early keeps no state of its own). A pending exchange holds one small entry instead of a
 // Timeout, its callback and their context (docs/BENCHMARKS.md §6.6).

@@ -205,7 +205,8 @@ export class ProxiedGroupExchange extends ResponseStream {
   }
 
   private send(): void {
-    const token = this.endpoint.newToken();
+    // answered by the proxy alone: a relayed response after the end gets a RST, so a unicast-kind token
+    const token = this.endpoint.newToken(undefined, true);
     this.currentToken = token;
     this.request = this.buildRequest(token);
     this.unlisten = this.endpoint.listen(token, (res) => this.onRelayed(res), this.o.proxy);

@@ -123,8 +123,10 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
     // the editor imports once the dialog has closed: wait for the example's tab
     const handle = await page.waitForFunction((old: string[]) => { const ids: string[] = []; window.RED.nodes.eachWorkspace((w: { id: string }) => { if (!old.includes(w.id)) ids.push(w.id); }); return ids.length ? ids : null; }, before, { timeout: 10000 });
     const added = (await handle.jsonValue()) as string[];
-    await page.click(`#red-ui-tab-${added[0]} a`);
-    await page.waitForFunction((id: string) => window.RED.workspaces.active() === id, added[0]);
+    // Show the example's tab the way a click on it does. A click on the tab strip could land while the editor was
+    // still laying the new tab out under load, and then nothing happened (seen in CI with Node-RED 4.1).
+    await page.evaluate((id: string) => window.RED.workspaces.show(id), added[0]);
+    await page.waitForFunction((id: string) => window.RED.workspaces.active() === id, added[0], { timeout: 10000 });
   }
 
   async function deploy(): Promise<void> {

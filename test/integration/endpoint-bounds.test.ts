@@ -9,8 +9,9 @@ import { CODES } from '../../src/coap/codes';
 import { CoapResponseError } from '../../src/coap/errors';
 import { CoapMessage, createMessage } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
+import { GroupClient } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
-import { CoapEndpoint, CoapError, DEDUP_ENTRY_OVERHEAD, EndpointOptions, RequestHandler } from '../../src/messaging/endpoint';
+import { CoapEndpoint, CoapError, DEDUP_ENTRY_OVERHEAD, EndpointOptions, KEPT_REPLY_OVERHEAD, RequestHandler } from '../../src/messaging/endpoint';
 import { DEFAULT_PARAMS, exchangeLifetime, minTokenReuseTime, nonLifetime } from '../../src/messaging/parameters';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { FakeClock } from '../support/fake-clock';
@@ -185,7 +186,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       assert.deepEqual(decode(ack), { type: 'ACK', code: 0, messageId: 4000, token: Buffer.alloc(0), options: [], payload: Buffer.alloc(0) } satisfies CoapMessage);
       probe.send(req('CON', 4000, 'e'), ep.transport.address());
       assert.deepEqual(await probe.next(), ack);
-      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD + 4);
+      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD + KEPT_REPLY_OVERHEAD + 4);
     });
 
     it('a slow answer: an empty ACK after SEPARATE_RESPONSE_AFTER, then the response as a CON', async function () {
@@ -247,6 +248,55 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       const res = decode(await probe.next());
       assert.equal(res.code, CODES.BAD_OPTION);
       assert.equal(res.payload.toString(), 'unrecognized critical option');
+    });
+  });
+
+  describe('a rejected piggybacked response (RFC 7252 §5.4.1)', function () {
+    it('ends the request with ERR_BAD_RESPONSE (5.02) instead of leaving it pending for ever', async function () {
+      const ep = await make();
+      const pending = ep.request({ code: CODES.GET, options: [{ number: OPT.URI_PATH, value: Buffer.from('r') }] }, probe.address());
+      const sent = decode(await probe.next());
+      assert.equal(sent.type, 'CON');
+      // a piggybacked 2.05 with an unrecognized critical option (odd number 65001)
+      probe.send(
+        encode(createMessage({ type: 'ACK', code: CODES.CONTENT, messageId: sent.messageId, token: sent.token, options: [{ number: 65001, value: Buffer.from('x') }], payload: Buffer.from('v') })),
+        ep.transport.address(),
+      );
+      await assert.rejects(pending, (e: unknown) => e instanceof CoapError && e.code === 'ERR_BAD_RESPONSE' && e.toResponse().code === CODES.BAD_GATEWAY);
+      assert.equal(ep.activeExchanges, 0);
+      assert.equal(ep.counters.unknownCriticalOptions, 1);
+    });
+  });
+
+  describe('a group exchange cancelled after its deadline (groupcomm-bis §3.1, RFC 7959 follow-ups)', function () {
+    it("still ends when a Block2 follow-up was pending: 'end' fires and the summary resolves", async function () {
+      const ep = await make();
+      // a member that answers block 0 of 2 and then never answers the follow-up
+      const member = await UdpTransport.open({ bindAddress: '127.0.0.1', groups: [{ address: GROUP_V4, port: 0 }] });
+      try {
+        const next = () => new Promise<{ msg: CoapMessage; remote: { address: string; port: number } }>((r) => member.once('datagram', (dg: { data: Buffer; remote: { address: string; port: number } }) => r({ msg: decode(dg.data), remote: dg.remote })));
+        const first = next();
+        const ex = new GroupClient(ep).request({ uri: `coap://${GROUP_V4}:${member.groupPort()}/big`, timeout: 1000 });
+        const req = await first;
+        const second = next();
+        member.send(
+          encode(createMessage({ type: 'NON', code: CODES.CONTENT, messageId: 0x4242, token: req.msg.token, options: [{ number: OPT.BLOCK2, value: encodeUint((0 << 4) | (1 << 3) | 2) }], payload: Buffer.alloc(64, 0x61) })),
+          req.remote,
+        );
+        const followUp = await second; // the client asks for block 1 by unicast
+        assert.equal(followUp.msg.type, 'CON');
+        let ended = false;
+        ex.on('end', () => (ended = true));
+        clock.advance(1000); // the deadline: collecting stops, the follow-up is still pending
+        assert.equal(ended, false);
+        ex.cancel();
+        assert.equal(ended, true);
+        const summary = await ex.summary;
+        assert.equal(summary.cancelled, true);
+      } finally {
+        await member.close();
+      }
+      clock.advance(exchangeLifetime(DEFAULT_PARAMS)); // let the abandoned follow-up's CON run out on the fake clock
     });
   });
 

@@ -93,4 +93,24 @@ describe('DeadlineQueue', function () {
     assert.deepEqual(fired, [100]);
     assert.equal(timers.length, 0);
   });
+
+  it('a throwing fire() does not strand the entries behind it, and a duration that is not a finite number is refused', function () {
+    const clock = new FakeClock();
+    const fired: string[] = [];
+    const q = new DeadlineQueue<Item>(clock, (e) => {
+      if (e.name === 'bad') throw new Error('listener failed');
+      fired.push(e.name);
+    });
+    q.add(item('bad'), 100);
+    q.add(item('b'), 100);
+    q.add(item('c'), 200);
+    assert.throws(() => clock.advance(150), /listener failed/);
+    clock.advance(100);
+    assert.deepEqual(fired, ['b', 'c']);
+    assert.equal(q.size, 0);
+    assert.throws(() => q.add(item('nan'), NaN), RangeError);
+    assert.throws(() => q.add(item('neg'), -1), RangeError);
+    assert.throws(() => q.add(item('inf'), Infinity), RangeError);
+    assert.equal(q.size, 0);
+  });
 });
