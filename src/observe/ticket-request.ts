@@ -31,6 +31,11 @@ export class TicketError extends Error {
     readonly code: string,
     /** the CoAP response code this error becomes */
     readonly responseCode: number = CODES.BAD_REQUEST,
+    /**
+     * The fixed text a proxy sends in its error response (RFC 7252 §5.5.2 diagnostic payload). `message` may quote
+     * the client's bytes (host names, decoder messages) and stays local; error responses never echo them.
+     */
+    readonly diagnostic: string = 'invalid ticket request',
   ) {
     super(message);
   }
@@ -44,17 +49,17 @@ export function encodeLtmr(tp: TpInfoUdp): Buffer {
 /** Decode an LTMR value as tp_info for CoAP over UDP; throws TicketError (4.00). */
 export function decodeLtmr(value: Buffer): TpInfoUdp {
   // MNP-02 §4.1: length 3-1024.
-  if (value.length < 3 || value.length > 1024) throw new TicketError(`Listen-To-Multicast-Responses must be 3-1024 bytes, not ${value.length}`, 'ERR_LTMR');
+  if (value.length < 3 || value.length > 1024) throw new TicketError(`Listen-To-Multicast-Responses must be 3-1024 bytes, not ${value.length}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses must be 3-1024 bytes');
   let v: unknown;
   try {
     v = decoder.decode(value);
   } catch (err) {
-    throw new TicketError(`Listen-To-Multicast-Responses is not CBOR: ${(err as Error).message}`, 'ERR_LTMR');
+    throw new TicketError(`Listen-To-Multicast-Responses is not CBOR: ${(err as Error).message}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses is not CBOR');
   }
   try {
     return decodeTpInfo(v);
   } catch (err) {
-    throw new TicketError(`Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP: ${(err as Error).message}`, 'ERR_LTMR');
+    throw new TicketError(`Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP: ${(err as Error).message}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP');
   }
 }
 
