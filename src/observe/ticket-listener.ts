@@ -65,7 +65,8 @@ const obsKey = (tp: TpInfoUdp) => `${tp.server.host}|${tp.server.port}|${tp.clie
 
 /**
  * Proxy side of MNP-02 §4: one group listener per (tpi_server, tpi_client, tpi_token), shared by every client that
- * presented a ticket for it. Events: 'ticket' ({client, key}), 'ended' ({key, reason}).
+ * presented a ticket for it. Events: 'ticket' ({client, key}), 'ended' ({key, reason}), 'rejected' ({client, token,
+ * code, reason}: the details of a refused ticket, which its error response does not carry).
  */
 export class TicketListener extends EventEmitter {
   readonly counters: TicketCounters = { tickets: 0, rejected: 0, relayed: 0, deregistrations: 0, resets: 0, feedback: 0 };
@@ -133,7 +134,10 @@ export class TicketListener extends EventEmitter {
     } catch (err) {
       this.counters.rejected++;
       const e = err instanceof TicketError ? err : new TicketError((err as Error).message, 'ERR_TICKET');
-      ctx.respond({ code: e.responseCode, payload: Buffer.from(e.message, 'utf8') });
+      // The response carries the fixed diagnostic only; the details (which may quote the client's LTMR, MNP-02
+      // §4.1) go to the local 'rejected' event.
+      this.emit('rejected', { client: req.remote, token: m.token.toString('hex'), code: e.responseCode, reason: e.message });
+      ctx.respond({ code: e.responseCode, payload: Buffer.from(e.diagnostic, 'utf8') });
       return;
     }
     const k = obsKey(tp);
@@ -158,7 +162,8 @@ export class TicketListener extends EventEmitter {
     const holder: TicketHolder = { remote: req.remote, token: m.token, protect };
     target.ready.then(() => {
       if (this.closed || target.ended || target.failed) {
-        ctx.respond({ code: CODES.SERVICE_UNAVAILABLE, payload: Buffer.from(target.failed ? `the proxy cannot listen: ${target.failed.message}` : 'the observation ended') });
+        // fixed text: the join error names the client's tpi_client (the 'ended' event keeps the details)
+        ctx.respond({ code: CODES.SERVICE_UNAVAILABLE, payload: Buffer.from(target.failed ? 'the proxy cannot listen to that group' : 'the observation ended') });
         return;
       }
       this.counters.tickets++;
@@ -177,18 +182,18 @@ export class TicketListener extends EventEmitter {
   private validate(m: CoapMessage): { tp: TpInfoUdp; phantom: Buffer } {
     const obsOpt = getOption(m, OPT.OBSERVE);
     if ((m.code !== CODES.GET && m.code !== CODES.FETCH) || obsOpt === undefined || obsOpt.length > 3 || decodeUint(obsOpt) !== 0) {
-      throw new TicketError('Listen-To-Multicast-Responses is only valid in a GET or FETCH with Observe 0', 'ERR_NOT_REGISTRATION');
+      throw new TicketError('Listen-To-Multicast-Responses is only valid in a GET or FETCH with Observe 0', 'ERR_NOT_REGISTRATION', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses is only valid in a GET or FETCH with Observe 0');
     }
-    if (m.token.length > 8) throw new TicketError('a token has at most 8 bytes', 'ERR_TOKEN');
+    if (m.token.length > 8) throw new TicketError('a token has at most 8 bytes', 'ERR_TOKEN', CODES.BAD_REQUEST, 'a token has at most 8 bytes');
     const tp = decodeLtmr(getOption(m, ltmrNumber())!);
-    if (!isMulticastAddress(tp.client.host)) throw new TicketError(`tpi_client ${tp.client.host} is not a multicast address`, 'ERR_TP_INFO');
-    if (isMulticastAddress(tp.server.host)) throw new TicketError(`tpi_server ${tp.server.host} is a multicast address`, 'ERR_TP_INFO');
+    if (!isMulticastAddress(tp.client.host)) throw new TicketError(`tpi_client ${tp.client.host} is not a multicast address`, 'ERR_TP_INFO', CODES.BAD_REQUEST, 'tpi_client is not a multicast address');
+    if (isMulticastAddress(tp.server.host)) throw new TicketError(`tpi_server ${tp.server.host} is a multicast address`, 'ERR_TP_INFO', CODES.BAD_REQUEST, 'tpi_server is a multicast address');
     const v6 = this.upstream.transport.family === 'udp6';
-    if (tp.client.host.includes(':') !== v6) throw new TicketError(`this proxy cannot listen to ${tp.client.host} (its upstream is ${this.upstream.transport.family})`, 'ERR_TP_INFO', CODES.BAD_GATEWAY);
+    if (tp.client.host.includes(':') !== v6) throw new TicketError(`this proxy cannot listen to ${tp.client.host} (its upstream is ${this.upstream.transport.family})`, 'ERR_TP_INFO', CODES.BAD_GATEWAY, 'this proxy cannot listen to a group of that address family');
     // The target (which the allow-list checked) must be the server that sends the notifications.
     const target = ticketTarget(m);
     if (target.host !== tp.server.host || target.port !== tp.server.port) {
-      throw new TicketError(`tpi_server ${tp.server.host}:${tp.server.port} is not the target ${target.host}:${target.port}`, 'ERR_TP_INFO');
+      throw new TicketError(`tpi_server ${tp.server.host}:${tp.server.port} is not the target ${target.host}:${target.port}`, 'ERR_TP_INFO', CODES.BAD_REQUEST, 'tpi_server is not the target');
     }
     // MNP-02 §4: strip the proxy options and LTMR and rebuild the phantom request (Uri-* from Proxy-Uri). An Echo
     // answered this proxy's own challenge (RFC 9175 §2.2.1: per hop), so it is no part of ph_req either: with it,
@@ -201,7 +206,7 @@ export class TicketListener extends EventEmitter {
       phantom = encodeCodeOptionsPayload(m.code, sortOptions(options), m.payload);
       decodeCodeOptionsPayload(phantom);
     } catch (err) {
-      throw new TicketError(`the phantom request cannot be rebuilt: ${(err as Error).message}`, 'ERR_PH_REQ');
+      throw new TicketError(`the phantom request cannot be rebuilt: ${(err as Error).message}`, 'ERR_PH_REQ', CODES.BAD_REQUEST, 'the phantom request cannot be rebuilt');
     }
     return { tp, phantom };
   }
@@ -362,18 +367,18 @@ export function ticketTarget(m: CoapMessage): CoapUri {
     try {
       return parseUri(pu.toString('utf8'));
     } catch (err) {
-      throw new TicketError(`bad Proxy-Uri: ${(err as Error).message}`, 'ERR_TARGET');
+      throw new TicketError(`bad Proxy-Uri: ${(err as Error).message}`, 'ERR_TARGET', CODES.BAD_REQUEST, 'bad Proxy-Uri');
     }
   }
   const ps = getOption(m, OPT.PROXY_SCHEME);
   const host = getOption(m, OPT.URI_HOST);
-  if (ps === undefined || host === undefined) throw new TicketError('a ticket request needs Proxy-Uri, or Proxy-Scheme with Uri-Host', 'ERR_TARGET');
+  if (ps === undefined || host === undefined) throw new TicketError('a ticket request needs Proxy-Uri, or Proxy-Scheme with Uri-Host', 'ERR_TARGET', CODES.BAD_REQUEST, 'a ticket request needs Proxy-Uri, or Proxy-Scheme with Uri-Host');
   const port = getOption(m, OPT.URI_PORT);
   const h = host.toString('utf8').replace(/^\[|\]$/g, '');
   try {
     return parseUri(formatUri({ scheme: ps.toString('utf8'), host: h, port: port === undefined || port.length > 2 ? undefined : decodeUint(port) }));
   } catch (err) {
-    throw new TicketError(`bad ticket target: ${(err as Error).message}`, 'ERR_TARGET');
+    throw new TicketError(`bad ticket target: ${(err as Error).message}`, 'ERR_TARGET', CODES.BAD_REQUEST, 'bad ticket target');
   }
 }
 

@@ -17,7 +17,8 @@ import { Clock } from '../messaging/parameters';
 import { RemoteAddress } from '../transport/udp-transport';
 import { Notification, isFresher } from './multicast-observer';
 import type { MulticastObserverSecurity, ResponseVerifier } from './observe-security';
-import { RelayedNotification, TicketClient, TicketError } from './ticket-request';
+import { ECHO_ANSWER_WAIT_MS, RelayedNotification, TicketClient, TicketError } from './ticket-request';
+import { answeringEcho } from '../proxy/proxy-client';
 
 export type TicketObserverState = 'idle' | 'registering' | 'ticket' | 'listening' | 'ended';
 
@@ -261,8 +262,14 @@ export class TicketObserver extends EventEmitter {
           ],
         });
         const { message } = this.o.security.protectRequest(plain);
-        // §8.2: to the same destination as the registration: the proxy, which forwards what it cannot read
-        this.endpoint.sendMessage({ ...plain, code: message.code, options: message.options, payload: message.payload }, this.o.proxy);
+        // §8.2: to the same destination as the registration: the proxy, which forwards what it cannot read. Once
+        // its Echo interval has passed it verifies this address again first (RFC 9175 §2.4): the 4.01 + Echo is
+        // answered once, with the Echo outside the end-to-end protection (§2.2.1), as in register(); nothing else
+        // is awaited (No-Response 26), and the wait is bounded by ECHO_ANSWER_WAIT_MS.
+        answeringEcho((echo) => {
+          if (echo.length && this.state !== 'listening') return Promise.reject(new Error('ended'));
+          return this.endpoint.request({ type: 'NON', code: message.code, options: sortOptions([...message.options, ...echo]), payload: message.payload }, this.o.proxy, { confirmable: false, token, timeout: ECHO_ANSWER_WAIT_MS });
+        }).catch(() => undefined);
       } catch (err) {
         this.report(err as Error);
       }

@@ -17,6 +17,13 @@ import { RemoteAddress } from '../transport/udp-transport';
 import { isFresher } from './multicast-observer';
 import type { ResponseVerifier } from './observe-security';
 import { proxySchemeOptions, targetOptions } from '../proxy/target';
+import { answeringEcho } from '../proxy/proxy-client';
+
+/**
+ * How long a one-way message to the proxy (a deregistration, a poll answer) waits for the proxy's 4.01 + Echo
+ * (RFC 9175 §2.4) before it is given up: one answer is all it waits for, so this bounds the state it keeps.
+ */
+export const ECHO_ANSWER_WAIT_MS = 5000;
 
 // The project's CBOR settings (cbor/informative-response.ts): no records, no tags on byte strings.
 const encoder = new Encoder({ useRecords: false, tagUint8Array: false, mapsAsObjects: false, variableMapSize: true } as never);
@@ -31,6 +38,11 @@ export class TicketError extends Error {
     readonly code: string,
     /** the CoAP response code this error becomes */
     readonly responseCode: number = CODES.BAD_REQUEST,
+    /**
+     * The fixed text a proxy sends in its error response (RFC 7252 §5.5.2 diagnostic payload). `message` may quote
+     * the client's bytes (host names, decoder messages) and stays local; error responses never echo them.
+     */
+    readonly diagnostic: string = 'invalid ticket request',
   ) {
     super(message);
   }
@@ -44,17 +56,17 @@ export function encodeLtmr(tp: TpInfoUdp): Buffer {
 /** Decode an LTMR value as tp_info for CoAP over UDP; throws TicketError (4.00). */
 export function decodeLtmr(value: Buffer): TpInfoUdp {
   // MNP-02 §4.1: length 3-1024.
-  if (value.length < 3 || value.length > 1024) throw new TicketError(`Listen-To-Multicast-Responses must be 3-1024 bytes, not ${value.length}`, 'ERR_LTMR');
+  if (value.length < 3 || value.length > 1024) throw new TicketError(`Listen-To-Multicast-Responses must be 3-1024 bytes, not ${value.length}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses must be 3-1024 bytes');
   let v: unknown;
   try {
     v = decoder.decode(value);
   } catch (err) {
-    throw new TicketError(`Listen-To-Multicast-Responses is not CBOR: ${(err as Error).message}`, 'ERR_LTMR');
+    throw new TicketError(`Listen-To-Multicast-Responses is not CBOR: ${(err as Error).message}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses is not CBOR');
   }
   try {
     return decodeTpInfo(v);
   } catch (err) {
-    throw new TicketError(`Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP: ${(err as Error).message}`, 'ERR_LTMR');
+    throw new TicketError(`Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP: ${(err as Error).message}`, 'ERR_LTMR', CODES.BAD_REQUEST, 'Listen-To-Multicast-Responses is not a tp_info for CoAP over UDP');
   }
 }
 
@@ -231,8 +243,9 @@ export class TicketClient extends EventEmitter {
   }
 
   /**
-   * Leave: 'deregister' (default) sends GET + Observe 1 on the same token to the proxy (NON, the answer is not
-   * awaited); 'reset' answers the next relayed notification with RST; 'forget' only stops listening.
+   * Leave: 'deregister' (default) sends GET + Observe 1 on the same token to the proxy (NON; only a 4.01 + Echo
+   * is acted on, for at most ECHO_ANSWER_WAIT_MS); 'reset' answers the next relayed notification with RST; 'forget'
+   * only stops listening.
    */
   cancel(mode: 'deregister' | 'reset' | 'forget' = 'deregister'): void {
     if (this.ended) return;
@@ -243,11 +256,13 @@ export class TicketClient extends EventEmitter {
     this.end();
     if (mode === 'deregister') {
       const uri = parseUri(this.o.target);
-      const msg = createMessage({
-        type: 'NON', code: CODES.GET, token: this.token, messageId: this.endpoint.newMessageId(),
-        options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...targetOptions(uri, 'proxy-uri')],
-      });
-      this.endpoint.sendMessage(msg, this.o.proxy);
+      const options = [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...targetOptions(uri, 'proxy-uri')];
+      // RFC 9175 §2.4: once its Echo interval has passed, the proxy verifies this address again before it takes the
+      // deregistration: answer its 4.01 + Echo once (waiting at most ECHO_ANSWER_WAIT_MS); any other answer (the
+      // latest notification, RFC 7641 §3.6) or none ends it.
+      answeringEcho((echo) =>
+        this.endpoint.request({ type: 'NON', code: CODES.GET, options: sortOptions([...options, ...echo]) }, this.o.proxy, { confirmable: false, token: this.token, timeout: ECHO_ANSWER_WAIT_MS }),
+      ).catch(() => undefined);
     }
   }
 }

@@ -76,19 +76,24 @@ export class Deadlines<T> {
   private fire(q: Queue<T>): void {
     q.timer = undefined;
     const now = this.clock.now();
-    while (q.head < q.entries.length && q.entries[q.head].at <= now) {
-      const d = q.entries[q.head++];
-      const item = d.item;
-      if (item === undefined) continue;
-      d.item = undefined;
-      q.live--;
-      this.due(item);
+    // Should `due` throw, the queue's timer is armed again all the same, so the other deadlines of this T' still end
+    // their exchanges (groupcomm-proxy-07 §5.2.1 step 6) instead of waiting for the next add().
+    try {
+      while (q.head < q.entries.length && q.entries[q.head].at <= now) {
+        const d = q.entries[q.head++];
+        const item = d.item;
+        if (item === undefined) continue;
+        d.item = undefined;
+        q.live--;
+        this.due(item);
+      }
+    } finally {
+      if (q.head > 1024 && q.head * 2 > q.entries.length) {
+        q.entries = q.entries.slice(q.head);
+        q.head = 0;
+      }
+      if (q.timer === undefined && this.queues.get(q.ms) === q) this.arm(q);
     }
-    if (q.head > 1024 && q.head * 2 > q.entries.length) {
-      q.entries = q.entries.slice(q.head);
-      q.head = 0;
-    }
-    if (q.timer === undefined) this.arm(q);
   }
 
   /** Clears every timer; nothing comes due any more. */

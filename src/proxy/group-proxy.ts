@@ -249,7 +249,12 @@ export class GroupProxy extends EventEmitter {
   }
 
   private get tickets(): TicketListener {
-    return (this.ticketHub ??= new TicketListener(this.opts.listen, this.opts.upstream, { clock: this.clock }));
+    if (!this.ticketHub) {
+      this.ticketHub = new TicketListener(this.opts.listen, this.opts.upstream, { clock: this.clock });
+      this.ticketHub.on('rejected', (r: { client: RemoteAddress; token: string; code: number; reason: string }) =>
+        this.emitEvent({ kind: 'reject', client: { address: r.client.address, port: r.client.port }, token: r.token, code: codeToString(r.code), reason: r.reason }));
+    }
+    return this.ticketHub;
   }
 
   private get notificationRelay(): NotificationRelay {

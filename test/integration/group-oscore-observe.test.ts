@@ -22,7 +22,9 @@ import { MulticastObserver, Notification } from '../../src/observe/multicast-obs
 import { RelayedNotification, TicketClient } from '../../src/observe/ticket-request';
 import { GroupContext, OscoreError, ServerBinding, decodeOscoreOption, protectResponse } from '../../src/oscore';
 import { oscoreServerTransform } from '../../src/oscore/nested';
+import { TicketObserver } from '../../src/observe/ticket-observer';
 import { GroupProxy } from '../../src/proxy/group-proxy';
+import { FakeClock } from '../support/fake-clock';
 import { answeringEcho } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { GroupMaterial, groupMaterial, memberContext } from '../support/group-oscore';
@@ -271,3 +273,39 @@ describe('protected multicast notifications through a proxy with end-to-end secu
   });
 });
 
+
+describe('a counting poll answered through a proxy whose Echo interval has passed (observe-multicast-notifications-15 §8.2, RFC 9175 §2.4)', function () {
+  this.timeout(20000);
+
+  it('the observer answers the proxy\'s new 4.01 + Echo and its protected confirmation reaches the server', async function () {
+    const material = groupMaterial(MEMBERS);
+    const ngPort = await freeGroupPort(NG);
+    const serverCtx = memberContext(material, SERVER);
+    const server = await GroupServer.open({ address: '127.0.0.53', port: 0, groups: [], leisure: 0, requestTransform: oscoreServerTransform({ contexts: serverCtx, maxLayers: 1 }) });
+    const observation = new GroupObservation({ server, path: '/alarm', group: { address: NG, port: ngPort }, initial: 'calm', contentFormat: 0, minInterval: 0, security: groupObservationSecurity(serverCtx) });
+    const clock = new FakeClock();
+    const listen = await endpointOn();
+    const upstream = await endpointOn();
+    const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], clock, echoInterval: 60_000 });
+    let challenges = 0;
+    proxy.on('event', (e: { kind: string }) => e.kind === 'challenge' && challenges++);
+    const client = await endpointOn();
+    const obs = new TicketObserver(client, { uri: `coap://127.0.0.53:${server.address().port}/alarm`, proxy: listen.transport.address(), security: multicastObserverSecurity(memberContext(material, '28')), leisure: 0 });
+    obs.on('error', () => undefined);
+    try {
+      await obs.start();
+      assert.equal(challenges, 1, 'the registration answered the first challenge');
+      clock.advance(60_001); // the proxy's verification of this address is stale now
+      // Q = 0: every observer answers the poll
+      const est = await observation.estimateObservers(10, 1500);
+      assert.equal(est.divider, 0);
+      assert.equal(challenges, 2, 'the poll answer was challenged');
+      assert.equal(est.confirmations, 1, 'the confirmation reached the server after the Echo');
+    } finally {
+      obs.cancel();
+      await proxy.close();
+      observation.close();
+      await stopAll(client, listen, upstream, server);
+    }
+  });
+});

@@ -13,6 +13,8 @@ import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupObservation } from '../../src/observe/group-observation';
 import { RelayedNotification, TicketClient } from '../../src/observe/ticket-request';
 import { TicketListener } from '../../src/observe/ticket-listener';
+import { GroupProxy } from '../../src/proxy/group-proxy';
+import { FakeClock } from '../support/fake-clock';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { freeGroupPort } from '../support/lamps';
 import { waitFor } from '../support/wait';
@@ -197,5 +199,41 @@ describe('ticket requests through a proxy (MNP-02 §4): one group listener, each
     observation.update('Z2');
     await waitFor(() => tickets.observationCount === 0, 'no observation left at the listener', 3000);
     assert.equal(c.got.length, 1);
+  });
+});
+
+describe('a deregistration through a GroupProxy whose Echo interval has passed (RFC 9175 §2.4, RFC 7641 §3.6)', function () {
+  this.timeout(15000);
+
+  it('the client answers the proxy\'s new 4.01 + Echo and the proxy stops listening for it', async function () {
+    const ngPort = await freeGroupPort(NG);
+    const server = await GroupServer.open({ address: '127.0.0.42', port: 0, groups: [], leisure: 0 });
+    const observation = new GroupObservation({ server, path: '/alarm', group: { address: NG, port: ngPort }, initial: 'calm', contentFormat: 0, minInterval: 0 });
+    const target = `coap://127.0.0.42:${server.address().port}/alarm`;
+    const clock = new FakeClock();
+    const listen = await endpointOn();
+    const upstream = await endpointOn();
+    const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], clock, echoInterval: 60_000 });
+    const challenges: string[] = [];
+    proxy.on('event', (e: { kind: string }) => e.kind === 'challenge' && challenges.push(e.kind));
+    const ep = await endpointOn();
+    try {
+      const res = await ep.request({ code: CODES.GET, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.URI_PATH, value: Buffer.from('alarm') }] }, server.address());
+      const tc = new TicketClient(ep, { proxy: listen.transport.address(), target, informative: decodeInformativeResponse(res.message.payload) });
+      await tc.start(); // answers the first challenge itself
+      assert.equal(challenges.length, 1);
+      assert.equal(proxy.relayedObservations, 1, 'the proxy listens to the group for the client');
+      clock.advance(60_001); // the proxy's verification of this address is stale now
+      tc.cancel('deregister');
+      await waitFor(() => proxy.relayedObservations === 0, 'the proxy took the deregistration', 5000);
+      assert.equal(challenges.length, 2, 'it was challenged again, and answered');
+    } finally {
+      await proxy.close();
+      await ep.close();
+      await listen.close();
+      await upstream.close();
+      observation.close();
+      await server.close();
+    }
   });
 });

@@ -57,6 +57,26 @@ describe('proxy deadlines (one timer per T\', groupcomm-proxy-07 §5.2.1 step 6)
     assert.equal(fired, 1);
   });
 
+  it('an item whose handler throws does not stop the other items of that duration from coming due', function () {
+    const clock = new FakeClock();
+    const due: string[] = [];
+    const d = new Deadlines<string>(clock, (x) => {
+      if (x === 'bad') throw new Error('handler failed');
+      due.push(x);
+    });
+    d.add('a', 1000);
+    d.add('bad', 1000);
+    d.add('c', 1000);
+    d.add('e', 1000);
+    assert.throws(() => clock.advance(1000), /handler failed/);
+    assert.deepEqual(due, ['a']);
+    assert.equal(clock.pending, 1, 'the timer is armed again for the rest');
+    clock.advance(0);
+    assert.deepEqual(due, ['a', 'c', 'e'], 'the rest come due at once, without a later add()');
+    assert.equal(d.size, 0);
+    assert.equal(clock.pending, 0);
+  });
+
   it('close() clears every timer', function () {
     const clock = new FakeClock();
     const d = new Deadlines<number>(clock, () => assert.fail('nothing comes due after close'));

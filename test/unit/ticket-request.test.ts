@@ -146,7 +146,7 @@ describe('ticket request (multicast-notifications-proxy-02 §4)', function () {
     const rejections: [string, (m: CoapMessage) => void, string, RegExp][] = [
       ['an LTMR that is not CBOR', (m) => setOpt(m, { number: LTMR, value: Buffer.from('ffffff', 'hex') }), '4.00', /not CBOR/],
       ['an LTMR that is CBOR but not tp_info', (m) => setOpt(m, { number: LTMR, value: Buffer.from('83010203', 'hex') }), '4.00', /not a tp_info/],
-      ['an LTMR with a 9-byte tpi_token', (m) => setOpt(m, { number: LTMR, value: Buffer.from(TP_NESTED.slice(0, -4) + '49' + '000102030405060708', 'hex') }), '4.00', /8 bytes/],
+      ['an LTMR with a 9-byte tpi_token', (m) => setOpt(m, { number: LTMR, value: Buffer.from(TP_NESTED.slice(0, -4) + '49' + '000102030405060708', 'hex') }), '4.00', /not a tp_info/],
       ['LTMR in a POST', (m) => (m.code = CODES.POST), '4.00', /GET or FETCH with Observe 0/],
       ['LTMR in a GET without Observe', (m) => (m.options = m.options.filter((o) => o.number !== OPT.OBSERVE)), '4.00', /Observe 0/],
       ['LTMR in a deregistration (Observe 1)', (m) => setOpt(m, { number: OPT.OBSERVE, value: encodeUint(1) }), '4.00', /Observe 0/],
@@ -156,7 +156,7 @@ describe('ticket request (multicast-notifications-proxy-02 §4)', function () {
       ['an IPv4 group on an IPv6 upstream', (m) => {
         setOpt(m, { number: LTMR, value: encodeLtmr({ server: { host: '192.0.2.1', port: 5683 }, client: { host: '239.255.0.1', port: 5683 }, token: Buffer.from([1]) }) });
         setOpt(m, { number: OPT.PROXY_URI, value: Buffer.from('coap://192.0.2.1/alarm') });
-      }, '5.02', /cannot listen/],
+      }, '5.02', /cannot listen to a group of that address family/],
     ];
     for (const [why, patch, code, diag] of rejections) {
       it(`rejects ${why}: ${code} with a diagnostic, listens to nothing`, function () {
@@ -172,6 +172,29 @@ describe('ticket request (multicast-notifications-proxy-02 §4)', function () {
         assert.equal(tickets.observationCount, 0);
       });
     }
+
+    it('an error response never echoes the client\'s LTMR: a fixed diagnostic goes out, the details stay in the \'rejected\' event', function () {
+      const host = '2001:db8::bad:beef';
+      const cases: [CoapOption, string][] = [
+        [{ number: LTMR, value: encodeLtmr({ ...TP, client: { host, port: 61616 } }) }, 'tpi_client is not a multicast address'],
+        [{ number: LTMR, value: encodeLtmr({ ...TP, server: { host: 'ff02::bad:beef', port: 5683 } }) }, 'tpi_server is a multicast address'],
+        [{ number: LTMR, value: Buffer.concat([Buffer.from('83', 'hex'), Buffer.from('7f', 'hex'), Buffer.from('bad:beef')]) }, 'Listen-To-Multicast-Responses is not CBOR'],
+        [{ number: LTMR, value: Buffer.from('bad:beef') }, 'Listen-To-Multicast-Responses is not CBOR'],
+      ];
+      const details: string[] = [];
+      tickets.on('rejected', (r: { reason: string }) => details.push(r.reason));
+      for (const [opt, fixed] of cases) {
+        const r = recorder();
+        tickets.handle({ message: ticket((m) => setOpt(m, opt)), remote }, r.ctx);
+        const a = r.answers[0] as { code: number; payload: Buffer };
+        assert.equal(codeToString(a.code), '4.00');
+        assert.equal(a.payload.toString(), fixed);
+        assert.ok(!a.payload.toString().includes('bad:beef'), 'no text of the option in the response');
+        assert.ok(!a.payload.includes(opt.value), 'no bytes of the option in the response');
+      }
+      assert.equal(details.length, cases.length);
+      assert.match(details[0], /2001:db8::bad:beef/, 'the local event keeps the details');
+    });
 
     it('a second ticket for the same (server, group, token) with another phantom request is refused', async function () {
       tickets.handle({ message: ticket(), remote }, recorder().ctx);
