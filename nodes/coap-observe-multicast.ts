@@ -225,7 +225,9 @@ function register(RED: NodeAPI): void {
         const current = () => !closed && observer === t;
         t.on('state', (st: TicketObserverState) => {
           if (!current()) return;
-          if (st === 'registering') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.registeringProxy') });
+          // ended while current: the server cancelled or the relay stopped; the count of a dead observation would mislead
+          if (st === 'ended') node.status({ fill: 'red', shape: 'ring', text: RED._('coap-observe-multicast.status.ended') });
+          else if (st === 'registering') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.registeringProxy') });
           else if (st === 'ticket') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.ticket') });
           else if (st === 'listening') showClient(RED._('coap-observe-multicast.status.viaProxy'));
         });
