@@ -189,20 +189,24 @@ function register(RED: NodeAPI): void {
     let attempt = 0;
     const start = (msg?: NodeMessage) => {
       const mine = ++attempt;
-      return startObserver(msg).catch((err: Error) => {
+      return startObserver(msg, mine).catch((err: Error) => {
         // a start that a redeploy, a cancel or a newer start overtook is not this node's state any more
         if (closed || mine !== attempt) return;
         failed(err);
         throw err;
       });
     };
-    const startObserver = async (msg?: NodeMessage) => {
+    const startObserver = async (msg: NodeMessage | undefined, mine: number) => {
       const uri = (typeof msg?.url === 'string' && msg.url) || def.uri;
       if (!uri) throw new Error('no resource URI');
-      observer?.cancel();
-      observer = undefined;
       const endpoint = await getEndpoint();
-      if (closed) return;
+      // a redeploy, a cancel or a newer start overtook this one while it waited: it installs nothing (else the
+      // observer it replaced, e.g. a ticket relay registered at the proxy, would never be cancelled)
+      if (closed || mine !== attempt) return;
+      // no longer current when it ends, so its 'ended' state does not show
+      const previous = observer;
+      observer = undefined;
+      previous?.cancel();
       let proxy;
       const proxyText = typeof msg?.proxy === 'string' ? msg.proxy : def.proxy;
       if (proxyText) {
@@ -221,7 +225,9 @@ function register(RED: NodeAPI): void {
         const current = () => !closed && observer === t;
         t.on('state', (st: TicketObserverState) => {
           if (!current()) return;
-          if (st === 'registering') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.registeringProxy') });
+          // ended while current: the server cancelled or the relay stopped; the count of a dead observation would mislead
+          if (st === 'ended') node.status({ fill: 'red', shape: 'ring', text: RED._('coap-observe-multicast.status.ended') });
+          else if (st === 'registering') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.registeringProxy') });
           else if (st === 'ticket') node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-observe-multicast.status.ticket') });
           else if (st === 'listening') showClient(RED._('coap-observe-multicast.status.viaProxy'));
         });
@@ -245,7 +251,7 @@ function register(RED: NodeAPI): void {
         else node.warn(rejectionReason(err));
       });
       const m = await obs.start();
-      showClient(m);
+      if (!closed && observer === obs) showClient(m);
     };
     if (def.autoStart !== false && def.uri) {
       start().catch((err: Error) => !closed && node.error(`registration failed: ${err.message}`));
@@ -255,8 +261,9 @@ function register(RED: NodeAPI): void {
       guarded(node, async (msg, _send, done) => {
         if (msg.cancel) {
           attempt++;
-          observer?.cancel();
+          const previous = observer;
           observer = undefined;
+          previous?.cancel();
           node.status({ fill: 'grey', shape: 'ring', text: RED._('coap-observe-multicast.status.cancelled') });
         } else await start(msg);
         done();

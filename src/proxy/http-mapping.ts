@@ -6,6 +6,7 @@
 // headers (Multicast-Timeout, Group-ETag, Reply-From, §9.2-§9.3) and the OSCORE header field (RFC 8613 §11.1-§11.3).
 
 import { decodeCborSequence, encodeCbor } from '../cbor/cbor';
+import { decodeBlock } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
 import { CONTENT_FORMATS, contentFormatName } from '../coap/content-formats';
 import { CoapOption } from '../coap/message';
@@ -297,6 +298,10 @@ export const REASONS: Record<number, string> = {
   412: 'Precondition Failed', 413: 'Content Too Large', 414: 'URI Too Long', 415: 'Unsupported Media Type', 429: 'Too Many Requests', 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 508: 'Loop Detected',
 };
 
+/** The fixed reason and body of a block-wise CoAP response, which this front does not reassemble. */
+export const BLOCKWISE_REASON = 'Block-wise CoAP response not supported';
+const BLOCKWISE_BODY = 'the server answered block-wise (Block2); this front does not fetch the further blocks';
+
 export interface HttpResponseParts {
   status: number;
   /** a reason phrase other than the status's usual one (never client or server bytes) */
@@ -356,6 +361,14 @@ export function toHttpResponse(parts: MessageParts): HttpResponseParts {
   if (!oscore && !typed && body.length > 0 && codeClass(parts.code) >= 4) headers.push(['Content-Type', 'text/plain; charset=utf-8']);
   const location = locationOf(options);
   if (location) headers.push(['Location', location]);
+  // RFC 7959 §2.2: Block2 with M=1 is the first block of a larger representation. This front does not fetch the
+  // other blocks (RFC 8075 §8.3), so the response cannot be translated whole: 502 (RFC 8075 §7), never a truncated
+  // 200. Reply-From still names the server. Under OSCORE the Block2 seen here is outer (RFC 8613 §4.1.3.4) and the
+  // client reads the whole exchange itself.
+  const block2 = oscore ? undefined : options.find((o) => o.number === OPT.BLOCK2);
+  if (block2 && block2.value.length <= 3 && decodeBlock(block2.value).more) {
+    return { status: 502, reason: BLOCKWISE_REASON, headers: [...headers.filter(([k]) => k === 'Reply-From'), ['Content-Type', 'text/plain; charset=utf-8']], body: Buffer.from(BLOCKWISE_BODY) };
+  }
   return reason ? { status, reason, headers, body } : { status, headers, body };
 }
 

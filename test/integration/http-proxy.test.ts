@@ -17,7 +17,7 @@ import { UdpTransport } from '../../src/transport/udp-transport';
 import { createMessage, getOption, getOptions } from '../../src/coap/message';
 import { GroupContext, SignatureChecker } from '../../src/oscore';
 import { protectRequest, unprotectResponse } from '../../src/oscore/protect';
-import { oscoreOption } from '../../src/proxy/http-mapping';
+import { BLOCKWISE_REASON, oscoreOption } from '../../src/proxy/http-mapping';
 import { CapturedDatagram, WireCapture, captureUnavailable } from '../support/wire-capture';
 import { httpRequest } from '../support/http-client';
 import { GroupMaterial, GroupOscoreLamp, groupMaterial, forgerContext, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
@@ -389,6 +389,31 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
     }
   });
 
+  it('a member answering block-wise (Block2 M=1, RFC 7959): its part and a unicast response are 502 with a fixed reason, never the first block as a complete 200', async function () {
+    const big = Buffer.alloc(3000, 'x');
+    for (const l of lamps) l.server.addResource('/big', () => ({ code: CODES.CONTENT, contentFormat: 0, payload: Buffer.concat([Buffer.from(l.name), big]) }));
+    const p = await startHttpProxy();
+    try {
+      const r = await httpRequest(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/big`)}`, { headers: { 'Multicast-Timeout': '1' } });
+      assert.equal(r.status, 200);
+      const parts = parseBatch(r.headers['content-type'], r.body);
+      assert.equal(parts.length, 5);
+      for (const part of parts) {
+        assert.equal(part.status, 502);
+        assert.equal(part.reason, BLOCKWISE_REASON);
+        assert.ok(!part.body.includes('xxxx'), 'no block of the representation');
+        assert.ok(lamps.some((l) => l.address === part.origin!.address), 'Reply-From still names the member');
+      }
+      const lamp = lamps[1];
+      const u = await httpRequest(`${p.base}/coap://${lamp.address}:${lamp.server.address().port}/big`);
+      assert.equal(u.status, 502);
+      assert.ok(!u.body.includes('xxxx'));
+    } finally {
+      await p.close();
+      for (const l of lamps) l.server.removeResource('/big');
+    }
+  });
+
   describe('bad input: the status RFC 8075 gives, nothing sent to the group', function () {
     let p: Setup;
     before(async function () {
@@ -407,6 +432,8 @@ describe('HTTP-to-CoAP group proxy (groupcomm-proxy-07 §9)', function () {
     }
 
     it('missing target: 400', async () => refused(`${p.base}`, 400));
+    it('a target URI longer than a Proxy-Uri option can carry (1034 bytes, RFC 7252 §5.10.2): 414', async () => refused(`${p.base}?target_uri=${encodeURIComponent(`coap://${GROUP_V4}:${port}/${'<script>'.repeat(130)}`)}`, 414));
+
     it('unparseable target: 400', async () => refused(`${p.base}?target_uri=${encodeURIComponent('coap://[<script>')}`, 400));
     it('unknown scheme: 400', async () => refused(`${p.base}?target_uri=${encodeURIComponent(`gopher://${GROUP_V4}:${port}/light`)}`, 400));
     it('a coaps target (no DTLS here): 501 (RFC 7252 §10.2)', async () => refused(`${p.base}?target_uri=coaps://${GROUP_V4}:${port}/light`, 501));

@@ -160,4 +160,38 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
     assert.deepEqual(payloads('o2'), ['calm', 'A', 'B', 'C', 'D']);
     assert.deepEqual(payloads('o1'), ['calm', 'A', 'B'], 'the removed node sends nothing more');
   });
+
+  it('a start overtaken while it waits for the endpoint (by a second start or by msg.cancel) registers nothing', async function () {
+    const port = await freeUnicastPort('127.0.0.8');
+    const groupPort = await freeGroupPort('239.255.0.82');
+    const uri = `coap://127.0.0.8:${port}/alarm`;
+    const client = (i: number) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, endpoint: 'ep', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] });
+    const flow = [
+      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.8', port, path: '/alarm', group: '239.255.0.82', groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      client(1),
+      client(2),
+      { id: 'o1', type: 'helper' },
+      { id: 'o2', type: 'helper' },
+    ];
+    await helper.load([observeNode, endpointNode], flow);
+    const got: Record<string, Msg[]> = { o1: [], o2: [] };
+    for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: Msg) => got[k].push(m));
+    const registrations: Msg[] = [];
+    helper.getNode('events').on('input', (m: Msg) => m.topic === 'registration' && registrations.push(m));
+    // c1: a start cancelled in the same turn, before its endpoint await returns
+    helper.getNode('c1').receive({});
+    helper.getNode('c1').receive({ cancel: true });
+    // c2: two starts in the same turn; only the second may register
+    helper.getNode('c2').receive({});
+    helper.getNode('c2').receive({});
+    await waitFor(() => got.o2.length === 1, 'the first notification at c2', 3000);
+    // a notification after every registration sent so far was answered: a stray registration would have arrived
+    helper.getNode('srv').receive({ payload: 'A' });
+    await waitFor(() => got.o2.length === 2, 'the notification A at c2', 3000);
+    assert.equal(registrations.length, 1, 'one registration: the overtaken starts installed no observer');
+    assert.deepEqual(got.o1, []);
+    assert.deepEqual(got.o2.map((m) => m.payload), ['calm', 'A']);
+  });
 });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { decode, encode } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
-import { CoapMessage, getOption } from '../../src/coap/message';
+import { CoapMessage, createMessage, getOption } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
@@ -333,6 +333,39 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
       // still a working node: a cancel is handled like any input
       cl.receive({ cancel: true });
       await statusOf(cl, (s) => s.text === 'coap-observe-multicast.status.cancelled');
+    } finally {
+      await stopAll(listen, upstream);
+    }
+  });
+
+  it('a relay that ends with an error after the ticket was accepted: the status says ended (red), not the last count', async function () {
+    // A forward proxy that relays the registration, accepts the ticket (empty ACK), then ends the relay with a 4.04
+    // of its own on the ticket's token (unprotected, no Observe: this hop's error, RFC 7641 §3.2).
+    const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    listen.setRequestHandler((req, ctx) => {
+      if (isTicketRequest(req.message)) {
+        ctx.ignore();
+        setImmediate(() => listen.sendMessage(createMessage({ type: 'NON', code: CODES.NOT_FOUND, token: req.message.token, messageId: listen.newMessageId(), options: [], payload: Buffer.alloc(0) }), req.remote));
+        return;
+      }
+      const proxyOpts: number[] = [OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT];
+      upstream
+        .request({ code: req.message.code, options: req.message.options.filter((o) => !proxyOpts.includes(o.number)), payload: req.message.payload }, alarm.server.address())
+        .then((res) => ctx.respond({ code: res.message.code, options: res.message.options.filter((o) => o.number !== OPT.OBSERVE), payload: res.message.payload }), () => ctx.ignore());
+    });
+    try {
+      const c = member(material, 'gc', '29', [SERVER]);
+      const flow = [
+        c.node,
+        { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${listen.transport.address().port}`, autoStart: true, payloadMode: 'string', groupOscore: 'gc', wires: [['out']] },
+        { id: 'out', type: 'helper' },
+      ];
+      await helper.load([groupContextNode, observeNode], flow, { gc: c.credentials });
+      const cl = helper.getNode('cl');
+      const ended = await statusOf(cl, (s) => s.text === 'coap-observe-multicast.status.ended');
+      assert.equal(ended.fill, 'red');
+      assert.equal(callsOf(cl, 'status').at(-1).text, 'coap-observe-multicast.status.ended', 'nothing overwrote it');
     } finally {
       await stopAll(listen, upstream);
     }
