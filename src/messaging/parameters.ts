@@ -65,7 +65,7 @@ export function unrefTimer(handle: unknown): void {
  * must not cut group requests short or hold retransmissions back. Nothing in the core needs the calendar time.
  */
 export const systemClock: Clock = {
-  now: () => performance.timeOrigin + performance.now(),
+  now: () => Math.floor(performance.timeOrigin + performance.now()), // whole ms, as Date.now() gave
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
