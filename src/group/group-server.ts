@@ -182,7 +182,7 @@ export class GroupServer {
           else obs.delete(o.key); // a non-2.xx notification ends the observation (RFC 7641 §4.2)
           if (o.protect) built = o.protect(built);
           const type = seq % 10 === 0 ? 'CON' : 'NON';
-          const msg = { type, code: built.code, messageId: this.endpoint.newMessageId(), token: o.token, options: built.options, payload: built.payload } as const;
+          const msg = { type, code: built.code, messageId: this.endpoint.newMessageId(o.remote), token: o.token, options: built.options, payload: built.payload } as const;
           const send = () => {
             if (this.closed) return;
             // RFC 7641 §3.6: a RST to a notification (CON or NON) cancels that observation; the endpoint matches the

@@ -25,6 +25,7 @@ import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
 import { ExpiringMap, Slot } from './expiring-map';
+import { MessageIds } from './message-ids';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
 export interface IncomingRequest {
@@ -108,6 +109,11 @@ export interface EndpointOptions {
   maxRetiredTokens?: number;
   /** cap on NON messages remembered for RST matching (SendOptions.onReset), default 10,000; oldest go first */
   maxNonResetEntries?: number;
+  /**
+   * cap on destinations with their own Message ID counter (RFC 7252 §4.4, see message-ids.ts), default 10,000
+   * (about 1 MB); the least recently used go first
+   */
+  maxMessageIdCounters?: number;
   /** override MIN_TOKEN_REUSE_TIME (ms) */
   tokenReuseTime?: number;
 }
@@ -134,8 +140,10 @@ export interface EndpointCounters {
 
 /** A CON we sent and retransmit until it is acknowledged (RFC 7252 §4.2); an entry of the retransmission queue. */
 interface PendingCon extends Deadline {
-  /** our Message ID: unique per endpoint (one counter for every peer) until it wraps */
+  /** our Message ID: unique per destination until its counter wraps (message-ids.ts) */
   key: number;
+  /** another pending CON with the same Message ID to another destination (the map holds one chain per ID) */
+  sameId: PendingCon | undefined;
   data: Buffer;
   remote: RemoteAddress;
   timeout: number;
@@ -223,6 +231,9 @@ export interface GroupRequestHandle {
   cancel(): void;
 }
 
+/** Key of a NON awaiting a possible RST: its Message ID and destination (IDs are per destination). */
+const nonResetKey = (messageId: number, remote: RemoteAddress): string => `${messageId}|${remote.port}|${remote.address}`;
+
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
 
@@ -261,7 +272,8 @@ export class CoapEndpoint extends EventEmitter {
   private readonly tokenReuseTime: number;
   private readonly exchangeLifetimeMs: number;
   private readonly nonLifetimeMs: number;
-  private nextMid = Math.floor(Math.random() * 0x10000);
+  private readonly mids: MessageIds;
+  /** CONs awaiting ACK by Message ID; CONs to different destinations may share an ID (a chain through sameId) */
   private readonly pendingCons = new Map<number, PendingCon>();
   private readonly exchanges = new Map<string, Exchange>();
   /** retired tokens, not to be reused before MIN_TOKEN_REUSE_TIME */
@@ -293,6 +305,7 @@ export class CoapEndpoint extends EventEmitter {
     this.dedup = new ExpiringMap<DedupEntry>(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 64 * 1024 * 1024);
     this.maxRetired = opts.maxRetiredTokens ?? 100_000;
     this.nonResets = new ExpiringMap<NonAwaitingReset>(opts.maxNonResetEntries ?? 10_000);
+    this.mids = new MessageIds(exchangeLifetime(this.params), opts.maxMessageIdCounters ?? 10_000);
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
     this.nonLifetimeMs = nonLifetime(this.params);
@@ -319,10 +332,14 @@ export class CoapEndpoint extends EventEmitter {
 
   // ---------------------------------------------------------------- ids
 
-  newMessageId(): number {
-    const id = this.nextMid;
-    this.nextMid = (this.nextMid + 1) & 0xffff;
-    return id;
+  /** A new Message ID for a CON or NON to `destination` (RFC 7252 §4.4: one counter per destination). */
+  newMessageId(destination: RemoteAddress): number {
+    return this.mids.next(destination, this.clock.now());
+  }
+
+  /** Destinations that have a Message ID counter, and how many were dropped at the cap while live. */
+  get messageIdCounters(): { size: number; evictions: number } {
+    return { size: this.mids.size, evictions: this.mids.evictions };
   }
 
   private tokenPool = Buffer.alloc(0);
@@ -466,7 +483,10 @@ export class CoapEndpoint extends EventEmitter {
 
   // ---------------------------------------------------------------- sending
 
-  /** Send a message as it is (a MID is assigned if 0 and not an ACK/RST). CON messages are retransmitted. */
+  /**
+   * Send a message as it is; a CON or NON carries a Message ID from newMessageId(remote). CON messages are
+   * retransmitted.
+   */
   sendMessage(msg: CoapMessage, remote: RemoteAddress, opts: SendOptions = {}): void {
     if (this.closed) {
       opts.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
@@ -476,29 +496,49 @@ export class CoapEndpoint extends EventEmitter {
     if (msg.type === 'CON') this.trackCon(data, msg.messageId, remote, opts);
     else if (msg.type === 'NON' && opts.onReset) {
       // RFC 7252 §4.3: a NON may be answered with RST (e.g. an observer that forgot the observation, RFC 7641
-      // §3.6). The Message ID is unique per endpoint until it wraps, so it identifies the message for NON_LIFETIME.
+      // §3.6). Message ID and destination identify the message for NON_LIFETIME.
       const now = this.clock.now();
       this.nonResets.sweep(now);
-      this.nonResets.set(String(msg.messageId), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
+      this.nonResets.set(nonResetKey(msg.messageId, remote), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
     }
     this.transmit(data, remote);
   }
 
   /** Retransmit a CON until it is acknowledged (RFC 7252 §4.2). */
   private trackCon(data: Buffer, key: number, remote: RemoteAddress, listener: SendOptions): void {
-    const old = this.pendingCons.get(key);
+    const old = this.pendingCon(key, remote);
     if (old) {
-      // The Message ID wrapped while an old CON still waits: that one cannot be told apart any more.
+      // The Message ID wrapped while an old CON to the same destination still waits: that one cannot be told apart
+      // any more.
       this.retransmits.remove(old);
+      this.untrackCon(old);
       old.listener.onFail?.(new CoapError('Message ID reused before the old message was acknowledged', 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
     }
     const p: PendingCon = {
-      key, data, remote, attempts: 0, listener, dueAt: undefined, dueSlot: undefined,
+      key, sameId: this.pendingCons.get(key), data, remote, attempts: 0, listener, dueAt: undefined, dueSlot: undefined,
       // RFC 7252 §4.2: ACK_TIMEOUT × a random factor in [1, ACK_RANDOM_FACTOR], in whole 10 ms
       timeout: Math.round((this.params.ACK_TIMEOUT * (1 + Math.random() * (this.params.ACK_RANDOM_FACTOR - 1))) / 10) * 10,
     };
     this.pendingCons.set(key, p);
     this.retransmits.add(p, p.timeout);
+  }
+
+  /** The CON we still retransmit with this Message ID to this destination. */
+  private pendingCon(key: number, remote: RemoteAddress): PendingCon | undefined {
+    for (let p = this.pendingCons.get(key); p; p = p.sameId) if (sameRemote(p.remote, remote)) return p;
+    return undefined;
+  }
+
+  private untrackCon(p: PendingCon): void {
+    let head = this.pendingCons.get(p.key);
+    if (head === p) {
+      if (p.sameId) this.pendingCons.set(p.key, p.sameId);
+      else this.pendingCons.delete(p.key);
+    } else {
+      while (head && head.sameId !== p) head = head.sameId;
+      if (head) head.sameId = p.sameId;
+    }
+    p.sameId = undefined;
   }
 
   private transmit(data: Buffer, remote: RemoteAddress): void {
@@ -507,9 +547,9 @@ export class CoapEndpoint extends EventEmitter {
   }
 
   private retransmitDue(p: PendingCon): void {
-    if (this.closed || this.pendingCons.get(p.key) !== p) return;
+    if (this.closed || this.pendingCon(p.key, p.remote) !== p) return;
     if (p.attempts >= this.params.MAX_RETRANSMIT) {
-      this.pendingCons.delete(p.key);
+      this.untrackCon(p);
       this.counters.transmitTimeouts++;
       p.listener.onFail?.(new CoapError(`no ACK from ${p.remote.address}:${p.remote.port} after ${p.attempts} retransmissions`, 'ERR_TIMEOUT', CODES.GATEWAY_TIMEOUT));
       return;
@@ -523,10 +563,10 @@ export class CoapEndpoint extends EventEmitter {
 
   /** Stop retransmitting a CON we sent (e.g. the exchange was cancelled). */
   cancelMessage(remote: RemoteAddress, messageId: number): void {
-    const p = this.pendingCons.get(messageId);
-    if (!p || !sameRemote(p.remote, remote)) return;
+    const p = this.pendingCon(messageId, remote);
+    if (!p) return;
     this.retransmits.remove(p);
-    this.pendingCons.delete(p.key);
+    this.untrackCon(p);
   }
 
   /**
@@ -540,7 +580,7 @@ export class CoapEndpoint extends EventEmitter {
       const token = opts.token ?? req.token ?? this.newToken(this.tokenLength, true);
       const k = tokenKey(token);
       if (this.exchanges.has(k)) return reject(new CoapError('token in use', 'ERR_TOKEN_IN_USE'));
-      const messageId = this.newMessageId();
+      const messageId = this.newMessageId(remote);
       let data: Buffer;
       try {
         // encode() sorts a copy of unsorted options itself: no message object is built just to be encoded
@@ -596,7 +636,7 @@ export class CoapEndpoint extends EventEmitter {
     const token = opts.token ?? this.newToken();
     const k = tokenKey(token);
     if (this.exchanges.has(k)) throw new CoapError('token in use', 'ERR_TOKEN_IN_USE');
-    const data = encode({ type: 'NON', code: req.code, messageId: this.newMessageId(), token, options: req.options ?? NO_OPTIONS, payload: req.payload ?? EMPTY });
+    const data = encode({ type: 'NON', code: req.code, messageId: this.newMessageId(group), token, options: req.options ?? NO_OPTIONS, payload: req.payload ?? EMPTY });
     rec.exchangeToken = token;
     this.exchanges.set(k, rec);
     this.multiExchanges++;
@@ -697,14 +737,12 @@ export class CoapEndpoint extends EventEmitter {
       if (msg.type === 'RST' && msg.code !== 0) return this.countMalformed('non-empty-reset');
       if (msg.type === 'ACK' && isRequestCode(msg.code)) return this.countMalformed('ack-with-request');
       if (dg.multicast) return this.countMalformed('ack-or-reset-to-group');
-      const key = msg.messageId;
-      const found = this.pendingCons.get(key);
-      const p = found && sameRemote(found.remote, remote) ? found : undefined;
+      const p = this.pendingCon(msg.messageId, remote);
       if (!p) {
         // A RST to one of our NON messages (e.g. a notification the observer no longer wants, RFC 7641 §3.6).
         if (msg.type === 'RST') {
           this.counters.resetsReceived++;
-          const nk = String(msg.messageId);
+          const nk = nonResetKey(msg.messageId, remote);
           const non = this.nonResets.get(nk, this.clock.now());
           if (non && sameRemote(non.remote, remote)) {
             this.nonResets.delete(nk);
@@ -715,7 +753,7 @@ export class CoapEndpoint extends EventEmitter {
         return;
       }
       this.retransmits.remove(p);
-      this.pendingCons.delete(key);
+      this.untrackCon(p);
       if (msg.type === 'RST') {
         this.counters.resetsReceived++;
         p.listener.onReset?.();
@@ -845,14 +883,14 @@ export class CoapEndpoint extends EventEmitter {
         this.sendEmptyAck(remote, request.messageId, sx.entry);
       }
       type = 'CON';
-      messageId = this.newMessageId();
+      messageId = this.newMessageId(remote);
     } else if (confirmable && !sx.ackSent) {
       type = 'ACK';
       messageId = request.messageId;
     } else {
       // NON request, multicast request (always a NON reply, groupcomm-bis §3.1.1), or separate response.
       type = confirmable ? 'CON' : 'NON';
-      messageId = this.newMessageId();
+      messageId = this.newMessageId(remote);
     }
     // encode() sorts a copy of unsorted options itself
     const res: CoapMessage = { type, code: partial.code, messageId, token: request.token, options: partial.options ?? NO_OPTIONS, payload: partial.payload ?? EMPTY };
@@ -892,6 +930,7 @@ export class CoapEndpoint extends EventEmitter {
     this.dedup.sweep(now);
     this.retired.sweep(now);
     this.nonResets.sweep(now);
+    this.mids.sweep(now);
   }
 
   /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */
@@ -907,8 +946,9 @@ export class CoapEndpoint extends EventEmitter {
     this.waits.clear();
     this.groupDeadlines.clear();
     this.separateAcks.clear();
-    for (const p of this.pendingCons.values()) p.listener.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
+    for (const head of [...this.pendingCons.values()]) for (let p: PendingCon | undefined = head; p; p = p.sameId) p.listener.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
     this.pendingCons.clear();
+    this.mids.clear();
     this.exchanges.clear();
     this.multiExchanges = 0;
     this.nonResets.clear();

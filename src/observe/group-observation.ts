@@ -140,7 +140,7 @@ export class GroupObservation extends EventEmitter {
     for (const o of this.o.server.takeObservers(this.o.path)) {
       this.count++;
       this.o.server.endpoint.sendMessage(
-        { type: 'CON', code: CODES.SERVICE_UNAVAILABLE, messageId: this.o.server.endpoint.newMessageId(), token: o.token, options: this.informativeOptions(), payload: this.informativePayload() },
+        { type: 'CON', code: CODES.SERVICE_UNAVAILABLE, messageId: this.o.server.endpoint.newMessageId(o.remote), token: o.token, options: this.informativeOptions(), payload: this.informativePayload() },
         o.remote,
       );
     }
@@ -237,7 +237,7 @@ export class GroupObservation extends EventEmitter {
     this.seq = (this.seq + 1) & 0xffffff;
     const parts = this.notificationParts(this.notificationOptions(divider));
     const ep = this.o.server.endpoint;
-    const msg = { type: 'NON' as const, messageId: ep.newMessageId(), token: this.token, ...parts, options: sortOptions(parts.options) };
+    const msg = { type: 'NON' as const, messageId: ep.newMessageId(this.o.group), token: this.token, ...parts, options: sortOptions(parts.options) };
     ep.transport.send(encode(msg), this.o.group);
     this.lastNotif = encodeParts(parts);
     this.lastSentAt = this.clock.now();
@@ -289,7 +289,7 @@ export class GroupObservation extends EventEmitter {
     const ep = this.o.server.endpoint;
     // §9.2.4: with security the 5.03 is protected in group mode too, with its own Partial IV.
     const parts = this.notificationParts([], CODES.SERVICE_UNAVAILABLE, Buffer.alloc(0));
-    ep.transport.send(encode({ type: 'NON', messageId: ep.newMessageId(), token: this.token, ...parts, options: sortOptions(parts.options) }), this.o.group);
+    ep.transport.send(encode({ type: 'NON', messageId: ep.newMessageId(this.o.group), token: this.token, ...parts, options: sortOptions(parts.options) }), this.o.group);
     this.active = false;
     this.phantom = undefined;
     this.count = 0;

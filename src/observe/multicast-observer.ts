@@ -168,7 +168,7 @@ export class MulticastObserver extends EventEmitter {
   /** The registration; again with the proxy's Echo (RFC 9175 §2.4). Throws when the security hook cannot protect it. */
   private register(token: Buffer, echo?: Buffer): void {
     let msg = createMessage({
-      type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+      type: 'CON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(this.peer),
       options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...this.targetOptions(), ...(this.o.options ?? [])],
     });
     msg = this.protect(msg, (v) => (this.unicastVerifier = v));
@@ -346,7 +346,7 @@ export class MulticastObserver extends EventEmitter {
         return this.report(err as Error); // the retired-token cap is reached: skip this confirmation
       }
       const plain = createMessage({
-        type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(),
+        type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(this.peer),
         options: [
           { number: OPT.OBSERVE, value: Buffer.alloc(0) },
           ...this.targetOptions(),
@@ -391,7 +391,7 @@ export class MulticastObserver extends EventEmitter {
   /** Forget the observation (§5.3: no message needed for a group observation; RFC 7641 §3.6 for unicast). */
   cancel(): void {
     if (this.mode === 'unicast' && this.regToken) {
-      const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...this.targetOptions()] });
+      const msg = createMessage({ type: 'NON', code: CODES.GET, token: this.regToken, messageId: this.endpoint.newMessageId(this.peer), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...this.targetOptions()] });
       try {
         this.endpoint.sendMessage(this.protect(msg), this.peer);
       } catch (err) {

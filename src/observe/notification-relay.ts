@@ -114,7 +114,7 @@ export class NotificationRelay {
     const options = n.message.options.filter((o) => o.number !== fd);
     t.latest = { ...n.message, options };
     for (const [key, c] of t.clients) {
-      const msg = createMessage({ type: 'NON', code: n.message.code, token: c.token, messageId: this.listen.newMessageId(), options, payload: n.message.payload });
+      const msg = createMessage({ type: 'NON', code: n.message.code, token: c.token, messageId: this.listen.newMessageId(c.remote), options, payload: n.message.payload });
       // RFC 7641 §3.6: a RST from that client (and only from it: the message layer matches the peer) cancels.
       this.listen.sendMessage(msg, c.remote, { onReset: () => this.remove(t.key, key) });
     }
@@ -128,7 +128,7 @@ export class NotificationRelay {
     if (notifyClients) {
       // The observation ended upstream: a 5.03 without Observe ends it at each client too (RFC 7641 §3.2).
       for (const c of t.clients.values()) {
-        this.listen.sendMessage(createMessage({ type: 'NON', code: CODES.SERVICE_UNAVAILABLE, token: c.token, messageId: this.listen.newMessageId() }), c.remote);
+        this.listen.sendMessage(createMessage({ type: 'NON', code: CODES.SERVICE_UNAVAILABLE, token: c.token, messageId: this.listen.newMessageId(c.remote) }), c.remote);
       }
     }
     t.observer.cancel();

@@ -271,7 +271,7 @@ export class TicketListener extends EventEmitter {
     for (const [key, c] of obs.clients) {
       const p = this.wrap(c, parts);
       if (!p) continue;
-      const msg = createMessage({ type: 'NON', code: p.code, token: c.token, messageId: this.listen.newMessageId(), options: p.options, payload: p.payload });
+      const msg = createMessage({ type: 'NON', code: p.code, token: c.token, messageId: this.listen.newMessageId(c.remote), options: p.options, payload: p.payload });
       this.counters.relayed++;
       // RFC 7641 §3.6: a RST from that holder (the message layer matches the peer) removes it.
       this.listen.sendMessage(msg, c.remote, {
@@ -304,7 +304,8 @@ export class TicketListener extends EventEmitter {
       const options = ph.options.filter((o) => o.number !== fd && o.number !== OPT.NO_RESPONSE);
       options.push({ number: OPT.NO_RESPONSE, value: encodeUint(26) }, { number: fd, value: Buffer.alloc(0) });
       this.counters.feedback++;
-      this.upstream.sendMessage(createMessage({ type: 'NON', code: ph.code, token, messageId: this.upstream.newMessageId(), options, payload: ph.payload }), { address: obs.tp.server.host, port: obs.tp.server.port });
+      const server = { address: obs.tp.server.host, port: obs.tp.server.port };
+      this.upstream.sendMessage(createMessage({ type: 'NON', code: ph.code, token, messageId: this.upstream.newMessageId(server), options, payload: ph.payload }), server);
       this.upstream.retireToken(token);
     }, Math.random() * (this.opts.leisure ?? 5000));
     obs.timers.add(t);
@@ -343,7 +344,7 @@ export class TicketListener extends EventEmitter {
     if (notify) {
       for (const c of obs.clients.values()) {
         const p = this.wrap(c, { code: CODES.SERVICE_UNAVAILABLE, options: [], payload: Buffer.alloc(0) });
-        if (p) this.listen.sendMessage(createMessage({ type: 'NON', code: p.code, token: c.token, messageId: this.listen.newMessageId(), options: p.options, payload: p.payload }), c.remote);
+        if (p) this.listen.sendMessage(createMessage({ type: 'NON', code: p.code, token: c.token, messageId: this.listen.newMessageId(c.remote), options: p.options, payload: p.payload }), c.remote);
       }
     }
     obs.clients.clear();

@@ -168,7 +168,7 @@ export class TicketClient extends EventEmitter {
   /** Resolves once the proxy accepted the ticket (its ACK); rejects with the proxy's error. */
   start(echo?: Buffer): Promise<void> {
     const msg = buildTicketRequest(this.o.informative, this.o.target, this.token, { proxyScheme: this.o.proxyScheme });
-    msg.messageId = this.endpoint.newMessageId();
+    msg.messageId = this.endpoint.newMessageId(this.o.proxy);
     if (echo) msg.options = sortOptions([...msg.options, { number: OPT.ECHO, value: echo }]);
     return new Promise((resolve, reject) => {
       this.stop ??= this.endpoint.listen(this.token, (res) => this.onResponse(res), this.o.proxy);

@@ -114,7 +114,7 @@ class CoapLeg implements ClientLeg {
     const out = this.protect(parts, keep);
     if (!out) return false;
     const ep = this.front.endpoint;
-    const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token: this.token, messageId: ep.newMessageId(), options: out.options, payload: out.payload });
+    const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token: this.token, messageId: ep.newMessageId(this.client), options: out.options, payload: out.payload });
     ep.sendMessage(msg, this.client, endsOn((this.state ??= { closed: false }), gone));
     return true;
   }

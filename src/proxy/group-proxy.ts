@@ -493,7 +493,7 @@ export class GroupProxy extends EventEmitter {
     }
     if (obsValue === 0 && ex.life.holdsObservation && ex.upstreamRequest && ex.upstreamDest) {
       // RFC 10020 §3.7: the client repeats its registration on the same token: repeat it upstream on ours.
-      this.opts.upstream.sendMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId() }, ex.upstreamDest);
+      this.opts.upstream.sendMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(ex.upstreamDest) }, ex.upstreamDest);
       return leg.accept();
     }
     // RFC 10020 §3.5.2: a token still in use: stop forwarding, do not forward the new request, 4.00.
@@ -582,7 +582,7 @@ export class GroupProxy extends EventEmitter {
     const upstream = this.opts.upstream;
     // T' = 0: nobody waits for the responses, so the token is retired before it is sent (RFC 10020 §3.1.5).
     const upToken = tPrime === 0 ? upstream.newOneShotToken() : upstream.newToken();
-    const request = createMessage({ type: this.opts.chain ? 'CON' : 'NON', code: msg.code, token: upToken, messageId: upstream.newMessageId(), options: sortOptions(upstreamOptions), payload: msg.payload });
+    const request = createMessage({ type: this.opts.chain ? 'CON' : 'NON', code: msg.code, token: upToken, messageId: upstream.newMessageId(dest), options: sortOptions(upstreamOptions), payload: msg.payload });
     if (ex.life.wantsObserve || this.opts.chain) {
       ex.upstreamRequest = request;
       ex.upstreamDest = dest;
@@ -652,7 +652,7 @@ export class GroupProxy extends EventEmitter {
   /** RFC 10020 §3.7: the same token with Observe = 1. */
   private cancelUpstreamObservation(ex: Exchange): void {
     if (!ex.upstreamRequest || !ex.upstreamDest || this.closed) return;
-    const dereg = createMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(), options: [...ex.upstreamRequest.options.filter((o) => o.number !== OPT.OBSERVE), { number: OPT.OBSERVE, value: encodeUint(1) }] });
+    const dereg = createMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(ex.upstreamDest), options: [...ex.upstreamRequest.options.filter((o) => o.number !== OPT.OBSERVE), { number: OPT.OBSERVE, value: encodeUint(1) }] });
     this.opts.upstream.sendMessage(dereg, ex.upstreamDest);
   }
 
@@ -667,7 +667,7 @@ export class GroupProxy extends EventEmitter {
       if (m.code === CODES.UNAUTHORIZED && echo !== undefined && !ex.echoed && ex.upstreamRequest && ex.upstreamDest) {
         // RFC 9175 §2.4: the next hop verifies this proxy's address; repeat the request with its Echo, once.
         ex.echoed = true;
-        ex.upstreamRequest = createMessage({ ...ex.upstreamRequest, messageId: this.opts.upstream.newMessageId(), options: sortOptions([...ex.upstreamRequest.options, { number: OPT.ECHO, value: echo }]) });
+        ex.upstreamRequest = createMessage({ ...ex.upstreamRequest, messageId: this.opts.upstream.newMessageId(ex.upstreamDest), options: sortOptions([...ex.upstreamRequest.options, { number: OPT.ECHO, value: echo }]) });
         this.opts.upstream.sendMessage(ex.upstreamRequest, ex.upstreamDest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
         return;
       }
@@ -763,7 +763,7 @@ export class GroupProxy extends EventEmitter {
     // The retry is a new request: a new token (the old one is retired by the endpoint when we stop listening).
     ex.stopUpstream?.();
     const token = upstream.newToken();
-    ex.upstreamRequest = createMessage({ ...ex.upstreamRequest, token, messageId: upstream.newMessageId(), options: sortOptions([...ex.upstreamRequest.options.filter((o) => o.number !== mtNum), { number: mtNum, value: encodeUint(next) }]) });
+    ex.upstreamRequest = createMessage({ ...ex.upstreamRequest, token, messageId: upstream.newMessageId(ex.upstreamDest), options: sortOptions([...ex.upstreamRequest.options.filter((o) => o.number !== mtNum), { number: mtNum, value: encodeUint(next) }]) });
     ex.stopUpstream = upstream.listen(token, (r) => this.relay(ex, r));
     upstream.sendMessage(ex.upstreamRequest, ex.upstreamDest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
   }

@@ -176,7 +176,7 @@ export class ProxiedGroupExchange extends ResponseStream {
       // GCP-07 §5.1.1 step 3: T' = 0 goes with No-Response 26.
       if (this.tPrime === 0 && !opts.some((x) => x.number === OPT.NO_RESPONSE)) opts.push({ number: OPT.NO_RESPONSE, value: encodeUint(26) });
     }
-    const plain = createMessage({ type: o.confirmable === false ? 'NON' : 'CON', code: o.method ?? CODES.GET, token, messageId: this.endpoint.newMessageId(), options: sortOptions(opts), payload: o.payload });
+    const plain = createMessage({ type: o.confirmable === false ? 'NON' : 'CON', code: o.method ?? CODES.GET, token, messageId: this.endpoint.newMessageId(this.o.proxy), options: sortOptions(opts), payload: o.payload });
     const echo = this.o.oscore?.proxy ? undefined : this.echo;
     const out = this.protect(plain);
     if (!echo) return out;
@@ -406,7 +406,7 @@ export class ProxiedGroupExchange extends ResponseStream {
     if (this.ended) return;
     this.cancelled = true;
     this.pendingFollowUps = 0;
-    let stop = createMessage({ type: 'NON', code: CODES.GET, token: this.currentToken, messageId: this.endpoint.newMessageId(), options: [{ number: optionNumber('Multicast-Timeout'), value: Buffer.alloc(0) }] });
+    let stop = createMessage({ type: 'NON', code: CODES.GET, token: this.currentToken, messageId: this.endpoint.newMessageId(this.o.proxy), options: [{ number: optionNumber('Multicast-Timeout'), value: Buffer.alloc(0) }] });
     try {
       // The Early Stop Request is for the proxy alone: only its layer (it identifies the client by it).
       const ctx = this.o.oscore?.proxy;

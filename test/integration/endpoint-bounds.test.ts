@@ -1,6 +1,7 @@
 // The message layer's bounds and failure paths on real sockets, with time on a FakeClock: RST matching for NON
 // messages (RFC 7252 §4.3, RFC 7641 §3.6), the duplicate cache bounded in entries and bytes (RFC 7252 §4.5), retired
-// tokens capped without ever being forgotten early (groupcomm-bis §3.1.5), a throwing handler, one empty-ACK path.
+// tokens capped without ever being forgotten early (groupcomm-bis §3.1.5), Message IDs per destination (RFC 7252
+// §4.4), a throwing handler, one empty-ACK path.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -17,6 +18,7 @@ import { UdpTransport } from '../../src/transport/udp-transport';
 import { FakeClock } from '../support/fake-clock';
 import { closeChecked } from '../support/endpoints';
 import { GROUP_V4, RawProbe, freeGroupPort, rawProbe } from '../support/lamps';
+import { waitFor } from '../support/wait';
 
 const req = (type: 'CON' | 'NON', messageId: number, token: string, payload = ''): Buffer =>
   encode(createMessage({ type, code: CODES.GET, messageId, token: Buffer.from(token), options: [{ number: OPT.URI_PATH, value: Buffer.from('r') }], payload: Buffer.from(payload) }));
@@ -51,7 +53,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
     it('a RST from the destination with the NON\'s Message ID calls onReset once; one from another port does not', async function () {
       const ep = await make();
       let resets = 0;
-      const mid = ep.newMessageId();
+      const mid = ep.newMessageId(probe.address());
       ep.sendMessage(createMessage({ type: 'NON', code: CODES.CONTENT, messageId: mid, token: Buffer.from('t1') }), probe.address(), { onReset: () => resets++ });
       assert.equal(decode(await probe.next()).messageId, mid);
       assert.equal(ep.nonResetEntries, 1);
@@ -70,7 +72,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
     it('forgets a NON after NON_LIFETIME: a later RST does not match', async function () {
       const ep = await make();
       let resets = 0;
-      const mid = ep.newMessageId();
+      const mid = ep.newMessageId(probe.address());
       ep.sendMessage(createMessage({ type: 'NON', code: CODES.CONTENT, messageId: mid, token: Buffer.from('t2') }), probe.address(), { onReset: () => resets++ });
       await probe.next();
       clock.advance(nonLifetime(DEFAULT_PARAMS));
@@ -85,7 +87,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       const hits: number[] = [];
       const mids: number[] = [];
       for (let i = 0; i < 5; i++) {
-        const mid = ep.newMessageId();
+        const mid = ep.newMessageId(probe.address());
         mids.push(mid);
         ep.sendMessage(createMessage({ type: 'NON', code: CODES.CONTENT, messageId: mid, token: Buffer.from([i]) }), probe.address(), { onReset: () => hits.push(i) });
       }
@@ -118,6 +120,59 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       } finally {
         await closeChecked(server);
       }
+    });
+  });
+
+  describe('Message IDs per destination (RFC 7252 §4.4)', function () {
+    it('65,535 messages to one host do not make the next message to another host repeat a Message ID it got', async function () {
+      this.timeout(60_000);
+      const ep = await make();
+      const non = (mid: number, i: number) => createMessage({ type: 'NON', code: CODES.CONTENT, messageId: mid, token: Buffer.from([i & 0xff, i >> 8]) });
+      ep.sendMessage(non(ep.newMessageId(probe.address()), 0), probe.address());
+      const first = decode(await probe.next()).messageId;
+      // a busy proxy: 65,535 relayed messages to another client (one Message ID counter for all would wrap here)
+      for (let i = 0; i < 65_535; i++) {
+        ep.sendMessage(non(ep.newMessageId(other.address()), i), other.address());
+        if (i % 4096 === 4095) await new Promise((r) => setImmediate(r));
+      }
+      ep.sendMessage(non(ep.newMessageId(probe.address()), 1), probe.address());
+      const second = decode(await probe.next()).messageId;
+      assert.notEqual(second, first, 'the same Message ID reached the same endpoint again within EXCHANGE_LIFETIME');
+      assert.equal(second, (first + 1) & 0xffff);
+      assert.equal(ep.messageIdCounters.size, 2);
+    });
+
+    it('two CONs with the same Message ID to two hosts are each retransmitted until their own ACK', async function () {
+      const ep = await make();
+      const acked: string[] = [];
+      const con = (to: RawProbe, name: string) =>
+        ep.sendMessage(createMessage({ type: 'CON', code: CODES.CONTENT, messageId: 0x1234, token: Buffer.from(name) }), to.address(), { onAck: () => acked.push(name), onFail: (e) => acked.push(`${name} failed: ${e.message}`) });
+      con(probe, 'a');
+      con(other, 'b');
+      assert.equal(decode(await probe.next()).messageId, 0x1234);
+      assert.equal(decode(await other.next()).messageId, 0x1234);
+      const ack = encode({ type: 'ACK', code: 0, messageId: 0x1234, token: Buffer.alloc(0), options: [], payload: Buffer.alloc(0) });
+      other.send(ack, ep.transport.address());
+      await waitFor(() => acked.length === 1, 'the ACK of b');
+      assert.deepEqual(acked, ['b']);
+      // 'a' is still retransmitted: its first retransmission comes after ACK_TIMEOUT x [1, 1.5]
+      clock.advance(DEFAULT_PARAMS.ACK_TIMEOUT * DEFAULT_PARAMS.ACK_RANDOM_FACTOR);
+      assert.equal(decode(await probe.next()).messageId, 0x1234);
+      probe.send(ack, ep.transport.address());
+      await waitFor(() => acked.length === 2, 'the ACK of a');
+      assert.deepEqual(acked, ['b', 'a']);
+      clock.advance(exchangeLifetime(DEFAULT_PARAMS));
+      assert.equal(other.replies.length, 1, 'the acknowledged CON was retransmitted');
+    });
+
+    it('keeps at most maxMessageIdCounters destinations, and forgets one unused for EXCHANGE_LIFETIME', async function () {
+      const ep = await make({ maxMessageIdCounters: 8 });
+      for (let port = 40_000; port < 40_020; port++) ep.newMessageId({ address: '127.0.0.1', port });
+      assert.ok(ep.messageIdCounters.size <= 8, `${ep.messageIdCounters.size} counters`);
+      assert.ok(ep.messageIdCounters.evictions >= 12);
+      clock.advance(exchangeLifetime(DEFAULT_PARAMS));
+      ep.sweep();
+      assert.equal(ep.messageIdCounters.size, 0);
     });
   });
 

@@ -346,7 +346,7 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
     listen.setRequestHandler((req, ctx) => {
       if (isTicketRequest(req.message)) {
         ctx.ignore();
-        setImmediate(() => listen.sendMessage(createMessage({ type: 'NON', code: CODES.NOT_FOUND, token: req.message.token, messageId: listen.newMessageId(), options: [], payload: Buffer.alloc(0) }), req.remote));
+        setImmediate(() => listen.sendMessage(createMessage({ type: 'NON', code: CODES.NOT_FOUND, token: req.message.token, messageId: listen.newMessageId(req.remote), options: [], payload: Buffer.alloc(0) }), req.remote));
         return;
       }
       const proxyOpts: number[] = [OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT];

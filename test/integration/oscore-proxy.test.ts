@@ -360,7 +360,7 @@ describe('group proxy with OSCORE: client-proxy layer, end-to-end layer inside (
       ctx.ignore();
       const r = removeRequestLayers(req.message, { contexts: cp.peer, proxyRelated: (m) => proxyRelatedKind(m) === 'forward' });
       const parts = protectResponseLayers(r.layers, { code: CODES.BAD_GATEWAY, options: [{ number: optionNumber('Reply-From'), value: encodeReplyFrom({ scheme: 'coap', host: '127.0.0.2', port: 5683 }) }], payload: Buffer.from('cannot relay') });
-      fake.sendMessage({ type: 'NON', messageId: fake.newMessageId(), token: req.message.token, ...parts }, req.remote);
+      fake.sendMessage({ type: 'NON', messageId: fake.newMessageId(req.remote), token: req.message.token, ...parts }, req.remote);
     });
     try {
       const ex = requestViaProxy(client, { proxy: fake.transport.address(), uri: group(), multicastTimeout: 1, timeout: 1200, oscore: { proxy: cp.client, endToEnd: { context: e2e().groupRequests() } } });

@@ -274,7 +274,7 @@ describe('group proxy: forward, reverse, chains', function () {
       await requestViaProxy(client, { proxy: p.listen.transport.address(), uri: 'coap://g/light', targetStyle: 'reverse', multicastTimeout: 0, timeout: 1000 }).summary;
       const collecting = new Promise<void>((resolve) => p.proxy.on('event', (e: ProxyEvent) => e.kind === 'request' && e.token === token.toString('hex') && resolve()));
       const stop = client.listen(token, () => undefined, p.listen.transport.address());
-      client.sendMessage({ type: 'NON', code: CODES.GET, messageId: client.newMessageId(), token, options: req.options, payload: Buffer.alloc(0) }, p.listen.transport.address());
+      client.sendMessage({ type: 'NON', code: CODES.GET, messageId: client.newMessageId(p.listen.transport.address()), token, options: req.options, payload: Buffer.alloc(0) }, p.listen.transport.address());
       // the proxy collects for T' = 3 s from here: the reuse below arrives while it does, whatever the load
       await collecting;
       stop();
@@ -473,7 +473,7 @@ describe('group proxy: forward, reverse, chains', function () {
     const fake = await endpointOn();
     fake.setRequestHandler((req, ctx) => {
       ctx.ignore();
-      fake.sendMessage({ type: 'NON', code: CODES.CONTENT, messageId: fake.newMessageId(), token: req.message.token, options: [{ number: 248, value: Buffer.from('ffff01', 'hex') }], payload: Buffer.from('x') }, req.remote);
+      fake.sendMessage({ type: 'NON', code: CODES.CONTENT, messageId: fake.newMessageId(req.remote), token: req.message.token, options: [{ number: 248, value: Buffer.from('ffff01', 'hex') }], payload: Buffer.from('x') }, req.remote);
     });
     try {
       const ex = requestViaProxy(client, { proxy: fake.transport.address(), uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 1500 });
@@ -569,7 +569,7 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
           c.echo ??= getOption(res.message, OPT.ECHO);
         }, p.listen.transport.address());
         const register = (echo?: Buffer) =>
-          ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }, ...(echo ? [{ number: OPT.ECHO, value: echo }] : [])] }, p.listen.transport.address());
+          ep.sendMessage({ type: 'CON', code: CODES.GET, messageId: ep.newMessageId(p.listen.transport.address()), token: c.token, payload: Buffer.alloc(0), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.PROXY_URI, value: Buffer.from(target) }, ...(echo ? [{ number: OPT.ECHO, value: echo }] : [])] }, p.listen.transport.address());
         clients.push(c);
         // RFC 9175 §2.4: a relay sends notifications for as long as it lives, so the proxy first verifies the
         // address: 4.01 with Echo, and the registration again with it.
