@@ -80,8 +80,8 @@ async function child(): Promise<void> {
   lag.enable();
   const sample = (): Sample => {
     const maxLagMs = lag.max / 1e6;
-    lag.reset();
     forceGc();
+    lag.reset(); // after the forced GC, so that the next window's stall is not the harness's own gc()
     const m = process.memoryUsage();
     return {
       t: Math.round((Date.now() - t0) / 1000),
@@ -117,7 +117,7 @@ async function child(): Promise<void> {
   process.on('disconnect', () => void stop());
   process.on('message', (m: { kind: string }) => {
     if (m.kind === 'stop') void stop();
-    else if (m.kind === 'ping') process.send!({ kind: 'sample', sample: sample() });
+    else if (m.kind === 'ping') process.send!({ kind: 'final', sample: sample() });
   });
   setTimeout(() => void stop(), deadline - Date.now()).unref();
 }
@@ -140,12 +140,13 @@ async function serversChild(): Promise<void> {
     s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
     servers.push(s);
   }
-  const report = () => {
-    const r = { kind: 'servers', received: 0, sent: 0, handlerErrors: 0, maxLagMs: lag.max / 1e6 };
+  const report = (id: number) => {
+    const r = { kind: 'servers', id, received: 0, sent: 0, sendErrors: 0, handlerErrors: 0, maxLagMs: lag.max / 1e6 };
     lag.reset();
     for (const s of servers) {
       r.received += s.endpoint.counters.received;
       r.sent += s.endpoint.counters.sent;
+      r.sendErrors += s.endpoint.transport.counters.sendErrors;
       r.handlerErrors += s.endpoint.counters.handlerErrors;
     }
     return r;
@@ -156,16 +157,18 @@ async function serversChild(): Promise<void> {
     process.exit(0);
   };
   process.on('disconnect', () => void stop());
-  process.on('message', (m: { kind: string }) => {
+  process.on('message', (m: { kind: string; id: number }) => {
     if (m.kind === 'stop') void stop();
-    else if (m.kind === 'ping') process.send!(report());
+    else if (m.kind === 'ping') process.send!(report(m.id));
   });
   setTimeout(() => void stop(), deadline - Date.now()).unref();
 }
 
 interface ServersReport {
+  id: number;
   received: number;
   sent: number;
+  sendErrors: number;
   handlerErrors: number;
   maxLagMs: number;
 }
@@ -189,11 +192,25 @@ async function main(): Promise<void> {
     serverProcs.push(sp);
     serverAddresses.push(...(await new Promise<{ address: string; port: number }[]>((resolve) => sp.once('message', (m: { addresses: { address: string; port: number }[] }) => resolve(m.addresses)))));
   }
-  const pingServers = (): Promise<ServersReport[]> =>
-    Promise.all(serverProcs.map((sp) => new Promise<ServersReport>((resolve) => {
-      sp.once('message', (m: ServersReport) => resolve(m));
-      sp.send({ kind: 'ping' });
+  // one reply per ping, matched by id; a server process that does not answer within 30 s stops the run
+  let pingId = 0;
+  const pingServers = (): Promise<ServersReport[]> => {
+    const id = ++pingId;
+    return Promise.all(serverProcs.map((sp) => new Promise<ServersReport>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        sp.off('message', onReply);
+        reject(new Error('a server process did not answer within 30 s'));
+      }, 30_000);
+      const onReply = (m: ServersReport) => {
+        if (m.id !== id) return;
+        clearTimeout(timer);
+        sp.off('message', onReply);
+        resolve(m);
+      };
+      sp.on('message', onReply);
+      sp.send({ kind: 'ping', id });
     })));
+  };
   const serverLags: number[] = [];
   const proc = fork(__filename, ['--child', `--minutes=${minutes}`], { execArgv: ['--expose-gc'] });
   const samples: Sample[] = [];
@@ -207,12 +224,15 @@ async function main(): Promise<void> {
       if (m.kind === 'ready') {
         upstreamAddr = m.upstream!;
         resolve(m.address!);
-      } else {
+      } else if (m.kind === 'sample') {
         parentLags.push(parentLag.max / 1e6);
         parentLag.reset();
-        void pingServers().then((rs) => {
+        pingServers().then((rs) => {
           serverLags.push(Math.max(...rs.map((r) => r.maxLagMs)));
           console.log(`t=${m.sample.t}s heap+external ${fmt(m.sample.heapMB + m.sample.externalMB, 1)} MB exchanges ${m.sample.exchanges} retired ${m.sample.retiredTokens} dedup ${m.sample.dedupEntries}/${m.sample.upstreamDedup} relayed ${m.sample.relayed} late ${m.sample.drops.upstreamLate} max stall proxy ${fmt(m.sample.maxLagMs, 0)} / servers ${fmt(serverLags[serverLags.length - 1], 0)} / clients ${fmt(parentLags[parentLags.length - 1], 0)} ms; load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+        }).catch((err: Error) => {
+          console.error(err.message);
+          process.exit(1);
         });
       }
     }),
@@ -265,23 +285,30 @@ async function main(): Promise<void> {
   for (const t of timers) clearTimeout(t);
   await new Promise((r) => setTimeout(r, 2500));
   const last = await new Promise<Sample>((resolve) => {
-    proc.once('message', (m: { sample: Sample }) => resolve(m.sample));
+    const onFinal = (m: { kind: string; sample: Sample }) => {
+      if (m.kind !== 'final') return;
+      proc.off('message', onFinal);
+      resolve(m.sample);
+    };
+    proc.on('message', onFinal);
     proc.send({ kind: 'ping' });
     setTimeout(() => resolve(samples[samples.length - 1]), 31_000);
   });
   if (last !== samples[samples.length - 1]) samples.push(last);
   const dropsAtEnd = dropsByRole();
-  const clientCounters = { unmatched: 0, late: 0, duplicates: 0, malformed: 0 };
+  const clientCounters = { unmatched: 0, late: 0, duplicates: 0, malformed: 0, sendErrors: 0 };
   for (const c of clients) {
+    clientCounters.sendErrors += c.transport.counters.sendErrors;
     clientCounters.unmatched += c.counters.unmatchedResponses;
     clientCounters.late += c.counters.lateGroupResponses;
     clientCounters.duplicates += c.counters.duplicates;
     clientCounters.malformed += Object.values(c.counters.malformed).reduce((a, b) => a + b, 0);
   }
-  const serverCounters = { received: 0, sent: 0, handlerErrors: 0 };
+  const serverCounters = { received: 0, sent: 0, sendErrors: 0, handlerErrors: 0 };
   for (const r of await pingServers()) {
     serverCounters.received += r.received;
     serverCounters.sent += r.sent;
+    serverCounters.sendErrors += r.sendErrors;
     serverCounters.handlerErrors += r.handlerErrors;
   }
   proc.send({ kind: 'stop' });
@@ -301,6 +328,12 @@ async function main(): Promise<void> {
   const kernel = [...new Set(roles.values())].map((r) => [r, (dropsAtEnd.get(r) ?? 0) - (dropsAtStart.get(r) ?? 0)] as const);
   console.log(`kernel receive-queue drops (/proc/net/udp) during the run: ${kernel.map(([r, n]) => `${r} ${n}`).join('; ')}`);
   console.log(`proxy and its message layers: ${Object.entries(last.drops).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  // Every way a response can go missing that the run can see: late at the proxy (after T' by its clock: a server
+  // that answered late, or a proxy whose own stall kept the response queued past T'), late at the client (after T),
+  // dropped by the proxy (rate, limits), dropped by a kernel receive queue, or a failed send.
+  const d = last.drops;
+  const seen = d.upstreamLate + d.lateDropped + d.rateDropped + clientCounters.late + kernel.reduce((a, [, n]) => a + n, 0) + d.sendErrors + serverCounters.sendErrors + clientCounters.sendErrors;
+  console.log(`missing responses ${sent * nServers - responses}; seen going missing ${seen}; not accounted for ${sent * nServers - responses - seen}`);
   console.log(`clients' message layers: ${Object.entries(clientCounters).map(([k, v]) => `${k} ${v}`).join(', ')}; servers: ${Object.entries(serverCounters).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   console.log(`longest event-loop stall: proxy ${fmt(Math.max(...samples.map((s) => s.maxLagMs ?? 0)), 0)} ms, servers ${fmt(Math.max(0, ...serverLags), 0)} ms, clients ${fmt(Math.max(0, ...parentLags), 0)} ms`);
   console.log(`after MIN_TOKEN_REUSE_TIME: heap+external ${fmt(lo, 1)}-${fmt(hi, 1)} MB, spread ${fmt(((hi - lo) / lo) * 100, 1)}% of the low (${after.length} samples)`);

@@ -7,13 +7,24 @@
 // destination) has its own counter, which §4.4 names as the strategy for endpoints "dealing with large numbers of
 // transactions". A counter starts at a random value and lives while it is used; one unused for EXCHANGE_LIFETIME
 // is forgotten, since none of its IDs can still be confused. The number of counters is capped (a proxy sends to
-// every host that writes to it): at the cap the least recently used eighth goes, and should such a destination come
-// back within EXCHANGE_LIFETIME its new random start may meet one of its recent IDs (counted in `evictions`).
+// every host that writes to it): at the cap the least recently used go first, down to seven eighths of the cap, and
+// should such a destination come back within EXCHANGE_LIFETIME its new random start may meet one of its recent IDs
+// (counted in `evictions`).
+//
+// A group member receives both what we send to the group and what we send to it alone, from the same source
+// endpoint, and its duplicate detection (§4.5) keys on that source and the ID. So the two kinds of counter never
+// draw the same ID: multicast destinations count in the upper half of the ID space (top bit set), unicast ones in
+// the lower half. That leaves 32,768 IDs per destination and EXCHANGE_LIFETIME (about 132 messages per second to one
+// destination, for 247 s) before an ID comes round again.
 
+import { isMulticastAddress } from '../coap/uri';
 import { RemoteAddress } from '../transport/udp-transport';
 
 interface Counter {
+  /** the next value, 15 bits */
   next: number;
+  /** 0x8000 for a multicast destination, else 0 */
+  half: number;
   lastUsed: number;
 }
 
@@ -40,13 +51,13 @@ export class MessageIds {
     let c = this.counters.get(key);
     if (!c || now - c.lastUsed >= this.lifetimeMs) {
       if (!c && this.counters.size >= this.max) this.makeRoom(now);
-      c = { next: Math.floor(Math.random() * 0x10000), lastUsed: now };
+      c = { next: Math.floor(Math.random() * 0x8000), half: isMulticastAddress(remote.address) ? 0x8000 : 0, lastUsed: now };
       this.counters.set(key, c);
     }
     c.lastUsed = now;
     const id = c.next;
-    c.next = (id + 1) & 0xffff;
-    return id;
+    c.next = (id + 1) & 0x7fff;
+    return id | c.half;
   }
 
   /** Forget counters unused for EXCHANGE_LIFETIME. */
@@ -58,13 +69,16 @@ export class MessageIds {
     this.counters.clear();
   }
 
+  /**
+   * At the cap: forget what expired, then, if that left more than seven eighths of the cap, the least recently used
+   * down to seven eighths, so that this scan is paid once per max/8 new destinations at most.
+   */
   private makeRoom(now: number): void {
     this.sweep(now);
-    if (this.counters.size < this.max) return;
-    // Still full of live counters: drop the least recently used eighth in one pass, so that the scan is paid once
-    // per max/8 new destinations.
+    const keep = Math.floor((this.max * 7) / 8);
+    const drop = this.counters.size - keep;
+    if (drop <= 0) return;
     const used = [...this.counters.values()].map((c) => c.lastUsed).sort((a, b) => a - b);
-    const drop = Math.max(1, Math.floor(this.max / 8));
     const threshold = used[drop - 1];
     let dropped = 0;
     for (const [k, c] of this.counters) {

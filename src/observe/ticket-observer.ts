@@ -253,7 +253,8 @@ export class TicketObserver extends EventEmitter {
       try {
         const token = this.endpoint.newOneShotToken();
         const plain = createMessage({
-          type: 'NON', code: CODES.GET, token, messageId: this.endpoint.newMessageId(this.o.proxy),
+          // endpoint.request() below sends it with an ID of its own
+          type: 'NON', code: CODES.GET, token, messageId: 0,
           options: [
             { number: OPT.OBSERVE, value: Buffer.alloc(0) },
             { number: OPT.PROXY_URI, value: Buffer.from(formatUri(this.uri), 'utf8') },

@@ -138,8 +138,18 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       ep.sendMessage(non(ep.newMessageId(probe.address()), 1), probe.address());
       const second = decode(await probe.next()).messageId;
       assert.notEqual(second, first, 'the same Message ID reached the same endpoint again within EXCHANGE_LIFETIME');
-      assert.equal(second, (first + 1) & 0xffff);
+      assert.equal(second, (first + 1) & 0x7fff);
       assert.equal(ep.messageIdCounters.size, 2);
+    });
+
+    it('a group member never gets the same Message ID by multicast and by unicast: multicast IDs have the top bit set', async function () {
+      const ep = await make();
+      const group = { address: GROUP_V4, port: probe.address().port };
+      for (let i = 0; i < 40_000; i++) {
+        const u = ep.newMessageId(probe.address());
+        const m = ep.newMessageId(group);
+        assert.ok(u < 0x8000 && m >= 0x8000, `unicast ${u}, multicast ${m}`);
+      }
     });
 
     it('two CONs with the same Message ID to two hosts are each retransmitted until their own ACK', async function () {
@@ -170,6 +180,11 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       for (let port = 40_000; port < 40_020; port++) ep.newMessageId({ address: '127.0.0.1', port });
       assert.ok(ep.messageIdCounters.size <= 8, `${ep.messageIdCounters.size} counters`);
       assert.ok(ep.messageIdCounters.evictions >= 12);
+      // the most recently used destination kept its counter: its next ID follows the last one
+      const last = { address: '127.0.0.1', port: 40_019 };
+      const a = ep.newMessageId(last);
+      clock.advance(1);
+      assert.equal(ep.newMessageId(last), (a + 1) & 0x7fff);
       clock.advance(exchangeLifetime(DEFAULT_PARAMS));
       ep.sweep();
       assert.equal(ep.messageIdCounters.size, 0);
