@@ -492,14 +492,25 @@ export class CoapEndpoint extends EventEmitter {
       opts.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
       return;
     }
-    const data = encode(msg);
-    if (msg.type === 'CON') this.trackCon(data, msg.messageId, remote, opts);
-    else if (msg.type === 'NON' && opts.onReset) {
+    this.sendEncoded(encode(msg), msg.type, msg.messageId, remote, opts);
+  }
+
+  /**
+   * sendMessage() for a message already encoded: `data` must be a well-formed message of `type` with `messageId`
+   * (e.g. a proxy's relayed response patched from the server's datagram, src/proxy/relay-datagram.ts).
+   */
+  sendEncoded(data: Buffer, type: MessageType, messageId: number, remote: RemoteAddress, opts: SendOptions = {}): void {
+    if (this.closed) {
+      opts.onFail?.(new CoapError('endpoint closed', 'ERR_CLOSED'));
+      return;
+    }
+    if (type === 'CON') this.trackCon(data, messageId, remote, opts);
+    else if (type === 'NON' && opts.onReset) {
       // RFC 7252 §4.3: a NON may be answered with RST (e.g. an observer that forgot the observation, RFC 7641
       // §3.6). Message ID and destination identify the message for NON_LIFETIME.
       const now = this.clock.now();
       this.nonResets.sweep(now);
-      this.nonResets.set(nonResetKey(msg.messageId, remote), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
+      this.nonResets.set(nonResetKey(messageId, remote), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
     }
     this.transmit(data, remote);
   }

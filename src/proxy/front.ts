@@ -8,11 +8,12 @@
 // ClientLeg beside this one; the stages behind it see only that interface.
 
 import { CODES, codeToString } from '../coap/codes';
-import { CoapOption, createMessage, sortOptions } from '../coap/message';
-import { CoapEndpoint, IncomingRequest, ResponseContext } from '../messaging/endpoint';
+import { CoapMessage, CoapOption, createMessage, sortOptions } from '../coap/message';
+import { CoapEndpoint, IncomingRequest, ResponseContext, SendOptions } from '../messaging/endpoint';
 import { PROXY_TO_CLIENT_VIEW, RemovedLayer, escalatedOptions, firstUnrecognizedOption, protectResponseLayers } from '../oscore/nested';
 import { MessageParts } from '../oscore/protect';
 import { ProxyClient, encodedSizeBound, encodedSizeFloor, withinAmplificationLimit } from './admission';
+import { relayDatagram } from './relay-datagram';
 
 /** What the stages behind the front use to talk to the client. */
 export interface ClientLeg {
@@ -30,6 +31,12 @@ export interface ClientLeg {
   protect(parts: MessageParts, keep?: CoapOption[]): MessageParts | undefined;
   /** one relayed response on the client's token; `gone` is called when the client RSTs it or never ACKs it */
   relay(parts: MessageParts, keep: CoapOption[], confirmable: boolean, gone: (reason: string) => void): boolean;
+  /**
+   * The same as a NON, patched from the server's datagram (`data`, decoded as `m`) with `added` inserted
+   * (relay-datagram.ts). False when this leg cannot (OSCORE layers to put back, another front, an unusual
+   * datagram): nothing was sent and the caller relays with relay().
+   */
+  relayDatagram?(data: Buffer, m: CoapMessage, added: CoapOption[], gone: (reason: string) => void): boolean;
   /** the exchange is over: a late RST or missing ACK is no longer reported */
   close(): void;
 }
@@ -70,6 +77,8 @@ class CoapLeg implements ClientLeg {
   private ctx: ResponseContext | undefined;
   /** what the message layer's RST / no-ACK callbacks of relayed messages see (made at the first relay) */
   private state?: { closed: boolean };
+  /** those callbacks, made at the first relay and shared by every relayed message of the exchange */
+  private ends?: SendOptions;
 
   constructor(
     private readonly front: CoapFront,
@@ -115,7 +124,18 @@ class CoapLeg implements ClientLeg {
     if (!out) return false;
     const ep = this.front.endpoint;
     const msg = createMessage({ type: confirmable ? 'CON' : 'NON', code: out.code, token: this.token, messageId: ep.newMessageId(this.client), options: out.options, payload: out.payload });
-    ep.sendMessage(msg, this.client, endsOn((this.state ??= { closed: false }), gone));
+    ep.sendMessage(msg, this.client, (this.ends ??= endsOn((this.state ??= { closed: false }), gone)));
+    return true;
+  }
+
+  relayDatagram(data: Buffer, m: CoapMessage, added: CoapOption[], gone: (reason: string) => void): boolean {
+    // oscore-capable-proxies-07 §2.5: a response to a client that used OSCORE for the proxy is protected in full
+    if (this.layers.length) return false;
+    const ep = this.front.endpoint;
+    const messageId = ep.newMessageId(this.client);
+    const bytes = relayDatagram(data, m, 1, messageId, this.token, added);
+    if (!bytes) return false;
+    ep.sendEncoded(bytes, 'NON', messageId, this.client, (this.ends ??= endsOn((this.state ??= { closed: false }), gone)));
     return true;
   }
 

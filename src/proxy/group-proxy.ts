@@ -2,8 +2,9 @@
 // `requestProcessing` below), the fan-out (§5.2.1 steps 5-6: the proxy's own token, collecting until T', §5.2.3
 // early stop, §5.4.2 Observe) and unicast forwarding (RFC 7252 §5.7). The other stages live beside it: admission.ts
 // (identification, allow-list, Hop-Limit, Multicast-Timeout, limits), target.ts, exchange.ts (states), chain.ts
-// (§8), front.ts (the client leg), cache.ts (§7). As an OSCORE endpoint (oscore-capable-proxies-07 §2.4-§2.5) it
-// removes the layer a client applied for it and identifies the client by that context (§5.2.1 steps 1-2, REQ2).
+// (§8), front.ts (the client leg; relay-datagram.ts, a relayed response patched from the server's datagram), cache.ts
+// (§7). As an OSCORE endpoint (oscore-capable-proxies-07 §2.4-§2.5) it removes the layer a client applied for it and
+// identifies the client by that context (§5.2.1 steps 1-2, REQ2).
 // With `signatureCheckers` it is an external signature checker (RFC 10021 §7.5, signature-check.ts) in the
 // fan-out (before a group-mode request leaves) and in the response relay (before a response reaches the client).
 
@@ -150,9 +151,21 @@ export interface ProxyCounters {
   signatureRejected: number;
 }
 
+/** A server's encoded Reply-From, its "addr|port" for knownServers, and the option list made from it. */
+interface OriginEntry {
+  value: Buffer;
+  known: string;
+  number: number | undefined;
+  options: CoapOption[] | undefined;
+}
+
 interface Exchange {
   key: string;
   leg: ClientLeg;
+  /** hostOf(leg.client): the key of the host's limits and response rate */
+  host: string;
+  /** ends this exchange when the client RSTs a relayed response (made at the first relay) */
+  gone?: (reason: string) => void;
   target: string;
   life: ExchangeLife;
   reverse?: ReverseMapping;
@@ -200,8 +213,9 @@ export class GroupProxy extends EventEmitter {
   private readonly rate = new Map<string, { windowStart: number; count: number }>();
   /** servers that answered through us, for reverse case 1 follow-ups: "addr|port" */
   private readonly knownServers = new Map<string, number>();
-  /** Reply-From values already encoded, by server (see replyFromOptions) */
-  private readonly replyFromValues = new Map<string, Buffer>();
+  /** Reply-From values already encoded, by server: [forward, standing in for servers] (see originEntry) */
+  private readonly originEntries = [new Map<string, Map<number, OriginEntry>>(), new Map<string, Map<number, OriginEntry>>()];
+  private originEntryCount = 0;
   private readonly targetTexts = new Map<string, string>();
   /** T' of every pending exchange, one clock timer per distinct T' */
   private readonly tPrimeDeadlines: Deadlines<Exchange>;
@@ -561,7 +575,7 @@ export class GroupProxy extends EventEmitter {
     // The fields every exchange sets are named here, so that V8 keeps them inside the object; the ones only some
     // exchanges need (Observe, chains, the cache, the signature check) are added by those.
     const ex: Exchange = {
-      key: flat(keyOf(leg.client, msg.token)), leg, target: this.targetText(target.text), life: new ExchangeLife(obs !== undefined && obs.length <= 3 && decodeUint(obs) === 0), reverse: target.reverse,
+      key: flat(keyOf(leg.client, msg.token)), leg, host, gone: undefined, target: this.targetText(target.text), life: new ExchangeLife(obs !== undefined && obs.length <= 3 && decodeUint(obs) === 0), reverse: target.reverse,
       groupPort: target.uri.port, relayCount: 0, tPrime, chain, holdsSlot: tPrime > 0, stopUpstream: undefined, tPrimeDue: undefined,
     };
     if (verdict.kind === 'ok') ex.signature = verdict;
@@ -588,13 +602,12 @@ export class GroupProxy extends EventEmitter {
       ex.upstreamDest = dest;
     }
     this.exchanges.set(ex.key, ex);
-    this.emitEvent({ kind: 'request', client: leg.client, token: msg.token.toString('hex'), target: target.text, multicastTimeout: tPrime });
-    // An empty ACK now if the client used CON: the responses follow as separate messages.
-    leg.accept();
+    if (this.listenerCount('event')) this.emitEvent({ kind: 'request', client: leg.client, token: msg.token.toString('hex'), target: target.text, multicastTimeout: tPrime });
 
     if (tPrime === 0) {
       // Step 6 with T' = 0: forward, relay nothing.
       upstream.sendMessage(request, dest);
+      leg.accept();
       this.endExchange(ex, "T' = 0");
       return;
     }
@@ -602,9 +615,13 @@ export class GroupProxy extends EventEmitter {
     try {
       upstream.sendMessage(request, dest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
     } catch (err) {
+      leg.accept();
       this.endExchange(ex, `cannot send to the group: ${(err as Error).message}`);
       return;
     }
+    // The empty ACK if the client used CON (the responses follow as separate messages), after the request is on its
+    // way to the group: the servers' time to answer starts one datagram earlier.
+    leg.accept();
     // Step 6: the timer T' (§8.1: a non-last proxy too collects until T', and keeps its token until its own T).
     ex.tPrimeDue = this.tPrimeDeadlines.add(ex, tPrime * 1000);
     if (cached.length) this.serveCachedAlongside(ex, cached, tPrime);
@@ -613,8 +630,7 @@ export class GroupProxy extends EventEmitter {
   /** Options for the request towards the group or server. */
   private forwardedOptions(msg: CoapMessage, target: { uri: CoapUri }, hopLimit: number): CoapOption[] {
     const mtNum = optionNumber('Multicast-Timeout');
-    // Group-ETag is for the proxy (GCP-07 §7.3), Echo for this hop (RFC 9175 §2.2.1): never for the servers.
-    const drop = new Set<number>([OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, OPT.HOP_LIMIT, OPT.ECHO, mtNum, optionNumber('Group-ETag')]);
+    const drop = notForwarded(mtNum, optionNumber('Group-ETag'));
     const kept = msg.options.filter((o) => !drop.has(o.number));
     if (this.opts.chain) {
       const mt = getOption(msg, mtNum);
@@ -679,25 +695,41 @@ export class GroupProxy extends EventEmitter {
       this.emitEvent({ kind: 'drop', client: ex.leg.client, token: ex.leg.token.toString('hex'), reason: `signature check failed (response from ${res.remote.address}:${res.remote.port})` });
       return;
     }
-    const server = `${res.remote.address}|${res.remote.port}`;
+    // "addr|port": only an observing exchange (its observed servers) and the cache need it
+    const server = ex.life.wantsObserve || ex.cacheKey ? `${res.remote.address}|${res.remote.port}` : '';
     const observe = getOption(m, OPT.OBSERVE);
     if (!ex.life.admit(server, m.code, observe !== undefined)) {
       this.counters.lateDropped++;
       return;
     }
-    const host = hostOf(ex.leg.client);
+    const host = ex.host;
     const now = this.clock.now();
-    const r = this.rate.get(host) ?? { windowStart: now, count: 0 };
+    let r = this.rate.get(host);
+    if (!r) {
+      r = { windowStart: now, count: 0 };
+      this.rate.set(host, r);
+      if (this.rate.size > 10_000) this.rate.delete(this.rate.keys().next().value!);
+    }
     if (now - r.windowStart >= 1000) {
       r.windowStart = now;
       r.count = 0;
     }
-    this.rate.set(host, r);
-    if (this.rate.size > 10_000) this.rate.delete(this.rate.keys().next().value!);
     if (++r.count > this.opts.maxResponsesPerSecond) {
       this.counters.rateDropped++;
       this.emitEvent({ kind: 'drop', client: ex.leg.client, token: ex.leg.token.toString('hex'), reason: `more than ${this.opts.maxResponsesPerSecond} responses/s to this host` });
       return;
+    }
+    // §5.4 for the common case: the server's datagram patched (relay-datagram.ts), byte for byte what the full path
+    // below builds; anything unusual (a chain, the cache, OSCORE towards the client, Observe, Block2, an error,
+    // origin options of the server's own, a CON) takes the full path.
+    if (res.data !== undefined && !this.opts.chain && !ex.cacheKey && this.opts.relayType === 'NON' && !ex.life.wantsObserve && ex.leg.relayDatagram && relaysAsItCame(m)) {
+      const added = this.replyFromOptions(ex, res.remote);
+      if (ex.leg.relayDatagram(res.data, m, added, (ex.gone ??= endByKey(this.exchanges, ex.key, this.endFn)))) {
+        ex.relayCount++;
+        this.counters.relayed++;
+        if (this.listenerCount('event')) this.emitEvent({ kind: 'response', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, code: codeToString(m.code), origin: res.remote });
+        return;
+      }
     }
 
     const rfNum = optionDef('Reply-From')?.number;
@@ -709,7 +741,6 @@ export class GroupProxy extends EventEmitter {
       // Step 1: Reply-From with the server's CRI (forward / case 2), or the proxy's own + a reference (case 1).
       added = this.replyFromOptions(ex, res.remote);
       options.push(...added);
-      this.rememberServer(res.remote);
     } else if (ex.reverse?.standIn === 'servers') {
       // §8: in a reverse chain that stands in for servers, each proxy replaces Reply-From with its own address
       // (TARGET_OLD -> TARGET_NEW), keeping the server as the reference, so the client sees the first proxy.
@@ -728,7 +759,6 @@ export class GroupProxy extends EventEmitter {
           options = options.filter((o) => o.number !== rfNum);
           added = this.replyFromOptions(ex, origin);
           options.push(...added);
-          this.rememberServer(origin);
         }
       }
     }
@@ -773,43 +803,68 @@ export class GroupProxy extends EventEmitter {
     ex.relayCount++;
     // RFC 7641 §4.5: now and then a CON notification checks that the client is still there.
     const confirmable = this.opts.relayType === 'CON' || (ex.life.wantsObserve && ex.relayCount % 10 === 0);
-    if (!ex.leg.relay(parts, added, confirmable, endByKey(this.exchanges, ex.key, this.endFn))) return;
+    if (!ex.leg.relay(parts, added, confirmable, (ex.gone ??= endByKey(this.exchanges, ex.key, this.endFn)))) return;
     this.counters.relayed++;
-    this.emitEvent({ kind: 'response', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, code: codeToString(parts.code), ...(origin === 'cache' ? { reason: 'from cache' } : { origin }) });
+    if (this.listenerCount('event')) this.emitEvent({ kind: 'response', client: ex.leg.client, token: ex.leg.token.toString('hex'), target: ex.target, code: codeToString(parts.code), ...(origin === 'cache' ? { reason: 'from cache' } : { origin }) });
   }
 
-  /** A server this proxy relayed for: reverse case 1 follow-ups may name it in Uri-Host / Uri-Port. */
-  private rememberServer(server: RemoteAddress): void {
-    this.knownServers.set(`${server.address}|${server.port}`, this.clock.now());
+  /** A server this proxy relayed for ("addr|port"): reverse case 1 follow-ups may name it in Uri-Host / Uri-Port. */
+  private rememberServer(known: string): void {
+    if (this.knownServers.has(known)) return;
+    this.knownServers.set(known, this.clock.now());
     if (this.knownServers.size > 10000) this.knownServers.delete(this.knownServers.keys().next().value!);
   }
 
+  /**
+   * The origin options for a response of `server` (Reply-From, and / or the legacy Response-Forwarding), and the
+   * server remembered as one this proxy relayed for. The array may be shared between responses: read it, never
+   * change it.
+   */
   private replyFromOptions(ex: Exchange, server: RemoteAddress): CoapOption[] {
-    const out: CoapOption[] = [];
     const fmt = this.opts.replyFrom;
-    if (fmt === 'reply-from' || fmt === 'both') {
-      // The CRI depends only on the server (and on whether this proxy stands in for servers): encoded once per
-      // server, not per response (bounded: the map starts over when full).
-      const standIn = ex.reverse?.standIn === 'servers';
-      const key = `${standIn ? 's' : 'f'}|${server.address}|${server.port}`;
-      let value = this.replyFromValues.get(key);
-      if (!value) {
-        const [host, zone] = server.address.split('%');
-        value = standIn
-          ? encodeReplyFrom({ scheme: this.self.scheme, host: this.self.host, port: this.self.port }, { scheme: null, host, zone, port: server.port })
-          : encodeReplyFrom({ scheme: 'coap', host, zone, port: server.port });
-        if (this.replyFromValues.size >= 4096) this.replyFromValues.clear();
-        this.replyFromValues.set(key, value);
+    const e = this.originEntry(ex.reverse?.standIn === 'servers', server);
+    this.rememberServer(e.known);
+    if (fmt === 'reply-from') {
+      const n = optionNumber('Reply-From');
+      if (e.number !== n || !e.options) {
+        e.number = n;
+        e.options = [{ number: n, value: e.value }];
       }
-      out.push({ number: optionNumber('Reply-From'), value });
+      return e.options;
     }
-    if (fmt === 'response-forwarding' || fmt === 'both') {
-      const host = server.address.split('%')[0];
-      const num = optionDef('Response-Forwarding')?.number;
-      if (num === undefined) throw new Error('Response-Forwarding has no option number: configure one first');
-      out.push({ number: num, value: encodeResponseForwarding(host, server.port, ex.groupPort) });
-    }
+    const out: CoapOption[] = [];
+    if (fmt === 'both') out.push({ number: optionNumber('Reply-From'), value: e.value });
+    const host = server.address.split('%')[0];
+    const num = optionDef('Response-Forwarding')?.number;
+    if (num === undefined) throw new Error('Response-Forwarding has no option number: configure one first');
+    out.push({ number: num, value: encodeResponseForwarding(host, server.port, ex.groupPort) });
     return out;
+  }
+
+  /**
+   * The Reply-From CRI depends only on the server (and on whether this proxy stands in for servers): encoded once
+   * per server, not per response, and found by address and port without building a key string (bounded: the maps
+   * start over at 4,096 servers).
+   */
+  private originEntry(standIn: boolean, server: RemoteAddress): OriginEntry {
+    const byAddress = this.originEntries[standIn ? 1 : 0];
+    let byPort = byAddress.get(server.address);
+    let e = byPort?.get(server.port);
+    if (e) return e;
+    const [host, zone] = server.address.split('%');
+    const value = standIn
+      ? encodeReplyFrom({ scheme: this.self.scheme, host: this.self.host, port: this.self.port }, { scheme: null, host, zone, port: server.port })
+      : encodeReplyFrom({ scheme: 'coap', host, zone, port: server.port });
+    if (this.originEntryCount >= 4096) {
+      for (const m of this.originEntries) m.clear();
+      this.originEntryCount = 0;
+      byPort = undefined;
+    }
+    if (!byPort) byAddress.set(server.address, (byPort = new Map()));
+    e = { value, known: `${server.address}|${server.port}`, number: undefined, options: undefined };
+    byPort.set(server.port, e);
+    this.originEntryCount++;
+    return e;
   }
 
   // ------------------------------------------------------------------ cache (GCP-07 §7)
@@ -933,7 +988,7 @@ export class GroupProxy extends EventEmitter {
   private releaseClientSide(ex: Exchange): void {
     if (!ex.holdsSlot) return;
     ex.holdsSlot = false;
-    this.limits.give(hostOf(ex.leg.client), 'pending');
+    this.limits.give(ex.host, 'pending');
   }
 
   private endExchange(ex: Exchange, reason: string): void {
@@ -963,6 +1018,35 @@ export class GroupProxy extends EventEmitter {
 }
 
 export * from './errors';
+
+let dropSet: { mt: number; getag: number; set: Set<number> } | undefined;
+/**
+ * The options of a client's request that are not forwarded: the target (it becomes Uri-* for the group), Hop-Limit
+ * (replaced), Multicast-Timeout (for this proxy), Group-ETag (for the proxy, GCP-07 §7.3) and Echo (for this hop,
+ * RFC 9175 §2.2.1). One Set, made again only if the draft options' numbers were configured anew.
+ */
+function notForwarded(mtNum: number, getagNum: number): Set<number> {
+  if (dropSet?.mt !== mtNum || dropSet.getag !== getagNum) {
+    dropSet = { mt: mtNum, getag: getagNum, set: new Set<number>([OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT, OPT.URI_PATH, OPT.URI_QUERY, OPT.HOP_LIMIT, OPT.ECHO, mtNum, getagNum]) };
+  }
+  return dropSet.set;
+}
+
+/**
+ * May the relay patch this response's datagram (relay-datagram.ts)? A 2.xx without Observe (notifications have
+ * their own rules, §5.4.2), Block2, or a Reply-From / Response-Forwarding of its own (which the proxy drops, §5.4
+ * step 1); everything else is built in full.
+ */
+function relaysAsItCame(m: CoapMessage): boolean {
+  if (codeClass(m.code) !== 2) return false;
+  const rf = optionDef('Reply-From')?.number;
+  const rfw = optionDef('Response-Forwarding')?.number;
+  for (const o of m.options) {
+    const n = o.number;
+    if (n === OPT.OBSERVE || n === OPT.BLOCK2 || n === rf || n === rfw) return false;
+  }
+  return true;
+}
 
 /** Ends the exchange under `key` if it is still there: a callback that keeps no ended exchange alive. */
 function endByKey(exchanges: Map<string, Exchange>, key: string, end: (ex: Exchange, reason: string) => void): (reason: string) => void {

@@ -82,18 +82,27 @@ export interface ProxiedRequestOptions {
   clock?: Clock;
 }
 
+/**
+ * Origins already read from Reply-From values, by the value's bytes: every response of a server carries the same
+ * value, and decoding the CRI (cbor-x, the address bytes, the URI text) was the client's largest cost per relayed
+ * response (docs/BENCHMARKS.md §6.6.2). Bounded: starts over at 1,024 values.
+ */
+const replyFromOrigins = new Map<string, Origin>();
+
 /** Origin of a relayed response, from Reply-From (CRI) or Response-Forwarding (tp_info). */
 export function originFromRelayed(m: CoapMessage, remote: RemoteAddress, groupPort?: number): Origin {
   const rfNum = optionDef('Reply-From')?.number;
   const rf = rfNum !== undefined ? getOption(m, rfNum) : undefined;
   if (rf) {
-    const { target, reference } = decodeReplyFrom(rf);
-    if (reference?.host) {
-      // Case 1: the proxy stands in for each server; follow-ups go to `target` with Uri-Host/Uri-Port of `reference`.
-      const via = authorityOrigin(target);
-      return { ...authorityOrigin({ ...reference, scheme: target.scheme }), via };
+    const key = rf.toString('latin1');
+    let known = replyFromOrigins.get(key);
+    if (!known) {
+      known = originFromReplyFrom(rf); // a malformed value throws here, and is not remembered
+      if (replyFromOrigins.size >= 1024) replyFromOrigins.clear();
+      replyFromOrigins.set(key, known);
     }
-    return authorityOrigin(target);
+    // a copy: the caller hands it to the application, which may change it
+    return known.via ? { ...known, via: { ...known.via } } : { ...known };
   }
   const legacyNum = optionDef('Response-Forwarding')?.number;
   const legacy = legacyNum !== undefined ? getOption(m, legacyNum) : undefined;
@@ -102,6 +111,16 @@ export function originFromRelayed(m: CoapMessage, remote: RemoteAddress, groupPo
     return { address, port, uri: originUri(address, port) };
   }
   return { address: remote.address, port: remote.port, uri: originUri(remote.address, remote.port), unverified: true };
+}
+
+function originFromReplyFrom(rf: Buffer): Origin {
+  const { target, reference } = decodeReplyFrom(rf);
+  if (reference?.host) {
+    // Case 1: the proxy stands in for each server; follow-ups go to `target` with Uri-Host/Uri-Port of `reference`.
+    const via = authorityOrigin(target);
+    return { ...authorityOrigin({ ...reference, scheme: target.scheme }), via };
+  }
+  return authorityOrigin(target);
 }
 
 function authorityOrigin(a: CriAuthority): Origin {
