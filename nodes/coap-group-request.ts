@@ -8,7 +8,7 @@ import { CoapOption } from '../src/coap/message';
 import { OPT, encodeUint } from '../src/coap/options';
 import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
-import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group/group-client';
+import { GroupClient, GroupResponse, Origin, ResponseLimitEvent, ResponseLimits, ResponseStream, responseLimits } from '../src/group/group-client';
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
 import { defaultMulticastTimeout } from '../src/proxy/target';
 import { RemoteAddress } from '../src/transport/udp-transport';
@@ -45,6 +45,8 @@ interface GroupRequestDef extends NodeDef {
   groupOscore?: string;
   /** with groupOscore: send safe requests as Deterministic Requests (draft-ietf-core-cacheable-oscore-02), cacheable by a proxy */
   deterministic?: boolean;
+  /** responses kept per group exchange (ResponseLimits.maxResponses); empty = the default (1000) */
+  maxResponses?: string | number;
 }
 
 interface Running {
@@ -83,12 +85,24 @@ function register(RED: NodeAPI): void {
       const g = groupOscoreNode.getContext();
       return { context: def.deterministic ? g.deterministicRequests() : g.groupRequests() };
     };
+    // Deterministic Requests are a way of protecting with Group OSCORE: without a group context the checkbox would
+    // change nothing, so say so at deploy (the editor flags it too) instead of sending plain requests silently.
+    const deterministicIgnored = def.deterministic === true && !groupOscoreNode;
+    if (deterministicIgnored) node.warn(RED._('coap-group-request.warn.deterministic-ignored'));
     let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
     let lastError: string | undefined;
     let closing = false;
     const view = new GroupView(RED, node, 'request');
+
+    // What one exchange keeps: the configured maxResponses, the rest of ResponseLimits at their defaults.
+    let limits: Partial<ResponseLimits> | undefined;
+    try {
+      if (def.maxResponses !== undefined && def.maxResponses !== '') limits = responseLimits({ maxResponses: Number(def.maxResponses) });
+    } catch (err) {
+      node.error((err as Error).message);
+    }
 
     let configOptions: CoapOption[] = [];
     try {
@@ -107,16 +121,19 @@ function register(RED: NodeAPI): void {
     };
 
     // Short texts (they sit under the node): what the last exchange gave, not a running total.
-    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean } | undefined;
+    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean; dropped?: number } | undefined;
     const showStatus = () => {
       if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
       else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { responses: totalResponses }) });
-      else if (!lastOutcome) node.status({});
+      else if (!lastOutcome) node.status(deterministicIgnored ? { fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.deterministic-ignored') } : {});
       else if (lastOutcome.proxyError) node.status({ fill: 'red', shape: 'ring', text: RED._('coap-group-request.status.proxy-error', { code: lastOutcome.proxyError }) });
       else if (lastOutcome.sent) node.status({ fill: 'green', shape: 'ring', text: RED._('coap-group-request.status.sent') });
+      else if (lastOutcome.dropped) node.status({ fill: 'yellow', shape: 'dot', text: RED._('coap-group-request.status.limited', { responses: lastOutcome.responses, dropped: lastOutcome.dropped }) });
       else if (lastOutcome.responses === 0) node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.no-answer') });
       else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: lastOutcome.responses }) });
     };
+
+    if (deterministicIgnored) showStatus();
 
     node.on(
       'input',
@@ -232,8 +249,8 @@ function register(RED: NodeAPI): void {
           // servers each have their own Sender ID needs the core API's `responder`).
           const endToEnd = groupOscore() ?? (oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined);
           const oscore = oscoreProxyNode || endToEnd ? { proxy: oscoreProxyNode?.getContext(), endToEnd } : undefined;
-          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore });
-        } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore() });
+          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore, limits });
+        } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore(), limits });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
         view.started(id, url);
@@ -243,6 +260,8 @@ function register(RED: NodeAPI): void {
           showStatus();
         });
         ex.on('error', (err: Error & { origin?: string }) => node.warn(`${err.origin ?? ''}: ${err.message}`));
+        // a cap of ResponseLimits reached: said once per cap; the count is in the completion and the status
+        ex.on('limit', (e: ResponseLimitEvent) => node.warn(RED._('coap-group-request.warn.limit', { url, kind: e.kind, limit: e.limit })));
         ex.on('end', (s) => {
           running.delete(id);
           // Silence is an outcome too: say it in the completion and the status (error responses to a group request
@@ -250,10 +269,10 @@ function register(RED: NodeAPI): void {
           const proxyError = s.errors.find((e: { code?: string }) => e.code && /^[45]\./.test(e.code))?.code;
           // T' = 0 asks the proxy to relay nothing (groupcomm-proxy-07 §4): silence is what was asked for.
           const outcome = proxyError ? 'proxy error' : s.responses === 0 ? (s.cancelled ? 'cancelled' : relayNothing ? 'sent' : 'no answer') : 'answered';
-          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled' };
+          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled', dropped: s.limited?.dropped };
           if (outcome === 'no answer') node.warn(RED._('coap-group-request.warn.no-answer', { url, seconds: timeout / 1000 }));
           view.ended(id, s);
-          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
+          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, ...(s.limited ? { limited: s.limited } : {}), request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });

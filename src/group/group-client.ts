@@ -16,6 +16,10 @@ import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging
 import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
 import { protectRequest, unprotectResponse } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
+import { ResponseLimitEvent, ResponseLimitKind, ResponseLimits, responseLimits } from './response-limits';
+
+export { DEFAULT_RESPONSE_LIMITS, responseLimits } from './response-limits';
+export type { ResponseLimitEvent, ResponseLimitKind, ResponseLimits } from './response-limits';
 
 export interface Origin {
   address: string;
@@ -56,6 +60,15 @@ export interface GroupSummary {
   /** follow-ups (Block2) that failed, per origin URI */
   errors: { origin: string; error: string; code?: string }[];
   cancelled: boolean;
+  /** set when a ResponseLimits cap was reached: how many responses were dropped, and which caps they hit */
+  limited?: { dropped: number; kinds: ResponseLimitKind[] };
+}
+
+/** The bytes a response holds, as ResponseLimits.maxBytes counts them. */
+function heldBytes(m: CoapMessage): number {
+  let n = m.payload.length;
+  for (const o of m.options) n += o.value.length;
+  return n;
 }
 
 export interface GroupRequestOptions {
@@ -71,6 +84,8 @@ export interface GroupRequestOptions {
   block2Size?: number;
   /** cap on the reassembled body of one server, in bytes */
   maxBodySize?: number;
+  /** what the exchange keeps (default DEFAULT_RESPONSE_LIMITS); what goes over is counted and dropped */
+  limits?: Partial<ResponseLimits>;
   /**
    * End-to-end protection for the whole group: the Group OSCORE group-mode sender (GroupContext.groupRequests()),
    * or any RequestContext. Block2 follow-ups are then not fetched.
@@ -142,13 +157,23 @@ class HeldResponse implements GroupResponse {
 
 /**
  * The stream of responses of one exchange. Events: 'response' (GroupResponse), 'error' (Error, for a follow-up or
- * an answer of a proxy itself), 'end' (GroupSummary). Also an async iterator over the responses. Subclasses decide
- * how the request goes out, where an origin comes from and how block follow-ups travel.
+ * an answer of a proxy itself), 'limit' (ResponseLimitEvent, once per ResponseLimits cap reached: what goes over a
+ * cap is counted in `dropped` and not delivered), 'end' (GroupSummary). Also an async iterator over the responses.
+ * Subclasses decide how the request goes out, where an origin comes from and how block follow-ups travel.
  */
 export abstract class ResponseStream extends EventEmitter implements AsyncIterable<GroupResponse> {
   readonly responses: GroupResponse[] = [];
   /** responses that failed end-to-end verification (forged, replayed, from a non-member): dropped, not delivered */
   rejected = 0;
+  /** responses dropped because a ResponseLimits cap was reached */
+  dropped = 0;
+  protected readonly limits: ResponseLimits;
+  /** bytes the kept responses hold (ResponseLimits.maxBytes) */
+  private keptBytes = 0;
+  /** responses kept (or being reassembled) per origin "address|port"; made on the first response */
+  private perServer?: Map<string, number>;
+  /** the caps reached, in the order they were */
+  private limitKinds?: ResponseLimitKind[];
   protected pendingFollowUps = 0;
   protected collecting = true;
   protected ended = false;
@@ -167,10 +192,11 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   constructor(
     protected readonly endpoint: CoapEndpoint,
     request: CoapMessage,
-    protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number },
+    protected readonly streamOpts: { followBlocks: boolean; maxBodySize: number; limits?: Partial<ResponseLimits> },
   ) {
     super();
     this.requestMessage = request;
+    this.limits = responseLimits(streamOpts.limits);
   }
 
   protected get request(): CoapMessage {
@@ -206,15 +232,49 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
 
   protected onResponse(res: IncomingResponse): void {
     if (!this.collecting || this.cancelled) return;
+    const origin = this.originOf(res);
+    if (!this.admit(origin, heldBytes(res.message))) return;
     const b2 = getOption(res.message, OPT.BLOCK2);
     if (b2 && this.streamOpts.followBlocks) {
       const block = decodeBlock(b2);
       if (block.more && block.num === 0) {
-        void this.followBlocks(res, block.szx);
+        void this.followBlocks(res, block.szx, origin);
         return;
       }
     }
-    this.deliver(res, this.originOf(res), false);
+    this.deliver(res, origin, false);
+  }
+
+  /** The cap a response from `origin` would go over, before it is counted (cheap: no verification yet). */
+  protected capReached(origin: { address: string; port: number }): ResponseLimitKind | undefined {
+    if (this.responses.length + this.pendingFollowUps >= this.limits.maxResponses) return 'responses';
+    if (this.keptBytes >= this.limits.maxBytes) return 'bytes';
+    if ((this.perServer?.get(`${origin.address}|${origin.port}`) ?? 0) >= this.limits.maxResponsesPerServer) return 'per-server';
+    return undefined;
+  }
+
+  /** Count a response against the caps, or drop it (counted, 'limit' once per cap). */
+  private admit(origin: Origin, bytes: number): boolean {
+    let kind = this.capReached(origin);
+    if (!kind && this.keptBytes + bytes > this.limits.maxBytes) kind = 'bytes';
+    if (kind) {
+      this.limitDrop(kind, origin.uri);
+      return false;
+    }
+    const key = `${origin.address}|${origin.port}`;
+    const perServer = (this.perServer ??= new Map());
+    perServer.set(key, (perServer.get(key) ?? 0) + 1);
+    this.keptBytes += bytes;
+    return true;
+  }
+
+  protected limitDrop(kind: ResponseLimitKind, origin: string): void {
+    this.dropped++;
+    if (this.limitKinds?.includes(kind)) return;
+    (this.limitKinds ??= []).push(kind);
+    const limit = kind === 'responses' ? this.limits.maxResponses : kind === 'bytes' ? this.limits.maxBytes : this.limits.maxResponsesPerServer;
+    const ev: ResponseLimitEvent = { kind, limit, origin };
+    this.emit('limit', ev);
   }
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
@@ -242,9 +302,9 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   /** groupcomm-bis §3.8: fetch blocks 1.. of one server's response by unicast, then deliver the whole body. */
-  private async followBlocks(first: IncomingResponse, szx: number): Promise<void> {
+  private async followBlocks(first: IncomingResponse, szx: number, origin: Origin): Promise<void> {
     this.pendingFollowUps++;
-    const origin = this.originOf(first);
+    let counted = 0;
     const parts: Buffer[] = [first.message.payload];
     let size = first.message.payload.length;
     let num = 1;
@@ -262,6 +322,15 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
         parts.push(res.message.payload);
         size += res.message.payload.length;
         if (size > this.streamOpts.maxBodySize) throw new Error(`body exceeds ${this.streamOpts.maxBodySize} bytes`);
+        this.keptBytes += res.message.payload.length;
+        counted += res.message.payload.length;
+        if (this.keptBytes > this.limits.maxBytes) {
+          // the exchange's byte cap: this body is dropped like a response over it, and its bytes given back
+          this.keptBytes -= counted;
+          counted = 0;
+          this.limitDrop('bytes', origin.uri);
+          return;
+        }
         if (!got.more) break;
         num++;
         szx = got.szx;
@@ -270,6 +339,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
       const whole = { ...first.message, options: first.message.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.SIZE2), payload: Buffer.concat(parts) };
       this.deliver({ message: whole, remote: first.remote }, origin, true);
     } catch (err) {
+      this.keptBytes -= counted;
       if (!this.cancelled) this.reportError(origin.uri, err as Error);
     } finally {
       if (!this.cancelled) {
@@ -290,6 +360,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const seen = new Map<string, Origin>();
     for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
     const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors ?? [], cancelled: this.cancelled };
+    if (this.limitKinds) summary.limited = { dropped: this.dropped, kinds: this.limitKinds };
     this.finalSummary = summary;
     this.emit('end', summary);
     this.resolveSummary?.(summary);
@@ -334,7 +405,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   constructor(
     endpoint: CoapEndpoint,
     request: CoapMessage,
-    opts: { followBlocks: boolean; maxBodySize: number },
+    opts: { followBlocks: boolean; maxBodySize: number; limits?: Partial<ResponseLimits> },
     /** verifies one response end to end (throws if it does not verify) */
     private readonly verify?: (res: IncomingResponse) => VerifiedIncoming,
   ) {
@@ -360,6 +431,9 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   onExchangeResponse(res: IncomingResponse): void {
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
+    // over a cap already: dropped before its signature is checked, so a flood costs no verifications
+    const over = this.capReached(res.remote);
+    if (over) return this.limitDrop(over, originUri(res.remote.address, res.remote.port));
     let v: VerifiedIncoming;
     try {
       v = this.verify(res);
@@ -441,7 +515,7 @@ export class GroupClient {
         return { ...res, message: v.message, oscore: { kid: v.responder.recipientId.toString('hex'), mode: v.responder.mode } };
       };
     }
-    const ex = new GroupExchange(this.endpoint, msg, { followBlocks: opts.oscore ? false : opts.followBlocks ?? true, maxBodySize: opts.maxBodySize ?? 1 << 20 }, verify);
+    const ex = new GroupExchange(this.endpoint, msg, { followBlocks: opts.oscore ? false : opts.followBlocks ?? true, maxBodySize: opts.maxBodySize ?? 1 << 20, limits: opts.limits }, verify);
     return ex.start({ address: socketAddress(uri), port: uri.port }, opts.timeout ?? DEFAULT_GROUP_TIMEOUT);
   }
 

@@ -290,6 +290,8 @@ export class CoapEndpoint extends EventEmitter {
   private readonly separateAcks: DeadlineQueue<ServerExchange>;
   private handler?: RequestHandler;
   private closed = false;
+  /** close() has begun: what its 'closing' and 'end' listeners start now could not end, so it is refused */
+  private closing = false;
   private readonly onDatagram = (dg: Datagram) => this.receive(dg);
 
   constructor(
@@ -642,7 +644,9 @@ export class CoapEndpoint extends EventEmitter {
    * the token is retired. Returns the datagram that was sent.
    */
   startGroupRequest(rec: GroupRequestRecord, req: Partial<CoapMessage> & { code: number }, group: RemoteAddress, deadline: number, opts: { token?: Buffer } = {}): Buffer {
-    if (this.closed) throw new CoapError('endpoint closed', 'ERR_CLOSED');
+    // A group request started while close() runs (from a 'closing' or 'end' listener) would be registered after
+    // close() ended the others and dropped with the deadline queue, never ending: refuse it like after close.
+    if (this.closed || this.closing) throw new CoapError(this.closed ? 'endpoint closed' : 'endpoint closing', 'ERR_CLOSED');
     this.reserveRetireSlot();
     const token = opts.token ?? this.newToken();
     const k = tokenKey(token);
@@ -946,10 +950,12 @@ export class CoapEndpoint extends EventEmitter {
 
   /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */
   async close(closeTransport = true): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
     this.emit('closing');
-    // pending group requests end (their tokens retired), then the unicast requests fail with ERR_CLOSED
-    // (a snapshot: what their 'end' listeners start now is dropped with the rest below)
+    // pending group requests end (their tokens retired), then the unicast requests fail with ERR_CLOSED; a group
+    // request their 'end' listeners start now is refused (startGroupRequest throws ERR_CLOSED 'endpoint closing'),
+    // a unicast one is in the snapshot below and fails with the others
     for (const rec of this.groupDeadlines.entries()) this.endGroupRequest(rec);
     for (const ex of [...this.exchanges.values()]) if (ex instanceof UnicastRequest) ex.finish(new CoapError('endpoint closed', 'ERR_CLOSED'));
     this.closed = true;

@@ -93,6 +93,23 @@ export function isFresher(v1: number, t1: number, v2: number, t2: number): boole
 }
 
 /**
+ * observe-multicast-notifications-15 §8.2, a client polled with Feedback-Divider Q: answer with probability 2^-Q,
+ * after a random part of the leisure (RFC 7252 DEFAULT_LEISURE 5 s). Emits 'feedback' ({divider, answered}) on
+ * `observer`; when answering, `send` runs on a timer of `clock` kept in `timers` until it fires, so the observer's
+ * end clears it. Shared by MulticastObserver and TicketObserver.
+ */
+export function answerCountingPoll(q: number, observer: { emit(event: 'feedback', info: { divider: number; answered: boolean }): boolean; clock: Clock; timers: Set<unknown>; leisure?: number }, send: () => void): void {
+  const respond = Math.floor(Math.random() * 2 ** Math.min(q, 30)) === 0;
+  observer.emit('feedback', { divider: q, answered: respond });
+  if (!respond) return;
+  const t = observer.clock.setTimeout(() => {
+    observer.timers.delete(t);
+    send();
+  }, Math.random() * (observer.leisure ?? 5000));
+  observer.timers.add(t);
+}
+
+/**
  * Events: 'informative' (InformativeResponse), 'notification' (Notification), 'cancelled', 'error' (Error),
  * 'feedback' ({divider, answered}).
  */
@@ -332,11 +349,7 @@ export class MulticastObserver extends EventEmitter {
 
   /** §8.2 client: with probability 2^-Q, after a random part of the leisure, confirm interest. */
   private answerPoll(q: number): void {
-    const respond = Math.floor(Math.random() * 2 ** Math.min(q, 30)) === 0;
-    this.emit('feedback', { divider: q, answered: respond });
-    if (!respond) return;
-    const t = this.clock.setTimeout(() => {
-      this.timers.delete(t);
+    answerCountingPoll(q, { emit: (e, info) => this.emit(e, info), clock: this.clock, timers: this.timers, leisure: this.o.leisure }, () => {
       if (this.mode !== 'multicast') return;
       let token: Buffer;
       try {
@@ -362,8 +375,7 @@ export class MulticastObserver extends EventEmitter {
       }
       // §8.2: to the same destination as the original registration (the proxy, if it went through one)
       this.endpoint.sendMessage(msg, this.peer);
-    }, Math.random() * (this.o.leisure ?? 5000));
-    this.timers.add(t);
+    });
   }
 
   /** 'error' without throwing when nobody listens (a library user may not have attached a listener). */

@@ -15,7 +15,7 @@ import { CoapUri, formatUri, originUri, parseUri, socketAddress } from '../coap/
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { Clock } from '../messaging/parameters';
 import { RemoteAddress } from '../transport/udp-transport';
-import { Notification, isFresher } from './multicast-observer';
+import { Notification, answerCountingPoll, isFresher } from './multicast-observer';
 import type { MulticastObserverSecurity, ResponseVerifier } from './observe-security';
 import { ECHO_ANSWER_WAIT_MS, RelayedNotification, TicketClient, TicketError } from './ticket-request';
 import { answeringEcho } from '../proxy/proxy-client';
@@ -244,11 +244,7 @@ export class TicketObserver extends EventEmitter {
 
   /** OMN-15 §8.2 client: with probability 2^-Q, after a random part of the leisure, a protected confirmation. */
   private answerPoll(q: number): void {
-    const respond = Math.floor(Math.random() * 2 ** Math.min(q, 30)) === 0;
-    this.emit('feedback', { divider: q, answered: respond });
-    if (!respond) return;
-    const t = this.clock.setTimeout(() => {
-      this.timers.delete(t);
+    answerCountingPoll(q, { emit: (e, info) => this.emit(e, info), clock: this.clock, timers: this.timers, leisure: this.o.leisure }, () => {
       if (this.state !== 'listening') return;
       try {
         const token = this.endpoint.newOneShotToken();
@@ -274,8 +270,7 @@ export class TicketObserver extends EventEmitter {
       } catch (err) {
         this.report(err as Error);
       }
-    }, Math.random() * (this.o.leisure ?? 5000));
-    this.timers.add(t);
+    });
   }
 
   private reject(err: Error): void {

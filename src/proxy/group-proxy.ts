@@ -21,6 +21,7 @@ import { ContextLookup, DEFAULT_MAX_LAYERS, LayerError, RemovedLayer, oscoreClie
 import { MessageParts, isProtected } from '../oscore/protect';
 import { isDeterministicRequest } from '../oscore/group/deterministic';
 import { RemoteAddress } from '../transport/udp-transport';
+import { DEFAULT_RESPONSE_LIMITS } from '../group/response-limits';
 import { NotificationRelay } from '../observe/notification-relay';
 import { TicketListener } from '../observe/ticket-listener';
 import type { SignatureChecker } from '../oscore/group/signature-checker';
@@ -84,6 +85,8 @@ export interface GroupProxyOptions {
   maxPendingPerClient?: number;
   /** relayed responses per second per host (default 200) */
   maxResponsesPerSecond?: number;
+  /** responses relayed per group exchange before T' (default: the group client's DEFAULT_RESPONSE_LIMITS.maxResponses) */
+  maxResponsesPerExchange?: number;
   /** global budget over every host's slots (default 20000) */
   maxExchanges?: number;
   /** the other per-host limits (T' = 0 rate, unicast forwards, Observe relays) */
@@ -149,6 +152,8 @@ export interface ProxyCounters {
   chainRetries: number;
   /** group requests dropped before fan-out, and relayed responses dropped, because their Group OSCORE signature did not verify (RFC 10021 §7.5) */
   signatureRejected: number;
+  /** responses dropped because their exchange had relayed maxResponsesPerExchange already */
+  capDropped: number;
 }
 
 /** A server's encoded Reply-From, its "addr|port" for knownServers, and the option list made from it. */
@@ -192,6 +197,8 @@ interface Exchange {
   answered?: Set<string>;
   /** the request passed the signature check (RFC 10021 §7.5): its responses are checked too */
   signature?: Extract<RequestVerdict, { kind: 'ok' }>;
+  /** maxResponsesPerExchange was reached (its 'drop' event is sent once) */
+  capped?: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -207,7 +214,7 @@ const NO_KEEP = { keepReply: false } as { separate?: boolean };
 
 export class GroupProxy extends EventEmitter {
   readonly counters: ProxyCounters = {
-    requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0, oscoreFailures: 0, echoChallenges: 0, limited: 0, amplificationDrops: 0, chainRetries: 0, signatureRejected: 0,
+    requests: 0, groupRequests: 0, unicastRequests: 0, relayed: 0, rejected: 0, lateDropped: 0, rateDropped: 0, earlyStops: 0, oscoreFailures: 0, echoChallenges: 0, limited: 0, amplificationDrops: 0, chainRetries: 0, signatureRejected: 0, capDropped: 0,
   };
   private readonly exchanges = new Map<string, Exchange>();
   private readonly rate = new Map<string, { windowStart: number; count: number }>();
@@ -219,7 +226,7 @@ export class GroupProxy extends EventEmitter {
   private readonly targetTexts = new Map<string, string>();
   /** T' of every pending exchange, one clock timer per distinct T' */
   private readonly tPrimeDeadlines: Deadlines<Exchange>;
-  private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
+  private readonly opts: Required<Pick<GroupProxyOptions, 'forward' | 'groupProxying' | 'replyFrom' | 'hosts' | 'maxMulticastTimeout' | 'maxResponsesPerSecond' | 'maxResponsesPerExchange' | 'relayType' | 'hopLimit'>> & GroupProxyOptions;
   private closed = false;
   private readonly endFn = (ex: Exchange, reason: string) => this.endExchange(ex, reason);
   private readonly clock: Clock;
@@ -236,7 +243,7 @@ export class GroupProxy extends EventEmitter {
 
   constructor(opts: GroupProxyOptions) {
     super();
-    this.opts = { forward: true, groupProxying: true, replyFrom: 'reply-from', hosts: {}, maxMulticastTimeout: 300, maxResponsesPerSecond: 200, relayType: 'NON', hopLimit: 16, ...opts };
+    this.opts = { forward: true, groupProxying: true, replyFrom: 'reply-from', hosts: {}, maxMulticastTimeout: 300, maxResponsesPerSecond: 200, maxResponsesPerExchange: DEFAULT_RESPONSE_LIMITS.maxResponses, relayType: 'NON', hopLimit: 16, ...opts };
     this.clock = opts.clock ?? systemClock;
     this.tPrimeDeadlines = new Deadlines(this.clock, (ex) => this.tPrimePassed(ex));
     this.limits = new HostLimits({ ...opts.limits, pending: opts.maxPendingPerClient ?? 16, global: opts.maxExchanges ?? 20_000, clock: this.clock });
@@ -687,6 +694,16 @@ export class GroupProxy extends EventEmitter {
         this.opts.upstream.sendMessage(ex.upstreamRequest, ex.upstreamDest, { onFail: (err) => this.endExchange(ex, `next hop: ${err.message}`) });
         return;
       }
+    }
+    if (ex.relayCount >= this.opts.maxResponsesPerExchange && ex.life.state === 'collecting') {
+      // Bounded like the group client's exchange (ResponseLimits.maxResponses): over the cap, counted and dropped
+      // before the signature check, with one 'drop' event per exchange. After T' only observed servers are admitted.
+      this.counters.capDropped++;
+      if (!ex.capped) {
+        ex.capped = true;
+        this.emitEvent({ kind: 'drop', client: ex.leg.client, token: ex.leg.token.toString('hex'), reason: `more than ${this.opts.maxResponsesPerExchange} responses in one exchange (the rest dropped)` });
+      }
+      return;
     }
     if (ex.signature && ex.life.state !== 'ended' && typeof checkGroupResponse(ex.signature.checker, ex.signature.request, m) === 'object') {
       // RFC 10021 §7.5: a group-mode response whose countersignature does not verify is not relayed; checked before

@@ -29,7 +29,7 @@ import {
 import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
-import { Origin, ResponseStream, VerifiedIncoming } from '../group/group-client';
+import { Origin, ResponseLimits, ResponseStream, VerifiedIncoming } from '../group/group-client';
 import { TargetStyle, defaultMulticastTimeout, targetOptions } from './target';
 
 export type { TargetStyle } from './target';
@@ -76,6 +76,8 @@ export interface ProxiedRequestOptions {
   retryOn400?: boolean;
   followBlocks?: boolean;
   maxBodySize?: number;
+  /** what the exchange keeps (default DEFAULT_RESPONSE_LIMITS of group-client.ts); what goes over is counted and dropped */
+  limits?: Partial<ResponseLimits>;
   /** OSCORE layers; with OSCORE, Block2 follow-ups are not fetched (followBlocks is ignored) */
   oscore?: ProxiedOscoreOptions;
   /** the clock of T, the client's deadline (tests pass a FakeClock) */
@@ -153,7 +155,7 @@ export class ProxiedGroupExchange extends ResponseStream {
     endpoint: CoapEndpoint,
     private readonly o: ProxiedRequestOptions,
   ) {
-    super(endpoint, createMessage({ code: o.method ?? CODES.GET }), { followBlocks: o.oscore ? false : o.followBlocks ?? true, maxBodySize: o.maxBodySize ?? 1 << 20 });
+    super(endpoint, createMessage({ code: o.method ?? CODES.GET }), { followBlocks: o.oscore ? false : o.followBlocks ?? true, maxBodySize: o.maxBodySize ?? 1 << 20, limits: o.limits });
     this.uri = typeof o.uri === 'string' ? parseUri(o.uri) : o.uri;
     this.clock = o.clock ?? systemClock;
     this.tPrime = o.multicastTimeout;

@@ -193,7 +193,7 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
     }
   });
 
-  it('the editor flags a bad port (70000, "abc") and a non-CoAP URI, and lists this machine\'s interfaces for the multicast interface', async function () {
+  it('the editor flags a bad port (70000, "abc"), a non-CoAP URI, Deterministic Requests without a Group OSCORE context and Max responses 0, and lists this machine\'s interfaces for the multicast interface', async function () {
     const flagged = async (field: string, value: string): Promise<boolean> => {
       await page.fill(field, value);
       await page.locator(field).dispatchEvent('change');
@@ -219,6 +219,16 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
     await page.locator('#dialog-form').waitFor();
     assert.equal(await flagged('#node-input-url', 'http://127.0.0.1/light'), true, 'an http URI is flagged');
     assert.equal(await flagged('#node-input-url', 'coap://224.0.1.187/light'), false, 'a coap URI is accepted');
+    // Deterministic Requests without a Group OSCORE context would do nothing: the checkbox is flagged while checked
+    const deterministicFlagged = async (checked: boolean): Promise<boolean> => {
+      await page.setChecked('#node-input-deterministic', checked);
+      await page.locator('#node-input-deterministic').dispatchEvent('change');
+      return page.$eval('#node-input-deterministic', (el: any) => el.classList.contains('input-error'));
+    };
+    assert.equal(await deterministicFlagged(true), true, 'Deterministic Requests without a Group OSCORE context is flagged');
+    assert.equal(await deterministicFlagged(false), false, 'unchecked, it is not');
+    assert.equal(await flagged('#node-input-maxResponses', '0'), true, 'Max responses 0 is flagged');
+    assert.equal(await flagged('#node-input-maxResponses', '50'), false, 'Max responses 50 is accepted');
     await page.click('#node-dialog-cancel');
     await page.locator('.red-ui-tray').first().waitFor({ state: 'detached' });
     await page.evaluate((nid: string) => {

@@ -218,3 +218,41 @@ describe('message layer: a request never hangs', function () {
     }
   });
 });
+
+describe('endpoint close(): a group request started while it runs', function () {
+  it("a group request started from a pending exchange's 'end' listener during close() is refused at once with ERR_CLOSED 'endpoint closing', and the first exchange ends", async function () {
+    const port = await freeGroupPort();
+    const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const gc = new GroupClient(ep);
+    // no server answers: the first exchange is still collecting when close() ends it
+    const first = gc.request({ uri: `coap://${GROUP_V4}:${port}/light`, timeout: 60_000 });
+    let second: Error & { code?: string } | undefined;
+    let started: ReturnType<GroupClient['request']> | undefined;
+    first.on('end', () => {
+      try {
+        started = gc.request({ uri: `coap://${GROUP_V4}:${port}/again`, timeout: 60_000 });
+      } catch (err) {
+        second = err as Error & { code?: string };
+      }
+    });
+    // the callback form too, started from the 'closing' event
+    let third: Error & { code?: string } | undefined;
+    ep.once('closing', () => {
+      try {
+        ep.groupRequest({ code: CODES.GET }, { address: GROUP_V4, port }, 60_000, () => undefined, () => undefined);
+      } catch (err) {
+        third = err as Error & { code?: string };
+      }
+    });
+    await closeChecked(ep);
+    const s = await first.summary;
+    assert.equal(s.responses, 0);
+    assert.equal(started, undefined, 'the second request was accepted and would never end');
+    assert.equal(second?.code, 'ERR_CLOSED');
+    assert.equal(second?.message, 'endpoint closing');
+    assert.equal(third?.code, 'ERR_CLOSED');
+    assert.equal(third?.message, 'endpoint closing');
+    // after close, the same refusal says 'endpoint closed'
+    assert.throws(() => gc.request({ uri: `coap://${GROUP_V4}:${port}/light` }), { code: 'ERR_CLOSED', message: 'endpoint closed' });
+  });
+});

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, memberConfigNode, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort } from '../support/lamps';
+import { Status, callsOf } from '../support/flow';
 import { nodeRedRuntime } from '../support/node-red-runtime';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -176,5 +177,17 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     const [m] = await caught;
     assert.match(m.error.message, /Deterministic Request must be safe/);
     assert.equal(seen(), before);
+  });
+
+  it('"Deterministic Requests" checked without a Group OSCORE context warns at deploy and shows a yellow status; with one, neither', async function () {
+    const f = flow();
+    const plain = { id: 'reqPlain', z: 'f1', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, payloadMode: 'auto', deterministic: true, wires: [['out']] };
+    await helper.load([groupContextNode, requestNode, endpointNode, proxyNode], [...f.nodes, plain], f.credentials);
+    const warned = (id: string) => callsOf(helper.getNode(id), 'warn').filter((w: unknown) => w === 'coap-group-request.warn.deterministic-ignored').length;
+    const flagged = (id: string) => callsOf(helper.getNode(id), 'status').filter((st: Status) => st.text === 'coap-group-request.status.deterministic-ignored');
+    assert.equal(warned('reqPlain'), 1, 'one warning at deploy');
+    assert.deepEqual(flagged('reqPlain'), [{ fill: 'yellow', shape: 'ring', text: 'coap-group-request.status.deterministic-ignored' }]);
+    assert.equal(warned('reqA'), 0);
+    assert.deepEqual(flagged('reqA'), []);
   });
 });

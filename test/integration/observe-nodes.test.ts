@@ -26,6 +26,27 @@ async function freeUnicastPort(address: string): Promise<number> {
   return port;
 }
 
+/**
+ * A coap-observe-multicast server on 127.0.0.8 (notifications to `group`, threshold 1, initial state "calm") with its
+ * events on helper 'events', and two client nodes c1, c2 that share the coap-endpoint 'ep' and start on input, wired
+ * to helpers o1 and o2.
+ */
+async function twoClientsOneEndpoint(group: string): Promise<Record<string, unknown>[]> {
+  const port = await freeUnicastPort('127.0.0.8');
+  const groupPort = await freeGroupPort(group);
+  const uri = `coap://127.0.0.8:${port}/alarm`;
+  const client = (i: number) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, endpoint: 'ep', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] });
+  return [
+    { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.8', port, path: '/alarm', group, groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
+    { id: 'events', type: 'helper' },
+    { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+    client(1),
+    client(2),
+    { id: 'o1', type: 'helper' },
+    { id: 'o2', type: 'helper' },
+  ];
+}
+
 describe('nodes: coap-observe-multicast (server and client modes)', function () {
   this.timeout(15000);
   afterEach(async function () {
@@ -103,20 +124,7 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
   });
 
   it('two client nodes on one coap-endpoint observe one group resource through its socket: each gets every notification once, and removing one keeps the other going', async function () {
-    const port = await freeUnicastPort('127.0.0.8');
-    const groupPort = await freeGroupPort('239.255.0.81');
-    const uri = `coap://127.0.0.8:${port}/alarm`;
-    const client = (i: number) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, endpoint: 'ep', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] });
-    const flow = [
-      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.8', port, path: '/alarm', group: '239.255.0.81', groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
-      { id: 'events', type: 'helper' },
-      { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
-      client(1),
-      client(2),
-      { id: 'o1', type: 'helper' },
-      { id: 'o2', type: 'helper' },
-      ...completeWatch(['c1', 'c2']),
-    ];
+    const flow = [...(await twoClientsOneEndpoint('239.255.0.81')), ...completeWatch(['c1', 'c2'])];
     await helper.load([observeNode, endpointNode, ...WATCH_NODES], flow);
     const dones = new DoneCounter(helper.getNode('cmp-out'));
     const got: Record<string, Msg[]> = { o1: [], o2: [] };
@@ -162,19 +170,7 @@ describe('nodes: coap-observe-multicast (server and client modes)', function () 
   });
 
   it('a start overtaken while it waits for the endpoint (by a second start or by msg.cancel) registers nothing', async function () {
-    const port = await freeUnicastPort('127.0.0.8');
-    const groupPort = await freeGroupPort('239.255.0.82');
-    const uri = `coap://127.0.0.8:${port}/alarm`;
-    const client = (i: number) => ({ id: `c${i}`, type: 'coap-observe-multicast', mode: 'client', uri, endpoint: 'ep', autoStart: false, payloadMode: 'string', wires: [[`o${i}`]] });
-    const flow = [
-      { id: 'srv', type: 'coap-observe-multicast', mode: 'server', address: '127.0.0.8', port, path: '/alarm', group: '239.255.0.82', groupPort, threshold: 1, contentFormat: 'text/plain', minInterval: 0, initial: 'calm', wires: [['events']] },
-      { id: 'events', type: 'helper' },
-      { id: 'ep', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
-      client(1),
-      client(2),
-      { id: 'o1', type: 'helper' },
-      { id: 'o2', type: 'helper' },
-    ];
+    const flow = await twoClientsOneEndpoint('239.255.0.82');
     await helper.load([observeNode, endpointNode], flow);
     const got: Record<string, Msg[]> = { o1: [], o2: [] };
     for (const k of Object.keys(got)) helper.getNode(k).on('input', (m: Msg) => got[k].push(m));

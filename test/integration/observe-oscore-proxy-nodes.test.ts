@@ -13,7 +13,7 @@ import { CODES } from '../../src/coap/codes';
 import { CoapMessage, createMessage, getOption } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
 import { GroupServer } from '../../src/group/group-server';
-import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { CoapEndpoint, IncomingRequest, ResponseContext } from '../../src/messaging/endpoint';
 import { GroupObservation } from '../../src/observe/group-observation';
 import { groupObservationSecurity } from '../../src/observe/group-oscore';
 import type { GroupObservationSecurity, ProtectedParts } from '../../src/observe/observe-security';
@@ -185,6 +185,37 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
     return { out: collector('out'), out2: collector('out2'), events: collector('events'), cl: helper.getNode('cl'), cl2: helper.getNode('cl2') };
   }
 
+  /**
+   * A stand-in forward proxy on two endpoints of its own: a registration goes on to the alarm server without the proxy
+   * options and its answer comes back without Observe (the protected registration's outer Proxy-Uri is scheme and
+   * authority only, RFC 8613 §4.1.3.3: the path is encrypted); a ticket request goes to `onTicket`.
+   */
+  async function relayingProxy(onTicket: (req: IncomingRequest, ctx: ResponseContext, listen: CoapEndpoint) => void): Promise<{ listen: CoapEndpoint; upstream: CoapEndpoint }> {
+    const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    listen.setRequestHandler((req, ctx) => {
+      if (isTicketRequest(req.message)) return onTicket(req, ctx, listen);
+      const proxyOpts: number[] = [OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT];
+      upstream
+        .request({ code: req.message.code, options: req.message.options.filter((o) => !proxyOpts.includes(o.number)), payload: req.message.payload }, alarm.server.address())
+        .then((res) => ctx.respond({ code: res.message.code, options: res.message.options.filter((o) => o.number !== OPT.OBSERVE), payload: res.message.payload }), () => ctx.ignore());
+    });
+    return { listen, upstream };
+  }
+
+  /** Load a client node 'cl' (member `id`, started at deploy) that observes the alarm through `proxy`, output on 'out'. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async function clientVia(proxy: CoapEndpoint, id: string): Promise<any> {
+    const c = member(material, 'gc', id, [SERVER]);
+    const flow = [
+      c.node,
+      { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${proxy.transport.address().port}`, autoStart: true, payloadMode: 'string', groupOscore: 'gc', wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ];
+    await helper.load([groupContextNode, observeNode], flow, { gc: c.credentials });
+    return helper.getNode('cl');
+  }
+
   it('registers through the proxy, hands it the ticket, and outputs each verified notification (plaintext, the server as origin); the statuses tell each step; a later observer joins the same listening; no secret anywhere', async function () {
     const { out, out2, events, cl, cl2 } = await deploy();
     cl.receive({});
@@ -297,30 +328,13 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
 
   it('a proxy that refuses the ticket: a red status with its code and one error line; nothing is output and the flow keeps running', async function () {
     // A forward proxy that relays the registration (it cannot read it) and answers every ticket 4.03.
-    const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
-    const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
     let tickets = 0;
-    listen.setRequestHandler((req, ctx) => {
-      if (isTicketRequest(req.message)) {
-        tickets++;
-        return ctx.respond({ code: CODES.FORBIDDEN, payload: Buffer.from('no tickets here') });
-      }
-      // the protected registration's outer Proxy-Uri is scheme and authority only (RFC 8613 §4.1.3.3: the path is
-      // encrypted): the harness forwards it without
-      const proxyOpts: number[] = [OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT];
-      upstream
-        .request({ code: req.message.code, options: req.message.options.filter((o) => !proxyOpts.includes(o.number)), payload: req.message.payload }, alarm.server.address())
-        .then((res) => ctx.respond({ code: res.message.code, options: res.message.options.filter((o) => o.number !== OPT.OBSERVE), payload: res.message.payload }), () => ctx.ignore());
+    const { listen, upstream } = await relayingProxy((req, ctx) => {
+      tickets++;
+      ctx.respond({ code: CODES.FORBIDDEN, payload: Buffer.from('no tickets here') });
     });
     try {
-      const c = member(material, 'gc', '28', [SERVER]);
-      const flow = [
-        c.node,
-        { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${listen.transport.address().port}`, autoStart: true, payloadMode: 'string', groupOscore: 'gc', wires: [['out']] },
-        { id: 'out', type: 'helper' },
-      ];
-      await helper.load([groupContextNode, observeNode], flow, { gc: c.credentials });
-      const cl = helper.getNode('cl');
+      const cl = await clientVia(listen, '28');
       const out = collector('out');
       const refused = await statusOf(cl, (s) => (s.text ?? '').startsWith('coap-observe-multicast.status.ticketRefused'));
       assert.deepEqual([refused.fill, countsOf(refused.text)?.code], ['red', '4.03']);
@@ -341,28 +355,12 @@ describe('nodes: coap-observe-multicast with Group OSCORE through a coap-group-p
   it('a relay that ends with an error after the ticket was accepted: the status says ended (red), not the last count', async function () {
     // A forward proxy that relays the registration, accepts the ticket (empty ACK), then ends the relay with a 4.04
     // of its own on the ticket's token (unprotected, no Observe: this hop's error, RFC 7641 §3.2).
-    const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
-    const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
-    listen.setRequestHandler((req, ctx) => {
-      if (isTicketRequest(req.message)) {
-        ctx.ignore();
-        setImmediate(() => listen.sendMessage(createMessage({ type: 'NON', code: CODES.NOT_FOUND, token: req.message.token, messageId: listen.newMessageId(req.remote), options: [], payload: Buffer.alloc(0) }), req.remote));
-        return;
-      }
-      const proxyOpts: number[] = [OPT.PROXY_URI, OPT.PROXY_SCHEME, OPT.URI_HOST, OPT.URI_PORT];
-      upstream
-        .request({ code: req.message.code, options: req.message.options.filter((o) => !proxyOpts.includes(o.number)), payload: req.message.payload }, alarm.server.address())
-        .then((res) => ctx.respond({ code: res.message.code, options: res.message.options.filter((o) => o.number !== OPT.OBSERVE), payload: res.message.payload }), () => ctx.ignore());
+    const { listen, upstream } = await relayingProxy((req, ctx, listen) => {
+      ctx.ignore();
+      setImmediate(() => listen.sendMessage(createMessage({ type: 'NON', code: CODES.NOT_FOUND, token: req.message.token, messageId: listen.newMessageId(req.remote), options: [], payload: Buffer.alloc(0) }), req.remote));
     });
     try {
-      const c = member(material, 'gc', '29', [SERVER]);
-      const flow = [
-        c.node,
-        { id: 'cl', type: 'coap-observe-multicast', mode: 'client', uri: alarm.target, proxy: `coap://127.0.0.1:${listen.transport.address().port}`, autoStart: true, payloadMode: 'string', groupOscore: 'gc', wires: [['out']] },
-        { id: 'out', type: 'helper' },
-      ];
-      await helper.load([groupContextNode, observeNode], flow, { gc: c.credentials });
-      const cl = helper.getNode('cl');
+      const cl = await clientVia(listen, '29');
       const ended = await statusOf(cl, (s) => s.text === 'coap-observe-multicast.status.ended');
       assert.equal(ended.fill, 'red');
       assert.equal(callsOf(cl, 'status').at(-1).text, 'coap-observe-multicast.status.ended', 'nothing overwrote it');

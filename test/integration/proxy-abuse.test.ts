@@ -17,7 +17,7 @@ import { requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-c
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { forceGc } from '../../bench/common';
 import { FakeClock } from '../support/fake-clock';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { GROUP_V4, lampsForSuite, stopAll } from '../support/lamps';
 import { waitFor, waitForEvent } from '../support/wait';
 
 async function endpointOn(address = '127.0.0.1', port = 0): Promise<CoapEndpoint> {
@@ -74,17 +74,7 @@ const MT = optionNumber('Multicast-Timeout');
 
 describe('group proxy under attack (real sockets)', function () {
   this.timeout(60000);
-  let port: number;
-  let lamps: Lamp[];
-  const groupRequests = () => lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
-
-  before(async function () {
-    port = await freeGroupPort();
-    lamps = await startLamps(5, { groupPort: port, leisure: 20 });
-  });
-  after(async function () {
-    await stopAll(lamps.map((l) => l.server));
-  });
+  const group = lampsForSuite(5, { leisure: 20 });
 
   it('reflection: 20,000 CON requests with 255-byte garbage Uri-Path segments from a source not allow-listed get at most 3x their bytes back, and the proxy grows < 50 MB (RFC 9000 §8.1)', async function () {
     const p = await startProxy({ allow: [{ address: '127.0.0.9' }] });
@@ -92,7 +82,7 @@ describe('group proxy under attack (real sockets)', function () {
     try {
       const dest = p.listen.transport.address();
       const garbage = Buffer.alloc(255, 0xff);
-      const groupBefore = groupRequests();
+      const groupBefore = group.groupRequests();
       forceGc();
       const m0 = process.memoryUsage();
       const before = m0.heapUsed + m0.external;
@@ -122,7 +112,7 @@ describe('group proxy under attack (real sockets)', function () {
       assert.ok(attacker.received < attacker.sent / 10, `bytes out ${attacker.received} are a small fraction of ${attacker.sent}`);
       assert.ok(attacker.replies.every((r) => !r.includes(garbage.subarray(0, 8))), 'no answer echoes the client\'s bytes');
       assert.ok(attacker.replies.every((r) => r.length <= 1152), 'no datagram over RFC 7252 §4.6 without Block');
-      assert.equal(groupRequests(), groupBefore, 'nothing from a source not allow-listed reached the group');
+      assert.equal(group.groupRequests(), groupBefore, 'nothing from a source not allow-listed reached the group');
       forceGc();
       const m1 = process.memoryUsage();
       const grew = m1.heapUsed + m1.external - before;
@@ -138,11 +128,11 @@ describe('group proxy under attack (real sockets)', function () {
   it('a spoofed allow-listed address gets no relayed response (and the group no request) until Echo is answered from that address (RFC 9175 §2.4)', async function () {
     const p = await startProxy({ allow: [{ address: '127.0.0.5' }] });
     const dest = p.listen.transport.address();
-    const groupBefore = groupRequests();
+    const groupBefore = group.groupRequests();
     // The spoofer sends from the victim's address and port, then is gone; the victim owns that address.
     const spoofer = await socketOn('127.0.0.5');
     const victimPort = spoofer.port;
-    const req = createMessage({ type: 'NON', code: CODES.GET, messageId: 7, token: Buffer.from('spoofed!'), options: [{ number: MT, value: encodeUint(2) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }] });
+    const req = createMessage({ type: 'NON', code: CODES.GET, messageId: 7, token: Buffer.from('spoofed!'), options: [{ number: MT, value: encodeUint(2) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${group.port}/light`) }] });
     const challenged = waitForEvent<ProxyEvent>(p.proxy, 'event', (e) => e.kind === 'challenge' && e.code === '4.01', 15000);
     spoofer.sock.send(encode(req), dest.port, dest.address);
     await challenged;
@@ -152,14 +142,14 @@ describe('group proxy under attack (real sockets)', function () {
     try {
       assert.equal(p.proxy.counters.echoChallenges, 1);
       assert.ok(challenge.length <= 3 * encode(req).length, 'the 4.01 with Echo is within 3x the request');
-      assert.equal(groupRequests(), groupBefore, 'nothing went to the group for the spoofed request');
+      assert.equal(group.groupRequests(), groupBefore, 'nothing went to the group for the spoofed request');
       assert.equal(p.proxy.activeExchanges, 0);
       // The owner of the address now asks for itself: it answers the Echo from that address and gets the relays.
-      const ex = requestViaProxy(victim, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 1, timeout: 2500 });
+      const ex = requestViaProxy(victim, { proxy: dest, uri: `coap://${GROUP_V4}:${group.port}/light`, multicastTimeout: 1, timeout: 2500 });
       const s = await ex.summary;
       assert.equal(s.responses, 5);
       assert.equal(p.proxy.counters.echoChallenges, 2, 'the owner was challenged too, and answered');
-      assert.equal(groupRequests(), groupBefore + 5, 'one fan-out: the owner\'s');
+      assert.equal(group.groupRequests(), groupBefore + 5, 'one fan-out: the owner\'s');
     } finally {
       await victim.close();
       await p.close();
@@ -170,7 +160,7 @@ describe('group proxy under attack (real sockets)', function () {
     const p = await startProxy({ allow: [{ address: '127.0.0.5' }] });
     const dest = p.listen.transport.address();
     // the target records every request that reaches it, by path
-    const lamp = lamps[0];
+    const lamp = group.lamps[0];
     const reached: string[] = [];
     for (const path of ['/spoofed', '/owner']) {
       lamp.server.addResource(path, () => {
@@ -226,7 +216,7 @@ describe('group proxy under attack (real sockets)', function () {
     const p = await startProxy({ allow: [{ address: '127.0.0.1' }], unsafeTrustAddresses: true });
     const client = await endpointOn();
     try {
-      const lamp = lamps[1];
+      const lamp = group.lamps[1];
       const res = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${lamp.address}:${lamp.server.address().port}/light`) }] }, p.listen.transport.address());
       assert.equal(codeToString(res.message.code), '2.05');
       assert.equal(p.proxy.counters.echoChallenges, 0);
@@ -245,7 +235,7 @@ describe('group proxy under attack (real sockets)', function () {
       for (let i = 0; i < 40; i++) clients.push(await endpointOn());
       const dest = p.listen.transport.address();
       // The proxy's T' never passes (fake clock): every accepted exchange stays pending.
-      const exchanges = clients.map((c) => requestViaProxy(c, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 5, timeout: 8000, clock }));
+      const exchanges = clients.map((c) => requestViaProxy(c, { proxy: dest, uri: `coap://${GROUP_V4}:${group.port}/light`, multicastTimeout: 5, timeout: 8000, clock }));
       await waitFor(() => p.proxy.counters.groupRequests + p.proxy.limits.refused.pending >= 40, 'all 40 requests admitted or refused', 15000);
       assert.equal(p.proxy.limits.held('ip:127.0.0.1', 'pending'), 16);
       assert.equal(p.proxy.activeExchanges, 16);
@@ -265,11 +255,11 @@ describe('group proxy under attack (real sockets)', function () {
     const client = await endpointOn();
     try {
       const dest = p.listen.transport.address();
-      const groupBefore = groupRequests();
+      const groupBefore = group.groupRequests();
       const flood = async (n: number) => {
         const out: string[] = [];
         for (let i = 0; i < n; i++) {
-          const s = await requestViaProxy(client, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 0, timeout: 1000 }).summary;
+          const s = await requestViaProxy(client, { proxy: dest, uri: `coap://${GROUP_V4}:${group.port}/light`, multicastTimeout: 0, timeout: 1000 }).summary;
           out.push(s.errors[0]?.code ?? 'forwarded');
         }
         return out;
@@ -282,9 +272,9 @@ describe('group proxy under attack (real sockets)', function () {
       // a new second on the proxy's clock: 20 more, then the limit again
       const second = await flood(20);
       assert.equal(second.filter((c) => c === 'forwarded').length, 20);
-      await waitFor(() => groupRequests() >= groupBefore + 40 * 5, 'the forwarded requests at the lamps', 15000);
+      await waitFor(() => group.groupRequests() >= groupBefore + 40 * 5, 'the forwarded requests at the lamps', 15000);
       // and the 4.29 names when to come back
-      const raw = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }, { number: MT, value: encodeUint(0) }] }, dest);
+      const raw = await client.request({ code: CODES.GET, options: [{ number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${group.port}/light`) }, { number: MT, value: encodeUint(0) }] }, dest);
       assert.equal(codeToString(raw.message.code), '4.29');
       assert.ok(decodeUint(getOption(raw.message, OPT.MAX_AGE)!) >= 1);
     } finally {

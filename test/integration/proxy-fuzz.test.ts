@@ -13,7 +13,7 @@ import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupProxy } from '../../src/proxy/group-proxy';
 import { requestViaProxy } from '../../src/proxy/proxy-client';
 import { UdpTransport } from '../../src/transport/udp-transport';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { GROUP_V4, lampsForSuite } from '../support/lamps';
 import { waitFor } from '../support/wait';
 
 /** A small deterministic PRNG (xorshift32), so a failing run can be repeated with its seed. */
@@ -29,17 +29,7 @@ function prng(seed: number): () => number {
 
 describe('group proxy fuzzing (real sockets)', function () {
   this.timeout(60000);
-  let port: number;
-  let lamps: Lamp[];
-  const groupRequests = () => lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
-
-  before(async function () {
-    port = await freeGroupPort();
-    lamps = await startLamps(3, { groupPort: port, leisure: 10, firstHost: 60 });
-  });
-  after(async function () {
-    await stopAll(lamps.map((l) => l.server));
-  });
+  const group = lampsForSuite(3, { leisure: 10, firstHost: 60 });
 
   /** Mutations of valid proxy requests: byte flips, truncation, random options, random lengths. */
   function fuzzed(rand: () => number, n: number, echo?: Buffer): Buffer[] {
@@ -47,7 +37,7 @@ describe('group proxy fuzzing (real sockets)', function () {
     const out: Buffer[] = [];
     for (let i = 0; i < n; i++) {
       const options = [
-        { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) },
+        { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${group.port}/light`) },
         { number: mt, value: encodeUint(Math.floor(rand() * 3)) },
         ...(echo ? [{ number: OPT.ECHO, value: echo }] : []),
       ];
@@ -83,12 +73,12 @@ describe('group proxy fuzzing (real sockets)', function () {
     let bytesOut = 0;
     sock.on('message', (m) => (bytesOut += m.length));
     const dest = listen.transport.address();
-    const groupBefore = groupRequests();
+    const groupBefore = group.groupRequests();
     try {
       let echo: Buffer | undefined;
       if (allowed) {
         // answer Echo from the fuzzer's own address: send one valid request, take the Echo value the proxy gives
-        const probe = createMessage({ type: 'CON', code: CODES.GET, messageId: 1, token: Buffer.from('e'), options: [{ number: optionNumber('Multicast-Timeout'), value: encodeUint(0) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${port}/light`) }] });
+        const probe = createMessage({ type: 'CON', code: CODES.GET, messageId: 1, token: Buffer.from('e'), options: [{ number: optionNumber('Multicast-Timeout'), value: encodeUint(0) }, { number: OPT.PROXY_URI, value: Buffer.from(`coap://${GROUP_V4}:${group.port}/light`) }] });
         const got = new Promise<Buffer>((resolve) => sock.once('message', (m) => resolve(m)));
         sock.send(encode(probe), dest.port, dest.address);
         const answer = await got;
@@ -97,7 +87,7 @@ describe('group proxy fuzzing (real sockets)', function () {
         assert.ok(echo, 'the proxy asked the allow-listed address for Echo');
         bytesOut = 0;
         // a well-behaved client on another port still gets served while the fuzzing goes on
-        await requestViaProxy(client, { proxy: dest, uri: `coap://${GROUP_V4}:${port}/light`, multicastTimeout: 0, timeout: 1000 }).summary;
+        await requestViaProxy(client, { proxy: dest, uri: `coap://${GROUP_V4}:${group.port}/light`, multicastTimeout: 0, timeout: 1000 }).summary;
       }
       const rand = prng(seed);
       const datagrams = fuzzed(rand, 3000, echo);
@@ -111,11 +101,11 @@ describe('group proxy fuzzing (real sockets)', function () {
       assert.equal(handlerErrors, 0, `no handler threw: ${[...causes].join('; ')}`);
       assert.ok(proxy.activeExchanges <= 16, `at most 16 pending exchanges for the one host (${proxy.activeExchanges})`);
       if (!allowed) {
-        assert.equal(groupRequests(), groupBefore, 'nothing from a source not allow-listed reached the group');
+        assert.equal(group.groupRequests(), groupBefore, 'nothing from a source not allow-listed reached the group');
         assert.equal(upstream.counters.sent, 0);
         assert.ok(bytesOut <= 3 * bytesIn, `bytes out ${bytesOut} <= 3 x ${bytesIn}`);
       } else {
-        assert.ok(groupRequests() > groupBefore, 'well-formed requests from the verified address were forwarded');
+        assert.ok(group.groupRequests() > groupBefore, 'well-formed requests from the verified address were forwarded');
       }
     } finally {
       await proxy.close();

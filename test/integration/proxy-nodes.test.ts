@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { CODES } from '../../src/coap/codes';
 import { DoneCounter, Msg, WATCH_NODES, collect as until, completeWatch } from '../support/flow';
 import { nodeRedRuntime } from '../support/node-red-runtime';
-import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
+import { GROUP_V4, freeGroupPort, lampsForSuite, startLamps } from '../support/lamps';
 import { waitFor } from '../support/wait';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -40,19 +40,8 @@ async function checkDones(): Promise<void> {
   if (w) await w.dones.assertOncePer(w.ids);
 }
 
-
-describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {
-  this.timeout(20000);
-  let port: number;
-  let lamps: Lamp[];
-
-  before(async function () {
-    port = await freeGroupPort();
-    lamps = await startLamps(5, { groupPort: port, leisure: 80 });
-  });
-  after(async function () {
-    await stopAll(lamps.map((l) => l.server));
-  });
+/** After each test: every input was finished exactly once (checked twice: a late done() shows on the second), then unload. */
+function unloadAfterEach(): void {
   afterEach(async function () {
     try {
       await checkDones();
@@ -62,6 +51,13 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
       await helper.unload();
     }
   });
+}
+
+
+describe('nodes: coap-group-proxy with coap-group-request in proxy mode', function () {
+  this.timeout(20000);
+  const group = lampsForSuite(5, { leisure: 80 });
+  unloadAfterEach();
 
   const base = (allow: string, reverse: unknown[] = []) => [
     { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
@@ -69,7 +65,7 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
     { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow, reverse, events: true, outputs: 1, wires: [['events']] },
     { id: 'events', type: 'helper' },
-    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', wires: [['out']] },
+    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${group.port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', wires: [['out']] },
     { id: 'out', type: 'helper' },
   ];
 
@@ -88,11 +84,11 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     assert.equal(responses.length, 5);
-    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(lamps.map((l) => l.address)));
+    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(group.lamps.map((l) => l.address)));
     for (const m of responses) {
       assert.ok(m.coap.options['Reply-From'], 'option 248 shown by name');
       assert.equal(m.topic, m.coap.origin.uri);
-      assert.equal(m.payload.name, lamps.find((l) => l.address === m.coap.origin.address)!.name);
+      assert.equal(m.payload.name, group.lamps.find((l) => l.address === m.coap.origin.address)!.name);
     }
     const ev = await events;
     // RFC 9175 §2.4: the proxy first verified the client's address (4.01 with Echo), then fanned out once.
@@ -117,7 +113,7 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
   });
 
   it('reverse proxy case 1 via the node: a relayed origin carries `via`, and wiring it back reaches that lamp through the proxy', async function () {
-    await load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1', [{ host: 'lights.example', group: `coap://${GROUP_V4}:${port}`, standIn: 'servers' }]));
+    await load([endpointNode, groupRequestNode, proxyNode], base('127.0.0.1', [{ host: 'lights.example', group: `coap://${GROUP_V4}:${group.port}`, standIn: 'servers' }]));
     const proxy = await proxyUri();
     const done = until(helper.getNode('out'), (m) => m.some((x) => x.complete));
     input('req', { proxy, url: 'coap://lights.example/light', targetStyle: 'reverse', multicastTimeout: 1 });
@@ -134,7 +130,7 @@ describe('nodes: coap-group-proxy with coap-group-request in proxy mode', functi
     assert.equal(after[0].coap.origin.address, pick.coap.origin.address);
     assert.equal(after[0].topic, pick.coap.origin.uri);
     assert.equal(after[0].coap.origin.via.address, '127.0.0.1');
-    assert.equal(after[0].payload.name, lamps.find((l) => l.address === pick.coap.origin.address)!.name);
+    assert.equal(after[0].payload.name, group.lamps.find((l) => l.address === pick.coap.origin.address)!.name);
   });
 });
 
@@ -142,26 +138,9 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
   this.timeout(20000);
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const oscoreContextNode = require('../../nodes/coap-oscore-context');
-  let port: number;
-  let lamps: Lamp[];
+  const group = lampsForSuite(3, { leisure: 50, firstHost: 60 });
   const secret = require('node:crypto').randomBytes(16).toString('hex');
-
-  before(async function () {
-    port = await freeGroupPort();
-    lamps = await startLamps(3, { groupPort: port, leisure: 50, firstHost: 60 });
-  });
-  after(async function () {
-    await stopAll(lamps.map((l) => l.server));
-  });
-  afterEach(async function () {
-    try {
-      await checkDones();
-      await checkDones();
-    } finally {
-      watched = undefined;
-      await helper.unload();
-    }
-  });
+  unloadAfterEach();
 
   const flow = (allow: string) => [
     { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
@@ -170,8 +149,8 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
     { id: 'cP', type: 'coap-oscore-context', name: 'proxy to client', senderId: '01', recipientId: 'c1', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
     { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', allow, oscoreContexts: ['cP'], oscoreRequired: true, events: true, outputs: 1, wires: [['events']] },
     { id: 'events', type: 'helper' },
-    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', oscoreProxy: 'cC', wires: [['out']] },
-    { id: 'plain', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, wires: [['out2']] },
+    { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${group.port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', oscoreProxy: 'cC', wires: [['out']] },
+    { id: 'plain', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${group.port}/light`, timeout: 2, multicastTimeout: 1, wires: [['out2']] },
     { id: 'out', type: 'helper' },
     { id: 'out2', type: 'helper' },
   ];
@@ -188,7 +167,7 @@ describe('nodes: OSCORE between coap-group-request and coap-group-proxy', functi
     const msgs = await done;
     const responses = msgs.filter((m) => !m.complete);
     assert.equal(responses.length, 3);
-    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(lamps.map((l) => l.address)));
+    assert.deepEqual(new Set(responses.map((m) => m.coap.origin.address)), new Set(group.lamps.map((l) => l.address)));
     assert.ok(responses.every((m) => typeof m.payload === 'object' && m.payload.name));
     assert.equal(events.find((e) => e.topic === 'request')!.payload.client.kid, 'c1');
     // without OSCORE the same client is refused

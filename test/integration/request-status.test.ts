@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { DoneCounter, Msg, Status, WATCH_NODES, callsOf, collect, completeWatch, statusOf } from '../support/flow';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
 import { nodeRedRuntime } from '../support/node-red-runtime';
+import { startResponderFleet } from '../support/responders';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const helper = require('node-red-node-test-helper');
@@ -164,6 +165,27 @@ describe('nodes: honest status and errors of coap-group-request', function () {
       assert.equal(s.text, 'coap-group-request.status.proxy-error');
       assert.equal(completion.coap.errors[0].code, '4.01');
     });
+  });
+
+  it('more servers answer than "Max responses" keeps: the rest are dropped, a warning names the cap once, the completion counts them (coap.limited), the status is yellow', async function () {
+    const fleetPort = await freeGroupPort();
+    const fleet = await startResponderFleet({ group: GROUP_V4, groupPort: fleetPort, members: 6 });
+    try {
+      await helper.load(NODES, [ep, req({ url: `coap://${GROUP_V4}:${fleetPort}/x`, maxResponses: '3' }), { id: 'out', type: 'helper' }]);
+      const got = collect(helper.getNode('out'), (m) => m.some((x) => x.complete));
+      const n = helper.getNode('req');
+      n.receive({});
+      const msgs = await got;
+      assert.equal(msgs.filter((m) => !m.complete).length, 3);
+      const completion = msgs.at(-1)!;
+      assert.equal(completion.coap.responses, 3);
+      assert.deepEqual(completion.coap.limited, { dropped: 3, kinds: ['responses'] });
+      const s = await statusOf(n, (x) => x.fill === 'yellow');
+      assert.deepEqual(s, { fill: 'yellow', shape: 'dot', text: 'coap-group-request.status.limited' });
+      assert.equal(callsOf(n, 'warn').filter((w: unknown) => w === 'coap-group-request.warn.limit').length, 1);
+    } finally {
+      await fleet.close();
+    }
   });
 
   it('the English status texts are short, and say "no answer" and "answered: N" without plurals to get wrong', function () {

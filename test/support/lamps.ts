@@ -20,6 +20,35 @@ export function startLamps(n: number, opts: LightingGroupOptions): Promise<Lamp[
   return startLightingGroup(n, opts);
 }
 
+/** A lighting group that lives as long as one mocha `describe`: see lampsForSuite. */
+export interface SuiteLamps {
+  /** the group port (known once the suite's `before` has run) */
+  readonly port: number;
+  readonly lamps: Lamp[];
+  /** group requests the lamps have received in all (what a proxy fanned out to them) */
+  groupRequests(): number;
+}
+
+/**
+ * Start `n` lamps on a free group port in the calling `describe`'s `before`, and stop them in its `after`. Call it in
+ * the body of a `describe`; read `port` and `lamps` from the result inside hooks and tests.
+ */
+export function lampsForSuite(n: number, opts: Omit<LightingGroupOptions, 'groupPort'>): SuiteLamps {
+  const suite = {
+    port: 0,
+    lamps: [] as Lamp[],
+    groupRequests: () => suite.lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0),
+  };
+  before(async function () {
+    suite.port = await freeGroupPort(opts.group);
+    suite.lamps = await startLamps(n, { ...opts, groupPort: suite.port });
+  });
+  after(async function () {
+    await stopAll(suite.lamps.map((l) => l.server));
+  });
+  return suite;
+}
+
 export async function stopAll(...things: ({ close(): Promise<void> } | { close(): Promise<void> }[] | undefined)[]): Promise<void> {
   for (const t of things) {
     if (!t) continue;

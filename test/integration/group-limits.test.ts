@@ -1,0 +1,153 @@
+// What one group exchange keeps (ResponseLimits, src/group/response-limits.ts): a group request is answered by any
+// number of sources until its deadline (groupcomm-bis §3.1), so the group client and the proxy's fan-out cap the
+// responses of one exchange (in all, per server, in bytes); what goes over is counted and dropped and said once.
+// Real multicast on loopback, answered by a fleet of sockets on distinct loopback addresses.
+
+import assert from 'node:assert/strict';
+import { CoapEndpoint } from '../../src/messaging/endpoint';
+import { DEFAULT_RESPONSE_LIMITS, GroupClient, GroupResponse, GroupSummary, ResponseLimitEvent, ResponseStream } from '../../src/group/group-client';
+import { GroupProxy, ProxyEvent } from '../../src/proxy/group-proxy';
+import { requestViaProxy } from '../../src/proxy/proxy-client';
+import { UdpTransport } from '../../src/transport/udp-transport';
+import { closeChecked } from '../support/endpoints';
+import { GROUP_V4, freeGroupPort } from '../support/lamps';
+import { ResponderFleet, startResponderFleet } from '../support/responders';
+import { waitFor } from '../support/wait';
+
+async function clientEndpoint(): Promise<CoapEndpoint> {
+  // room for a thousand responses arriving together
+  return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
+}
+
+/** Everything an exchange showed: its responses, its 'limit' events and its summary. */
+async function collect(ex: ResponseStream): Promise<{ responses: GroupResponse[]; limits: ResponseLimitEvent[]; summary: GroupSummary }> {
+  const responses: GroupResponse[] = [];
+  const limits: ResponseLimitEvent[] = [];
+  ex.on('response', (r: GroupResponse) => responses.push(r));
+  ex.on('limit', (e: ResponseLimitEvent) => limits.push(e));
+  const summary = await ex.summary;
+  return { responses, limits, summary };
+}
+
+describe('responses kept per group exchange (ResponseLimits)', function () {
+  this.timeout(30000);
+  let port: number;
+  let fleet: ResponderFleet | undefined;
+  let client: CoapEndpoint | undefined;
+
+  beforeEach(async function () {
+    port = await freeGroupPort();
+  });
+  afterEach(async function () {
+    await fleet?.close();
+    await closeChecked(client);
+    fleet = undefined;
+    client = undefined;
+  });
+
+  it(`with the defaults, 1050 distinct servers answering one group request: the first ${DEFAULT_RESPONSE_LIMITS.maxResponses} are kept, 50 are counted and dropped, 'limit' fires once`, async function () {
+    fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 1050 });
+    client = await clientEndpoint();
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/x`, timeout: 5000 });
+    const got = collect(ex);
+    // every answer has arrived (kept or dropped): stop collecting now rather than wait out the deadline
+    await waitFor(() => ex.responses.length + ex.dropped >= 1050, 'all 1050 answers', 20000);
+    ex.cancel();
+    const { responses, limits, summary } = await got;
+    assert.equal(responses.length, 1000);
+    assert.equal(new Set(responses.map((r) => r.origin.uri)).size, 1000, 'a thousand distinct servers');
+    assert.equal(summary.responses, 1000);
+    assert.equal(summary.responders.length, 1000);
+    assert.deepEqual(summary.limited, { dropped: 50, kinds: ['responses'] });
+    assert.equal(limits.length, 1);
+    assert.equal(limits[0].kind, 'responses');
+    assert.equal(limits[0].limit, 1000);
+  });
+
+  it('maxResponses: 25 of 40 servers kept, in arrival order with indexes 1..25; the other 15 counted', async function () {
+    fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 40 });
+    client = await clientEndpoint();
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/x`, timeout: 1500, limits: { maxResponses: 25 } });
+    const { responses, limits, summary } = await collect(ex);
+    assert.equal(fleet.requests, 1);
+    assert.deepEqual(responses.map((r) => r.index), Array.from({ length: 25 }, (_, i) => i + 1));
+    assert.deepEqual(summary.limited, { dropped: 15, kinds: ['responses'] });
+    assert.deepEqual(limits.map((l) => [l.kind, l.limit]), [['responses', 25]]);
+    assert.ok(fleet.addresses.includes(limits[0].origin.replace(/^coap:\/\/([^:]+):\d+$/, '$1')), 'the event names the dropped origin');
+  });
+
+  it('maxResponsesPerServer: a source that answers six times keeps two; a summary without a cap reached has no `limited`', async function () {
+    fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 5, perMember: 6 });
+    client = await clientEndpoint();
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/x`, timeout: 1500, limits: { maxResponsesPerServer: 2 } });
+    const { responses, limits, summary } = await collect(ex);
+    const perServer = new Map<string, number>();
+    for (const r of responses) perServer.set(r.origin.uri, (perServer.get(r.origin.uri) ?? 0) + 1);
+    assert.deepEqual([...perServer.values()], [2, 2, 2, 2, 2]);
+    assert.deepEqual(summary.limited, { dropped: 20, kinds: ['per-server'] });
+    assert.deepEqual(limits.map((l) => l.kind), ['per-server']);
+
+    // the same fleet under the default limits: nothing dropped
+    const ex2 = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/x`, timeout: 1500 });
+    const second = await collect(ex2);
+    assert.equal(second.responses.length, 30);
+    assert.equal(second.summary.limited, undefined);
+    assert.equal(ex2.dropped, 0);
+  });
+
+  it('maxBytes: 100-byte payloads from 10 servers under a 450-byte cap keep 4', async function () {
+    fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 10, payload: () => Buffer.alloc(100, 0x61) });
+    client = await clientEndpoint();
+    const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/x`, timeout: 1500, limits: { maxBytes: 450 } });
+    const { responses, summary } = await collect(ex);
+    assert.equal(responses.length, 4);
+    assert.deepEqual(summary.limited, { dropped: 6, kinds: ['bytes'] });
+  });
+
+  it('limits that are not whole numbers >= 1 are refused before anything is sent', async function () {
+    fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 1 });
+    client = await clientEndpoint();
+    const gc = new GroupClient(client);
+    assert.throws(() => gc.request({ uri: `coap://${GROUP_V4}:${port}/x`, limits: { maxResponses: 0 } }), /maxResponses must be a whole number >= 1/);
+    assert.throws(() => gc.request({ uri: `coap://${GROUP_V4}:${port}/x`, limits: { maxBytes: 1.5 } }), /maxBytes must be a whole number >= 1/);
+    assert.equal(fleet.requests, 0);
+  });
+});
+
+describe("the proxy's fan-out is bounded the same way (maxResponsesPerExchange)", function () {
+  this.timeout(30000);
+
+  it('40 servers answer a proxied group request with a cap of 25: the proxy relays 25, counts 15 in capDropped and says so once; the client keeps what came, or its own cap', async function () {
+    const port = await freeGroupPort();
+    const fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 40 });
+    const listen = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const upstream = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
+    const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], maxResponsesPerExchange: 25 });
+    const events: ProxyEvent[] = [];
+    proxy.on('event', (e: ProxyEvent) => events.push(e));
+    const client = await clientEndpoint();
+    try {
+      const ex = requestViaProxy(client, { proxy: listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/x`, multicastTimeout: 1, timeout: 2500 });
+      const { responses, summary } = await collect(ex);
+      assert.equal(fleet.requests, 1);
+      assert.equal(proxy.counters.relayed, 25);
+      assert.equal(proxy.counters.capDropped, 15);
+      assert.equal(responses.length, 25);
+      assert.equal(new Set(responses.map((r) => r.origin.uri)).size, 25, 'each from its own server (Reply-From)');
+      assert.equal(summary.limited, undefined, 'the client itself dropped nothing');
+      const drops = events.filter((e) => e.kind === 'drop' && /responses in one exchange/.test(e.reason ?? ''));
+      assert.equal(drops.length, 1);
+
+      // the client's own cap through the proxy (ProxiedGroupExchange): 10 of the 25 relayed kept
+      const ex2 = requestViaProxy(client, { proxy: listen.transport.address(), uri: `coap://${GROUP_V4}:${port}/x`, multicastTimeout: 1, timeout: 2500, limits: { maxResponses: 10 } });
+      const second = await collect(ex2);
+      assert.equal(proxy.counters.relayed, 50);
+      assert.equal(second.responses.length, 10);
+      assert.deepEqual(second.summary.limited, { dropped: 15, kinds: ['responses'] });
+    } finally {
+      await proxy.close();
+      await closeChecked(client, listen, upstream);
+      await fleet.close();
+    }
+  });
+});
