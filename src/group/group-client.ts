@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { blockSize, decodeBlock, encodeBlock } from '../coap/block';
 import { CODES, codeToString } from '../coap/codes';
 import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/message';
-import { OPT } from '../coap/options';
+import { OPT, decodeUint } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { decode } from '../coap/codec';
 import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging/endpoint';
@@ -162,6 +162,10 @@ class HeldResponse implements GroupResponse {
  * Subclasses decide how the request goes out, where an origin comes from and how block follow-ups travel.
  */
 export abstract class ResponseStream extends EventEmitter implements AsyncIterable<GroupResponse> {
+  /**
+   * The responses kept, in arrival order. For an observation (a request with Observe 0), each server's first answer;
+   * its later notifications are 'response' events only, so a long observation holds nothing per notification.
+   */
   readonly responses: GroupResponse[] = [];
   /** responses that failed end-to-end verification (forged, replayed, from a non-member): dropped, not delivered */
   rejected = 0;
@@ -174,6 +178,12 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   private perServer?: Map<string, number>;
   /** the caps reached, in the order they were */
   private limitKinds?: ResponseLimitKind[];
+  /** responses delivered so far (the 1-based index of the last one) */
+  protected arrivals = 0;
+  /** whether the request registers an observation (RFC 7641 §3.1), decided on the first response */
+  private observation?: boolean;
+  /** for an observation: the origins whose first response is kept; their notifications are delivered, not kept */
+  private kept?: Set<string>;
   protected pendingFollowUps = 0;
   protected collecting = true;
   protected ended = false;
@@ -253,8 +263,21 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     return undefined;
   }
 
-  /** Count a response against the caps, or drop it (counted, 'limit' once per cap). */
+  private isObservation(): boolean {
+    if (this.observation === undefined) {
+      const o = getOption(this.request, OPT.OBSERVE);
+      this.observation = o !== undefined && decodeUint(o) === 0;
+    }
+    return this.observation;
+  }
+
+  /**
+   * Count a response against the caps, or drop it (counted, 'limit' once per cap). A notification of an observation
+   * (RFC 7641 §4.2, RFC 10020 §3.7: one stream per server, for as long as the observation lives) from a server whose
+   * first response is already kept is not counted: it is delivered and not kept (deliver()), so it holds nothing.
+   */
   private admit(origin: Origin, bytes: number): boolean {
+    if (this.isObservation() && this.perServer?.has(`${origin.address}|${origin.port}`)) return true;
     let kind = this.capReached(origin);
     if (!kind && this.keptBytes + bytes > this.limits.maxBytes) kind = 'bytes';
     if (kind) {
@@ -278,6 +301,16 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
+    this.arrivals++;
+    if (this.isObservation()) {
+      const key = `${origin.address}|${origin.port}`;
+      if (this.kept?.has(key)) {
+        // a later notification: 'response' only; `responses` keeps each server's first answer (see admit())
+        this.emit('response', ResponseStream.prototype.hold.call(this, res, origin, reassembled));
+        return;
+      }
+      (this.kept ??= new Set()).add(key);
+    }
     const gr = this.hold(res, origin, reassembled);
     this.responses.push(gr);
     this.emit('response', gr);
@@ -291,7 +324,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     const message = { ...res.message, options: res.message.options.slice() };
     if (message.token.length === this.token.length) message.token = this.token;
     const remote = origin.address === res.remote.address && origin.port === res.remote.port && !origin.via ? origin : res.remote;
-    const gr: GroupResponse = { message, remote, origin, index: this.responses.length + 1 };
+    const gr: GroupResponse = { message, remote, origin, index: this.arrivals };
     if (reassembled) gr.reassembled = true;
     return gr;
   }
@@ -359,7 +392,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     this.ended = true;
     const seen = new Map<string, Origin>();
     for (const r of this.responses) if (!seen.has(r.origin.uri)) seen.set(r.origin.uri, r.origin);
-    const summary: GroupSummary = { token: this.token, responses: this.responses.length, responders: [...seen.values()], errors: this.errors ?? [], cancelled: this.cancelled };
+    const summary: GroupSummary = { token: this.token, responses: this.arrivals, responders: [...seen.values()], errors: this.errors ?? [], cancelled: this.cancelled };
     if (this.limitKinds) summary.limited = { dropped: this.dropped, kinds: this.limitKinds };
     this.finalSummary = summary;
     this.emit('end', summary);
@@ -458,7 +491,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
       }
       const start = this.slabUsed;
       this.slabUsed += data.copy(slab, start);
-      return new HeldResponse(slab, start, this.slabUsed, this.token, origin, this.responses.length + 1);
+      return new HeldResponse(slab, start, this.slabUsed, this.token, origin, this.arrivals);
     }
     return super.hold(res, origin, reassembled);
   }

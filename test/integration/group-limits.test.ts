@@ -4,6 +4,9 @@
 // Real multicast on loopback, answered by a fleet of sockets on distinct loopback addresses.
 
 import assert from 'node:assert/strict';
+import { CODES } from '../../src/coap/codes';
+import { OPT } from '../../src/coap/options';
+import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { DEFAULT_RESPONSE_LIMITS, GroupClient, GroupResponse, GroupSummary, ResponseLimitEvent, ResponseStream } from '../../src/group/group-client';
 import { GroupProxy, ProxyEvent } from '../../src/proxy/group-proxy';
@@ -102,6 +105,35 @@ describe('responses kept per group exchange (ResponseLimits)', function () {
     const { responses, summary } = await collect(ex);
     assert.equal(responses.length, 4);
     assert.deepEqual(summary.limited, { dropped: 6, kinds: ['bytes'] });
+  });
+
+  it('an observation: each server\'s notifications are delivered past every cap and not kept (RFC 7641 §4.2, RFC 10020 §3.7)', async function () {
+    const server = await GroupServer.open({ address: '127.0.0.2', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
+    let n = 0;
+    server.addResource('/t', () => ({ code: CODES.CONTENT, payload: `n=${n}` }), { observable: true });
+    client = await clientEndpoint();
+    try {
+      const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/t`, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }], timeout: 20000, limits: { maxResponses: 3, maxResponsesPerServer: 2 } });
+      const got: GroupResponse[] = [];
+      const limits: ResponseLimitEvent[] = [];
+      ex.on('response', (r: GroupResponse) => got.push(r));
+      ex.on('limit', (e: ResponseLimitEvent) => limits.push(e));
+      await waitFor(() => got.length === 1, 'the registration answer');
+      for (let i = 1; i <= 10; i++) {
+        n = i;
+        server.notify('/t');
+        await waitFor(() => got.length === i + 1, `notification ${i}`);
+      }
+      assert.deepEqual(got.map((r) => r.message.payload.toString()), ['n=0', ...Array.from({ length: 10 }, (_, i) => `n=${i + 1}`)]);
+      assert.deepEqual(got.map((r) => r.index), Array.from({ length: 11 }, (_, i) => i + 1));
+      assert.equal(ex.responses.length, 1, 'only the first answer is kept');
+      assert.equal(ex.dropped, 0);
+      assert.deepEqual(limits, []);
+      ex.cancel();
+      assert.equal((await ex.summary).responses, 11);
+    } finally {
+      await closeChecked(server.endpoint);
+    }
   });
 
   it('limits that are not whole numbers >= 1 are refused before anything is sent', async function () {
