@@ -10,6 +10,7 @@ import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
 import { GroupClient, GroupResponse, Origin, ResponseStream } from '../src/group/group-client';
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
+import { GroupEtagStore } from '../src/proxy/group-etag-store';
 import { defaultMulticastTimeout } from '../src/proxy/target';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
@@ -45,6 +46,8 @@ interface GroupRequestDef extends NodeDef {
   groupOscore?: string;
   /** with groupOscore: send safe requests as Deterministic Requests (draft-ietf-core-cacheable-oscore-02), cacheable by a proxy */
   deterministic?: boolean;
+  /** through a proxy: keep the responses with the proxy's Group-ETag and revalidate them with it (groupcomm-proxy-07 §7.3) */
+  groupEtag?: boolean;
 }
 
 interface Running {
@@ -83,6 +86,9 @@ function register(RED: NodeAPI): void {
       const g = groupOscoreNode.getContext();
       return { context: def.deterministic ? g.deterministicRequests() : g.groupRequests() };
     };
+    // groupcomm-proxy-07 §7.3, §7.4: the response sets this node keeps for Group-ETag revalidation (bounded: 32
+    // requests, 256 responses each, 1 MiB in all; least recently used first out).
+    const groupEtagStore = def.groupEtag ? new GroupEtagStore() : undefined;
     let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
@@ -107,7 +113,7 @@ function register(RED: NodeAPI): void {
     };
 
     // Short texts (they sit under the node): what the last exchange gave, not a running total.
-    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean } | undefined;
+    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean; revalidated?: boolean } | undefined;
     const showStatus = () => {
       if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
       else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { responses: totalResponses }) });
@@ -115,6 +121,7 @@ function register(RED: NodeAPI): void {
       else if (lastOutcome.proxyError) node.status({ fill: 'red', shape: 'ring', text: RED._('coap-group-request.status.proxy-error', { code: lastOutcome.proxyError }) });
       else if (lastOutcome.sent) node.status({ fill: 'green', shape: 'ring', text: RED._('coap-group-request.status.sent') });
       else if (lastOutcome.responses === 0) node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.no-answer') });
+      else if (lastOutcome.revalidated) node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.revalidated', { responses: lastOutcome.responses }) });
       else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: lastOutcome.responses }) });
     };
 
@@ -232,7 +239,9 @@ function register(RED: NodeAPI): void {
           // servers each have their own Sender ID needs the core API's `responder`).
           const endToEnd = groupOscore() ?? (oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined);
           const oscore = oscoreProxyNode || endToEnd ? { proxy: oscoreProxyNode?.getContext(), endToEnd } : undefined;
-          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore });
+          // Group-ETag revalidation applies to GET and FETCH that are relayed, without Observe (groupcomm-proxy-07 §7.3).
+          const revalidates = groupEtagStore && (method === CODES.GET || method === CODES.FETCH) && multicastTimeout !== 0 && !options.some((o) => o.number === OPT.OBSERVE);
+          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore, groupEtag: revalidates ? groupEtagStore : undefined });
         } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore() });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
@@ -247,13 +256,16 @@ function register(RED: NodeAPI): void {
           running.delete(id);
           // Silence is an outcome too: say it in the completion and the status (error responses to a group request
           // are suppressed by the servers, RFC 10020 §3.1.2, so "all rejected" also ends here).
-          const proxyError = s.errors.find((e: { code?: string }) => e.code && /^[45]\./.test(e.code))?.code;
+          // a refused 2.03 (Group-ETag, groupcomm-proxy-07 §7.3) is an error of the proxy's too
+          const proxyError = s.errors.find((e: { code?: string }) => e.code && (/^[45]\./.test(e.code) || e.code === 'group-etag'))?.code;
           // T' = 0 asks the proxy to relay nothing (groupcomm-proxy-07 §4): silence is what was asked for.
           const outcome = proxyError ? 'proxy error' : s.responses === 0 ? (s.cancelled ? 'cancelled' : relayNothing ? 'sent' : 'no answer') : 'answered';
-          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled' };
+          // the proxy's 2.03 validated the set this node kept: every response came from that store
+          const revalidated = s.responses > 0 && ex.responses.every((r) => (r as { revalidated?: boolean }).revalidated === true);
+          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled', revalidated };
           if (outcome === 'no answer') node.warn(RED._('coap-group-request.warn.no-answer', { url, seconds: timeout / 1000 }));
           view.ended(id, s);
-          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
+          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, ...(revalidated ? { revalidated: true } : {}), request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });
@@ -264,6 +276,7 @@ function register(RED: NodeAPI): void {
       view.close(removed);
       for (const r of running.values()) r.cancel();
       running.clear();
+      groupEtagStore?.clear();
       node.status({});
       if (endpointNode) endpointNode.deregister(node, done, removed);
       else if (usesDefault) releaseDefaultEndpoint(node, done);
