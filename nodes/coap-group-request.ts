@@ -10,6 +10,7 @@ import { PayloadMode, encodePayload } from '../src/coap/payload';
 import { CoapUri, formatUri, isGroupUri, originUri, parseUri, socketAddress } from '../src/coap/uri';
 import { GroupClient, GroupResponse, Origin, ResponseLimitEvent, ResponseLimits, ResponseStream, responseLimits } from '../src/group/group-client';
 import { TargetStyle, requestViaProxy } from '../src/proxy/proxy-client';
+import { GroupEtagStore } from '../src/proxy/group-etag-store';
 import { defaultMulticastTimeout } from '../src/proxy/target';
 import { RemoteAddress } from '../src/transport/udp-transport';
 import { CoapEndpoint } from '../src/messaging/endpoint';
@@ -47,6 +48,8 @@ interface GroupRequestDef extends NodeDef {
   deterministic?: boolean;
   /** responses kept per group exchange (ResponseLimits.maxResponses); empty = the default (1000) */
   maxResponses?: string | number;
+  /** through a proxy: keep the responses with the proxy's Group-ETag and revalidate them with it (groupcomm-proxy-07 §7.3) */
+  groupEtag?: boolean;
 }
 
 interface Running {
@@ -89,6 +92,9 @@ function register(RED: NodeAPI): void {
     // change nothing, so say so at deploy (the editor flags it too) instead of sending plain requests silently.
     const deterministicIgnored = def.deterministic === true && !groupOscoreNode;
     if (deterministicIgnored) node.warn(RED._('coap-group-request.warn.deterministic-ignored'));
+    // groupcomm-proxy-07 §7.3, §7.4: the response sets this node keeps for Group-ETag revalidation (bounded: 32
+    // requests, 256 responses each, 1 MiB in all; least recently used first out).
+    const groupEtagStore = def.groupEtag ? new GroupEtagStore() : undefined;
     let usesDefault = false;
     const running = new Map<string, Running>();
     let totalResponses = 0;
@@ -121,7 +127,7 @@ function register(RED: NodeAPI): void {
     };
 
     // Short texts (they sit under the node): what the last exchange gave, not a running total.
-    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean; dropped?: number } | undefined;
+    let lastOutcome: { responses: number; proxyError?: string; sent?: boolean; dropped?: number; revalidated?: boolean } | undefined;
     const showStatus = () => {
       if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
       else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { responses: totalResponses }) });
@@ -130,6 +136,7 @@ function register(RED: NodeAPI): void {
       else if (lastOutcome.sent) node.status({ fill: 'green', shape: 'ring', text: RED._('coap-group-request.status.sent') });
       else if (lastOutcome.dropped) node.status({ fill: 'yellow', shape: 'dot', text: RED._('coap-group-request.status.limited', { responses: lastOutcome.responses, dropped: lastOutcome.dropped }) });
       else if (lastOutcome.responses === 0) node.status({ fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.no-answer') });
+      else if (lastOutcome.revalidated) node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.revalidated', { responses: lastOutcome.responses }) });
       else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: lastOutcome.responses }) });
     };
 
@@ -249,7 +256,9 @@ function register(RED: NodeAPI): void {
           // servers each have their own Sender ID needs the core API's `responder`).
           const endToEnd = groupOscore() ?? (oscoreE2eNode ? { context: oscoreE2eNode.getContext() } : undefined);
           const oscore = oscoreProxyNode || endToEnd ? { proxy: oscoreProxyNode?.getContext(), endToEnd } : undefined;
-          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore, limits });
+          // Group-ETag revalidation applies to GET and FETCH that are relayed, without Observe (groupcomm-proxy-07 §7.3).
+          const revalidates = groupEtagStore && (method === CODES.GET || method === CODES.FETCH) && multicastTimeout !== 0 && !options.some((o) => o.number === OPT.OBSERVE);
+          ex = requestViaProxy(ep, { proxy, uri, method, options, payload, timeout, multicastTimeout, targetStyle: style, confirmable: def.confirmable !== false, oscore, limits, groupEtag: revalidates ? groupEtagStore : undefined });
         } else ex = client.request({ method, uri, options, payload, timeout, oscore: groupOscore(), limits });
         const id = ex.token.toString('hex');
         running.set(id, { id, cancel: () => ex.cancel() });
@@ -266,13 +275,16 @@ function register(RED: NodeAPI): void {
           running.delete(id);
           // Silence is an outcome too: say it in the completion and the status (error responses to a group request
           // are suppressed by the servers, RFC 10020 §3.1.2, so "all rejected" also ends here).
-          const proxyError = s.errors.find((e: { code?: string }) => e.code && /^[45]\./.test(e.code))?.code;
+          // a refused 2.03 (Group-ETag, groupcomm-proxy-07 §7.3) is an error of the proxy's too
+          const proxyError = s.errors.find((e: { code?: string }) => e.code && (/^[45]\./.test(e.code) || e.code === 'group-etag'))?.code;
           // T' = 0 asks the proxy to relay nothing (groupcomm-proxy-07 §4): silence is what was asked for.
           const outcome = proxyError ? 'proxy error' : s.responses === 0 ? (s.cancelled ? 'cancelled' : relayNothing ? 'sent' : 'no answer') : 'answered';
-          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled', dropped: s.limited?.dropped };
+          // the proxy's 2.03 validated the set this node kept: every response came from that store
+          const revalidated = s.responses > 0 && ex.responses.every((r) => (r as { revalidated?: boolean }).revalidated === true);
+          lastOutcome = { responses: s.responses, proxyError, sent: outcome === 'sent' || outcome === 'cancelled', dropped: s.limited?.dropped, revalidated };
           if (outcome === 'no answer') node.warn(RED._('coap-group-request.warn.no-answer', { url, seconds: timeout / 1000 }));
           view.ended(id, s);
-          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, ...(s.limited ? { limited: s.limited } : {}), request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
+          emitComplete(id, s.responders, s.responses, { token: id, outcome, cancelled: s.cancelled, errors: s.errors, ...(s.limited ? { limited: s.limited } : {}), ...(revalidated ? { revalidated: true } : {}), request: describeMessage({ type: 'NON', code: method, messageId: 0, token: s.token, options, payload: Buffer.alloc(0) }) });
           showStatus();
           done();
         });
@@ -283,6 +295,7 @@ function register(RED: NodeAPI): void {
       view.close(removed);
       for (const r of running.values()) r.cancel();
       running.clear();
+      groupEtagStore?.clear();
       node.status({});
       if (endpointNode) endpointNode.deregister(node, done, removed);
       else if (usesDefault) releaseDefaultEndpoint(node, done);

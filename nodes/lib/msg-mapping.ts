@@ -90,6 +90,8 @@ export interface CoapMsgInfo {
   /** 1-based arrival index within the exchange */
   index?: number;
   reassembled?: boolean;
+  /** delivered again from the client's store after the proxy's 2.03 with its Group-ETag (groupcomm-proxy-07 §7.3) */
+  revalidated?: boolean;
 }
 
 export function describeMessage(m: CoapMessage): CoapMsgInfo {
@@ -106,5 +108,6 @@ export function responseToMsg(r: GroupResponse, exchangeId: string, mode: Payloa
   const decoded: DecodedPayload = decodePayload(r.message.payload, contentFormatOf(r.message), mode);
   const coap: CoapMsgInfo = { ...describeMessage(r.message), origin: r.origin, exchange: exchangeId, index: r.index };
   if (r.reassembled) coap.reassembled = true;
+  if ((r as { revalidated?: boolean }).revalidated) coap.revalidated = true;
   return { payload: decoded.value, coap, topic: r.origin.uri, decodeError: decoded.error };
 }

@@ -911,8 +911,11 @@ export class GroupProxy extends EventEmitter {
     ex.leg.accept();
     const tagOption = { number: getNum, value: tag };
     if (getOptions(msg, getNum).some((t) => t.equals(tag))) {
-      // §7.3: the client's set is current: one 2.03 (Valid) with exactly one Group-ETag and no payload.
-      this.sendToClient(ex, { code: CODES.VALID, options: [tagOption], payload: EMPTY }, [], 'cache');
+      // §7.3: the client's set is current: one 2.03 (Valid) with exactly one Group-ETag and no payload. The client
+      // refreshes every stored response with its Max-Age (RFC 7252 §5.9.1.3): the least residual lifetime in J
+      // (RFC 7252 §5.6.1), not the default 60 s a 2.03 without Max-Age would mean.
+      const left = Math.max(0, Math.floor(Math.min(...cached.map((e) => this.cache!.residual(e)))));
+      this.sendToClient(ex, { code: CODES.VALID, options: [{ number: OPT.MAX_AGE, value: encodeUint(left) }, tagOption], payload: EMPTY }, [], 'cache');
     } else {
       for (const e of cached) this.sendCached(ex, e, tagOption);
     }

@@ -5,11 +5,14 @@
 // Early Stop Request; Observe notifications kept until cancelled. With OSCORE (oscore-capable-proxies-07 §2.3,
 // §2.6; groupcomm-proxy-07 §5.5): an end-to-end layer for the servers and/or a layer for the proxy on the request;
 // on every relayed response the proxy's layer comes off first, then the origin is read from Reply-From and the
-// end-to-end layer is removed with that server's Recipient Context.
+// end-to-end layer is removed with that server's Recipient Context. With a GroupEtagStore (§7.3, §7.4): the set
+// of accepted responses is kept with its Group-ETag, offered on the next identical request, and a 2.03 (Valid) from
+// the proxy with that Group-ETag delivers the stored responses again, refreshed; no content of the 2.03 is delivered.
 
+import { createHash } from 'node:crypto';
 import { CborStructureError, CriAuthority, decodeReplyFrom, decodeResponseForwarding } from '../cbor/cri';
 import { CODES, codeClass, codeToString } from '../coap/codes';
-import { CoapMessage, CoapOption, createMessage, getOption, sortOptions } from '../coap/message';
+import { CoapMessage, CoapOption, createMessage, getOption, getOptions, sortOptions } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionDef, optionNumber } from '../coap/options';
 import { CoapUri, formatUri, originUri, parseUri, uriHostValue, uriToOptions } from '../coap/uri';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
@@ -29,7 +32,8 @@ import {
 import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
-import { Origin, ResponseLimits, ResponseStream, VerifiedIncoming } from '../group/group-client';
+import { GroupResponse, Origin, ResponseLimits, ResponseStream, VerifiedIncoming } from '../group/group-client';
+import { GroupEtagStore, maxAgeSeconds } from './group-etag-store';
 import { TargetStyle, defaultMulticastTimeout, targetOptions } from './target';
 
 export type { TargetStyle } from './target';
@@ -82,6 +86,19 @@ export interface ProxiedRequestOptions {
   oscore?: ProxiedOscoreOptions;
   /** the clock of T, the client's deadline (tests pass a FakeClock) */
   clock?: Clock;
+  /**
+   * Revalidate with Group-ETag (groupcomm-proxy-07 §7.3; §7.4 with Group OSCORE end to end): the set of responses
+   * this exchange accepts is kept here when the proxy tagged all of them with one Group-ETag; the next identical
+   * request offers that Group-ETag, and the proxy's 2.03 with it delivers the stored responses again (marked
+   * `revalidated`). GET or FETCH without Observe only; with an end-to-end layer, only with a layer for the proxy
+   * too (§10.3: the client-proxy association MUST provide integrity, and the 2.03 is trusted only through it).
+   */
+  groupEtag?: GroupEtagStore;
+}
+
+/** A response delivered from the client's store after the proxy's 2.03 (groupcomm-proxy-07 §7.3). */
+export interface RevalidatedResponse extends GroupResponse {
+  revalidated: true;
 }
 
 /**
@@ -150,6 +167,12 @@ export class ProxiedGroupExchange extends ResponseStream {
   private e2eBindings = new Map<RequestContext, ClientBinding>();
   private echo?: Buffer;
   private retriedEcho = false;
+  /** the Group-ETag store's key for this request, when revalidating (GCP-07 §7.3) */
+  readonly groupEtagKey?: string;
+  /** the Group-ETag offered on the request currently out */
+  private offeredTag?: Buffer;
+  /** the exchange ended with the stored set delivered again */
+  private revalidated = false;
 
   constructor(
     endpoint: CoapEndpoint,
@@ -171,6 +194,41 @@ export class ProxiedGroupExchange extends ResponseStream {
       const max = o.oscore.maxLayers ?? DEFAULT_MAX_LAYERS;
       if (n > max) throw new RangeError(`${n} OSCORE layers exceed the limit of ${max}`);
     }
+    if (o.groupEtag) this.groupEtagKey = this.revalidationKey();
+  }
+
+  /**
+   * The store's key: what makes two requests "identical" for the proxy's cache (the proxy, the target, method,
+   * options and payload; RFC 7252 §5.6.2) and the end-to-end sender that protects them. Options only for the proxy
+   * or this hop (Group-ETag, Multicast-Timeout, No-Response, Echo) are left out, as the proxy's Cache-Key leaves them.
+   */
+  private revalidationKey(): string {
+    const o = this.o;
+    const method = o.method ?? CODES.GET;
+    // GCP-07 §7.3: Group-ETag is for GET and FETCH group requests; an observation is never served from a cache.
+    if (method !== CODES.GET && method !== CODES.FETCH) throw new RangeError(`Group-ETag revalidation needs GET or FETCH, not ${codeToString(method)}`);
+    if (this.observing) throw new RangeError('Group-ETag revalidation cannot be used with Observe');
+    const getNum = optionNumber('Group-ETag');
+    if ((o.options ?? []).some((x) => x.number === getNum)) throw new RangeError('Group-ETag options are added by the client\'s store: leave them out of the request');
+    if (o.oscore?.endToEnd && !o.oscore.proxy) throw new RangeError('Group-ETag revalidation of a request protected end to end needs an OSCORE layer with the proxy (groupcomm-proxy-07 §10.3: the client-proxy association must provide integrity)');
+    const skip = new Set<number>([getNum, optionNumber('Multicast-Timeout'), OPT.NO_RESPONSE, OPT.ECHO]);
+    const h = createHash('sha256');
+    const field = (b: Buffer | string) => {
+      const v = typeof b === 'string' ? Buffer.from(b, 'utf8') : b;
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(v.length);
+      h.update(len);
+      h.update(v);
+    };
+    field(`${o.proxy.address}|${o.proxy.port}|${o.targetStyle ?? 'proxy-uri'}|${formatUri(this.uri)}|${method}`);
+    for (const x of sortOptions((o.options ?? []).filter((x) => !skip.has(x.number)))) {
+      field(String(x.number));
+      field(x.value);
+    }
+    field(o.payload ?? Buffer.alloc(0));
+    const e2e = o.oscore?.endToEnd?.context;
+    field(e2e ? `${e2e.mode}|${e2e.senderId.toString('hex')}|${e2e.idContext?.toString('hex') ?? ''}` : 'plain');
+    return h.digest('base64url');
   }
 
   get token(): Buffer {
@@ -192,6 +250,10 @@ export class ProxiedGroupExchange extends ResponseStream {
     const o = this.o;
     const opts: CoapOption[] = (o.options ?? []).slice();
     opts.push(...targetOptions(this.uri, o.targetStyle ?? 'proxy-uri', this.o.proxy.port));
+    // GCP-07 §7.3: offer the Group-ETag of the set this client holds (class U end to end, so the proxy reads it; in
+    // the layer for the proxy it travels Inner, oscore-capable-proxies-07 §2.2).
+    this.offeredTag = this.groupEtagKey !== undefined && this.tPrime !== 0 ? o.groupEtag!.tagFor(this.groupEtagKey) : undefined;
+    if (this.offeredTag) opts.push({ number: optionNumber('Group-ETag'), value: this.offeredTag });
     if (this.tPrime !== undefined) {
       opts.push({ number: optionNumber('Multicast-Timeout'), value: encodeUint(this.tPrime) });
       // GCP-07 §5.1.1 step 3: T' = 0 goes with No-Response 26.
@@ -280,6 +342,8 @@ export class ProxiedGroupExchange extends ResponseStream {
     const rfNum = optionDef('Reply-From')?.number;
     const lfNum = optionDef('Response-Forwarding')?.number;
     const relayed = (rfNum !== undefined && getOption(m, rfNum) !== undefined) || (lfNum !== undefined && getOption(m, lfNum) !== undefined);
+    // GCP-07 §7.3: the proxy's own 2.03 validates the set this client holds.
+    if (this.groupEtagKey !== undefined && !relayed && m.code === CODES.VALID) return this.onGroupValid(m, res.remote);
     if (!relayed && codeClass(m.code) >= 4 && this.responses.length === 0) {
       // An answer of the proxy itself.
       const mt = getOption(m, mtNum);
@@ -325,6 +389,63 @@ export class ProxiedGroupExchange extends ResponseStream {
       if (err instanceof CborStructureError) this.reportError(originUri(res.remote.address, res.remote.port), err, 'bad-reply-from');
       else throw err;
     }
+  }
+
+  /**
+   * GCP-07 §7.3: "the 2.03 (Valid) response from the proxy indicates to the client that the stored responses
+   * identified by the entity-tag given in the response's Group-ETag Option can be reused, after updating each of them
+   * as described in Section 5.9.1.3 of RFC7252". Only a 2.03 with exactly one Group-ETag, equal to the one offered
+   * and still stored, is taken; its Max-Age (or the default 60 s) refreshes each stored response, which is then
+   * delivered again as it was accepted (verified end to end, attributed to its server). Nothing of the 2.03 but its
+   * Max-Age and Group-ETag is used. The proxy sends a single 2.03, so the exchange ends here.
+   */
+  private onGroupValid(m: CoapMessage, remote: RemoteAddress): void {
+    const store = this.o.groupEtag!;
+    const key = this.groupEtagKey!;
+    const tags = getOptions(m, optionNumber('Group-ETag'));
+    const refuse = (why: string) => {
+      // Not delivered; the set is forgotten, so the next request fetches full responses. The 2.03 is the proxy's
+      // one answer (it came through the proxy's layer, when there is one): nothing else follows, so the exchange ends.
+      store.delete(key);
+      this.proxyErrors.push({ code: '2.03', message: why });
+      this.reportError(this.proxyUri, new Error(why), 'group-etag');
+      this.finish();
+    };
+    if (this.responses.length > 0) return refuse('2.03 (Valid) from the proxy after responses were relayed: refused');
+    if (tags.length !== 1) return refuse(`2.03 (Valid) from the proxy with ${tags.length} Group-ETag options (groupcomm-proxy-07 §7.3: exactly one): refused`);
+    if (!this.offeredTag) return refuse(`2.03 (Valid) from the proxy with Group-ETag ${tags[0].toString('hex')}, but this request offered none (nothing stored): refused`);
+    if (!tags[0].equals(this.offeredTag)) return refuse(`2.03 (Valid) from the proxy with Group-ETag ${tags[0].toString('hex')}, not the one offered (${this.offeredTag.toString('hex')}): refused`);
+    const maxAge = maxAgeSeconds(m);
+    if (maxAge === undefined) return refuse('2.03 (Valid) from the proxy with a malformed Max-Age: refused');
+    const stored = store.revalidate(key, tags[0], maxAge, optionNumber('Group-ETag'));
+    if (!stored) return refuse(`2.03 (Valid) from the proxy with Group-ETag ${tags[0].toString('hex')}, but the set it names is no longer stored: refused`);
+    this.revalidated = true;
+    for (const r of stored) {
+      const gr: RevalidatedResponse = { message: { ...r.message, token: this.currentToken }, remote, origin: r.origin, index: ++this.arrivals, revalidated: true };
+      this.responses.push(gr);
+      this.emit('response', gr);
+    }
+    this.finish();
+  }
+
+  /**
+   * At the end: the responses of this exchange become the stored set when the proxy tagged every one of them with the
+   * same single Group-ETag (it served a complete set J, §7.3) and nothing was refused; other responses make a stored
+   * set outdated, so it is forgotten. An exchange that got no response leaves the store as it was.
+   */
+  private keepForRevalidation(): void {
+    if (this.groupEtagKey === undefined || this.revalidated || this.responses.length === 0) return;
+    const store = this.o.groupEtag!;
+    const getNum = optionNumber('Group-ETag');
+    let tag: Buffer | undefined;
+    let tagged = !this.cancelled && this.rejected === 0 && !this.errors?.length;
+    for (const r of this.responses) {
+      const t = getOptions(r.message, getNum);
+      if (t.length !== 1 || (tag && !tag.equals(t[0]))) tagged = false;
+      tag ??= t[0];
+    }
+    if (tagged && tag) store.put(this.groupEtagKey, tag, this.responses);
+    else store.delete(this.groupEtagKey);
   }
 
   /**
@@ -412,6 +533,7 @@ export class ProxiedGroupExchange extends ResponseStream {
   }
 
   private finish(): void {
+    if (this.collecting) this.keepForRevalidation();
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.unlisten?.();

@@ -28,6 +28,8 @@ const endpointNode = require('../../nodes/coap-endpoint');
 const proxyNode = require('../../nodes/coap-group-proxy');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const serverNode = require('../../nodes/coap-group-server');
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const oscoreContextNode = require('../../nodes/coap-oscore-context');
 
 helper.init(nodeRedRuntime());
 
@@ -166,6 +168,56 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     const refused = await run(false);
     assert.equal(refused.filter((m) => !m.complete).length, 0);
     assert.equal(refused.find((m) => m.complete)!.coap.outcome, 'no answer');
+  });
+
+  it('with "Revalidate with Group-ETag" and OSCORE to the proxy: the set the proxy serves from its cache is kept, and the next identical GET is answered by the proxy\'s 2.03 alone, the kept responses emitted again with msg.coap.revalidated (groupcomm-proxy-07 §7.3, §7.4)', async function () {
+    const a = member(material, 'g25', '25');
+    const secret = crypto.randomBytes(16).toString('hex');
+    const membersLine = `${GROUP_V4}:${port} = ${lamps.map((l) => `${l.address}:${l.server.address().port}`).join(', ')}`;
+    const nodes: Msg[] = [
+      a.node,
+      { id: 'cC', type: 'coap-oscore-context', senderId: 'c1', recipientId: '01', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+      { id: 'cP', type: 'coap-oscore-context', senderId: '01', recipientId: 'c1', alg: '10', hkdf: 'SHA-256', replayWindow: 32, sequenceStore: 'memory' },
+      { id: 'pl', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'pu', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'proxy', type: 'coap-group-proxy', listen: 'pl', upstream: 'pu', allow: 'kid:c1', oscoreContexts: ['cP'], cache: true, members: membersLine, events: true, outputs: 1, wires: [['events']] },
+      { id: 'events', type: 'helper' },
+      { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 2, multicastTimeout: 1, payloadMode: 'auto', groupOscore: 'g25', deterministic: true, oscoreProxy: 'cC', groupEtag: true, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+      { id: 'f1', type: 'tab' },
+    ];
+    for (const n of nodes) if (n.type !== 'tab') n.z = 'f1';
+    await helper.load([groupContextNode, requestNode, endpointNode, proxyNode, oscoreContextNode], nodes, { g25: a.credentials, cC: { masterSecret: secret }, cP: { masterSecret: secret } });
+    const proxy = await proxyUri();
+    const events: Msg[] = [];
+    helper.getNode('events').on('input', (m: Msg) => events.push(m));
+    const once = async () => {
+      const done = until('out', (got) => got.some((m) => m.complete));
+      helper.getNode('req').receive({ proxy });
+      return done;
+    };
+    const before = seen();
+    const miss = await once(); // fans out: J was not complete, no Group-ETag
+    assertAttributed(miss);
+    assert.ok(miss.every((m) => !m.coap.revalidated));
+    const hit = await once(); // from the cache, every response with the set's Group-ETag: kept
+    assertAttributed(hit);
+    const tags = hit.filter((m) => !m.complete).map((m) => m.coap.options['Group-ETag']);
+    assert.ok(tags[0] !== undefined && tags.every((t) => JSON.stringify(t) === JSON.stringify(tags[0])), `one Group-ETag on the hit: ${JSON.stringify(tags)}`);
+    assert.ok(hit.every((m) => !m.coap.revalidated));
+    const ev0 = events.length;
+    const again = await once(); // the proxy's 2.03
+    assertAttributed(again);
+    const responses = again.filter((m) => !m.complete);
+    assert.ok(responses.every((m) => m.coap.revalidated === true && m.coap.code === '2.05'), 'each kept response emitted again, marked revalidated');
+    assert.deepEqual(responses.map((m) => m.coap.options['Group-ETag']), responses.map(() => tags[0]));
+    const complete = again.find((m) => m.complete)!;
+    assert.equal(complete.coap.revalidated, true);
+    assert.equal(complete.coap.outcome, 'answered');
+    assert.deepEqual(events.slice(ev0).filter((e) => e.topic === 'response').map((e) => e.payload.code), ['2.03'], 'the proxy sent a single 2.03');
+    assert.equal(seen() - before, 3, 'only the first request reached the group');
+    assert.ok(!JSON.stringify([...miss, ...hit, ...again, ...events]).includes(secret));
   });
 
   it('a POST with Deterministic Requests is refused before anything is sent: the input ends with an error a Catch node sees', async function () {

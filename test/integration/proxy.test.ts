@@ -10,7 +10,8 @@ import { GroupResponse } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupProxy, GroupProxyOptions, ProxyEvent } from '../../src/proxy/group-proxy';
-import { ProxiedGroupExchange, requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
+import { ProxiedGroupExchange, RevalidatedResponse, requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
+import { GroupEtagStore } from '../../src/proxy/group-etag-store';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { FakeClock } from '../support/fake-clock';
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, stopAll } from '../support/lamps';
@@ -527,6 +528,41 @@ describe('group proxy: caching (GCP-07 §7) and relayed multicast notifications 
       assert.equal(codeToString(third.responses[0].message.code), '2.03');
       assert.equal(third.responses[0].message.payload.length, 0);
       assert.equal(third.responses[0].message.options.filter((o) => o.number === optionNumber('Group-ETag')).length, 1);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a client with a Group-ETag store keeps the tagged set and, on the proxy\'s 2.03, delivers it again with the 2.03\'s Max-Age (groupcomm-proxy-07 §7.3, RFC 7252 §5.9.1.3)', async function () {
+    const members = { [`${GROUP_V4}:${port}`]: lamps.map((l) => `${l.address}:${l.server.address().port}`) };
+    const p = await startProxy({ cache: true, members });
+    try {
+      const store = new GroupEtagStore();
+      const uri = `coap://${GROUP_V4}:${port}/light`;
+      const ask = () => requestViaProxy(client, { proxy: p.listen.transport.address(), uri, multicastTimeout: 1, timeout: 2000, groupEtag: store });
+      const first = await collect(ask());
+      assert.equal(first.responses.length, 5);
+      assert.equal(store.size, 0, 'relayed responses without Group-ETag: nothing kept');
+      const second = await collect(ask());
+      assert.equal(second.responses.length, 5);
+      assert.equal(store.size, 1, 'the tagged set is kept');
+      const seen = lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0);
+      const ex = ask();
+      const third = await collect(ex);
+      assert.deepEqual(third.errors, []);
+      assert.equal(lamps.reduce((a, l) => a + l.server.counters.groupRequests, 0), seen, 'nothing was sent to the group');
+      assert.equal(third.responses.length, 5);
+      assert.deepEqual(new Set(third.responses.map((r) => r.origin.address)), new Set(lamps.map((l) => l.address)));
+      for (const r of third.responses) {
+        assert.equal((r as RevalidatedResponse).revalidated, true);
+        assert.equal(codeToString(r.message.code), '2.05');
+        const kept = second.responses.find((x) => x.origin.address === r.origin.address)!;
+        assert.ok(r.message.payload.equals(kept.message.payload));
+        // the proxy's 2.03 carries the least residual lifetime in J: the entries are at least T = 2 s old, so below
+        // the 60 s a 2.03 without Max-Age would mean
+        const maxAge = decodeUint(getOption(r.message, OPT.MAX_AGE)!);
+        assert.ok(maxAge > 0 && maxAge < 60, `Max-Age ${maxAge}`);
+      }
     } finally {
       await p.close();
     }
