@@ -68,6 +68,10 @@ interface GroupOscoreContextDef extends NodeDef {
   detSenderId?: string;
   /** its hash algorithm, a COSE algorithm number ('det_hash_alg', §4); default -16 (SHA-256) */
   detHashAlg?: string;
+  /** §3.1 / §3.4.2 step 5: an Inner Observe 0 in every Deterministic Request (the same in every member) */
+  detInnerObserve?: boolean;
+  /** App. A.2: pad Deterministic Requests to a multiple of this many bytes (0 or empty: none; the same in every member) */
+  detPadding?: string | number;
 }
 
 /**
@@ -150,7 +154,9 @@ module.exports = function (RED: NodeAPI & AdminApi) {
     let processed: ProcessMember | undefined;
     try {
       // What the Group Manager would hand out about the Deterministic Client (draft-ietf-core-cacheable-oscore-02 §4).
-      const deterministic = def.deterministic ? { deterministicClient: { senderId: parseHex('Deterministic Client Sender ID', def.detSenderId), hashAlg: Number(def.detHashAlg || -16) } } : {};
+      const deterministic = def.deterministic
+        ? { deterministicClient: { senderId: parseHex('Deterministic Client Sender ID', def.detSenderId), hashAlg: Number(def.detHashAlg || -16), innerObserve: def.detInnerObserve === true, padding: Number(def.detPadding || 0) } }
+        : {};
       if (def.provisioning === 'process') {
         const windowSize = def.replayWindow === undefined || def.replayWindow === '' ? DEFAULT_REPLAY_WINDOW : Number(def.replayWindow);
         const signatureAlg = Number(def.signatureAlg || -8);

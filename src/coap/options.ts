@@ -53,6 +53,8 @@ const TABLE: OptionDef[] = [
   { number: 18, name: 'Feedback-Divider', format: 'uint', minLength: 0, maxLength: 1, repeatable: false, source: 'observe-multicast-notifications-15 §8.1 [SUGGESTED 18]' },
   { number: 47, name: 'Listen-To-Multicast-Responses', format: 'opaque', minLength: 3, maxLength: 1024, repeatable: false, source: 'multicast-notifications-proxy-02 §4.1 [SUGGESTED 47]' },
   { number: 548, name: 'Request-Hash', format: 'opaque', minLength: 0, maxLength: 64, repeatable: false, source: 'draft-ietf-core-cacheable-oscore-02 §3.3 [SUGGESTED 548]' },
+  // "Length: any"; bounded here by what the padding block size allows (deterministic.ts).
+  { number: 64988, name: 'Padding', format: 'opaque', minLength: 0, maxLength: 2048, repeatable: true, source: 'draft-ietf-core-cacheable-oscore-02 App. A.1 [SUGGESTED 64988]' },
 ];
 
 /** Draft options whose numbers the user may override (their numbers are not assigned yet). */

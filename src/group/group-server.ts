@@ -47,7 +47,14 @@ export interface ResponseParts {
  * instead (undefined: none; for group requests rejections are suppressed like other errors, §3.1.2). `challenge`
  * marks a reject that is the RFC 10021 §9 protected 4.01 + Echo, which is sent to group requests too.
  */
-export type RequestTransform = (req: IncomingRequest) => { request: IncomingRequest; protect?: (res: ResponseParts) => ResponseParts } | { reject: ResponseParts | undefined; challenge?: boolean };
+export type RequestTransform = (req: IncomingRequest) => { request: IncomingRequest; protect?: ResponseProtector } | { reject: ResponseParts | undefined; challenge?: boolean };
+
+/**
+ * Turns a response into what is sent. `hints.observable`: the resource accepts Observe registrations (a response to a
+ * Deterministic Request with only an Inner Observe then carries an Inner Observe, draft-ietf-core-cacheable-oscore-02
+ * §3.4.4 step 3).
+ */
+export type ResponseProtector = (res: ResponseParts, hints?: { observable?: boolean }) => ResponseParts;
 
 export interface ResourceOptions {
   /** link attributes for /.well-known/core, e.g. { rt: 'light', if: 'core.a' } */
@@ -68,7 +75,7 @@ interface Observer {
   request: ServerRequest;
   /** registered by a group request: notifications wait a leisure too (RFC 10020 §3.7) */
   viaGroup: boolean;
-  protect?: (res: ResponseParts) => ResponseParts;
+  protect?: ResponseProtector;
 }
 
 export interface GroupServerOptions extends EndpointOptions {
@@ -237,7 +244,7 @@ export class GroupServer {
       }
     }
     let req = incoming;
-    let protect: ((res: ResponseParts) => ResponseParts) | undefined;
+    let protect: ResponseProtector | undefined;
     if (this.transform) {
       const t = this.transform(incoming);
       if ('reject' in t) {
@@ -291,7 +298,7 @@ export class GroupServer {
       });
   }
 
-  private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions, protect?: (res: ResponseParts) => ResponseParts): void {
+  private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions, protect?: ResponseProtector): void {
     if (this.closed) return;
     if (!res) {
       this.counters.suppressed++;
@@ -330,7 +337,7 @@ export class GroupServer {
       let out = message;
       if (protect) {
         try {
-          out = protect(message);
+          out = protect(message, { observable: opts.observable === true });
         } catch (err) {
           this.endpoint.reportHandlerError(err);
           return ctx.ignore();

@@ -122,12 +122,18 @@ export class ClientBinding extends RequestBinding<RequestContext> {
 export class ServerBinding extends RequestBinding<ResponseContext> {
   /** false when the request's freshness is unknown (replay window not initialized, App. B.1.2) */
   readonly requestFresh: boolean;
+  /**
+   * a Deterministic Request with an Inner Observe but no Outer one (draft-ietf-core-cacheable-oscore-02 §3.1): no
+   * observation, but a successful response of an observable resource carries an Inner Observe (§3.4.4 steps 3, 8)
+   */
+  readonly innerObserveOnly: boolean;
   private nonceUsed = false;
   private sent = 0;
 
-  constructor(init: RequestBindingInit<ResponseContext> & { requestFresh?: boolean }) {
+  constructor(init: RequestBindingInit<ResponseContext> & { requestFresh?: boolean; innerObserveOnly?: boolean }) {
     super(init);
     this.requestFresh = init.requestFresh ?? true;
+    this.innerObserveOnly = init.innerObserveOnly ?? false;
   }
 
   /**

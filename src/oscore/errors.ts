@@ -38,7 +38,7 @@ export type OscoreErrorCode =
   | 'ERR_OSCORE_SIGNATURE'
   /** Group OSCORE: known group, but no authentication credential for this kid (RFC 10021 §7.2): 5.03 */
   | 'ERR_OSCORE_CREDENTIAL_UNKNOWN'
-  /** a Deterministic Request whose inner method is not safe (draft-ietf-core-cacheable-oscore-02 §3.4.3): 4.01 */
+  /** a Deterministic Request whose inner method is not safe (draft-ietf-core-cacheable-oscore-02 §3.4.3): protected 4.01 */
   | 'ERR_OSCORE_NOT_SAFE';
 
 const EMPTY = Buffer.alloc(0); // Max-Age 0 is the empty uint (RFC 7252 §3.2)
@@ -104,5 +104,21 @@ export class EchoRequiredError extends OscoreError {
     readonly echo: Buffer,
   ) {
     super('ERR_OSCORE_ECHO_REQUIRED', 'replay window not initialized: request must be repeated with Echo', { responseCode: CODES.UNAUTHORIZED });
+  }
+}
+
+/**
+ * draft-ietf-core-cacheable-oscore-02 §3.4.3: a Deterministic Request verified, but its inner method is not safe. The
+ * server MUST discard it and SHOULD answer with a *protected* 4.01 (Unauthorized), which `answerOscoreError` in
+ * protect.ts builds from `binding` as any response to a Deterministic Request (§3.4.4: group mode, the server's own
+ * Partial IV, Request-Hash bound as Class I, outer 2.05 and Max-Age). Its toResponse() (a plain 4.01) is not that
+ * answer.
+ */
+export class UnsafeDeterministicRequestError extends OscoreError {
+  constructor(
+    readonly binding: ServerBinding,
+    readonly method: string,
+  ) {
+    super('ERR_OSCORE_NOT_SAFE', `Deterministic Request with the unsafe method ${method}`, { responseCode: CODES.UNAUTHORIZED });
   }
 }

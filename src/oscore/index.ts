@@ -24,7 +24,7 @@ export {
   encodePartialIv,
 } from './cose';
 export { EchoChallenges } from './echo';
-export { DIAGNOSTICS, EchoRequiredError, OscoreError, type OscoreErrorCode, isOscoreError } from './errors';
+export { DIAGNOSTICS, EchoRequiredError, OscoreError, type OscoreErrorCode, UnsafeDeterministicRequestError, isOscoreError } from './errors';
 export { DEFAULT_HKDF, type HkdfHash, hkdf } from './hkdf';
 export { type OscoreClass, layerClass, oscoreClass } from './option-classes';
 export {
@@ -45,6 +45,7 @@ export {
   protectResponse,
   unprotectRequest,
   unprotectResponse,
+  unsafeMethodAnswer,
 } from './protect';
 export { joinProxyUri, splitProxyUri } from './proxy-uri';
 export { ContextRegistry } from './registry';

@@ -393,6 +393,8 @@ export interface ResponseLayersOptions {
   partialIv?: boolean | 'auto';
   /** Outer-only options for the outermost layer */
   outerOptions?: CoapOption[];
+  /** the resource is observable (ProtectResponseOptions.observable, draft-ietf-core-cacheable-oscore-02 §3.4.4 step 3) */
+  observable?: boolean;
 }
 
 function defaultResponseClassE(msg: MessageParts): number[] {
@@ -408,7 +410,7 @@ export function protectResponseLayers<T extends MessageParts>(layers: readonly R
   let current: MessageParts = { ...msg, options: msg.options ?? [], payload: msg.payload ?? EMPTY };
   for (let i = layers.length - 1; i >= 0; i--) {
     const classE = opts.classE ? opts.classE(layers[i].depth, current) : defaultResponseClassE(current);
-    current = protectResponse(layers[i].binding, current, { classE, partialIv: opts.partialIv, outerOptions: i === 0 ? opts.outerOptions : undefined });
+    current = protectResponse(layers[i].binding, current, { classE, partialIv: opts.partialIv, outerOptions: i === 0 ? opts.outerOptions : undefined, ...(opts.observable ? { observable: true } : {}) });
   }
   return current as Protected<T>;
 }
@@ -469,7 +471,7 @@ export function oscoreClientId(ctx: Pick<CanUnprotect, 'recipientId' | 'idContex
 }
 
 export type UnwrappedRequest =
-  | { request: IncomingRequest; protect?: (response: { code: number; options: CoapOption[]; payload: Buffer }) => { code: number; options: CoapOption[]; payload: Buffer }; layers?: RemovedLayer[] }
+  | { request: IncomingRequest; protect?: (response: { code: number; options: CoapOption[]; payload: Buffer }, hints?: { observable?: boolean }) => { code: number; options: CoapOption[]; payload: Buffer }; layers?: RemovedLayer[] }
   | { reject: { code: number; options: CoapOption[]; payload: Buffer } | undefined; /** the reject is the protected 4.01 + Echo (RFC 10021 §9) */ challenge?: boolean };
 
 export interface ServerLayersOptions {
@@ -500,6 +502,6 @@ export function oscoreServerTransform(opts: ServerLayersOptions): (req: Incoming
       return { reject: { code: CODES.UNAUTHORIZED, options: [], payload: Buffer.from('OSCORE required', 'utf8') } };
     }
     const layers = r.layers;
-    return { request: { ...req, message: r.message }, protect: (response) => protectResponseLayers(layers, response), layers };
+    return { request: { ...req, message: r.message }, protect: (response, hints) => protectResponseLayers(layers, response, hints?.observable ? { observable: true } : {}), layers };
   };
 }

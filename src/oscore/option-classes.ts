@@ -37,7 +37,8 @@ const FIXED: ReadonlyMap<number, OscoreClass> = new Map<number, OscoreClass>([
 // Request-Hash is U in Deterministic Requests (draft-ietf-core-cacheable-oscore-02 §3.3); in their responses it is
 // Class I, bound by protect.ts from the request binding.
 const DRAFT_U = ['Multicast-Timeout', 'Reply-From', 'Group-ETag', 'Listen-To-Multicast-Responses', 'Response-Forwarding', 'Request-Hash'];
-const DRAFT_E = ['Feedback-Divider'];
+// Padding is Class E (draft-ietf-core-cacheable-oscore-02 App. A.1), like the payload it stands in for.
+const DRAFT_E = ['Feedback-Divider', 'Padding'];
 
 function draftClass(num: number): OscoreClass | undefined {
   const def = optionDef(num);

@@ -11,7 +11,7 @@ import { OPT, decodeUint, encodeUint } from '../coap/options';
 import { ClientBinding, ServerBinding } from './binding';
 import type { CanProtect, MessageBinding, PeerContext, ProtectionMode, RequestContext } from './capabilities';
 import { OscoreOptionFields, decodeOscoreOption, decodePartialIv, encodeOscoreOption, encodePartialIv } from './cose';
-import { DIAGNOSTICS, EchoRequiredError, OscoreError } from './errors';
+import { DIAGNOSTICS, EchoRequiredError, OscoreError, UnsafeDeterministicRequestError } from './errors';
 import { mergeOptions, splitOptions } from './option-split';
 
 /** The parts of a message OSCORE transforms; type, message ID and token pass through untouched (class U, §4.2). */
@@ -60,6 +60,12 @@ export interface ProtectResponseOptions extends ProtectOptions {
    * 'auto' (default) = reuse for the first response, a new Partial IV for every later one (§4.1.3.5.2 notifications).
    */
   partialIv?: boolean | 'auto';
+  /**
+   * The resource is observable (RFC 7641). Only consulted for a response to a Deterministic Request that carried an
+   * Inner Observe but no Outer one: a successful response then gets an Inner Observe (draft-ietf-core-cacheable-
+   * oscore-02 §3.4.4 step 3). Default false.
+   */
+  observable?: boolean;
 }
 
 /**
@@ -280,9 +286,19 @@ export function protectResponse<T extends MessageParts>(binding: ServerBinding, 
   }
   // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 7: Request-Hash is Class I in the response, elided from it.
   const options = binding.requestHash ? (msg.options ?? []).filter((o) => o.number !== OPT_REQUEST_HASH) : msg.options ?? [];
-  const notification = options.some((o) => o.number === OPT.OBSERVE);
-  if (notification && !binding.observe) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a response to a request that did not register an observation');
-  const { inner, outer } = splitOptions(options, false, toSet(opts.classE));
+  let notification = options.some((o) => o.number === OPT.OBSERVE);
+  const innerObserveOnly = binding.innerObserveOnly && binding.requestHash !== undefined;
+  if (notification && !binding.observe && !innerObserveOnly) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a response to a request that did not register an observation');
+  const split = splitOptions(options, false, toSet(opts.classE));
+  let { inner, outer } = split;
+  if (innerObserveOnly) {
+    // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 3: an Inner Observe in a successful response of an observable
+    // resource (empty, as in a notification, RFC 8613 §4.1.3.5.2); step 8: never an Outer Observe.
+    notification = false;
+    outer = outer.filter((o) => o.number !== OPT.OBSERVE);
+    inner = inner.filter((o) => o.number !== OPT.OBSERVE);
+    if (opts.observable && Math.floor(msg.code / 32) === 2) inner = sortOptions([...inner, { number: OPT.OBSERVE, value: EMPTY }]);
+  }
   if (binding.requestHash) {
     // draft-ietf-core-cacheable-oscore-02 §3.4.4 step 1: no Inner Max-Age 0; step 5: always the server's own Partial IV.
     const maxAge = inner.find((o) => o.number === OPT.MAX_AGE);
@@ -335,22 +351,33 @@ export function echoChallenge(err: EchoRequiredError, opts: ProtectOptions = {})
 }
 
 /**
+ * draft-ietf-core-cacheable-oscore-02 §3.4.3: the protected 4.01 (Unauthorized) to a Deterministic Request whose
+ * inner method is not safe; protected as every response to a Deterministic Request (§3.4.4).
+ */
+export function unsafeMethodAnswer(err: UnsafeDeterministicRequestError, opts: ProtectOptions = {}): Protected<MessageParts> {
+  return protectResponse(err.binding, { code: CODES.UNAUTHORIZED, options: [], payload: Buffer.from('Deterministic Request with an unsafe method', 'utf8') }, opts);
+}
+
+/**
  * The unprotected error response for an OSCORE error on a request (§8.2, §7.4): `err.toResponse()` (the code, an
  * Outer Max-Age of 0 except on a 5.03, the diagnostic). undefined when the error is not one that becomes a response
- * (`noResponse`) or needs a protected one (EchoRequiredError).
+ * (`noResponse`) or needs a protected one (EchoRequiredError, UnsafeDeterministicRequestError).
  */
 export function oscoreErrorResponse(err: unknown): Protected<MessageParts> | undefined {
-  if (!(err instanceof OscoreError) || err.noResponse || err instanceof EchoRequiredError) return undefined;
+  if (!(err instanceof OscoreError) || err.noResponse || err instanceof EchoRequiredError || err instanceof UnsafeDeterministicRequestError) return undefined;
   const r = err.toResponse();
   return { code: r.code, options: r.options ?? [], payload: r.payload ?? EMPTY };
 }
 
 /**
- * The answer to a request whose verification threw `err`: the protected 4.01 + Echo of App. B.1.2, or the plain
- * §8.2 error response, or undefined where none is due (not an OscoreError, or a `noResponse` one).
+ * The answer to a request whose verification threw `err`: the protected 4.01 + Echo of App. B.1.2, the protected
+ * 4.01 to an unsafe Deterministic Request (draft-ietf-core-cacheable-oscore-02 §3.4.3), or the plain §8.2 error
+ * response, or undefined where none is due (not an OscoreError, or a `noResponse` one).
  */
 export function answerOscoreError(err: unknown, opts: ProtectOptions = {}): Protected<MessageParts> | undefined {
-  return err instanceof EchoRequiredError ? echoChallenge(err, opts) : oscoreErrorResponse(err);
+  if (err instanceof EchoRequiredError) return echoChallenge(err, opts);
+  if (err instanceof UnsafeDeterministicRequestError) return unsafeMethodAnswer(err, opts);
+  return oscoreErrorResponse(err);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import { ChainTimeoutError, EchoRequiredError, LimitError, NotAllowedError, Sign
 import { Deadline, Deadlines } from './deadlines';
 import { ExchangeLife } from './exchange';
 import { ClientLeg, CoapFront } from './front';
+import { SharedObservations } from './shared-observation';
 import { ResolvedTarget, ReverseMapping, TargetConfig, namesTarget, resolveTarget } from './target';
 
 export type { AllowRule, ProxyClient } from './admission';
@@ -199,6 +200,8 @@ interface Exchange {
   signature?: Extract<RequestVerdict, { kind: 'ok' }>;
   /** maxResponsesPerExchange was reached (its 'drop' event is sent once) */
   capped?: boolean;
+  /** observes a Deterministic Request through the upstream observation it shares with other clients (shared-observation.ts) */
+  shared?: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -240,6 +243,7 @@ export class GroupProxy extends EventEmitter {
   readonly cache?: ProxyCache;
   private relayHub?: NotificationRelay;
   private ticketHub?: TicketListener;
+  private sharedHub?: SharedObservations<Exchange>;
 
   constructor(opts: GroupProxyOptions) {
     super();
@@ -285,6 +289,29 @@ export class GroupProxy extends EventEmitter {
   /** Observations the proxy holds upstream on behalf of its clients (one per target), relayed (MNP-02 §3) or by ticket (§4). */
   get relayedObservations(): number {
     return (this.relayHub?.observations ?? 0) + (this.ticketHub?.observationCount ?? 0);
+  }
+
+  /** draft-ietf-core-cacheable-oscore-02 §3.1: one upstream observation per observed Deterministic Request. */
+  private get sharedObservations(): SharedObservations<Exchange> {
+    return (this.sharedHub ??= new SharedObservations<Exchange>(
+      this.opts.upstream,
+      {
+        relay: (ex, res) => this.relay(ex, res),
+        // A notification is a fresh response to the same Cache-Key as the non-observing request (Observe is not part
+        // of it): stored without Observe, with Reply-From (GCP-07 §5.4.1), it serves them from the cache.
+        received: (key, res, ex) => {
+          if (!this.cache) return;
+          const options = res.message.options.filter((o) => o.number !== OPT.OBSERVE && o.number !== optionDef('Reply-From')?.number && o.number !== optionDef('Response-Forwarding')?.number);
+          this.cache.store(key, `${res.remote.address}|${res.remote.port}`, { ...res.message, options: sortOptions([...options, ...this.replyFromOptions(ex, res.remote)]) });
+        },
+      },
+      () => this.clock.now(),
+    ));
+  }
+
+  /** Upstream observations shared by clients of one Deterministic Request. */
+  get sharedObservationCount(): number {
+    return this.sharedHub?.count ?? 0;
   }
 
   get activeExchanges(): number {
@@ -512,6 +539,9 @@ export class GroupProxy extends EventEmitter {
       this.deregister(ex, t);
       return leg.accept();
     }
+    // A shared observation (draft-ietf-core-cacheable-oscore-02 §3.1) is held upstream for every client: a repeated
+    // registration changes nothing.
+    if (obsValue === 0 && ex.shared && ex.life.holdsObservation) return leg.accept();
     if (obsValue === 0 && ex.life.holdsObservation && ex.upstreamRequest && ex.upstreamDest) {
       // RFC 10020 §3.7: the client repeats its registration on the same token: repeat it upstream on ours.
       this.opts.upstream.sendMessage({ ...ex.upstreamRequest, type: 'NON', messageId: this.opts.upstream.newMessageId(ex.upstreamDest) }, ex.upstreamDest);
@@ -588,6 +618,9 @@ export class GroupProxy extends EventEmitter {
     if (verdict.kind === 'ok') ex.signature = verdict;
     this.counters.groupRequests++;
 
+    // draft-ietf-core-cacheable-oscore-02 §3.1: clients observing one Deterministic Request share one observation.
+    if (ex.life.wantsObserve && !this.opts.chain && tPrime > 0 && isDeterministicRequest(msg)) return this.observeShared(ex, msg, target, upstreamOptions, dest);
+
     // GCP-07 §7: a cacheable group request may be served, in part or entirely, from the cache.
     let cached: CachedResponse[] = [];
     // §7.4: a request protected end to end is cacheable only as a Deterministic Request (draft-ietf-core-cacheable-
@@ -634,6 +667,21 @@ export class GroupProxy extends EventEmitter {
     if (cached.length) this.serveCachedAlongside(ex, cached, tPrime);
   }
 
+  /**
+   * The exchange observes through the shared upstream observation of its Deterministic Request, keyed like the
+   * cache (the ciphertext and Request-Hash; the proxy never sees the plaintext). The first client's registration
+   * goes upstream; a later one's goes nowhere and gets the latest notifications at once.
+   */
+  private observeShared(ex: Exchange, msg: CoapMessage, target: ResolvedTarget, upstreamOptions: CoapOption[], dest: RemoteAddress): void {
+    const key = `${target.uri.host}|${target.uri.port}|${requestKey(msg.code, upstreamOptions, msg.payload)}`;
+    ex.shared = true;
+    this.exchanges.set(ex.key, ex);
+    this.emitEvent({ kind: 'request', client: ex.leg.client, token: msg.token.toString('hex'), target: ex.target, multicastTimeout: ex.tPrime, ...(this.sharedObservations.memberCount(key) ? { reason: 'joins a shared observation' } : {}) });
+    ex.leg.accept();
+    ex.tPrimeDue = this.tPrimeDeadlines.add(ex, ex.tPrime * 1000);
+    this.sharedObservations.join(key, ex, { code: msg.code, options: sortOptions(upstreamOptions), payload: msg.payload }, dest);
+  }
+
   /** Options for the request towards the group or server. */
   private forwardedOptions(msg: CoapMessage, target: { uri: CoapUri }, hopLimit: number): CoapOption[] {
     const mtNum = optionNumber('Multicast-Timeout');
@@ -663,6 +711,7 @@ export class GroupProxy extends EventEmitter {
   /** Forward a deregistration upstream on the exchange's token and relay the answers until `tPrime` expires. */
   private deregister(ex: Exchange, tPrime: number): void {
     ex.life.deregister();
+    if (ex.shared) this.sharedHub?.leave(ex);
     if (ex.tPrimeDue) this.tPrimeDeadlines.cancel(ex.tPrimeDue);
     ex.tPrimeDue = undefined;
     if (ex.timer !== undefined) this.clock.clearTimeout(ex.timer);
@@ -1017,6 +1066,7 @@ export class GroupProxy extends EventEmitter {
     if (ex.tPrimeDue) this.tPrimeDeadlines.cancel(ex.tPrimeDue);
     for (const t of [ex.timer, ex.ownTimer, ex.cacheTimer]) if (t !== undefined) this.clock.clearTimeout(t);
     ex.tPrimeDue = ex.timer = ex.ownTimer = ex.cacheTimer = undefined;
+    if (ex.shared) this.sharedHub?.leave(ex);
     if (heldObservation) this.cancelUpstreamObservation(ex);
     ex.stopUpstream?.();
     this.exchanges.delete(ex.key);

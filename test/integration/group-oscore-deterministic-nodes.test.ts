@@ -220,6 +220,35 @@ describe('nodes: Deterministic Requests through coap-group-proxy\'s cache (draft
     assert.ok(!JSON.stringify([...miss, ...hit, ...again, ...events]).includes(secret));
   });
 
+  it('the group settings Inner Observe and Det. padding (draft §3.1, App. A) reach the core in every member; padded requests with an Inner Observe are answered by coap-group-server nodes that have them too', async function () {
+    const gid = crypto.randomBytes(4).toString('hex');
+    const ctx = (id: string) => ({ id: `p${id}`, type: 'coap-group-oscore-context', gid, senderId: id, provisioning: 'process', signatureAlg: '-8', sequenceStore: 'memory', deterministic: true, detSenderId: 'dc', detHashAlg: '-16', detInnerObserve: true, detPadding: '32' });
+    const server = (n: number) => ({ id: `ps${n}`, type: 'coap-group-server', address: `127.0.0.${94 + n}`, port: 0, group: GROUP_V4, groupPort: port, multicastInterface: '127.0.0.1', path: '/light', leisure: 0.05, mode: 'state', contentFormat: 'application/json', initial: JSON.stringify({ name: `padded-lamp-${n}` }), groupOscore: `pb${n}`, wires: [[]] });
+    const flow = [
+      ctx('25'),
+      ctx('b1'),
+      ctx('b2'),
+      server(1),
+      server(2),
+      { id: 'ce', type: 'coap-endpoint', bindAddress: '127.0.0.1', port: 0, multicastInterface: '127.0.0.1' },
+      { id: 'req', type: 'coap-group-request', endpoint: 'ce', method: 'GET', url: `coap://${GROUP_V4}:${port}/light`, timeout: 1, payloadMode: 'auto', groupOscore: 'p25', deterministic: true, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ];
+    await helper.load([groupContextNode, requestNode, endpointNode, serverNode], flow);
+    try {
+      const det = helper.getNode('p25').getContext().deterministicClient;
+      assert.deepEqual({ padding: det.padding, innerObserve: det.innerObserve }, { padding: 32, innerObserve: true });
+      await Promise.all(['ps1', 'ps2'].map((id) => helper.getNode(id).serverAddress()));
+      const done = until('out', (got) => got.some((m) => m.complete));
+      helper.getNode('req').receive({});
+      const responses = (await done).filter((m) => !m.complete);
+      assert.deepEqual(responses.map((m) => m.payload.name).sort(), ['padded-lamp-1', 'padded-lamp-2']);
+      assert.ok(responses.every((m) => m.coap.options.Observe === undefined), 'the Inner Observe is ignored by the client (§3.4.4 step 4)');
+    } finally {
+      await helper.unload();
+    }
+  });
+
   it('a POST with Deterministic Requests is refused before anything is sent: the input ends with an error a Catch node sees', async function () {
     const f = flow();
     await helper.load([groupContextNode, requestNode, endpointNode, proxyNode], f.nodes, f.credentials);

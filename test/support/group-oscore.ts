@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import { CODES } from '../../src/coap/codes';
 import { GroupServer } from '../../src/group/group-server';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
-import { ContextRegistry, GroupContext, GroupContextOptions, generateGroupKeyPair, protectResponse } from '../../src/oscore';
+import { ContextRegistry, DeterministicClientConfig, GroupContext, GroupContextOptions, generateGroupKeyPair, protectResponse } from '../../src/oscore';
 import { protectResponseLayers, removeRequestLayers, LayerError } from '../../src/oscore/nested';
 import { GroupProxy, GroupProxyOptions } from '../../src/proxy/group-proxy';
 import { UdpTransport } from '../../src/transport/udp-transport';
@@ -26,7 +26,7 @@ export interface GroupMaterial {
   /** every member by hex Sender ID: its key pair */
   keys: Map<string, { privateKey: Buffer; credential: Buffer }>;
   /** the group's Deterministic Client (draft-ietf-core-cacheable-oscore-02 §3.4.1), given to every member */
-  deterministicClient?: { senderId: Buffer; hashAlg?: number };
+  deterministicClient?: DeterministicClientConfig;
 }
 
 export function groupMaterial(ids: string[], signatureAlg = -8): GroupMaterial {
@@ -68,13 +68,15 @@ export interface GroupOscoreLamp {
   seen: { code: number; path: string }[];
   /** requests the OSCORE layer refused (never reached a resource) */
   refused: string[];
+  /** the state the resource reports (default on); change it and call server.notify('/light') */
+  on?: boolean;
 }
 
 /**
  * n lamps in GROUP_V4:groupPort on 127.0.0.2.., each with its own GroupContext. `pairwise` lists the lamps (by
  * index) that answer in pairwise mode.
  */
-export async function startGroupOscoreLamps(n: number, opts: { groupPort: number; material: GroupMaterial; leisure?: number; pairwise?: number[]; firstHost?: number }): Promise<GroupOscoreLamp[]> {
+export async function startGroupOscoreLamps(n: number, opts: { groupPort: number; material: GroupMaterial; leisure?: number; pairwise?: number[]; firstHost?: number; observable?: boolean }): Promise<GroupOscoreLamp[]> {
   const lamps: GroupOscoreLamp[] = [];
   const ids = serverIds(n);
   try {
@@ -92,7 +94,7 @@ export async function startGroupOscoreLamps(n: number, opts: { groupPort: number
           try {
             const r = removeRequestLayers(req.message, { contexts: context, source: req.remote, maxLayers: 1 });
             if (r.layers.length === 0) return { reject: { code: CODES.UNAUTHORIZED, options: [], payload: Buffer.from('OSCORE required') } };
-            return { request: { ...req, message: r.message }, protect: (res) => (mode ? protectResponse(r.layers[0].binding, res, { mode }) : protectResponseLayers(r.layers, res)) };
+            return { request: { ...req, message: r.message }, protect: (res, hints) => (mode ? protectResponse(r.layers[0].binding, res, { mode, ...hints }) : protectResponseLayers(r.layers, res, hints)) };
           } catch (err) {
             if (!(err instanceof LayerError)) throw err;
             lamp.refused.push(err.message);
@@ -101,10 +103,14 @@ export async function startGroupOscoreLamps(n: number, opts: { groupPort: number
           }
         },
       });
-      lamp.server.addResource('/light', (req) => {
-        lamp.seen.push({ code: req.message.code, path: req.path });
-        return { code: CODES.CONTENT, contentFormat: 50, payload: JSON.stringify({ name: lamp.name, on: true }) };
-      });
+      lamp.server.addResource(
+        '/light',
+        (req) => {
+          if (!req.notification) lamp.seen.push({ code: req.message.code, path: req.path });
+          return { code: CODES.CONTENT, contentFormat: 50, payload: JSON.stringify({ name: lamp.name, on: lamp.on ?? true }) };
+        },
+        { observable: opts.observable === true },
+      );
       lamps.push(lamp);
     }
   } catch (err) {

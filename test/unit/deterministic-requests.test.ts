@@ -5,15 +5,17 @@
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { decode, encode, encodeCodeOptionsPayload } from '../../src/coap/codec';
+import { decode, decodeCodeOptionsPayload, encode, encodeCodeOptionsPayload } from '../../src/coap/codec';
 import { CODES } from '../../src/coap/codes';
 import { CoapMessage, CoapOption, getOption } from '../../src/coap/message';
-import { OPT, decodeUint, encodeUint } from '../../src/coap/options';
+import { OPT, decodeUint, encodeUint, isCritical, isNoCacheKey, isUnsafe, optionDef } from '../../src/coap/options';
 import {
   GroupContext,
   MemorySequenceStore,
   OscoreError,
   ServerBinding,
+  UnsafeDeterministicRequestError,
+  answerOscoreError,
   computeNonce,
   createAead,
   decodeOscoreOption,
@@ -27,7 +29,9 @@ import {
   unprotectRequest,
   unprotectResponse,
 } from '../../src/oscore';
-import { REQUEST_HASH_OPTION, encodeGroupAad, encodeGroupAadArray, isDeterministicRequest } from '../../src/oscore/group';
+import { PADDING_OPTION, REQUEST_HASH_OPTION, encodeGroupAad, encodeGroupAadArray, isDeterministicRequest, padOptions } from '../../src/oscore/group';
+import type { DeterministicRequester } from '../../src/oscore/group/deterministic';
+import { oscoreClass } from '../../src/oscore/option-classes';
 import { DET } from '../fixtures/oscore/cacheable-oscore-vectors';
 
 const h = (x: string): Buffer => Buffer.from(x, 'hex');
@@ -73,6 +77,7 @@ function client(id = '25', keys = CLIENT_KEYS, ssn = 7): GroupContext {
 }
 
 const plainRequest = (): CoapMessage => decode(h(DET.plainRequest));
+const asMessage = (m: { code: number; options: CoapOption[]; payload: Buffer }): CoapMessage => ({ type: 'CON', messageId: 1, token: h('01'), ...m }) as CoapMessage;
 const resolver = (g: GroupContext) => (kid: Buffer, kidContext: Buffer | undefined, group: boolean) => g.resolve(kid, kidContext, group);
 
 /** Everything a member of the group can compute for the Deterministic Client (it holds the group keys). */
@@ -197,13 +202,15 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       assert.equal(hashes.size, variants.length);
     });
 
-    it('a non-safe method is refused (POST, PUT, DELETE, PATCH, iPATCH), as are Echo and Observe', function () {
+    it('a non-safe method is refused (POST, PUT, DELETE, PATCH, iPATCH), as are Echo and an Observe other than 0 or 1', function () {
       const det = client().deterministicRequests();
       for (const code of [CODES.POST, CODES.PUT, CODES.DELETE, 0x06, 0x07]) {
         expectOscoreError(() => protectRequest(det, { ...plainRequest(), code }), 'ERR_OSCORE_INVALID_INPUT');
       }
       expectOscoreError(() => protectRequest(det, { ...plainRequest(), options: [...plainRequest().options, { number: OPT.ECHO, value: h('0102') }] }), 'ERR_OSCORE_INVALID_INPUT');
-      expectOscoreError(() => protectRequest(det, { ...plainRequest(), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...plainRequest().options] }), 'ERR_OSCORE_INVALID_INPUT');
+      expectOscoreError(() => protectRequest(det, { ...plainRequest(), options: [{ number: OPT.OBSERVE, value: encodeUint(2) }, ...plainRequest().options] }), 'ERR_OSCORE_INVALID_INPUT');
+      // a registration is a Deterministic Request like any other (§3.1)
+      assert.equal(protectRequest(det, { ...plainRequest(), options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, ...plainRequest().options] }).message.code, CODES.FETCH);
     });
 
     it('configuration: the Deterministic Client\'s Sender ID is no member\'s and not our own; the group needs both modes; a known hash', function () {
@@ -249,12 +256,36 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       assert.equal(r.payload.toString(), 'Decryption failed');
     });
 
-    it('a correctly built Deterministic Request with an unsafe method (POST) is refused: 4.01, never delivered', function () {
+    it('a correctly built Deterministic Request with an unsafe method (POST) is discarded and answered with a protected 4.01 that the client verifies (§3.4.3)', function () {
       // sanity: the same forgery with GET is accepted, so the refusal is about the method
       const ok = forge(CODES.GET, [{ number: OPT.URI_PATH, value: Buffer.from('x') }], Buffer.alloc(0));
       assert.equal(unprotectRequest(resolver(server()), ok).message.code, CODES.GET);
       const post = forge(CODES.POST, [{ number: OPT.URI_PATH, value: Buffer.from('x') }], Buffer.from('on'));
-      expectOscoreError(() => unprotectRequest(resolver(server()), post), 'ERR_OSCORE_NOT_SAFE', '4.01');
+      const err = expectOscoreError(() => unprotectRequest(resolver(server()), post), 'ERR_OSCORE_NOT_SAFE');
+      assert.ok(err instanceof UnsafeDeterministicRequestError);
+      // no unprotected answer exists for it: the SHOULD is a protected 4.01
+      assert.equal(oscoreErrorResponse(err), undefined);
+      // a member that ignores §3.4.3 (compose skips the client's own check) sends POST; the server's answer is a
+      // response to a Deterministic Request (§3.4.4): group mode, its kid and own Partial IV, outer 2.05 + Max-Age
+      const det = client().deterministicRequests() as DeterministicRequester;
+      const sent = det.compose({ code: CODES.POST, options: [{ number: OPT.URI_PATH, value: Buffer.from('x') }], payload: Buffer.from('on') });
+      let caught: unknown;
+      try {
+        unprotectRequest(resolver(server(9)), asMessage(sent.message));
+      } catch (e) {
+        caught = e;
+      }
+      const answer = answerOscoreError(caught) as CoapMessage;
+      assert.equal(answer.code, CODES.CONTENT);
+      assert.equal(decodeUint(getOption(answer, OPT.MAX_AGE)!), 60);
+      const f = decodeOscoreOption(getOption(answer, OPT.OSCORE)!);
+      assert.deepEqual([f.group, f.kid!.toString('hex'), f.piv!.toString('hex')], [true, DET.serverSenderId, '09']);
+      const v = unprotectResponse(sent.binding, answer);
+      assert.equal(v.message.code, CODES.UNAUTHORIZED);
+      assert.equal(v.responder.recipientId.toString('hex'), DET.serverSenderId);
+      assert.equal(v.responder.mode, 'group');
+      // and it is bound to that request: another member's binding for a GET does not take it
+      expectOscoreError(() => unprotectResponse(protectRequest(det, plainRequest()).binding, answer), 'ERR_OSCORE_SIGNATURE');
     });
 
     it('the Deterministic Client\'s kid without Request-Hash finds no context (4.01); with the Group Flag it is not processed (4.02)', function () {
@@ -343,6 +374,156 @@ describe('Deterministic Requests (draft-ietf-core-cacheable-oscore-02)', functio
       const windows = s.replayWindows();
       assert.deepEqual(Object.keys(windows).sort(), ['25', '26']);
       assert.ok(Object.values(windows).every((w) => w.highest === null));
+    });
+  });
+
+  describe('§3.1 Inner Observe (§3.4.2 step 5, §3.4.4 steps 3 and 8, client step 4)', function () {
+    const observed = (o: boolean) => ({ ...plainRequest(), options: [...(o ? [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }] : []), ...plainRequest().options] });
+    const withInnerObserve = (id = '25', keys = CLIENT_KEYS) => {
+      const c = client(id, keys);
+      return new GroupContext(
+        { masterSecret: h(DET.masterSecret), masterSalt: h(DET.masterSalt), idContext: h(DET.idContext), senderId: h(id), privateKey: keys.privateKey, credential: keys.credential, gmCredential: h(DET.gmCredential), members: [{ senderId: h(DET.serverSenderId), credential: h(DET.serverCredential) }], deterministicClient: { senderId: h(DET.detSenderId), hashAlg: DET.detHashAlg, innerObserve: true } },
+        { sequenceStore: new MemorySequenceStore(c.sequence.peek()) },
+      );
+    };
+    /** The plaintext of a response, decrypted by hand (unprotectResponse drops an Inner-only Observe, client step 4). */
+    function responsePlaintext(binding: ReturnType<typeof protectRequest>['binding'], res: CoapMessage): Buffer {
+      const f = decodeOscoreOption(getOption(res, OPT.OSCORE)!);
+      const peer = binding.context.responder(f.kid, true)!;
+      return peer.open(res.payload, { nonce: peer.recipientNonce(f.piv!), piv: f.piv!, pivId: f.kid!, isRequest: false, requestKid: binding.kid, requestPiv: binding.piv, requestKidContext: binding.kidContext, oscoreOption: getOption(res, OPT.OSCORE)!, classI: binding.classI });
+    }
+
+    it('with innerObserve, an observing and a non-observing member send the same ciphertext and Request-Hash; only the observer adds an Outer Observe 0 (step 7)', function () {
+      const a = protectRequest(withInnerObserve().deterministicRequests(), observed(false));
+      const b = protectRequest(withInnerObserve('26', CLIENT2_KEYS).deterministicRequests(), observed(true));
+      assert.ok(a.message.payload.equals(b.message.payload));
+      assert.ok(a.binding.requestHash!.equals(b.binding.requestHash!));
+      assert.equal(getOption(a.message, OPT.OBSERVE), undefined);
+      assert.equal(getOption(b.message, OPT.OBSERVE)!.length, 0);
+      assert.equal(a.binding.observe, false);
+      assert.equal(b.binding.observe, true);
+      // without innerObserve (the default, as in the draft's vectors) the two differ
+      const c = protectRequest(client().deterministicRequests(), observed(false));
+      const d = protectRequest(client('26', CLIENT2_KEYS).deterministicRequests(), observed(true));
+      assert.ok(!c.message.payload.equals(d.message.payload));
+      assert.ok(c.message.payload.equals(h(DET.requestCiphertext)));
+    });
+
+    it('server: Inner Observe only = no observation; a successful response of an observable resource carries an Inner Observe and no Outer one; the client ignores it', function () {
+      const sent = protectRequest(withInnerObserve().deterministicRequests(), observed(false));
+      const v = unprotectRequest(resolver(server(3)), asMessage(sent.message));
+      assert.equal(getOption(v.message, OPT.OBSERVE), undefined, 'the application sees a plain GET');
+      assert.equal(v.binding.observe, false);
+      const res = protectResponse(v.binding, { code: CODES.CONTENT, options: [], payload: Buffer.from('on') }, { observable: true }) as CoapMessage;
+      assert.equal(getOption(res, OPT.OBSERVE), undefined, 'step 8: no Outer Observe');
+      assert.equal(res.code, CODES.CONTENT);
+      assert.deepEqual(decodeCodeOptionsPayload(responsePlaintext(sent.binding, res)).options.filter((o) => o.number === OPT.OBSERVE).length, 1, 'step 3: an Inner Observe');
+      const got = unprotectResponse(sent.binding, res);
+      assert.equal(getOption(got.message, OPT.OBSERVE), undefined, 'client step 4: silently ignored');
+      assert.equal(got.message.payload.toString(), 'on');
+      // not observable, or an error: no Inner Observe
+      const v2 = unprotectRequest(resolver(server(4)), asMessage(sent.message));
+      const plain = protectResponse(v2.binding, { code: CODES.CONTENT, options: [], payload: Buffer.from('on') }) as CoapMessage;
+      const sent2 = protectRequest(withInnerObserve().deterministicRequests(), observed(false));
+      assert.equal(decodeCodeOptionsPayload(responsePlaintext(sent2.binding, plain)).options.some((o) => o.number === OPT.OBSERVE), false);
+    });
+
+    it('server: Inner and Outer Observe = a registration; notifications have outer 2.05, Max-Age and Observe, each its own Partial IV; the observing client takes them in order and refuses a replay', function () {
+      const s = server(20);
+      const sent = protectRequest(withInnerObserve().deterministicRequests(), observed(true));
+      const v = unprotectRequest(resolver(s), asMessage(sent.message));
+      assert.equal(getOption(v.message, OPT.OBSERVE)!.length, 0, 'the application sees Observe 0');
+      assert.equal(v.binding.observe, true);
+      const notes = [5, 6, 7].map((n) => protectResponse(v.binding, { code: CODES.CONTENT, options: [{ number: OPT.OBSERVE, value: encodeUint(n) }], payload: Buffer.from(`n${n}`) }) as CoapMessage);
+      for (const n of notes) {
+        assert.equal(n.code, CODES.CONTENT);
+        assert.ok(getOption(n, OPT.OBSERVE) !== undefined);
+        assert.equal(decodeUint(getOption(n, OPT.MAX_AGE)!), 60);
+      }
+      const got = notes.map((n) => unprotectResponse(sent.binding, n));
+      assert.deepEqual(got.map((g) => [g.notification, g.message.payload.toString(), g.piv]), [[true, 'n5', 20], [true, 'n6', 21], [true, 'n7', 22]]);
+      expectOscoreError(() => unprotectResponse(sent.binding, notes[1]), 'ERR_OSCORE_REPLAY');
+      // a non-observing member's binding for the same bytes refuses a notification (Outer Observe): a proxy strips it
+      const plainBinding = protectRequest(withInnerObserve('26', CLIENT2_KEYS).deterministicRequests(), observed(false)).binding;
+      expectOscoreError(() => unprotectResponse(plainBinding, notes[2]), 'ERR_OSCORE_UNEXPECTED_OBSERVE');
+      const stripped = { ...notes[2], options: notes[2].options.filter((o) => o.number !== OPT.OBSERVE) };
+      assert.equal(unprotectResponse(plainBinding, stripped).message.payload.toString(), 'n7');
+    });
+
+    it('a deregistration (Observe 1) has the registration\'s bytes with an Outer Observe 1 (the Inner one stays 0); the server sees Observe 1 and registers nothing', function () {
+      const reg = protectRequest(withInnerObserve().deterministicRequests(), observed(true));
+      const dereg = protectRequest(withInnerObserve().deterministicRequests(), { ...plainRequest(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...plainRequest().options] });
+      assert.ok(dereg.message.payload.equals(reg.message.payload));
+      assert.equal(decodeUint(getOption(dereg.message, OPT.OBSERVE)!), 1);
+      assert.equal(dereg.binding.observe, false);
+      const v = unprotectRequest(resolver(server(2)), asMessage(dereg.message));
+      assert.equal(decodeUint(getOption(v.message, OPT.OBSERVE)!), 1);
+      assert.equal(v.binding.observe, false);
+      // without innerObserve in the group, an observer still puts the Inner Observe 0 in (step 5), and so does its deregistration
+      const a = protectRequest(client().deterministicRequests(), observed(true));
+      const b = protectRequest(client().deterministicRequests(), { ...plainRequest(), options: [{ number: OPT.OBSERVE, value: encodeUint(1) }, ...plainRequest().options] });
+      assert.ok(a.message.payload.equals(b.message.payload));
+    });
+  });
+
+  describe('App. A the Padding option', function () {
+    const padded = (block: number, id = '25', keys = CLIENT_KEYS) =>
+      new GroupContext({ masterSecret: h(DET.masterSecret), masterSalt: h(DET.masterSalt), idContext: h(DET.idContext), senderId: h(id), privateKey: keys.privateKey, credential: keys.credential, gmCredential: h(DET.gmCredential), members: [{ senderId: h(DET.serverSenderId), credential: h(DET.serverCredential) }], deterministicClient: { senderId: h(DET.detSenderId), hashAlg: DET.detHashAlg, padding: block } });
+    const get = (path: string, query: string[] = []) => ({ code: CODES.GET, options: [{ number: OPT.URI_PATH, value: Buffer.from(path) }, ...query.map((q) => ({ number: OPT.URI_QUERY, value: Buffer.from(q) }))], payload: Buffer.alloc(0) });
+
+    it('App. A.1: option 64988, Elective, Safe-to-Forward, NoCacheKey, repeatable, Class E; one empty Padding option after Uri-Path costs 3 bytes (header + 2-byte extended delta)', function () {
+      assert.equal(PADDING_OPTION, 64988);
+      assert.equal(isCritical(PADDING_OPTION), false);
+      assert.equal(isUnsafe(PADDING_OPTION), false);
+      assert.equal(isNoCacheKey(PADDING_OPTION), true);
+      assert.equal(optionDef('Padding')!.repeatable, true);
+      assert.equal(oscoreClass(PADDING_OPTION), 'E');
+      const bare = encodeCodeOptionsPayload(CODES.GET, [{ number: OPT.URI_PATH, value: Buffer.from('x') }], Buffer.alloc(0));
+      const one = encodeCodeOptionsPayload(CODES.GET, [{ number: OPT.URI_PATH, value: Buffer.from('x') }, { number: PADDING_OPTION, value: Buffer.alloc(0) }], Buffer.alloc(0));
+      // delta 64988 - 11 = 64977 = 269 + 0xfcc4: nibble 14, then 0xfcc4; length 0
+      assert.equal(one.toString('hex'), bare.toString('hex') + 'e0fcc4');
+    });
+
+    it('App. A.2: padOptions reaches the next multiple of the block for every length (with a second Padding where one cannot), all values zero', function () {
+      for (const block of [1, 2, 7, 16, 32, 64, 100]) {
+        for (let len = 0; len < 300; len += 1) {
+          const payload = Buffer.alloc(len, 0x41);
+          const options = padOptions(CODES.GET, [{ number: OPT.URI_PATH, value: Buffer.from('p') }], payload, block);
+          const pads = options.filter((o) => o.number === PADDING_OPTION);
+          assert.ok(pads.length >= 1 && pads.length <= 2);
+          assert.ok(pads.every((o) => o.value.every((b) => b === 0)));
+          const bare = encodeCodeOptionsPayload(CODES.GET, [{ number: OPT.URI_PATH, value: Buffer.from('p') }], payload).length;
+          const total = encodeCodeOptionsPayload(CODES.GET, options, payload).length;
+          assert.equal(total % block, 0, `block ${block}, length ${len}: ${total}`);
+          assert.ok(total > bare && total - bare <= block + 15, `block ${block}, length ${len}: ${bare} -> ${total}`);
+        }
+      }
+      // 16 extra bytes need two options (one reaches 15 with 12 bytes of value, then 17 with 13)
+      const twoNeeded = padOptions(CODES.GET, [], Buffer.alloc(0), 17);
+      assert.equal(encodeCodeOptionsPayload(CODES.GET, twoNeeded, Buffer.alloc(0)).length, 17);
+      assert.equal(twoNeeded.length, 2);
+    });
+
+    it('requests of different plaintext lengths give ciphertexts of one length with padding 32, of different lengths without; the server strips the option and still checks H over the padded plaintext', function () {
+      const requests = [get('a'), get('helloWorld'), get('light', ['on']), get('lights', ['room=1', 'x'])];
+      const lengths = (g: GroupContext) => requests.map((r) => protectRequest(g.deterministicRequests(), r).message.payload.length);
+      assert.deepEqual(new Set(lengths(padded(32))), new Set([32 + 8]), 'one ciphertext length (32 + the 8-byte tag)');
+      assert.equal(new Set(lengths(client())).size, 4, 'without padding the lengths differ');
+      // every member with the same block size sends the same bytes
+      const a = protectRequest(padded(32).deterministicRequests(), requests[1]);
+      const b = protectRequest(padded(32, '26', CLIENT2_KEYS).deterministicRequests(), requests[1]);
+      assert.ok(a.message.payload.equals(b.message.payload));
+      const v = unprotectRequest(resolver(server(1)), asMessage(a.message));
+      assert.equal(v.message.options.some((o) => o.number === PADDING_OPTION), false, 'App. A.2: ignored (removed) at the server');
+      assert.deepEqual(v.message.options.filter((o) => o.number === OPT.URI_PATH).map((o) => o.value.toString()), ['helloWorld']);
+      // a padded request answers like the unpadded one, and the client verifies the answer
+      const res = protectResponse(v.binding, { code: CODES.CONTENT, options: [], payload: Buffer.from('hi') }) as CoapMessage;
+      assert.equal(unprotectResponse(a.binding, res).message.payload.toString(), 'hi');
+    });
+
+    it('configuration: the block size is an integer from 0 to 1024', function () {
+      for (const bad of [-1, 1.5, 1025]) assert.throws(() => padded(bad), /padding block size/);
+      assert.equal(padded(0).deterministicClient!.padding, 0);
     });
   });
 

@@ -3,18 +3,20 @@
 // group's Deterministic Client, so a proxy's cache (groupcomm-proxy-07 §7.4) can serve protected group exchanges.
 // The request is pairwise mode with Partial IV 0 and a key derived from a hash of the request (§3.4.2), carried in
 // the Request-Hash option (§3.3); servers verify it without a replay window (§3.4.3) and answer in group mode with
-// outer 2.05 and Max-Age (§3.4.4, applied by protect.ts from the binding).
+// outer 2.05 and Max-Age (§3.4.4, applied by protect.ts from the binding). Also: the Inner Observe of §3.1 / §3.4.2
+// step 5 (observing and non-observing members send the same bytes), the Padding option of App. A, and the protected
+// 4.01 to an unsafe method (§3.4.3).
 
 import crypto from 'node:crypto';
 import { CODES, codeToString, isRequestCode } from '../../coap/codes';
 import { CoapFormatError, decodeCodeOptionsPayload, encodeCodeOptionsPayload } from '../../coap/codec';
 import { CoapMessage, CoapOption, sortOptions } from '../../coap/message';
-import { OPT } from '../../coap/options';
+import { OPT, decodeUint } from '../../coap/options';
 import { ClientBinding, ServerBinding } from '../binding';
 import type { MessageBinding, PeerContext, RequestContext } from '../capabilities';
 import { decodeOscoreOption, encodeInfo, encodeOscoreOption } from '../cose';
 import { EchoChallenges } from '../echo';
-import { DIAGNOSTICS, OscoreError } from '../errors';
+import { DIAGNOSTICS, OscoreError, UnsafeDeterministicRequestError } from '../errors';
 import { hkdf } from '../hkdf';
 import { mergeOptions, splitOptions } from '../option-split';
 import type { LayerOptions, MessageParts, ProtectRequestOptions, VerifiedRequest } from '../protect';
@@ -33,18 +35,48 @@ export const DETERMINISTIC_HASH: Readonly<Record<number, { name: string; length:
   [-44]: { name: 'sha512', length: 64 },
 };
 
-/** What the Group Manager tells members about the Deterministic Client (§3.4.1, §4 'det_senderId', 'det_hash_alg'). */
+/** Padding (App. A.1) [SUGGESTED 64988]: Elective, Safe-to-Forward, NoCacheKey, repeatable, Class E. */
+export const PADDING_OPTION = 64988;
+
+/** Largest padding block size accepted (bytes). */
+export const MAX_PADDING_BLOCK = 1024;
+
+/**
+ * What the Group Manager tells members about the Deterministic Client (§3.4.1, §4 'det_senderId', 'det_hash_alg'),
+ * and what the members of the group agree on so that their requests stay identical (§3.1: `innerObserve`,
+ * `padding`). A member whose setting differs produces other bytes: its requests miss the cache, nothing worse.
+ */
 export interface DeterministicClientConfig {
   senderId: Uint8Array;
   /** COSE algorithm of the hash H (§3.4.2 step 2); default -16 (SHA-256) */
   hashAlg?: number;
+  /**
+   * §3.1, §3.4.2 step 5: every Deterministic Request carries an Inner Observe 0 (register), also when no observation
+   * is intended (then without an Outer Observe, step 7), so that observing and non-observing members send the same
+   * request and a proxy can serve both from one upstream observation. Default false (the draft's test vectors
+   * have no Inner Observe).
+   */
+  innerObserve?: boolean;
+  /**
+   * App. A.2 and §3.1: pad the plaintext of every Deterministic Request with the Padding option to a multiple of this
+   * many bytes, so requests of different lengths give ciphertexts of the same length. 0 (default) = no padding.
+   */
+  padding?: number;
+}
+
+/** @internal the validated configuration */
+export interface DeterministicSettings {
+  senderId: Buffer;
+  hashAlg: number;
+  innerObserve: boolean;
+  padding: number;
 }
 
 const EMPTY = Buffer.alloc(0);
 const PIV_ZERO = Buffer.from([0]);
 
 /** @internal validated configuration (group-context.ts) */
-export function checkDeterministicConfig(c: DeterministicClientConfig, g: GroupContext): { senderId: Buffer; hashAlg: number } {
+export function checkDeterministicConfig(c: DeterministicClientConfig, g: GroupContext): DeterministicSettings {
   if (!(c.senderId instanceof Uint8Array)) throw new OscoreError('ERR_OSCORE_CONFIG', 'deterministic client senderId must be a byte string');
   const senderId = Buffer.from(c.senderId);
   const hashAlg = c.hashAlg ?? -16;
@@ -52,7 +84,30 @@ export function checkDeterministicConfig(c: DeterministicClientConfig, g: GroupC
   // §3.4.2: the request is protected in pairwise mode; §3.4.4 step 4: the response in group mode.
   if (!g.hasPairwiseMode || !g.hasGroupMode) throw new OscoreError('ERR_OSCORE_CONFIG', 'Deterministic Requests need both the pairwise mode and the group mode');
   if (senderId.equals(g.senderId)) throw new OscoreError('ERR_OSCORE_CONFIG', 'the Deterministic Client\'s Sender ID is our own');
-  return { senderId, hashAlg };
+  const padding = c.padding ?? 0;
+  if (!Number.isInteger(padding) || padding < 0 || padding > MAX_PADDING_BLOCK) throw new OscoreError('ERR_OSCORE_CONFIG', `padding block size must be an integer from 0 to ${MAX_PADDING_BLOCK}`);
+  return { senderId, hashAlg, innerObserve: c.innerObserve === true, padding };
+}
+
+/**
+ * App. A.2: Padding options with all-zero values that bring the plaintext `code | options | payload` to the next
+ * multiple of `block` bytes (at least one option is added, so every padded request carries one). One option adds at
+ * least 3 bytes (App. A.1 / IANA note: a one-byte header and a two-byte extended delta), and some lengths are only
+ * reachable with two (the option is repeatable for that reason, App. A.1).
+ */
+export function padOptions(code: number, options: CoapOption[], payload: Buffer, block: number): CoapOption[] {
+  const bare = options.filter((o) => o.number !== PADDING_OPTION);
+  if (block <= 0) return bare;
+  const length = (pads: number[]) => encodeCodeOptionsPayload(code, sortOptions([...bare, ...pads.map((n) => ({ number: PADDING_OPTION, value: Buffer.alloc(n) }))]), payload).length;
+  const base = length([]);
+  for (let target = Math.ceil((base + 1) / block) * block; target <= base + block + 16; target += block) {
+    const room = target - base;
+    // one option: header (1) + extended delta (0-2) + extended length (0-2) + value
+    for (let v = Math.max(0, room - 5); v < room; v++) if (length([v]) === target) return sortOptions([...bare, { number: PADDING_OPTION, value: Buffer.alloc(v) }]);
+    // two: the second has delta 0, so a one-byte header
+    for (let v = Math.max(0, room - 9); v < room; v++) if (length([0, v]) === target) return sortOptions([...bare, { number: PADDING_OPTION, value: EMPTY }, { number: PADDING_OPTION, value: Buffer.alloc(v) }]);
+  }
+  throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'cannot pad the request to the block size');
 }
 
 /** Whether a message (as a proxy sees it) is a Deterministic Request: outer FETCH with OSCORE and Request-Hash (§3.4.2 steps 4, 8). */
@@ -77,7 +132,7 @@ class DeterministicKeys {
 
   constructor(
     protected readonly g: GroupContext,
-    config: { senderId: Buffer; hashAlg: number },
+    protected readonly config: DeterministicSettings,
     senderKey: Buffer,
   ) {
     this.senderId = config.senderId;
@@ -143,11 +198,29 @@ export class DeterministicRequester extends DeterministicKeys implements Request
   buildRequest(msg: MessageParts, opts: ProtectRequestOptions): { message: { code: number; options: CoapOption[]; payload: Buffer }; binding: ClientBinding } {
     // §3.4.3: servers accept only safe requests, since there is no replay protection.
     if (msg.code !== CODES.GET && msg.code !== CODES.FETCH) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', `a Deterministic Request must be safe (GET or FETCH), not ${codeToString(msg.code)}`);
-    const options = (msg.options ?? []).filter((o) => o.number !== REQUEST_HASH_OPTION);
-    // §3.1: Inner Echo cannot prove freshness here; an Observe registration would need §3.1's aggregation, not built.
+    return this.compose(msg, opts);
+  }
+
+  /**
+   * @internal §3.4.2 without the safety check of buildRequest: what a member that ignores §3.4.3 would send (tests of
+   * the server's protected 4.01 use it). Applications use protectRequest.
+   */
+  compose(msg: MessageParts, opts: ProtectRequestOptions = {}): { message: { code: number; options: CoapOption[]; payload: Buffer }; binding: ClientBinding } {
+    let options = (msg.options ?? []).filter((o) => o.number !== REQUEST_HASH_OPTION && o.number !== PADDING_OPTION);
+    // §3.1: Inner Echo cannot prove freshness here.
     if (options.some((o) => o.number === OPT.ECHO)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'no Echo in a Deterministic Request (draft-ietf-core-cacheable-oscore §3.1)');
-    if (options.some((o) => o.number === OPT.OBSERVE)) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe with Deterministic Requests is not implemented');
-    const { inner, outer } = splitOptions(options, true, opts.classE ? new Set(opts.classE) : undefined);
+    const observe = options.find((o) => o.number === OPT.OBSERVE);
+    const observeValue = observe && observe.value.length <= 3 ? decodeUint(observe.value) : undefined;
+    if (observe && observeValue !== 0 && observeValue !== 1) throw new OscoreError('ERR_OSCORE_INVALID_INPUT', 'Observe in a Deterministic Request is 0 (register) or 1 (deregister)');
+    // §3.1: the Inner Observe is 0 (register) whatever is intended, so that the ciphertext is the same; the intent
+    // travels in the Outer Observe alone (§3.4.2 step 7: none when no observation is intended). A deregistration
+    // (Outer Observe 1 on the registration's bytes) is this implementation's reading: the draft does not say.
+    options = options.filter((o) => o.number !== OPT.OBSERVE);
+    if (observe || this.config.innerObserve) options.push({ number: OPT.OBSERVE, value: EMPTY });
+    const split = splitOptions(options, true, opts.classE ? new Set(opts.classE) : undefined);
+    const outer = sortOptions([...split.outer.filter((o) => o.number !== OPT.OBSERVE), ...(observe ? [{ number: OPT.OBSERVE, value: observe.value }] : [])]);
+    // App. A.2: padded to the group's block size (inside the plaintext, so H covers it).
+    const inner = this.config.padding ? padOptions(msg.code, split.inner, msg.payload ?? EMPTY, this.config.padding) : split.inner;
     let plaintext: Buffer;
     try {
       plaintext = encodeCodeOptionsPayload(msg.code, inner, msg.payload ?? EMPTY);
@@ -172,8 +245,11 @@ export class DeterministicRequester extends DeterministicKeys implements Request
       piv: PIV_ZERO,
       nonce: m.nonce,
       kidContext: this.g.idContext,
-      observe: false,
+      // an observation is intended only with the Outer Observe 0 (§3.4.2 step 7); an Inner-only Observe in the
+      // responses is ignored (§3.4.4 client step 4, unprotectResponse)
+      observe: observeValue === 0,
       multipleResponses: opts.multipleResponses ?? this.manyResponders,
+      onlyNewerNotifications: opts.onlyNewerNotifications,
       classI: encodeClassI(h),
       requestHash: h,
     });
@@ -260,24 +336,37 @@ export class DeterministicPeer extends DeterministicKeys implements PeerContext 
       throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `malformed plaintext: ${err.reason}`, { responseCode: CODES.BAD_REQUEST });
     }
     if (!isRequestCode(inner.code)) throw new OscoreError('ERR_OSCORE_INNER_FORMAT', `inner code ${codeToString(inner.code)} in a request`, { responseCode: CODES.BAD_REQUEST });
-    // And: only safe requests, since nothing stops a replay (the draft's SHOULD is a protected 4.01; this one is not).
-    if (inner.code !== CODES.GET && inner.code !== CODES.FETCH) throw new OscoreError('ERR_OSCORE_NOT_SAFE', `Deterministic Request with the unsafe method ${codeToString(inner.code)}`, { responseCode: CODES.UNAUTHORIZED });
-    // An Inner Observe (§3.1 aggregation) is not served here: the request is answered as a plain GET / FETCH.
-    const innerOptions = inner.options.filter((o) => o.number !== OPT.OBSERVE);
+    // App. A.2: any party receiving a Padding option MUST ignore it.
+    const innerOptions = inner.options.filter((o) => o.number !== PADDING_OPTION);
+    const innerObserve = innerOptions.find((o) => o.number === OPT.OBSERVE);
+    const outerObserve = msg.options.some((o) => o.number === OPT.OBSERVE);
     const merged = mergeOptions(msg.options.filter((o) => o.number !== REQUEST_HASH_OPTION), innerOptions, opts.classE ? new Set(opts.classE) : undefined);
-    const options = merged.options.filter((o) => o.number !== OPT.OBSERVE);
+    // §3.1 / §3.4.4: with an Inner Observe but no Outer one no observation is intended: the request reaches the
+    // application without Observe, and a successful response from an observable resource gets an Inner Observe
+    // (step 3) and no Outer one (step 8). Without an Inner Observe an Outer one is ignored (RFC 8613 §4.1.3.5.1).
+    // With both, the Inner one is always 0 (§3.1) and the Outer one says what is meant: 0 registers, 1 deregisters
+    // (this implementation's reading, see DeterministicRequester.compose).
+    const outerObserveOption = msg.options.find((o) => o.number === OPT.OBSERVE);
+    const observing = innerObserve !== undefined && outerObserve;
+    const others = merged.options.filter((o) => o.number !== OPT.OBSERVE);
+    const options = observing ? sortOptions([...others, { number: OPT.OBSERVE, value: outerObserveOption!.value }]) : others;
+    const observeValue = observing && outerObserveOption!.value.length <= 3 ? decodeUint(outerObserveOption!.value) : undefined;
     const binding = new ServerBinding({
       context: this.g.groupSender(),
       kid: f.kid!,
       piv: f.piv!,
       nonce: m.nonce,
       ...(f.kidContext ? { kidContext: f.kidContext } : {}),
-      observe: false,
+      observe: observeValue === 0,
+      ...(innerObserve !== undefined && !outerObserve ? { innerObserveOnly: true } : {}),
       // §3.4.4 step 5: the request nonce is never reused, every response has the server's own Partial IV.
       requestFresh: false,
       classI: encodeClassI(h),
       requestHash: h,
     });
+    // Only safe requests, since nothing stops a replay: discarded, and the SHOULD of §3.4.3 is a *protected* 4.01
+    // (answerOscoreError builds it from the binding).
+    if (inner.code !== CODES.GET && inner.code !== CODES.FETCH) throw new UnsafeDeterministicRequestError(binding, codeToString(inner.code));
     return {
       message: { type: msg.type, code: inner.code, messageId: msg.messageId, token: msg.token, options, payload: inner.payload },
       context: this,

@@ -21,7 +21,7 @@ import { MemorySequenceStore, SenderSequence, SenderSequenceOptions, SequenceSto
 import { COSE_ALG, COSE_CRV, COSE_KTY, PublicKeyInfo, isSignatureAlgorithm, privateKeyObject, publicKeyObject, publicKeyOf, sharedSecret, sign, signatureLength, verify } from './algorithms';
 import { GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encodeGroupAadArray, signatureKeystream, xorKeystream } from './cose-group';
 import { parseCcs } from './credential';
-import { DeterministicClientConfig, DeterministicPeer, DeterministicRequester, checkDeterministicConfig } from './deterministic';
+import { DeterministicClientConfig, DeterministicPeer, DeterministicRequester, DeterministicSettings, checkDeterministicConfig } from './deterministic';
 
 export interface GroupMember {
   /** the member's Sender ID (our Recipient ID for it) */
@@ -156,7 +156,7 @@ export class GroupContext implements ContextSource {
   readonly #windowSize?: number;
   readonly #initialized: boolean;
   readonly #savedWindows?: Record<string, ReplayWindowState>;
-  readonly #deterministic?: { config: { senderId: Buffer; hashAlg: number }; senderKey: Buffer; requester: DeterministicRequester; peer: DeterministicPeer };
+  readonly #deterministic?: { config: DeterministicSettings; senderKey: Buffer; requester: DeterministicRequester; peer: DeterministicPeer };
 
   constructor(params: GroupContextParams, opts: GroupContextOptions = {}) {
     this.#masterSecret = bytes('masterSecret', params.masterSecret)!;
@@ -290,7 +290,7 @@ export class GroupContext implements ContextSource {
   }
 
   /** The group's Deterministic Client (draft-ietf-core-cacheable-oscore-02 §3.4.1), if it uses one. */
-  get deterministicClient(): Readonly<{ senderId: Buffer; hashAlg: number }> | undefined {
+  get deterministicClient(): Readonly<DeterministicSettings> | undefined {
     return this.#deterministic?.config;
   }
 

@@ -22,4 +22,4 @@ export { type GroupAlgorithms, encodeCountersignStructure, encodeGroupAad, encod
 export { type CheckedRequest, SignatureChecker, type SignatureCheckerParams } from './signature-checker';
 export { GroupContext, type GroupContextOptions, type GroupContextParams, type GroupMember } from './group-context';
 export { DEFAULT_LEISURE_GROUP_MODE_MS, DEFAULT_LEISURE_PAIRWISE_ONLY_MS, DEFAULT_LEISURE_PLAIN_MS, groupOscoreLeisure, leisureLowerBound } from './leisure';
-export { DETERMINISTIC_HASH, type DeterministicClientConfig, REQUEST_HASH_OPTION, isDeterministicRequest } from './deterministic';
+export { DETERMINISTIC_HASH, type DeterministicClientConfig, MAX_PADDING_BLOCK, PADDING_OPTION, REQUEST_HASH_OPTION, isDeterministicRequest, padOptions } from './deterministic';
