@@ -184,6 +184,8 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   private observation?: boolean;
   /** for an observation: the origins whose first response is kept; their notifications are delivered, not kept */
   private kept?: Set<string>;
+  /** origins whose response is being fetched block-wise */
+  private followingUp?: Set<string>;
   protected pendingFollowUps = 0;
   protected collecting = true;
   protected ended = false;
@@ -248,11 +250,27 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     if (b2 && this.streamOpts.followBlocks) {
       const block = decodeBlock(b2);
       if (block.more && block.num === 0) {
+        const key = `${origin.address}|${origin.port}`;
+        if (this.followingUp?.has(key)) {
+          // a notification while the previous one from this server is still fetched block-wise: one follow-up per
+          // server at a time, so that a source let in once cannot start any number of them
+          this.reportError(origin.uri, new Error('notification dropped: the previous one is still being fetched block-wise'));
+          return;
+        }
         void this.followBlocks(res, block.szx, origin);
         return;
       }
     }
     this.deliver(res, origin, false);
+  }
+
+  /**
+   * The cap a response from `origin` would go over, checked before it is verified (cheap), so a flood costs no
+   * verifications; a notification from a server whose first answer is kept is checked by admit() after verification.
+   */
+  protected overCap(origin: { address: string; port: number }): ResponseLimitKind | undefined {
+    if (this.isObservation() && this.perServer?.has(`${origin.address}|${origin.port}`)) return undefined;
+    return this.capReached(origin);
   }
 
   /** The cap a response from `origin` would go over, before it is counted (cheap: no verification yet). */
@@ -291,6 +309,16 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     return true;
   }
 
+  /** A response admitted but never delivered (its block-wise body failed or went over a cap): its count and bytes back. */
+  private giveBack(origin: Origin, first: IncomingResponse): void {
+    if (this.isObservation() && this.kept?.has(`${origin.address}|${origin.port}`)) return; // a notification: never counted
+    const key = `${origin.address}|${origin.port}`;
+    const n = this.perServer?.get(key) ?? 0;
+    if (n <= 1) this.perServer?.delete(key);
+    else this.perServer!.set(key, n - 1);
+    this.keptBytes -= heldBytes(first.message);
+  }
+
   protected limitDrop(kind: ResponseLimitKind, origin: string): void {
     this.dropped++;
     if (this.limitKinds?.includes(kind)) return;
@@ -300,20 +328,22 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     this.emit('limit', ev);
   }
 
-  protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): void {
+  /** Deliver a response; true if it is kept in `responses` (false for a later notification of an observation). */
+  protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): boolean {
     this.arrivals++;
     if (this.isObservation()) {
       const key = `${origin.address}|${origin.port}`;
       if (this.kept?.has(key)) {
         // a later notification: 'response' only; `responses` keeps each server's first answer (see admit())
         this.emit('response', ResponseStream.prototype.hold.call(this, res, origin, reassembled));
-        return;
+        return false;
       }
       (this.kept ??= new Set()).add(key);
     }
     const gr = this.hold(res, origin, reassembled);
     this.responses.push(gr);
     this.emit('response', gr);
+    return true;
   }
 
   /** The form a response is kept in for the life of the exchange. */
@@ -337,7 +367,10 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   /** groupcomm-bis §3.8: fetch blocks 1.. of one server's response by unicast, then deliver the whole body. */
   private async followBlocks(first: IncomingResponse, szx: number, origin: Origin): Promise<void> {
     this.pendingFollowUps++;
+    const key = `${origin.address}|${origin.port}`;
+    (this.followingUp ??= new Set()).add(key);
     let counted = 0;
+    let delivered = false;
     const parts: Buffer[] = [first.message.payload];
     let size = first.message.payload.length;
     let num = 1;
@@ -370,11 +403,15 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
         if (num * blockSize(szx) > this.streamOpts.maxBodySize) throw new Error(`body exceeds ${this.streamOpts.maxBodySize} bytes`);
       }
       const whole = { ...first.message, options: first.message.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.SIZE2), payload: Buffer.concat(parts) };
-      this.deliver({ message: whole, remote: first.remote }, origin, true);
+      delivered = true;
+      // a notification of an observation is delivered and not kept: its blocks' bytes are given back
+      if (!this.deliver({ message: whole, remote: first.remote }, origin, true)) this.keptBytes -= counted;
     } catch (err) {
       this.keptBytes -= counted;
       if (!this.cancelled) this.reportError(origin.uri, err as Error);
     } finally {
+      this.followingUp?.delete(key);
+      if (!delivered) this.giveBack(origin, first);
       if (!this.cancelled) {
         this.pendingFollowUps--;
         this.maybeEnd();
@@ -465,7 +502,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
     // over a cap already: dropped before its signature is checked, so a flood costs no verifications
-    const over = this.capReached(res.remote);
+    const over = this.overCap(res.remote);
     if (over) return this.limitDrop(over, originUri(res.remote.address, res.remote.port));
     let v: VerifiedIncoming;
     try {

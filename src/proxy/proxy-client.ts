@@ -375,6 +375,11 @@ export class ProxiedGroupExchange extends ResponseStream {
     }
     try {
       if (this.layers?.e2e) {
+        // over a cap already: dropped before the end-to-end layer is removed (a signature checked), so a flood
+        // costs no verifications
+        const o = this.originOf(res);
+        const over = this.overCap(o);
+        if (over) return this.limitDrop(over, o.uri);
         const inner = this.removeEndToEnd(res);
         if (!inner) return;
         res = inner;
@@ -438,7 +443,8 @@ export class ProxiedGroupExchange extends ResponseStream {
     const store = this.o.groupEtag!;
     const getNum = optionNumber('Group-ETag');
     let tag: Buffer | undefined;
-    let tagged = !this.cancelled && this.rejected === 0 && !this.errors?.length;
+    // a set a cap cut short is not the proxy's complete set J (§7.3): never kept
+    let tagged = !this.cancelled && this.rejected === 0 && this.dropped === 0 && !this.errors?.length;
     for (const r of this.responses) {
       const t = getOptions(r.message, getNum);
       if (t.length !== 1 || (tag && !tag.equals(t[0]))) tagged = false;

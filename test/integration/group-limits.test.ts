@@ -136,6 +136,33 @@ describe('responses kept per group exchange (ResponseLimits)', function () {
     }
   });
 
+  it('an observation with block-wise notifications under maxResponses 1 and a byte cap just above one body: every notification arrives whole (RFC 7959 §2.6)', async function () {
+    const server = await GroupServer.open({ address: '127.0.0.3', port: 0, groups: [{ address: GROUP_V4, port }], leisure: 0 });
+    let n = 0;
+    // 1500 bytes: more than the server's 1024-byte block, so every answer comes block-wise
+    server.addResource('/big', () => ({ code: CODES.CONTENT, payload: `n=${n};`.padEnd(1500, 'x') }), { observable: true });
+    client = await clientEndpoint();
+    try {
+      const ex = new GroupClient(client).request({ uri: `coap://${GROUP_V4}:${port}/big`, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }], timeout: 20000, limits: { maxResponses: 1, maxBytes: 2000 } });
+      const got: GroupResponse[] = [];
+      ex.on('response', (r: GroupResponse) => got.push(r));
+      await waitFor(() => got.length === 1, 'the registration answer, reassembled');
+      for (let i = 1; i <= 6; i++) {
+        n = i;
+        server.notify('/big');
+        await waitFor(() => got.length === i + 1, `notification ${i}`);
+      }
+      assert.ok(got.every((r) => r.reassembled === true && r.message.payload.length === 1500));
+      assert.deepEqual(got.map((r) => r.message.payload.toString().split(';')[0]), Array.from({ length: 7 }, (_, i) => `n=${i}`));
+      assert.equal(ex.dropped, 0);
+      assert.equal(ex.responses.length, 1);
+      ex.cancel();
+      await ex.summary;
+    } finally {
+      await closeChecked(server.endpoint);
+    }
+  });
+
   it('limits that are not whole numbers >= 1 are refused before anything is sent', async function () {
     fleet = await startResponderFleet({ group: GROUP_V4, groupPort: port, members: 1 });
     client = await clientEndpoint();
