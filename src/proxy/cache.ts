@@ -47,9 +47,14 @@ export function isCacheableResponse(m: CoapMessage): boolean {
   return m.code === CODES.CONTENT && maxAgeOf(m) > 0;
 }
 
+/**
+ * Max-Age in seconds (RFC 7252 §5.10.5: default 60). A value longer than the option's 4 bytes (§5.10) is malformed:
+ * it counts as 0, so that such a response is never cached or replayed as fresh (and never throws in the relay path).
+ */
 export function maxAgeOf(m: CoapMessage): number {
   const v = getOption(m, OPT.MAX_AGE);
-  return v === undefined ? 60 : decodeUint(v);
+  if (v === undefined) return 60;
+  return v.length > 4 ? 0 : decodeUint(v);
 }
 
 export class ProxyCache {

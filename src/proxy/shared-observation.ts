@@ -6,7 +6,7 @@
 // Cache-Key (ciphertext and Request-Hash, groupcomm-proxy-07 §7.4).
 
 import { codeClass } from '../coap/codes';
-import { CoapMessage, createMessage, getOption } from '../coap/message';
+import { CoapMessage, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, encodeUint } from '../coap/options';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
@@ -30,6 +30,12 @@ export interface SharedObservationHooks<M> {
   relay(member: M, res: IncomingResponse): void;
   /** every upstream response, once, before it is relayed (e.g. to refresh the cache) */
   received?(key: string, res: IncomingResponse, anyMember: M): void;
+}
+
+/** A copy of `res` with its (outer) Max-Age set to `seconds`; without the datagram, which no longer matches. */
+function withMaxAge(res: IncomingResponse, seconds: number): IncomingResponse {
+  const options = sortOptions([...res.message.options.filter((o) => o.number !== OPT.MAX_AGE), { number: OPT.MAX_AGE, value: encodeUint(seconds) }]);
+  return { message: { ...res.message, options }, remote: res.remote };
 }
 
 export class SharedObservations<M extends object> {
@@ -63,8 +69,21 @@ export class SharedObservations<M extends object> {
       s.members.add(member);
       this.byMember.set(member, s);
       const now = this.now();
+      let stale = s.latest.size === 0;
       for (const { res, at } of [...s.latest.values()]) {
-        if (now - at < maxAgeOf(res.message) * 1000) this.hooks.relay(member, res);
+        // RFC 7252 §5.7.1: a response served from here must not extend the Max-Age the server set: the rest of it
+        const left = Math.floor(maxAgeOf(res.message) - (now - at) / 1000);
+        if (left > 0) this.hooks.relay(member, withMaxAge(res, left));
+        else stale = true;
+      }
+      if (stale) {
+        // A server whose latest notification is no longer fresh (or none yet): register again on the shared token, so
+        // that every server sends its current state (RFC 7641 §3.3.1, RFC 10020 §3.7); the other members get it too.
+        try {
+          this.upstream.sendMessage(createMessage({ ...s.request, messageId: this.upstream.newMessageId(s.dest) }), s.dest);
+        } catch {
+          // the endpoint is closing
+        }
       }
       return true;
     }
@@ -91,7 +110,12 @@ export class SharedObservations<M extends object> {
     if (codeClass(res.message.code) === 2 && getOption(res.message, OPT.OBSERVE) !== undefined) {
       if (s.latest.has(server) || s.latest.size < MAX_LATEST) s.latest.set(server, { res, at: this.now() });
     } else s.latest.delete(server);
-    this.hooks.received?.(s.key, res, s.members.values().next().value!);
+    try {
+      this.hooks.received?.(s.key, res, s.members.values().next().value!);
+    } catch (err) {
+      // a hook's failure must not keep the notification from the members
+      this.upstream.reportHandlerError(err);
+    }
     for (const m of [...s.members]) this.hooks.relay(m, res);
   }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { CODES } from '../../src/coap/codes';
 import { CoapMessage } from '../../src/coap/message';
 import { OPT, encodeUint, optionNumber } from '../../src/coap/options';
-import { ProxyCache, requestKey } from '../../src/proxy/cache';
+import { ProxyCache, isCacheableResponse, maxAgeOf, requestKey } from '../../src/proxy/cache';
 
 const res = (payload: string, maxAge?: number): CoapMessage => ({
   type: 'NON', code: CODES.CONTENT, messageId: 1, token: Buffer.alloc(0), payload: Buffer.from(payload),
@@ -52,6 +52,15 @@ describe('proxy cache (groupcomm-proxy-07 §7)', function () {
     cache.store('k', 's2', res('b2'));
     assert.notDeepEqual(cache.groupEtag('k', members), t1);
     assert.equal(cache.groupEtag('k', []), undefined);
+  });
+
+  it('a Max-Age longer than its 4 bytes (RFC 7252 §5.10) is malformed: 0 s, never cached, and no exception', function () {
+    const m = (value: Buffer): CoapMessage => ({ type: 'NON', code: CODES.CONTENT, messageId: 1, token: Buffer.alloc(0), options: [{ number: OPT.MAX_AGE, value }], payload: Buffer.from('x') });
+    assert.equal(maxAgeOf(m(Buffer.from('0000012c', 'hex'))), 300);
+    for (const len of [5, 6, 7, 8]) {
+      assert.equal(maxAgeOf(m(Buffer.alloc(len, 1))), 0);
+      assert.equal(isCacheableResponse(m(Buffer.alloc(len, 1))), false);
+    }
   });
 
   it('evicts the oldest entry beyond its size', function () {
