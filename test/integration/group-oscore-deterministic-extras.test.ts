@@ -16,6 +16,7 @@ import type { DeterministicRequester } from '../../src/oscore/group/deterministi
 import { requestViaProxy } from '../../src/proxy/proxy-client';
 import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, endpointOn, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
+import { FakeClock } from '../support/fake-clock';
 import { waitFor } from '../support/wait';
 
 const DET_ID = 'dc';
@@ -227,5 +228,67 @@ describe('Through the group proxy: clients observing one Deterministic Request s
     // the last one left: the proxy deregistered upstream (Outer Observe 1 on the same bytes and token)
     await waitFor(() => observers().every((n) => n === 0), 'the upstream deregistration');
     assert.equal(rig.proxy.sharedObservationCount, 0);
+  });
+});
+
+describe('A client that joins a shared observation after its notifications went stale (RFC 7641 §3.3.1, RFC 7252 §5.7.1)', function () {
+  this.timeout(30000);
+  let port: number;
+  let material: GroupMaterial;
+  let lamps: GroupOscoreLamp[];
+  let rig: OscoreGroupProxy;
+  const clock = new FakeClock();
+  const members: Record<string, GroupContext> = {};
+
+  before(async function () {
+    port = await freeGroupPort();
+    material = { ...groupMaterial(['25', '26', ...serverIds(3)]), deterministicClient: { senderId: Buffer.from(DET_ID, 'hex'), innerObserve: true } };
+    lamps = await startGroupOscoreLamps(3, { groupPort: port, material, observable: true, firstHost: 9 });
+    for (const id of ['25', '26']) members[id] = memberContext(material, id);
+    // the proxy's time is the test's: its stored notifications age only when the test says so
+    rig = await openOscoreGroupProxy({ clock });
+  });
+
+  after(async function () {
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
+  });
+
+  const observe = (member: GroupContext) => {
+    const ex = requestViaProxy(rig.client, {
+      proxy: rig.listen.transport.address(),
+      uri: `coap://${GROUP_V4}:${port}/light`,
+      multicastTimeout: 1,
+      timeout: 20000,
+      options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }],
+      oscore: { proxy: rig.alice.client, endToEnd: { context: member.deterministicRequests() } },
+    });
+    const heard: GroupResponse[] = [];
+    ex.on('response', (r: GroupResponse) => heard.push(r));
+    return { ex, heard };
+  };
+
+  it('the proxy registers again upstream, and the late client gets every server\'s current state', async function () {
+    const a = observe(members['25']);
+    try {
+      await waitFor(() => a.heard.length >= 3, 'the first observer\'s three notifications');
+      assert.equal(rig.proxy.sharedObservationCount, 1);
+      // every stored notification is past its Max-Age now
+      clock.advance(24 * 3600 * 1000);
+      const sent = rig.upstream.transport.counters.sent;
+      const b = observe(members['26']);
+      try {
+        await waitFor(() => b.heard.length >= 3, 'the current state of each server, for the late client');
+        assert.equal(rig.upstream.transport.counters.sent, sent + 1, 'one registration again, on the shared token');
+        assert.deepEqual(new Set(b.heard.map((r) => r.origin.oscore?.kid)), new Set(lamps.map((l) => l.kid)), 'verified and attributed by the late client');
+        assert.equal(rig.proxy.sharedObservationCount, 1, 'still one upstream observation');
+        assert.deepEqual(lamps.map((l) => l.server.observerCount('/light')), [1, 1, 1]);
+      } finally {
+        b.ex.cancel();
+      }
+    } finally {
+      a.ex.cancel();
+    }
+    await waitFor(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the upstream deregistration');
   });
 });
