@@ -12,7 +12,9 @@ import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/messa
 import { OPT, decodeUint } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { decode } from '../coap/codec';
+import { EchoAnswers } from '../messaging/echo-verifier';
 import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging/endpoint';
+import { isDeterministicRequest } from '../oscore/group/deterministic';
 import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
 import { protectRequest, unprotectResponse } from '../oscore/protect';
 import { RemoteAddress } from '../transport/udp-transport';
@@ -281,7 +283,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     return undefined;
   }
 
-  private isObservation(): boolean {
+  protected isObservation(): boolean {
     if (this.observation === undefined) {
       const o = getOption(this.request, OPT.OBSERVE);
       this.observation = o !== undefined && decodeUint(o) === 0;
@@ -471,6 +473,8 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   /** where held responses' bytes go (see HeldResponse) */
   private slab?: Buffer = undefined;
   private slabUsed = 0;
+  /** servers whose Echo challenge to an observation was answered (made on the first one) */
+  private echoAnswers?: EchoAnswers = undefined;
 
   constructor(
     endpoint: CoapEndpoint,
@@ -501,6 +505,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   onExchangeResponse(res: IncomingResponse): void {
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
+    if (res.message.code === CODES.UNAUTHORIZED && this.answerEcho(res)) return;
     // over a cap already: dropped before its signature is checked, so a flood costs no verifications
     const over = this.overCap(res.remote);
     if (over) return this.limitDrop(over, originUri(res.remote.address, res.remote.port));
@@ -514,6 +519,20 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
       return;
     }
     this.onResponse(v);
+  }
+
+  /**
+   * draft-ietf-core-cacheable-oscore §3.1 with RFC 9175 §2.4 item 3: a server registers an observer of a
+   * Deterministic Request only once its address is verified, and asks with an unprotected 4.01 + Echo; the
+   * registration goes again to that server alone, on this token, with the Echo (once per server). Its notifications
+   * then come on this token like the others'.
+   */
+  private answerEcho(res: IncomingResponse): boolean {
+    if (!this.isObservation() || !isDeterministicRequest(this.request)) return false;
+    const again = (this.echoAnswers ??= new EchoAnswers(this.limits.maxResponses)).repeat(this.request, res.message, res.remote);
+    if (!again) return false;
+    this.endpoint.sendMessage(createMessage({ ...again, type: 'NON', messageId: this.endpoint.newMessageId(res.remote) }), res.remote);
+    return true;
   }
 
   protected override hold(res: IncomingResponse, origin: Origin, reassembled: boolean): GroupResponse {

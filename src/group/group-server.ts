@@ -3,15 +3,18 @@
 // suppresses error responses to group requests (per response-code class, §3.1.2), honours No-Response where the
 // resource allows it (RFC 7967), validates ETags in group requests (§3.2) and starts Block2 on its own for large
 // bodies (§3.8). Also serves /.well-known/core (RFC 6690) and Observe (RFC 7641, with RFC 10020 §3.7 for
-// registrations made by group requests).
+// registrations made by group requests); an observer registering with a Deterministic Request proves its address
+// with Echo first (draft-ietf-core-cacheable-oscore §3.1, RFC 9175 §2.4 item 3).
 
 import { blockSize, decodeBlock, encodeBlock, szxFor } from '../coap/block';
 import { CODES, codeClass } from '../coap/codes';
 import { isResponseError } from '../coap/errors';
 import { CoapMessage, CoapOption, getOption, getOptions, uriPath } from '../coap/message';
 import { OPT, decodeUint, encodeUint, optionNumber } from '../coap/options';
+import { EchoOptions, EchoVerifier } from '../messaging/echo-verifier';
 import { CoapEndpoint, EndpointOptions, IncomingRequest, ResponseContext } from '../messaging/endpoint';
 import { Clock } from '../messaging/parameters';
+import { isDeterministicRequest } from '../oscore/group/deterministic';
 import { GroupMembership, UdpTransport, UdpTransportOptions } from '../transport/udp-transport';
 
 export interface ServerRequest extends IncomingRequest {
@@ -94,6 +97,13 @@ export interface GroupServerOptions extends EndpointOptions {
   transport?: Omit<UdpTransportOptions, 'bindAddress' | 'port' | 'groups'>;
   /** see RequestTransform (default: none, requests reach the resources as received) */
   requestTransform?: RequestTransform;
+  /**
+   * How an observer that registers with a Deterministic Request proves its address with Echo first (RFC 9175 §2.4
+   * item 3, draft-ietf-core-cacheable-oscore §3.1; interval, lifetime, bounds). Default on with EchoVerifier's
+   * defaults. `false` registers such observers unchecked: whoever saw one registration can then register observers
+   * for any address it spoofs (a Deterministic Request has no replay window, §3.4.3).
+   */
+  observerEcho?: EchoOptions | false;
 }
 
 export interface ServerCounters {
@@ -103,6 +113,8 @@ export interface ServerCounters {
   responses: number;
   /** group requests ignored because they carried Q-Block2 (RFC 10020 §3.8) */
   ignoredQBlock2: number;
+  /** 4.01 + Echo sent instead of registering an observer whose address is not verified (RFC 9175 §2.4) */
+  echoChallenges: number;
 }
 
 interface Resource {
@@ -111,12 +123,14 @@ interface Resource {
 }
 
 export class GroupServer {
-  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0, ignoredQBlock2: 0 };
+  readonly counters: ServerCounters = { requests: 0, groupRequests: 0, suppressed: 0, responses: 0, ignoredQBlock2: 0, echoChallenges: 0 };
   private readonly resources = new Map<string, Resource>();
   private readonly timers = new Set<unknown>();
   /** the clock of the Leisure timers (EndpointOptions.clock, shared with the endpoint) */
   readonly clock: Clock;
   private readonly observers = new Map<string, Map<string, Observer>>();
+  /** verifies the address of an observer registering with a Deterministic Request (undefined: observerEcho false) */
+  private readonly observerEcho?: EchoVerifier;
   private observeSeq = 2;
   private closed = false;
 
@@ -126,15 +140,17 @@ export class GroupServer {
     private readonly maxPayload: number,
     private readonly transform?: RequestTransform,
     private readonly maxObservers = 10_000,
+    observerEcho: EchoOptions | false = {},
   ) {
     this.clock = endpoint.clock;
+    this.observerEcho = observerEcho === false ? undefined : new EchoVerifier({ clock: this.clock, ...observerEcho });
     endpoint.setRequestHandler((req, ctx) => this.handle(req, ctx));
   }
 
   static async open(opts: GroupServerOptions): Promise<GroupServer> {
     const transport = await UdpTransport.open({ ...opts.transport, bindAddress: opts.address, port: opts.port ?? 5683, groups: opts.groups, reuseAddr: true });
     const endpoint = new CoapEndpoint(transport, opts);
-    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024, opts.requestTransform, opts.maxObservers);
+    return new GroupServer(endpoint, opts.leisure ?? endpoint.params.DEFAULT_LEISURE, opts.maxPayload ?? 1024, opts.requestTransform, opts.maxObservers, opts.observerEcho);
   }
 
   /** The server's unicast address and port. */
@@ -266,6 +282,7 @@ export class GroupServer {
     const path = uriPath(req.message);
     const query = getOptions(req.message, OPT.URI_QUERY).map((q) => q.toString('utf8'));
     const resource = this.resources.get(path);
+    if (resource?.opts.observable && this.observerEcho && this.unverifiedObserver(incoming, req.message)) return this.challengeObserver(incoming, ctx);
     const sreq: ServerRequest = { ...req, path, query };
     const produce = async (): Promise<ServerResponse | undefined> => {
       if (path === '/.well-known/core' && !resource) {
@@ -296,6 +313,33 @@ export class GroupServer {
         if (req.multicast) ctx.ignore();
         else ctx.respond({ code: CODES.BAD_OPTION, payload: Buffer.from('malformed option value') });
       });
+  }
+
+  /**
+   * draft-ietf-core-cacheable-oscore §3.4.3: a Deterministic Request has no replay window, so whoever saw one that
+   * registers (Inner and Outer Observe 0, §3.1) can send it again from any address it spoofs, and every such
+   * observer would cost a signed notification towards an address that never asked. So the address proves it is
+   * reachable first, with the Outer Echo that §3.1 keeps for this (RFC 9175 §2.4 item 3): true when this
+   * registration comes from an address not verified within the interval and does not carry a valid Echo from it.
+   */
+  private unverifiedObserver(incoming: IncomingRequest, message: CoapMessage): boolean {
+    if (message.code !== CODES.GET && message.code !== CODES.FETCH) return false;
+    const obs = getOption(message, OPT.OBSERVE);
+    if (obs === undefined || obs.length > 3 || decodeUint(obs) !== 0 || !isDeterministicRequest(incoming.message)) return false;
+    // the Outer Echo (RFC 9175 §2.2.1: for this hop), read from the datagram: the OSCORE layer does not pass it on
+    return !this.observerEcho!.check(incoming.remote, getOption(incoming.message, OPT.ECHO));
+  }
+
+  /**
+   * RFC 9175 §2.4 item 3: an unprotected 4.01 with Echo and nothing registered; the handler does not run. It is
+   * smaller than the request (which carries a Request-Hash and a ciphertext), so it amplifies nothing, and it is
+   * sent to a group request too (after a Leisure), since every server verifies the address for itself.
+   */
+  private challengeObserver(incoming: IncomingRequest, ctx: ResponseContext): void {
+    this.counters.echoChallenges++;
+    const res = { code: CODES.UNAUTHORIZED, options: [{ number: OPT.ECHO, value: this.observerEcho!.challenge(incoming.remote) }], payload: Buffer.alloc(0) };
+    if (incoming.multicast && this.leisure > 0) this.later(() => ctx.respond(res), Math.random() * this.leisure);
+    else ctx.respond(res);
   }
 
   private reply(req: ServerRequest, ctx: ResponseContext, res: ServerResponse | undefined, opts: ResourceOptions, protect?: ResponseProtector): void {

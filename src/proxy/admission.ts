@@ -4,11 +4,11 @@
 // host (an IP address, not address and port) with a global budget, and the amplification limit towards a source
 // that is not identified (never more than 3x the bytes it sent, the limit of RFC 9000 §8.1).
 
-import { createHmac, randomBytes } from 'node:crypto';
 import { CoapMessage, getOption } from '../coap/message';
 import { OPT, decodeUint, optionNumber } from '../coap/options';
 import { Clock, systemClock } from '../messaging/parameters';
-import { RemoteAddress } from '../transport/udp-transport';
+// RFC 9175 §2.4 item 3: the address check itself is shared with the group server (messaging/echo-verifier.ts).
+export { EchoOptions, EchoVerifier } from '../messaging/echo-verifier';
 import { BadProxyRequestError, HopLimitError, LimitError, MulticastTimeoutRequiredError, MulticastTimeoutTooLargeError } from './errors';
 
 export interface ProxyClient {
@@ -97,69 +97,6 @@ export function encodedSizeFloor(m: CoapMessage): number {
   for (const o of m.options) n += 1 + o.value.length;
   if (m.payload.length) n += 1 + m.payload.length;
   return n;
-}
-
-export interface EchoOptions {
-  /** ms after which an address must prove reachability again (default 10 min) */
-  interval?: number;
-  /** ms an Echo value stays acceptable after it was issued (default 60 s) */
-  lifetime?: number;
-  /** most verified addresses remembered (default 10,000; the oldest is forgotten first) */
-  maxVerified?: number;
-  clock?: Clock;
-}
-
-/**
- * RFC 9175 §2.4 item 3: address verification with Echo. The value is stateless (issue time + a MAC over time,
- * address and port under a key that never leaves the proxy), so challenging a flood costs no memory; only
- * addresses that answered are remembered, bounded in number.
- */
-export class EchoVerifier {
-  private readonly key = randomBytes(32);
-  private readonly verified = new Map<string, number>();
-  private readonly clock: Clock;
-  readonly interval: number;
-  readonly lifetime: number;
-  private readonly maxVerified: number;
-
-  constructor(o: EchoOptions = {}) {
-    this.clock = o.clock ?? systemClock;
-    this.interval = o.interval ?? 600_000;
-    this.lifetime = o.lifetime ?? 60_000;
-    this.maxVerified = o.maxVerified ?? 10_000;
-  }
-
-  get size(): number {
-    return this.verified.size;
-  }
-
-  private mac(time: Buffer, remote: RemoteAddress): Buffer {
-    return createHmac('sha256', this.key).update(time).update(`${remote.address}|${remote.port}`).digest().subarray(0, 8);
-  }
-
-  /** The Echo value to send to `remote` (12 bytes, within RFC 9175 §2.2.1's 1-40). */
-  challenge(remote: RemoteAddress): Buffer {
-    const time = Buffer.alloc(4);
-    time.writeUInt32BE(Math.floor(this.clock.now() / 1000) >>> 0);
-    return Buffer.concat([time, this.mac(time, remote)]);
-  }
-
-  /** Has `remote` proved reachability within the interval? A valid, fresh `echo` from it proves it now. */
-  check(remote: RemoteAddress, echo: Buffer | undefined): boolean {
-    const k = `${remote.address}|${remote.port}`;
-    const now = this.clock.now();
-    const at = this.verified.get(k);
-    if (at !== undefined && now - at < this.interval) return true;
-    if (echo === undefined || echo.length !== 12) return false;
-    const time = echo.subarray(0, 4);
-    const age = now - time.readUInt32BE(0) * 1000;
-    if (age < -1000 || age > this.lifetime) return false;
-    if (!this.mac(time, remote).equals(echo.subarray(4))) return false;
-    this.verified.delete(k);
-    this.verified.set(k, now);
-    if (this.verified.size > this.maxVerified) this.verified.delete(this.verified.keys().next().value!);
-    return true;
-  }
 }
 
 export type LimitKind = 'pending' | 'tZero' | 'unicast' | 'observeRelays';

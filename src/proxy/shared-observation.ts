@@ -5,9 +5,10 @@
 // the latest fresh notification of each server. The proxy never reads the plaintext: the key is the request's
 // Cache-Key (ciphertext and Request-Hash, groupcomm-proxy-07 §7.4).
 
-import { codeClass } from '../coap/codes';
+import { CODES, codeClass } from '../coap/codes';
 import { CoapMessage, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, encodeUint } from '../coap/options';
+import { EchoAnswers } from '../messaging/echo-verifier';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { maxAgeOf } from './cache';
@@ -22,6 +23,8 @@ interface Shared<M> {
   members: Set<M>;
   /** the latest notification of each server ("addr|port") and when it came */
   latest: Map<string, { res: IncomingResponse; at: number }>;
+  /** servers whose Echo challenge to the registration was answered since it last went to the group */
+  echoAnswers: EchoAnswers;
   stop: () => void;
 }
 
@@ -79,6 +82,7 @@ export class SharedObservations<M extends object> {
       if (stale) {
         // A server whose latest notification is no longer fresh (or none yet): register again on the shared token, so
         // that every server sends its current state (RFC 7641 §3.3.1, RFC 10020 §3.7); the other members get it too.
+        s.echoAnswers.reset();
         try {
           this.upstream.sendMessage(createMessage({ ...s.request, messageId: this.upstream.newMessageId(s.dest) }), s.dest);
         } catch {
@@ -89,7 +93,7 @@ export class SharedObservations<M extends object> {
     }
     const token = this.upstream.newToken();
     const message = createMessage({ type: 'NON', code: request.code, token, messageId: this.upstream.newMessageId(dest), options: request.options, payload: request.payload });
-    const created: Shared<M> = { key, request: message, dest, members: new Set([member]), latest: new Map(), stop: () => undefined };
+    const created: Shared<M> = { key, request: message, dest, members: new Set([member]), latest: new Map(), echoAnswers: new EchoAnswers(MAX_LATEST), stop: () => undefined };
     s = created;
     this.byKey.set(key, s);
     this.byMember.set(member, s);
@@ -105,6 +109,18 @@ export class SharedObservations<M extends object> {
 
   private received(s: Shared<M>, res: IncomingResponse): void {
     if (this.byKey.get(s.key) !== s || s.members.size === 0) return;
+    // draft-ietf-core-cacheable-oscore §3.1, RFC 9175 §2.4 item 3: a server verifies this proxy's address before it
+    // registers it as an observer; the registration goes again to that server alone with its Echo (once per server
+    // and registration). The challenge is for this hop: no member sees it.
+    const again = res.message.code === CODES.UNAUTHORIZED ? s.echoAnswers.repeat(s.request, res.message, res.remote) : undefined;
+    if (again) {
+      try {
+        this.upstream.sendMessage(createMessage({ ...again, type: 'NON', messageId: this.upstream.newMessageId(res.remote) }), res.remote);
+      } catch {
+        // the endpoint is closing
+      }
+      return;
+    }
     const server = `${res.remote.address}|${res.remote.port}`;
     // RFC 7641 §3.2: a 2.xx with Observe is a notification; anything else ends that server's observation.
     if (codeClass(res.message.code) === 2 && getOption(res.message, OPT.OBSERVE) !== undefined) {

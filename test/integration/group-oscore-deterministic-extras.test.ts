@@ -49,8 +49,16 @@ describe('Deterministic Requests on the wire: protected 4.01, Inner Observe, Pad
     const got: { message: CoapMessage; kid: string; notification: boolean }[] = [];
     const raw: IncomingResponse[] = [];
     const errors: string[] = [];
+    const challenges: IncomingResponse[] = [];
     const token = client.newToken();
     const stop = client.listen(token, (res) => {
+      const echo = getOption(res.message, OPT.ECHO);
+      if (res.message.code === CODES.UNAUTHORIZED && echo && !getOption(res.message, OPT.OSCORE) && challenges.length === 0) {
+        // RFC 9175 §2.4: an observer of a Deterministic Request proves its address first (§3.1's Outer Echo)
+        challenges.push(res);
+        client.sendMessage(createMessage({ type: 'NON', token, messageId: client.newMessageId(lampAddr(lamp)), ...message, options: [...message.options, { number: OPT.ECHO, value: echo }].sort((a, b) => a.number - b.number) }), lampAddr(lamp));
+        return;
+      }
       raw.push(res);
       try {
         const v = unprotectResponse(binding, res.message);
@@ -60,7 +68,7 @@ describe('Deterministic Requests on the wire: protected 4.01, Inner Observe, Pad
       }
     });
     client.sendMessage(createMessage({ type: 'NON', token, messageId: client.newMessageId(lampAddr(lamp)), ...message }), lampAddr(lamp));
-    return { got, raw, errors, stop };
+    return { got, raw, errors, challenges, stop };
   }
 
   it('§3.4.3: a Deterministic Request with an unsafe method (POST) from a member that ignores the rule is answered with a protected 4.01, verified as the server\'s and bound to that request; the resource never sees it', async function () {
@@ -113,6 +121,7 @@ describe('Deterministic Requests on the wire: protected 4.01, Inner Observe, Pad
     const ex = exchange(lamp, sent.message, sent.binding);
     try {
       await waitFor(() => ex.got.length >= 1, 'the registration\'s answer');
+      assert.equal(ex.challenges.length, 1, 'registered after one Echo round (RFC 9175 §2.4)');
       assert.equal(lamp.server.observerCount('/light'), 1);
       lamp.on = false;
       lamp.server.notify('/light');
@@ -185,6 +194,9 @@ describe('Through the group proxy: clients observing one Deterministic Request s
     const aAll = heard(a);
     await waitFor(() => aAll.length >= 3, 'the first observer\'s three notifications');
     assert.deepEqual(observers(), [1, 1, 1], 'one registration per server');
+    // RFC 9175 §2.4, §3.1 of the draft: each server verified the proxy's address before registering it; the proxy
+    // answered the challenge itself, and none reached the client
+    assert.deepEqual(lamps.map((l) => l.server.counters.echoChallenges), [1, 1, 1]);
     assert.deepEqual(seen().map((n, i) => n - before[i]), [1, 1, 1]);
     assert.equal(rig.proxy.sharedObservationCount, 1);
 

@@ -58,8 +58,8 @@ export async function stopAll(...things: ({ close(): Promise<void> } | { close()
 }
 
 /**
- * A bare UDP socket on 127.0.0.1 for sending hand-made datagrams and collecting what comes back (it never sends
- * multicast). `replies` fills as datagrams arrive; `next()` resolves with the next reply not yet taken by `next()`.
+ * A bare UDP socket (on 127.0.0.1 unless `address` names another loopback address) for sending hand-made datagrams and
+ * collecting what comes back; with `multicast` it may send to a group too (interface 127.0.0.1, TTL 1). `replies` fills as datagrams arrive; `next()` resolves with the next reply not yet taken by `next()`.
  */
 export interface RawProbe {
   send(data: Buffer, dest: { address: string; port: number }): void;
@@ -72,9 +72,13 @@ export interface RawProbe {
   close(): Promise<void>;
 }
 
-export async function rawProbe(): Promise<RawProbe> {
+export async function rawProbe(address = '127.0.0.1', opts: { multicast?: boolean } = {}): Promise<RawProbe> {
   const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => sock.bind(0, address, () => r()));
+  if (opts.multicast) {
+    sock.setMulticastInterface('127.0.0.1');
+    sock.setMulticastTTL(1);
+  }
   const replies: Buffer[] = [];
   let taken = 0;
   const waiters: (() => void)[] = [];
