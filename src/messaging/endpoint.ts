@@ -26,6 +26,7 @@ import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
 import { ExpiringMap, Slot } from './expiring-map';
 import { MessageIds } from './message-ids';
+import { RecentNonResponses } from './recent-non';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
 export interface IncomingRequest {
@@ -114,6 +115,11 @@ export interface EndpointOptions {
    * (about 1 MB); the least recently used go first
    */
   maxMessageIdCounters?: number;
+  /**
+   * cap on sources whose recent NON responses are remembered for duplicate detection (recent-non.ts: the last 32
+   * per source, about 700 bytes each), default 10,000; the oldest go first
+   */
+  maxNonResponseSources?: number;
   /** override MIN_TOKEN_REUSE_TIME (ms) */
   tokenReuseTime?: number;
 }
@@ -281,6 +287,8 @@ export class CoapEndpoint extends EventEmitter {
   /** group and listen exchanges: each retires its token when it ends, so each holds a slot under maxRetired */
   private multiExchanges = 0;
   private readonly dedup: ExpiringMap<DedupEntry>;
+  /** duplicate detection for NON responses, per source (they need no reply kept) */
+  private readonly recentNon: RecentNonResponses;
   /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
   private readonly nonResets: ExpiringMap<NonAwaitingReset>;
   /** one timer each for every CON's retransmission, every request's wait and every group request's deadline */
@@ -311,6 +319,7 @@ export class CoapEndpoint extends EventEmitter {
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
     this.nonLifetimeMs = nonLifetime(this.params);
+    this.recentNon = new RecentNonResponses(this.nonLifetimeMs, opts.maxNonResponseSources ?? 10_000);
     this.retransmits = new DeadlineQueue(this.clock, (p) => this.retransmitDue(p));
     this.waits = new DeadlineQueue(this.clock, (r) => r.timedOut());
     this.groupDeadlines = new DeadlineQueue(this.clock, this.groupDeadlineDue);
@@ -786,9 +795,14 @@ export class CoapEndpoint extends EventEmitter {
       else this.counters.ignoredMessages++;
       return;
     }
-    // Duplicate detection (§4.5).
-    const dkey = dedupKey(remote, msg.messageId);
+    // Duplicate detection (§4.5). A NON response is checked against its source's recent ones once it matched one of
+    // our exchanges (recent-non.ts); everything else against the duplicate cache.
     const now = this.clock.now();
+    if (msg.type === 'NON' && isResponseCode(msg.code)) {
+      this.handleResponse(msg, dg, false, now);
+      return;
+    }
+    const dkey = dedupKey(remote, msg.messageId);
     this.dedup.sweep(now);
     const seen = this.dedup.get(dkey, now);
     // A retransmission repeats the message, token included; the same Message ID with another token is a new
@@ -817,12 +831,19 @@ export class CoapEndpoint extends EventEmitter {
     this.countMalformed('unknown-code');
   }
 
-  /** Returns true if the response matched an exchange (else it was rejected / dropped). */
-  private handleResponse(msg: CoapMessage, dg: Datagram, confirmable: boolean): boolean {
+  /**
+   * Returns true if the response matched an exchange (else it was rejected / dropped). `nonAt`: a NON response
+   * received at that time, to be checked for a duplicate once it matched.
+   */
+  private handleResponse(msg: CoapMessage, dg: Datagram, confirmable: boolean, nonAt?: number): boolean {
     const { remote, multicast } = dg;
     const k = tokenKey(msg.token);
     const ex = this.exchanges.get(k);
     if (ex && (!ex.remote || (ex.remote.address === remote.address && ex.remote.port === remote.port))) {
+      if (nonAt !== undefined && this.recentNon.seen(remote, msg.messageId, msg.token, msg.code, nonAt)) {
+        this.counters.duplicates++;
+        return true;
+      }
       const unknown = this.firstUnknownCritical(msg.options);
       if (unknown !== undefined) {
         // RFC 7252 §5.4.1: a response with an unrecognized critical option is rejected.
@@ -946,6 +967,12 @@ export class CoapEndpoint extends EventEmitter {
     this.retired.sweep(now);
     this.nonResets.sweep(now);
     this.mids.sweep(now);
+    this.recentNon.sweep(now);
+  }
+
+  /** Sources whose recent NON responses are remembered (recent-non.ts), and how many were dropped at the cap. */
+  get nonResponseSources(): { size: number; evictions: number } {
+    return { size: this.recentNon.size, evictions: this.recentNon.evicted };
   }
 
   /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */

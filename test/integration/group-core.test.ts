@@ -197,6 +197,34 @@ describe('message layer: duplicate detection', function () {
   });
 });
 
+describe('message layer: duplicate NON responses (RFC 7252 §4.5)', function () {
+  it('a duplicated NON response is delivered once and keeps no duplicate-cache entry; a new Message ID is a new response', async function () {
+    const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const server = await rawProbe();
+    try {
+      const token = Buffer.from('a1b2c3d4', 'hex');
+      const got: number[] = [];
+      const stop = ep.listen(token, (res) => got.push(res.message.messageId));
+      const res = (messageId: number, t = token) => encode({ type: 'NON', code: CODES.CONTENT, messageId, token: t, options: [], payload: Buffer.from('on') });
+      const me = ep.transport.address();
+      server.send(res(0x100), me);
+      server.send(res(0x100), me); // the network duplicated it
+      server.send(res(0x101), me);
+      server.send(res(0x100, Buffer.from('ffffffff', 'hex')), me); // matches no exchange: answered with RST
+      await server.count(1);
+      assert.equal(decode(server.replies[0]).type, 'RST');
+      assert.deepEqual(got, [0x100, 0x101]);
+      assert.equal(ep.counters.duplicates, 1);
+      assert.equal(ep.dedupEntries, 0, 'NON responses are remembered per source, not per message');
+      assert.deepEqual(ep.nonResponseSources, { size: 1, evictions: 0 }, 'only the response that matched made a window');
+      stop();
+    } finally {
+      await server.close();
+      await closeChecked(ep);
+    }
+  });
+});
+
 describe('message layer: a request never hangs', function () {
   it('an ACK that matches the Message ID but carries another token (a server replaying an old reply) ends in ERR_TIMEOUT', async function () {
     const server = dgram.createSocket('udp4');

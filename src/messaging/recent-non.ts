@@ -1,0 +1,113 @@
+// Duplicate detection for Non-confirmable responses (RFC 7252 §4.5: "SHOULD silently ignore any duplicated
+// Non-confirmable message"), kept per source as a window of the last WINDOW messages instead of one cache entry per
+// message. A response needs no reply kept for its duplicates (unlike a CON, whose ACK is repeated), and a proxy or a
+// group client receives them at the rate of its group's servers: one entry per message, held for NON_LIFETIME, was
+// an object, a key string and a token string per datagram that lived long enough to reach V8's old generation and
+// cost a major collection each time the cap was reached (docs/BENCHMARKS.md §6.6.3). A window is one Float64Array per
+// source and nothing per message.
+//
+// What is remembered: for each of the last WINDOW NON responses from a source, its Message ID, a 32-bit fingerprint
+// of its token and code (a peer whose Message IDs wrapped sends a new message with an old ID but another token, as in
+// the endpoint's duplicate cache), and when it came; a match younger than NON_LIFETIME is a duplicate. Only
+// responses that matched one of our exchanges are recorded (the caller checks first), so datagrams with made-up tokens
+// create nothing. Sources are capped (oldest first out); a duplicate delayed behind WINDOW newer NON responses of the
+// same source, or whose source was dropped at the cap, is processed again: the bound this trades for.
+
+import { RemoteAddress } from '../transport/udp-transport';
+
+/** NON responses remembered per source. */
+export const NON_WINDOW = 32;
+
+/** A 32-bit fingerprint of token and code (FNV-1a over the code, the token's length and bytes). */
+function fingerprint(token: Buffer, code: number): number {
+  let h = Math.imul(0x811c9dc5 ^ code, 0x01000193);
+  h = Math.imul(h ^ token.length, 0x01000193);
+  for (let i = 0; i < token.length; i++) h = Math.imul(h ^ token[i], 0x01000193);
+  return h >>> 0;
+}
+
+/** [2i]: Message ID × 2^32 + fingerprint (exact in a double), [2i + 1]: when it came (ms); `next` is the slot to write. */
+interface Window {
+  slots: Float64Array;
+  next: number;
+}
+
+export class RecentNonResponses {
+  /** address → port → window: no key string is built per datagram */
+  private readonly bySource = new Map<string, Map<number, Window>>();
+  private count = 0;
+  private lastSweep = 0;
+  /** sources dropped at the cap */
+  evicted = 0;
+
+  constructor(
+    private readonly lifetimeMs: number,
+    private readonly maxSources = 10_000,
+  ) {}
+
+  /** Sources with a window. */
+  get size(): number {
+    return this.count;
+  }
+
+  /**
+   * True if this response (source, Message ID, token, code) came within the last NON_WINDOW responses of its source
+   * and less than NON_LIFETIME ago; otherwise it is recorded and false is returned.
+   */
+  seen(remote: RemoteAddress, messageId: number, token: Buffer, code: number, now: number): boolean {
+    let ports = this.bySource.get(remote.address);
+    let w = ports?.get(remote.port);
+    const key = messageId * 0x1_0000_0000 + fingerprint(token, code);
+    if (w) {
+      const s = w.slots;
+      for (let i = 0; i < s.length; i += 2) if (s[i] === key && now - s[i + 1] < this.lifetimeMs) return true;
+    } else {
+      // a new source: now and then (at most four times per NON_LIFETIME) forget the sources gone quiet
+      if (now - this.lastSweep >= this.lifetimeMs / 4) {
+        this.lastSweep = now;
+        this.sweep(now);
+        ports = this.bySource.get(remote.address);
+      }
+      if (!ports) {
+        ports = new Map();
+        this.bySource.set(remote.address, ports);
+      }
+      // -1 never equals a key (keys are >= 0)
+      w = { slots: new Float64Array(2 * NON_WINDOW).fill(-1), next: 0 };
+      ports.set(remote.port, w);
+      this.count++;
+      if (this.count > this.maxSources) this.evictOldest();
+    }
+    w.slots[w.next] = key;
+    w.slots[w.next + 1] = now;
+    w.next = (w.next + 2) % w.slots.length;
+    return false;
+  }
+
+  private evictOldest(): void {
+    for (const [address, ports] of this.bySource) {
+      for (const port of ports.keys()) {
+        ports.delete(port);
+        this.count--;
+        this.evicted++;
+        break;
+      }
+      if (ports.size === 0) this.bySource.delete(address);
+      return;
+    }
+  }
+
+  /** Forget sources none of whose remembered responses is younger than NON_LIFETIME. */
+  sweep(now: number): void {
+    for (const [address, ports] of this.bySource) {
+      for (const [port, w] of ports) {
+        const last = w.slots[((w.next - 2 + w.slots.length) % w.slots.length) + 1];
+        if (now - last >= this.lifetimeMs) {
+          ports.delete(port);
+          this.count--;
+        }
+      }
+      if (ports.size === 0) this.bySource.delete(address);
+    }
+  }
+}
