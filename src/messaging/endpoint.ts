@@ -26,6 +26,7 @@ import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
 import { ExpiringMap, Slot } from './expiring-map';
 import { MessageIds } from './message-ids';
+import { NonResetTable } from './non-resets';
 import { RecentNonResponses } from './recent-non';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
@@ -196,10 +197,6 @@ interface DedupEntry extends Slot<DedupEntry> {
   reply?: Buffer;
 }
 
-interface NonAwaitingReset {
-  remote: RemoteAddress;
-  onReset: () => void;
-}
 
 /**
  * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
@@ -237,8 +234,6 @@ export interface GroupRequestHandle {
   cancel(): void;
 }
 
-/** Key of a NON awaiting a possible RST: its Message ID and destination (IDs are per destination). */
-const nonResetKey = (messageId: number, remote: RemoteAddress): string => `${messageId}|${remote.port}|${remote.address}`;
 
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
@@ -290,7 +285,7 @@ export class CoapEndpoint extends EventEmitter {
   /** duplicate detection for NON responses, per source (they need no reply kept) */
   private readonly recentNon: RecentNonResponses;
   /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
-  private readonly nonResets: ExpiringMap<NonAwaitingReset>;
+  private readonly nonResets: NonResetTable;
   /** one timer each for every CON's retransmission, every request's wait and every group request's deadline */
   private readonly retransmits: DeadlineQueue<PendingCon>;
   private readonly waits: DeadlineQueue<UnicastRequest>;
@@ -314,7 +309,7 @@ export class CoapEndpoint extends EventEmitter {
     this.understood = new Set(opts.understoodOptions ?? []);
     this.dedup = new ExpiringMap<DedupEntry>(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 64 * 1024 * 1024);
     this.maxRetired = opts.maxRetiredTokens ?? 100_000;
-    this.nonResets = new ExpiringMap<NonAwaitingReset>(opts.maxNonResetEntries ?? 10_000);
+    this.nonResets = new NonResetTable(opts.maxNonResetEntries ?? 10_000);
     this.mids = new MessageIds(exchangeLifetime(this.params), opts.maxMessageIdCounters ?? 10_000);
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
@@ -521,7 +516,7 @@ export class CoapEndpoint extends EventEmitter {
       // §3.6). Message ID and destination identify the message for NON_LIFETIME.
       const now = this.clock.now();
       this.nonResets.sweep(now);
-      this.nonResets.set(nonResetKey(messageId, remote), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
+      this.nonResets.add(messageId, remote, opts.onReset, now + this.nonLifetimeMs);
     }
     this.transmit(data, remote);
   }
@@ -766,12 +761,7 @@ export class CoapEndpoint extends EventEmitter {
         // A RST to one of our NON messages (e.g. a notification the observer no longer wants, RFC 7641 §3.6).
         if (msg.type === 'RST') {
           this.counters.resetsReceived++;
-          const nk = nonResetKey(msg.messageId, remote);
-          const non = this.nonResets.get(nk, this.clock.now());
-          if (non && sameRemote(non.remote, remote)) {
-            this.nonResets.delete(nk);
-            non.onReset();
-          }
+          this.nonResets.take(msg.messageId, remote, this.clock.now())?.();
           this.emit('reset', remote, msg.messageId);
         } else this.counters.ignoredMessages++;
         return;
