@@ -788,12 +788,12 @@ export class CoapEndpoint extends EventEmitter {
     // Duplicate detection (§4.5). A NON response is checked against its source's recent ones once it matched one of
     // our exchanges (recent-non.ts); everything else against the duplicate cache.
     const now = this.clock.now();
+    this.dedup.sweep(now);
     if (msg.type === 'NON' && isResponseCode(msg.code)) {
       this.handleResponse(msg, dg, false, now);
       return;
     }
     const dkey = dedupKey(remote, msg.messageId);
-    this.dedup.sweep(now);
     const seen = this.dedup.get(dkey, now);
     // A retransmission repeats the message, token included; the same Message ID with another token is a new
     // message from a peer whose IDs wrapped within EXCHANGE_LIFETIME (busy proxies and fast clients do that).
@@ -850,6 +850,11 @@ export class CoapEndpoint extends EventEmitter {
     if (this.retired.has(k, this.clock.now()) || this.isOwnCounterToken(msg.token, 0)) {
       // groupcomm-bis §3.1.5: a late response to our own group request is dropped silently (no RST).
       this.counters.lateGroupResponses++;
+      return false;
+    }
+    if (nonAt !== undefined && this.recentNon.has(remote, msg.messageId, msg.token, msg.code, nonAt)) {
+      // §4.5: a copy of a NON response that was delivered (its request has ended since) is ignored, not reset
+      this.counters.duplicates++;
       return false;
     }
     this.counters.unmatchedResponses++;

@@ -12,13 +12,15 @@ interface Rec {
   handler: () => void;
 }
 
-/** The reference: the last `capacity` records in order; a RST takes the newest match. */
+/** The reference: the records among the last `capacity` sent, in order; a RST takes the newest match. */
 class ListModel {
-  recs: Rec[] = [];
+  recs: (Rec & { seq: number })[] = [];
+  private seq = 0;
   constructor(private readonly capacity: number) {}
   add(r: Rec): void {
-    this.recs.push(r);
-    if (this.recs.length > this.capacity) this.recs.shift();
+    const seq = this.seq++;
+    this.recs.push({ ...r, seq });
+    this.recs = this.recs.filter((x) => x.seq > seq - this.capacity);
   }
   take(mid: number, address: string, port: number, now: number): (() => void) | undefined {
     for (let i = this.recs.length - 1; i >= 0; i--) {
@@ -41,6 +43,24 @@ function lcg(seed: number): () => number {
 }
 
 describe('NonResetTable', function () {
+  it('a RST at full capacity costs no rewrite of the table: the next record takes its own slot', function () {
+    const t = new NonResetTable(1000);
+    const h = () => undefined;
+    for (let i = 0; i < 1000; i++) t.add(i, { address: '127.0.0.1', port: 5683 }, h, 1e9);
+    const grow = (t as unknown as { grow(): void }).grow;
+    let grown = 0;
+    (t as unknown as { grow(): void }).grow = function (this: NonResetTable) {
+      grown++;
+      grow.call(this);
+    };
+    for (let i = 0; i < 500; i++) {
+      assert.equal(t.take(1000 + i - 1000, { address: '127.0.0.1', port: 5683 }, 0), h);
+      t.add(1000 + i, { address: '127.0.0.1', port: 5683 }, h, 1e9);
+    }
+    assert.equal(grown, 0);
+    assert.equal(t.size, 1000);
+  });
+
   for (const capacity of [1, 5, 16, 40, 1000]) {
     it(`answers every RST as the brute-force list does (capacity ${capacity}, same IDs to several destinations)`, function () {
       const rnd = lcg(capacity);
@@ -71,6 +91,7 @@ describe('NonResetTable', function () {
         assert.ok(t.size <= capacity);
       }
       assert.ok(taken > 100, `only ${taken} RSTs matched: the sequence does not test much`);
+      assert.equal(t.size, m.recs.length);
       t.clear();
       assert.equal(t.size, 0);
       assert.equal(t.take(0, { address: '127.0.0.1', port: 5683 }, now), undefined);

@@ -2,7 +2,7 @@
 // NON_WINDOW responses of each source, younger than NON_LIFETIME.
 
 import assert from 'node:assert/strict';
-import { NON_WINDOW, RecentNonResponses } from '../../src/messaging/recent-non';
+import { BUSY_WINDOW, NON_WINDOW, RecentNonResponses } from '../../src/messaging/recent-non';
 
 const A = { address: '127.0.0.2', port: 5683 };
 const B = { address: '127.0.0.2', port: 5684 };
@@ -22,14 +22,33 @@ describe('RecentNonResponses', function () {
     assert.equal(r.size, 2);
   });
 
-  it('remembers the last NON_WINDOW responses of a source, each for NON_LIFETIME', function () {
-    const r = new RecentNonResponses(LIFETIME);
+  it('remembers the last NON_WINDOW responses of a source (no busy windows left), each for NON_LIFETIME', function () {
+    const r = new RecentNonResponses(LIFETIME, 10_000, 0);
     for (let id = 0; id < NON_WINDOW; id++) assert.equal(r.seen(A, id, T, 69, id), false);
     for (let id = 0; id < NON_WINDOW; id++) assert.equal(r.seen(A, id, T, 69, 100), true, `ID ${id} within the window`);
     assert.equal(r.seen(A, NON_WINDOW, T, 69, 200), false); // pushes ID 0 out
     assert.equal(r.seen(A, 0, T, 69, 300), false, 'ID 0 fell out of the window and counts as new');
     assert.equal(r.seen(A, NON_WINDOW, T, 69, 200 + LIFETIME - 1), true);
     assert.equal(r.seen(A, NON_WINDOW, T, 69, 200 + LIFETIME), false, 'older than NON_LIFETIME');
+  });
+
+  it('a busy source (its oldest remembered response younger than NON_LIFETIME) gets BUSY_WINDOW, up to maxBusySources', function () {
+    const r = new RecentNonResponses(LIFETIME, 10_000, 1);
+    for (let id = 0; id < BUSY_WINDOW; id++) r.seen(A, id, T, 69, id);
+    for (let id = 0; id < BUSY_WINDOW; id++) assert.equal(r.has(A, id, T, 69, 1000), true, `ID ${id} within the busy window`);
+    assert.equal(r.seen(A, BUSY_WINDOW, T, 69, 1000), false);
+    assert.equal(r.has(A, 0, T, 69, 1000), false, 'the busy window is full: ID 0 went');
+    // the second busy source finds no larger window left
+    for (let id = 0; id <= NON_WINDOW; id++) r.seen(B, id, T, 69, id);
+    assert.equal(r.has(B, 0, T, 69, 1000), false);
+    assert.equal(r.has(B, 1, T, 69, 1000), true);
+  });
+
+  it('has() looks without recording', function () {
+    const r = new RecentNonResponses(LIFETIME);
+    assert.equal(r.has(A, 7, T, 69, 0), false);
+    assert.equal(r.has(A, 7, T, 69, 0), false);
+    assert.equal(r.size, 0);
   });
 
   it('holds at most maxSources sources (the oldest go first), and forgets sources gone quiet for NON_LIFETIME', function () {
