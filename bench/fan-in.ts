@@ -17,7 +17,7 @@ import { encode } from '../src/coap/codec';
 import { CODES } from '../src/coap/codes';
 import { OPT } from '../src/coap/options';
 import { CoapEndpoint } from '../src/messaging/endpoint';
-import { UdpTransport } from '../src/transport/udp-transport';
+import { UdpTransport, literalLookup } from '../src/transport/udp-transport';
 import { fmt, loadAverage, forceGc, kib, liveBytes, machineLine, median, numArg, listArg, parseArgs, sleep, table, udpRcvbufErrors, waitFor } from './common';
 import { ChildMessage, PoolOptions, PoolStats, closePool, freeGroupPort, openPool, poolStats } from './fan-in-servers';
 
@@ -90,7 +90,8 @@ async function openClient(recvBufferSize?: number): Promise<{ ep: CoapEndpoint; 
  * datagrams from distinct sources, with nothing parsed.
  */
 async function openRawClient(recvBufferSize?: number): Promise<dgram.Socket> {
-  const s = dgram.createSocket({ type: 'udp4', recvBufferSize });
+  // sends without waiting a tick for the lookup of an address literal, as our transport does (udp-transport.ts)
+  const s = dgram.createSocket({ type: 'udp4', recvBufferSize, lookup: literalLookup });
   s.on('error', () => undefined);
   await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
   s.setMulticastInterface('127.0.0.1');

@@ -1,8 +1,11 @@
 // Group proxy benchmarks (groupcomm-proxy-07): the latency a proxy adds over a direct group request (ratio),
 // proxied group exchanges per second with 10 servers, memory per pending exchange, and 10,000 concurrent pending
 // exchanges held and answered without loss; beside each, a raw node:dgram relay (bench/raw-relay.ts: the client's
-// datagram to the group, every answer back, nothing parsed) in the same run, the limit a proxy is measured against. Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in count
-// and time. Run: npm run build && node --expose-gc dist/bench/proxy.js [--rounds=200] [--seconds=5] [--pending=10000]
+// datagram to the group, every answer back, nothing parsed) in the same run, the limit a proxy is measured against.
+// The proxy is driven twice: by our client (requestViaProxy: what a user of this package sees end to end) and by the
+// same raw client that drives the raw relay (the proxy alone against the relay, with one client that costs nearly
+// nothing). Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in count and time.
+// Run: npm run build && node --expose-gc dist/bench/proxy.js [--rounds=200] [--seconds=5] [--pending=10000]
 
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
@@ -66,8 +69,13 @@ async function main(): Promise<void> {
   const rawRelayed: number[] = [];
   const gc = new GroupClient(client);
   const relay = await openRawRelay(GROUP, port);
-  const rawClient = await openRawClient(relay, 'r');
+  const rawClient = await openRawClient(relay, { path: 'r' });
+  // T' = 2 s: the proxy keeps each exchange that long (the raw client sends no Early Stop Request), and ends it itself
+  const rawViaProxy = await openRawClient(proxyAddr, { proxyUri: uri, tPrime: 2 });
+  await rawViaProxy.verifyEcho();
+  const rawProxied: number[] = [];
   let rawLost = 0;
+  let rawProxiedLost = 0;
   for (let i = 0; i < rounds; i++) {
     direct.push(await timeTo(10, (on) => { const ex = gc.request({ uri, timeout: 2000 }); ex.on('response', on); return ex; }));
     const stops = proxy.counters.earlyStops;
@@ -78,17 +86,24 @@ async function main(): Promise<void> {
     const r = await rawClient.timeTo(10, 2000);
     if (r === undefined) rawLost++;
     else rawRelayed.push(r);
+    const rp = await rawViaProxy.timeTo(10, 2000);
+    if (rp === undefined) rawProxiedLost++;
+    else rawProxied.push(rp);
   }
   direct.sort((a, b) => a - b);
   proxied.sort((a, b) => a - b);
   rawRelayed.sort((a, b) => a - b);
-  console.log(`\nTime until all 10 responses arrived (${rounds} rounds each, servers answer at once):\n`);
+  rawProxied.sort((a, b) => a - b);
+  const ratio = (a: number[], b: number[]) => [`${fmt(median(a) / median(b), 2)}x`, `${fmt(percentile(a, 95) / percentile(b, 95), 2)}x`];
+  console.log(`\nTime until all 10 responses arrived (${rounds} rounds each, interleaved, servers answer at once):\n`);
   console.log(table(['path', 'median ms', 'p95 ms'], [
-    ['direct group request', fmt(median(direct), 2), fmt(percentile(direct, 95), 2)],
-    ['through the proxy', fmt(median(proxied), 2), fmt(percentile(proxied, 95), 2)],
-    ['ratio proxy / direct', `${fmt(median(proxied) / median(direct), 2)}x`, `${fmt(percentile(proxied, 95) / percentile(direct, 95), 2)}x`],
-    [`raw node:dgram relay${rawLost ? ` (${rawLost} rounds incomplete)` : ''}`, fmt(median(rawRelayed), 2), fmt(percentile(rawRelayed, 95), 2)],
-    ['ratio proxy / raw relay', `${fmt(median(proxied) / median(rawRelayed), 2)}x`, `${fmt(percentile(proxied, 95) / percentile(rawRelayed, 95), 2)}x`],
+    ['direct group request (our group client)', fmt(median(direct), 2), fmt(percentile(direct, 95), 2)],
+    ['through the proxy, our client', fmt(median(proxied), 2), fmt(percentile(proxied, 95), 2)],
+    [`through the proxy, raw client${rawProxiedLost ? ` (${rawProxiedLost} rounds incomplete)` : ''}`, fmt(median(rawProxied), 2), fmt(percentile(rawProxied, 95), 2)],
+    [`raw node:dgram relay, raw client${rawLost ? ` (${rawLost} rounds incomplete)` : ''}`, fmt(median(rawRelayed), 2), fmt(percentile(rawRelayed, 95), 2)],
+    ['ratio proxy / raw relay, same raw client', ...ratio(rawProxied, rawRelayed)],
+    ['ratio proxy with our client / raw relay with raw client', ...ratio(proxied, rawRelayed)],
+    ['ratio proxy with our client / direct', ...ratio(proxied, direct)],
   ]));
 
   // 2. throughput: proxied exchanges per second, a window of 32 in flight, each done when all 10 answered. Client,
@@ -125,24 +140,42 @@ async function main(): Promise<void> {
   });
   const proxyCpu = cpuSeconds(process.cpuUsage(cpu0));
   const proxyElu = performance.eventLoopUtilization(elu0).utilization;
-  const cpu1 = process.cpuUsage();
-  const elu1 = performance.eventLoopUtilization();
-  const rawRun = await rawClient.throughput(10, seconds, 32);
-  const rawCpu = cpuSeconds(process.cpuUsage(cpu1));
-  const rawElu = performance.eventLoopUtilization(elu1).utilization;
+  // The raw client through the proxy and through the raw relay, in four halves (proxy, relay, relay, proxy) so that
+  // a change of the machine's load during the run weighs on both alike.
+  const half = seconds / 2;
+  const part = async (c: typeof rawClient) => {
+    const c0 = process.cpuUsage();
+    const e0 = performance.eventLoopUtilization();
+    const r = await c.throughput(10, half, 32);
+    return { completed: r.completed, relayed: r.completed * 10, elapsed: r.elapsed, cpu: cpuSeconds(process.cpuUsage(c0)), busy: performance.eventLoopUtilization(e0).active };
+  };
+  const sum = (a: Awaited<ReturnType<typeof part>>, b: Awaited<ReturnType<typeof part>>) => ({ completed: a.completed + b.completed, relayed: a.relayed + b.relayed, elapsed: a.elapsed + b.elapsed, cpu: a.cpu + b.cpu, busy: a.busy + b.busy });
+  const p1 = await part(rawViaProxy);
+  const r1 = await part(rawClient);
+  const r2 = await part(rawClient);
+  const p2 = await part(rawViaProxy);
+  const rawProxyRun = sum(p1, p2);
+  const rawRun = sum(r1, r2);
   await rawClient.close();
+  await rawViaProxy.close();
   await relay.close();
-  console.log(`\nProxied group exchanges with 10 servers (window 32, ${seconds} s), and the raw node:dgram relay right after:\n`);
-  const rawPerCpu = (rawRun.completed * 10) / rawCpu;
+  console.log(`\nProxied group exchanges with 10 servers (window 32, ${seconds} s each), then the raw client through the proxy and through the raw node:dgram relay (${half} s each, in the order proxy, relay, relay, proxy):\n`);
+  const perCpu = (r: { relayed: number; cpu: number }) => r.relayed / r.cpu;
+  const rate = (r: { relayed: number; elapsed: number }) => r.relayed / r.elapsed;
+  const row = (name: string, r: ReturnType<typeof sum>) => [name, '-', r.completed, fmt(rate(r) / 10, 0), fmt(rate(r), 0), fmt(r.cpu, 2), `${fmt((r.busy / (r.elapsed * 1000)) * 100, 0)}%`, fmt(perCpu(r), 0)];
+  const ours = { completed, relayed: completed * 10, elapsed: seconds, cpu: proxyCpu };
   console.log(table(['path', 'exchanges started', 'completed (10/10 responses)', 'exchanges / s', 'relayed responses / s', 'process CPU s', 'event loop busy', 'relayed responses / CPU s'], [
-    ['proxy', started, completed, fmt(completed / seconds, 0), fmt((completed * 10) / seconds, 0), fmt(proxyCpu, 2), `${fmt(proxyElu * 100, 0)}%`, fmt((completed * 10) / proxyCpu, 0)],
-    ['raw node:dgram relay', '-', rawRun.completed, fmt(rawRun.relayedPerSecond / 10, 0), fmt(rawRun.relayedPerSecond, 0), fmt(rawCpu, 2), `${fmt(rawElu * 100, 0)}%`, fmt(rawPerCpu, 0)],
-    ['ratio proxy / raw relay', '', '', '', `${fmt((completed * 10) / seconds / rawRun.relayedPerSecond, 2)}x`, '', '', `${fmt((completed * 10) / proxyCpu / rawPerCpu, 2)}x`],
+    ['proxy, our client', started, completed, fmt(completed / seconds, 0), fmt(rate(ours), 0), fmt(proxyCpu, 2), `${fmt(proxyElu * 100, 0)}%`, fmt(perCpu(ours), 0)],
+    row('proxy, raw client', rawProxyRun),
+    row('raw node:dgram relay, raw client', rawRun),
+    ['ratio proxy / raw relay, same raw client', '', '', '', `${fmt(rate(rawProxyRun) / rate(rawRun), 2)}x`, '', '', `${fmt(perCpu(rawProxyRun) / perCpu(rawRun), 2)}x`],
+    ['ratio proxy with our client / raw relay', '', '', '', `${fmt(rate(ours) / rate(rawRun), 2)}x`, '', '', `${fmt(perCpu(ours) / perCpu(rawRun), 2)}x`],
   ]));
   // Anything that paces or refuses would show here: the proxy's limits, the message layer's token cap, rounds cut short.
   const tokensRefused = listen.counters.tokensRefused + upstream.counters.tokensRefused + client.counters.tokensRefused;
   console.log(`refused by the proxy's limits: ${JSON.stringify(proxy.limits.refused)}; rate-dropped: ${proxy.counters.rateDropped}; tokens refused: ${tokensRefused}; started but not completed: ${started - completed}`);
-  await sleep(500);
+  // the raw client's exchanges end at their T' (2 s): part 3 starts from a proxy that holds none
+  for (let i = 0; i < 100 && proxy.activeExchanges > 0; i++) await sleep(50);
 
   // 3. memory per pending exchange, and 10,000 pending exchanges answered without loss.
   const raw = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 });

@@ -17,7 +17,7 @@ import { encode } from '../src/coap/codec';
 import { CODES } from '../src/coap/codes';
 import { OPT } from '../src/coap/options';
 import { CoapEndpoint } from '../src/messaging/endpoint';
-import { UdpTransport } from '../src/transport/udp-transport';
+import { UdpTransport, literalLookup } from '../src/transport/udp-transport';
 import { assertLoopback, bindLoopback, fmt, loadAverage, machineBusyMicros, listArg, machineLine, median, numArg, parseArgs, percentile, sleep, table } from './common';
 import { PAYLOAD, SERVER_ADDRESS, ServerChildMessage, ServerPorts, ServerStats } from './unicast-servers';
 
@@ -138,7 +138,9 @@ async function withClient(stack: Stack, port: number, type: MsgType, o: LoopOpti
       await ep.close();
     }
   }
-  const sock = dgram.createSocket('udp4');
+  // the raw echo client (and node-coap's Agent) send without waiting a tick for the lookup of an address literal,
+  // as our transport does (udp-transport.ts)
+  const sock = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
   sock.on('error', () => undefined);
   await bindLoopback(sock, bindAddress);
   try {

@@ -26,6 +26,8 @@ import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
 import { ExpiringMap, Slot } from './expiring-map';
 import { MessageIds } from './message-ids';
+import { NonResetTable } from './non-resets';
+import { RecentNonResponses } from './recent-non';
 import { Clock, DEFAULT_PARAMS, TransmissionParams, exchangeLifetime, minTokenReuseTime, nonLifetime, systemClock } from './parameters';
 
 export interface IncomingRequest {
@@ -114,6 +116,11 @@ export interface EndpointOptions {
    * (about 1 MB); the least recently used go first
    */
   maxMessageIdCounters?: number;
+  /**
+   * cap on sources whose recent NON responses are remembered for duplicate detection (recent-non.ts: the last 32
+   * per source, about 700 bytes each), default 10,000; the oldest go first
+   */
+  maxNonResponseSources?: number;
   /** override MIN_TOKEN_REUSE_TIME (ms) */
   tokenReuseTime?: number;
 }
@@ -190,10 +197,6 @@ interface DedupEntry extends Slot<DedupEntry> {
   reply?: Buffer;
 }
 
-interface NonAwaitingReset {
-  remote: RemoteAddress;
-  onReset: () => void;
-}
 
 /**
  * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
@@ -231,8 +234,6 @@ export interface GroupRequestHandle {
   cancel(): void;
 }
 
-/** Key of a NON awaiting a possible RST: its Message ID and destination (IDs are per destination). */
-const nonResetKey = (messageId: number, remote: RemoteAddress): string => `${messageId}|${remote.port}|${remote.address}`;
 
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
@@ -281,8 +282,10 @@ export class CoapEndpoint extends EventEmitter {
   /** group and listen exchanges: each retires its token when it ends, so each holds a slot under maxRetired */
   private multiExchanges = 0;
   private readonly dedup: ExpiringMap<DedupEntry>;
+  /** duplicate detection for NON responses, per source (they need no reply kept) */
+  private readonly recentNon: RecentNonResponses;
   /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
-  private readonly nonResets: ExpiringMap<NonAwaitingReset>;
+  private readonly nonResets: NonResetTable;
   /** one timer each for every CON's retransmission, every request's wait and every group request's deadline */
   private readonly retransmits: DeadlineQueue<PendingCon>;
   private readonly waits: DeadlineQueue<UnicastRequest>;
@@ -306,11 +309,12 @@ export class CoapEndpoint extends EventEmitter {
     this.understood = new Set(opts.understoodOptions ?? []);
     this.dedup = new ExpiringMap<DedupEntry>(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 64 * 1024 * 1024);
     this.maxRetired = opts.maxRetiredTokens ?? 100_000;
-    this.nonResets = new ExpiringMap<NonAwaitingReset>(opts.maxNonResetEntries ?? 10_000);
+    this.nonResets = new NonResetTable(opts.maxNonResetEntries ?? 10_000);
     this.mids = new MessageIds(exchangeLifetime(this.params), opts.maxMessageIdCounters ?? 10_000);
     this.tokenReuseTime = opts.tokenReuseTime ?? minTokenReuseTime(this.params);
     this.exchangeLifetimeMs = exchangeLifetime(this.params);
     this.nonLifetimeMs = nonLifetime(this.params);
+    this.recentNon = new RecentNonResponses(this.nonLifetimeMs, opts.maxNonResponseSources ?? 10_000);
     this.retransmits = new DeadlineQueue(this.clock, (p) => this.retransmitDue(p));
     this.waits = new DeadlineQueue(this.clock, (r) => r.timedOut());
     this.groupDeadlines = new DeadlineQueue(this.clock, this.groupDeadlineDue);
@@ -512,7 +516,7 @@ export class CoapEndpoint extends EventEmitter {
       // §3.6). Message ID and destination identify the message for NON_LIFETIME.
       const now = this.clock.now();
       this.nonResets.sweep(now);
-      this.nonResets.set(nonResetKey(messageId, remote), { remote: { address: remote.address, port: remote.port }, onReset: opts.onReset }, now + this.nonLifetimeMs);
+      this.nonResets.add(messageId, remote, opts.onReset, now + this.nonLifetimeMs);
     }
     this.transmit(data, remote);
   }
@@ -757,12 +761,7 @@ export class CoapEndpoint extends EventEmitter {
         // A RST to one of our NON messages (e.g. a notification the observer no longer wants, RFC 7641 §3.6).
         if (msg.type === 'RST') {
           this.counters.resetsReceived++;
-          const nk = nonResetKey(msg.messageId, remote);
-          const non = this.nonResets.get(nk, this.clock.now());
-          if (non && sameRemote(non.remote, remote)) {
-            this.nonResets.delete(nk);
-            non.onReset();
-          }
+          this.nonResets.take(msg.messageId, remote, this.clock.now())?.();
           this.emit('reset', remote, msg.messageId);
         } else this.counters.ignoredMessages++;
         return;
@@ -786,10 +785,15 @@ export class CoapEndpoint extends EventEmitter {
       else this.counters.ignoredMessages++;
       return;
     }
-    // Duplicate detection (§4.5).
-    const dkey = dedupKey(remote, msg.messageId);
+    // Duplicate detection (§4.5). A NON response is checked against its source's recent ones once it matched one of
+    // our exchanges (recent-non.ts); everything else against the duplicate cache.
     const now = this.clock.now();
     this.dedup.sweep(now);
+    if (msg.type === 'NON' && isResponseCode(msg.code)) {
+      this.handleResponse(msg, dg, false, now);
+      return;
+    }
+    const dkey = dedupKey(remote, msg.messageId);
     const seen = this.dedup.get(dkey, now);
     // A retransmission repeats the message, token included; the same Message ID with another token is a new
     // message from a peer whose IDs wrapped within EXCHANGE_LIFETIME (busy proxies and fast clients do that).
@@ -817,12 +821,19 @@ export class CoapEndpoint extends EventEmitter {
     this.countMalformed('unknown-code');
   }
 
-  /** Returns true if the response matched an exchange (else it was rejected / dropped). */
-  private handleResponse(msg: CoapMessage, dg: Datagram, confirmable: boolean): boolean {
+  /**
+   * Returns true if the response matched an exchange (else it was rejected / dropped). `nonAt`: a NON response
+   * received at that time, to be checked for a duplicate once it matched.
+   */
+  private handleResponse(msg: CoapMessage, dg: Datagram, confirmable: boolean, nonAt?: number): boolean {
     const { remote, multicast } = dg;
     const k = tokenKey(msg.token);
     const ex = this.exchanges.get(k);
     if (ex && (!ex.remote || (ex.remote.address === remote.address && ex.remote.port === remote.port))) {
+      if (nonAt !== undefined && this.recentNon.seen(remote, msg.messageId, msg.token, msg.code, nonAt)) {
+        this.counters.duplicates++;
+        return true;
+      }
       const unknown = this.firstUnknownCritical(msg.options);
       if (unknown !== undefined) {
         // RFC 7252 §5.4.1: a response with an unrecognized critical option is rejected.
@@ -839,6 +850,11 @@ export class CoapEndpoint extends EventEmitter {
     if (this.retired.has(k, this.clock.now()) || this.isOwnCounterToken(msg.token, 0)) {
       // groupcomm-bis §3.1.5: a late response to our own group request is dropped silently (no RST).
       this.counters.lateGroupResponses++;
+      return false;
+    }
+    if (nonAt !== undefined && this.recentNon.has(remote, msg.messageId, msg.token, msg.code, nonAt)) {
+      // §4.5: a copy of a NON response that was delivered (its request has ended since) is ignored, not reset
+      this.counters.duplicates++;
       return false;
     }
     this.counters.unmatchedResponses++;
@@ -946,6 +962,12 @@ export class CoapEndpoint extends EventEmitter {
     this.retired.sweep(now);
     this.nonResets.sweep(now);
     this.mids.sweep(now);
+    this.recentNon.sweep(now);
+  }
+
+  /** Sources whose recent NON responses are remembered (recent-non.ts), and how many were dropped at the cap. */
+  get nonResponseSources(): { size: number; evictions: number } {
+    return { size: this.recentNon.size, evictions: this.recentNon.evicted };
   }
 
   /** Stop everything: pending exchanges end (promises reject with ERR_CLOSED), timers are cleared. */

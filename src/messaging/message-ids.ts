@@ -29,7 +29,9 @@ interface Counter {
 }
 
 export class MessageIds {
-  private readonly counters = new Map<string, Counter>();
+  /** address → port → counter: no key string is built per message */
+  private readonly counters = new Map<string, Map<number, Counter>>();
+  private count = 0;
   /** counters dropped at the cap while still within EXCHANGE_LIFETIME of their last use */
   evictions = 0;
 
@@ -42,17 +44,27 @@ export class MessageIds {
 
   /** Destinations with a counter. */
   get size(): number {
-    return this.counters.size;
+    return this.count;
   }
 
   /** The next Message ID towards `remote`. */
   next(remote: RemoteAddress, now: number): number {
-    const key = `${remote.port}|${remote.address}`;
-    let c = this.counters.get(key);
+    let ports = this.counters.get(remote.address);
+    let c = ports?.get(remote.port);
     if (!c || now - c.lastUsed >= this.lifetimeMs) {
-      if (!c && this.counters.size >= this.max) this.makeRoom(now);
+      if (!c) {
+        if (this.count >= this.max) {
+          this.makeRoom(now);
+          ports = this.counters.get(remote.address);
+        }
+        if (!ports) {
+          ports = new Map();
+          this.counters.set(remote.address, ports);
+        }
+        this.count++;
+      }
       c = { next: Math.floor(Math.random() * 0x8000), half: isMulticastAddress(remote.address) ? 0x8000 : 0, lastUsed: now };
-      this.counters.set(key, c);
+      ports!.set(remote.port, c);
     }
     c.lastUsed = now;
     const id = c.next;
@@ -62,11 +74,29 @@ export class MessageIds {
 
   /** Forget counters unused for EXCHANGE_LIFETIME. */
   sweep(now: number): void {
-    for (const [k, c] of this.counters) if (now - c.lastUsed >= this.lifetimeMs) this.counters.delete(k);
+    this.dropWhere((c) => now - c.lastUsed >= this.lifetimeMs);
   }
 
   clear(): void {
     this.counters.clear();
+    this.count = 0;
+  }
+
+  /** Drop the counters `drop` says to, at most `limit` of them; returns how many went. */
+  private dropWhere(drop: (c: Counter) => boolean, limit = Infinity): number {
+    let dropped = 0;
+    for (const [address, ports] of this.counters) {
+      for (const [port, c] of ports) {
+        if (dropped >= limit) return dropped;
+        if (drop(c)) {
+          ports.delete(port);
+          this.count--;
+          dropped++;
+        }
+      }
+      if (ports.size === 0) this.counters.delete(address);
+    }
+    return dropped;
   }
 
   /**
@@ -76,18 +106,12 @@ export class MessageIds {
   private makeRoom(now: number): void {
     this.sweep(now);
     const keep = Math.floor((this.max * 7) / 8);
-    const drop = this.counters.size - keep;
+    const drop = this.count - keep;
     if (drop <= 0) return;
-    const used = [...this.counters.values()].map((c) => c.lastUsed).sort((a, b) => a - b);
+    const used: number[] = [];
+    for (const ports of this.counters.values()) for (const c of ports.values()) used.push(c.lastUsed);
+    used.sort((a, b) => a - b);
     const threshold = used[drop - 1];
-    let dropped = 0;
-    for (const [k, c] of this.counters) {
-      if (dropped >= drop) break;
-      if (c.lastUsed <= threshold) {
-        this.counters.delete(k);
-        dropped++;
-      }
-    }
-    this.evictions += dropped;
+    this.evictions += this.dropWhere((c) => c.lastUsed <= threshold, drop);
   }
 }

@@ -4,6 +4,7 @@
 // Errors are reported as events; nothing throws out of a socket callback.
 
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { isMulticastAddress } from '../coap/uri';
@@ -84,6 +85,18 @@ export function canJoinGroups(t: Transport): t is GroupTransport {
   return typeof t.joinGroup === 'function' && typeof t.leaveGroup === 'function';
 }
 
+/**
+ * node:dgram resolves the destination of every send with `lookup` (dns.lookup by default), which answers even an
+ * address literal on the next tick, so each datagram waited for a tick of its own before it was sent. Destinations
+ * here are address literals (a host name in a URI is resolved before a request is made): they are passed on at once;
+ * anything else still goes to dns.lookup.
+ */
+export function literalLookup(host: string, family: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const f = net.isIP(host);
+  if (f !== 0) return callback(null, host, f);
+  dns.lookup(host, family as dns.LookupOneOptions, callback);
+}
+
 export class TransportError extends Error {
   constructor(
     message: string,
@@ -134,7 +147,7 @@ export class UdpTransport extends EventEmitter implements Transport {
   }
 
   private createSocket(reuseAddr: boolean, isReceiver: boolean, group?: string): dgram.Socket {
-    const s = dgram.createSocket({ type: this.family, reuseAddr, recvBufferSize: this.opts.recvBufferSize });
+    const s = dgram.createSocket({ type: this.family, reuseAddr, recvBufferSize: this.opts.recvBufferSize, lookup: literalLookup });
     s.on('error', (err) => {
       this.counters.socketErrors++;
       this.emitError(err);

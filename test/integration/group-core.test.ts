@@ -12,6 +12,9 @@ import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { once } from 'node:events';
 import { closeChecked } from '../support/endpoints';
+import { waitFor } from '../support/wait';
+
+const EMPTY_PAYLOAD = Buffer.alloc(0);
 import { GROUP_V4, Lamp, freeGroupPort, startLamps, rawProbe } from '../support/lamps';
 
 describe('group client and group servers on loopback multicast', function () {
@@ -193,6 +196,64 @@ describe('message layer: duplicate detection', function () {
     } finally {
       await sock.close();
       await closeChecked(lamp.server);
+    }
+  });
+});
+
+describe('message layer: duplicate NON responses (RFC 7252 §4.5)', function () {
+  it('a duplicated NON response is delivered once and keeps no duplicate-cache entry; a new Message ID is a new response', async function () {
+    const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const server = await rawProbe();
+    try {
+      const token = Buffer.from('a1b2c3d4', 'hex');
+      const got: number[] = [];
+      const stop = ep.listen(token, (res) => got.push(res.message.messageId));
+      const res = (messageId: number, t = token) => encode({ type: 'NON', code: CODES.CONTENT, messageId, token: t, options: [], payload: Buffer.from('on') });
+      const me = ep.transport.address();
+      server.send(res(0x100), me);
+      server.send(res(0x100), me); // the network duplicated it
+      server.send(res(0x101), me);
+      server.send(res(0x100, Buffer.from('ffffffff', 'hex')), me); // matches no exchange: answered with RST
+      await server.count(1);
+      assert.equal(decode(server.replies[0]).type, 'RST');
+      assert.deepEqual(got, [0x100, 0x101]);
+      assert.equal(ep.counters.duplicates, 1);
+      assert.equal(ep.dedupEntries, 0, 'NON responses are remembered per source, not per message');
+      assert.deepEqual(ep.nonResponseSources, { size: 1, evictions: 0 }, 'only the response that matched made a window');
+      stop();
+    } finally {
+      await server.close();
+      await closeChecked(ep);
+    }
+  });
+});
+
+describe('message layer: a duplicated NON response after its request ended (RFC 7252 §4.5)', function () {
+  it('is ignored, not answered with RST: the server sees nothing for it', async function () {
+    const ep = new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1' }));
+    const server = dgram.createSocket('udp4');
+    await new Promise<void>((r) => server.bind(0, '127.0.0.1', () => r()));
+    const fromClient: Buffer[] = [];
+    server.on('message', (m, rinfo) => {
+      fromClient.push(m);
+      const req = decode(m);
+      if (req.code !== CODES.GET) return;
+      const res = encode({ type: 'NON', code: CODES.CONTENT, messageId: 0x2222, token: req.token, options: [], payload: Buffer.from('x') });
+      server.send(res, rinfo.port, rinfo.address);
+      server.send(res, rinfo.port, rinfo.address); // the network duplicated it
+      // a marker after the duplicate: a response for no request, which is reset (RFC 7252 §4.3)
+      server.send(encode({ type: 'NON', code: CODES.CONTENT, messageId: 0x2223, token: Buffer.from('0bad0bad', 'hex'), options: [], payload: EMPTY_PAYLOAD }), rinfo.port, rinfo.address);
+    });
+    try {
+      const res = await ep.request({ code: CODES.GET }, { address: '127.0.0.1', port: server.address().port }, { confirmable: false });
+      assert.equal(res.message.payload.toString(), 'x');
+      await waitFor(() => fromClient.length >= 2, 'the RST to the marker');
+      // the request, then only the marker's RST: none for the duplicate
+      assert.deepEqual(fromClient.slice(1).map((b) => [decode(b).type, decode(b).messageId]), [['RST', 0x2223]]);
+      assert.equal(ep.counters.duplicates, 1);
+    } finally {
+      await closeChecked(ep);
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
