@@ -998,6 +998,11 @@ export class GroupProxy extends EventEmitter {
       // Deregistration: the client leaves the relay; the request goes on as a plain GET for the current state.
       this.notificationRelay.deregister(target.text, { remote: req.remote, token: msg.token });
       options = options.filter((o) => o.number !== OPT.OBSERVE);
+    } else if (obs !== undefined && isDeterministicRequest(msg)) {
+      // A Deterministic Request to one server is forwarded per client and answered once (draft-ietf-core-cacheable-
+      // oscore-02 §3.1 shares observations for group targets only): without its Outer Observe, so that the server
+      // registers no observer for the proxy (and asks no Echo of it, RFC 9175 §2.4, that nobody would answer).
+      options = options.filter((o) => o.number !== OPT.OBSERVE);
     }
     const release = this.limits.acquire(host, 'unicast');
     let dest: RemoteAddress = { address: socketAddress(target.uri), port: target.uri.port };

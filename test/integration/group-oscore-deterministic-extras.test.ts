@@ -13,7 +13,8 @@ import { GroupClient, GroupResponse } from '../../src/group/group-client';
 import { CoapEndpoint, IncomingResponse } from '../../src/messaging/endpoint';
 import { ClientBinding, GroupContext, PADDING_OPTION, protectRequest, unprotectResponse } from '../../src/oscore';
 import type { DeterministicRequester } from '../../src/oscore/group/deterministic';
-import { requestViaProxy } from '../../src/proxy/proxy-client';
+import { requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
+import { GroupProxy } from '../../src/proxy/group-proxy';
 import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, endpointOn, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
 import { FakeClock } from '../support/fake-clock';
@@ -240,6 +241,31 @@ describe('Through the group proxy: clients observing one Deterministic Request s
     // the last one left: the proxy deregistered upstream (Outer Observe 1 on the same bytes and token)
     await waitFor(() => observers().every((n) => n === 0), 'the upstream deregistration');
     assert.equal(rig.proxy.sharedObservationCount, 0);
+  });
+});
+
+describe('A Deterministic Request with the Outer Observe to one server through the proxy (draft-ietf-core-cacheable-oscore-02 §3.1)', function () {
+  this.timeout(30000);
+  it('is forwarded without its Outer Observe and answered once, protected: the server registers nothing and asks no Echo', async function () {
+    const port = await freeGroupPort();
+    const material: GroupMaterial = { ...groupMaterial(['25', ...serverIds(1)]), deterministicClient: { senderId: Buffer.from(DET_ID, 'hex'), innerObserve: true } };
+    const [lamp] = await startGroupOscoreLamps(1, { groupPort: port, material, observable: true, firstHost: 12 });
+    const member = memberContext(material, '25');
+    const [client, listen, upstream] = [await endpointOn(), await endpointOn(), await endpointOn()];
+    const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }] });
+    try {
+      const sent = protectRequest(member.deterministicRequests(), { code: CODES.GET, options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }, { number: OPT.URI_PATH, value: Buffer.from('light') }], payload: Buffer.alloc(0) });
+      const res = await requestUnicastViaProxy(client, { proxy: listen.transport.address(), uri: `coap://${lamp.address}:${lamp.server.address().port}`, method: sent.message.code, options: sent.message.options, payload: sent.message.payload });
+      assert.equal(res.message.code, CODES.CONTENT, `the outer code (${res.message.code})`);
+      const v = unprotectResponse(sent.binding, res.message);
+      assert.equal(v.responder.recipientId.toString('hex'), lamp.kid);
+      assert.equal(typeof JSON.parse(v.message.payload.toString()).on, 'boolean', 'the lamp\'s state, decrypted');
+      assert.equal(lamp.server.observerCount('/light'), 0);
+      assert.equal(lamp.server.counters.echoChallenges, 0);
+    } finally {
+      await proxy.close();
+      await stopAll(client, listen, upstream, lamp.server);
+    }
   });
 });
 
