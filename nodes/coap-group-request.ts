@@ -80,6 +80,17 @@ function register(RED: NodeAPI): void {
     const oscoreProxyNode = def.oscoreProxy ? (RED.nodes.getNode(def.oscoreProxy) as OscoreContextConfigNode | null) : null;
     const oscoreE2eNode = def.oscoreEndToEnd ? (RED.nodes.getNode(def.oscoreEndToEnd) as OscoreContextConfigNode | null) : null;
     const groupOscoreNode = def.groupOscore ? (RED.nodes.getNode(def.groupOscore) as GroupOscoreContextConfigNode | null) : null;
+    // A context this node names that does not exist (a flow deployed or imported without it) must not
+    // turn into no protection: the node refuses to send anything, says so at deploy and ends every input with the error.
+    const missingContext = (
+      [
+        ['groupOscore', groupOscoreNode],
+        ['oscoreEndToEnd', oscoreE2eNode],
+        ['oscoreProxy', oscoreProxyNode],
+      ] as const
+    ).find(([field, found]) => def[field] && !found)?.[0];
+    const missingText = missingContext && RED._('coap-group-request.errors.context-missing', { context: RED._(`coap-group-request.label.${missingContext}`) });
+    if (missingText) node.error(missingText);
     // RFC 10021 §8.1: one group-mode request for every member; each response verified with its sender's credential.
     // draft-ietf-core-cacheable-oscore-02 §3.4.2: as the group's Deterministic Client, so every member's identical
     // GET gives identical bytes and a proxy's cache serves it (groupcomm-proxy-07 §7.4); only safe methods.
@@ -129,7 +140,8 @@ function register(RED: NodeAPI): void {
     // Short texts (they sit under the node): what the last exchange gave, not a running total.
     let lastOutcome: { responses: number; proxyError?: string; sent?: boolean; dropped?: number; revalidated?: boolean } | undefined;
     const showStatus = () => {
-      if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
+      if (missingText) node.status({ fill: 'red', shape: 'ring', text: RED._('coap-group-request.status.context-missing') });
+      else if (lastError) node.status({ fill: 'red', shape: 'dot', text: shortText(lastError) });
       else if (running.size > 0) node.status({ fill: 'blue', shape: 'ring', text: RED._('coap-group-request.status.waiting', { responses: totalResponses }) });
       else if (!lastOutcome) node.status(deterministicIgnored ? { fill: 'yellow', shape: 'ring', text: RED._('coap-group-request.status.deterministic-ignored') } : {});
       else if (lastOutcome.proxyError) node.status({ fill: 'red', shape: 'ring', text: RED._('coap-group-request.status.proxy-error', { code: lastOutcome.proxyError }) });
@@ -140,7 +152,7 @@ function register(RED: NodeAPI): void {
       else node.status({ fill: 'green', shape: 'dot', text: RED._('coap-group-request.status.done', { responses: lastOutcome.responses }) });
     };
 
-    if (deterministicIgnored) showStatus();
+    if (deterministicIgnored || missingText) showStatus();
 
     node.on(
       'input',
@@ -166,6 +178,7 @@ function register(RED: NodeAPI): void {
           for (const r of [...running.values()]) if (!which || r.id === which) r.cancel();
           return done();
         }
+        if (missingText) throw new Error(missingText);
         if (msg.url !== undefined && typeof msg.url !== 'string') throw new Error(RED._('coap-group-request.errors.url-type', { type: typeof msg.url }));
         const url = msg.url ? (msg.url as string) : def.url;
         if (!url) throw new Error(RED._('coap-group-request.errors.no-url'));

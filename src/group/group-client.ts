@@ -66,6 +66,21 @@ export interface GroupSummary {
   limited?: { dropped: number; kinds: ResponseLimitKind[] };
 }
 
+/** The key of a response's server in an exchange's per-server counts and sets: its address and port. */
+function serverKey(origin: { address: string; port: number }): string {
+  return `${origin.address}|${origin.port}`;
+}
+
+/**
+ * A response's server as the caps see it, worked out once per response and passed along: its key (serverKey()) and
+ * whether the response is a later notification of an observation from a server whose first answer is already in
+ * (ResponseStream.laterNotification()), which the caps do not count.
+ */
+export interface CapSubject {
+  key: string;
+  notification: boolean;
+}
+
 /** The bytes a response holds, as ResponseLimits.maxBytes counts them. */
 function heldBytes(m: CoapMessage): number {
   let n = m.payload.length;
@@ -244,43 +259,64 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   /** Send one Block2 follow-up for the server that sent `first`. */
   protected abstract fetchBlock(first: IncomingResponse, origin: Origin, options: CoapOption[]): Promise<IncomingResponse>;
 
-  protected onResponse(res: IncomingResponse): void {
+  /**
+   * A response that arrived (and verified, where the exchange verifies). `subject`: what overCap() already worked out
+   * for it before verification, when its origin was known then; otherwise it is worked out here.
+   */
+  protected onResponse(res: IncomingResponse, subject?: CapSubject): void {
     if (!this.collecting || this.cancelled) return;
     const origin = this.originOf(res);
-    if (!this.admit(origin, heldBytes(res.message))) return;
+    // (no CapSubject made on this path: an exchange may take a thousand responses)
+    const key = subject?.key ?? serverKey(origin);
+    const notification = subject?.notification ?? this.laterNotification(key);
+    if (!notification && !this.admit(origin, key, heldBytes(res.message))) return;
     const b2 = getOption(res.message, OPT.BLOCK2);
     if (b2 && this.streamOpts.followBlocks) {
       const block = decodeBlock(b2);
       if (block.more && block.num === 0) {
-        const key = `${origin.address}|${origin.port}`;
         if (this.followingUp?.has(key)) {
           // a notification while the previous one from this server is still fetched block-wise: one follow-up per
           // server at a time, so that a source let in once cannot start any number of them
           this.reportError(origin.uri, new Error('notification dropped: the previous one is still being fetched block-wise'));
           return;
         }
-        void this.followBlocks(res, block.szx, origin);
+        void this.followBlocks(res, block.szx, origin, key);
         return;
       }
     }
-    this.deliver(res, origin, false);
+    this.deliver(res, origin, key, false);
+  }
+
+  /** The server of a response from `origin` as the caps see it (see CapSubject). */
+  protected capSubject(origin: { address: string; port: number }): CapSubject {
+    const key = serverKey(origin);
+    return { key, notification: this.laterNotification(key) };
   }
 
   /**
-   * The cap a response from `origin` would go over, checked before it is verified (cheap), so a flood costs no
-   * verifications; a notification from a server whose first answer is kept is checked by admit() after verification.
+   * The cap a response would go over, checked before it is verified (cheap), so a flood costs no verifications; none
+   * for a later notification (laterNotification()). Pass `subject` on to onResponse() once the response verified.
    */
-  protected overCap(origin: { address: string; port: number }): ResponseLimitKind | undefined {
-    if (this.isObservation() && this.perServer?.has(`${origin.address}|${origin.port}`)) return undefined;
-    return this.capReached(origin);
+  protected overCap(subject: CapSubject): ResponseLimitKind | undefined {
+    return subject.notification ? undefined : this.capReached(subject.key);
   }
 
-  /** The cap a response from `origin` would go over, before it is counted (cheap: no verification yet). */
-  protected capReached(origin: { address: string; port: number }): ResponseLimitKind | undefined {
+  /** The cap a response from the server `key` would go over, before it is counted (cheap: no verification yet). */
+  private capReached(key: string): ResponseLimitKind | undefined {
     if (this.responses.length + this.pendingFollowUps >= this.limits.maxResponses) return 'responses';
     if (this.keptBytes >= this.limits.maxBytes) return 'bytes';
-    if ((this.perServer?.get(`${origin.address}|${origin.port}`) ?? 0) >= this.limits.maxResponsesPerServer) return 'per-server';
+    if ((this.perServer?.get(key) ?? 0) >= this.limits.maxResponsesPerServer) return 'per-server';
     return undefined;
+  }
+
+  /**
+   * Whether a response from the server `key` is a later notification of an observation (RFC 7641 §4.2, RFC 10020
+   * §3.7: one stream per server, for as long as the observation lives) from a server whose first response is already
+   * counted. Such a notification is not capped and not counted: it is delivered and not kept (deliver()), so it holds
+   * nothing.
+   */
+  private laterNotification(key: string): boolean {
+    return this.isObservation() && this.perServer?.has(key) === true;
   }
 
   protected isObservation(): boolean {
@@ -292,19 +328,16 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   /**
-   * Count a response against the caps, or drop it (counted, 'limit' once per cap). A notification of an observation
-   * (RFC 7641 §4.2, RFC 10020 §3.7: one stream per server, for as long as the observation lives) from a server whose
-   * first response is already kept is not counted: it is delivered and not kept (deliver()), so it holds nothing.
+   * Count a response from the server `key` against the caps, or drop it (counted, 'limit' once per cap). Not called
+   * for a later notification (laterNotification()), which is not counted.
    */
-  private admit(origin: Origin, bytes: number): boolean {
-    if (this.isObservation() && this.perServer?.has(`${origin.address}|${origin.port}`)) return true;
-    let kind = this.capReached(origin);
+  private admit(origin: Origin, key: string, bytes: number): boolean {
+    let kind = this.capReached(key);
     if (!kind && this.keptBytes + bytes > this.limits.maxBytes) kind = 'bytes';
     if (kind) {
       this.limitDrop(kind, origin.uri);
       return false;
     }
-    const key = `${origin.address}|${origin.port}`;
     const perServer = (this.perServer ??= new Map());
     perServer.set(key, (perServer.get(key) ?? 0) + 1);
     this.keptBytes += bytes;
@@ -312,9 +345,8 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   /** A response admitted but never delivered (its block-wise body failed or went over a cap): its count and bytes back. */
-  private giveBack(origin: Origin, first: IncomingResponse): void {
-    if (this.isObservation() && this.kept?.has(`${origin.address}|${origin.port}`)) return; // a notification: never counted
-    const key = `${origin.address}|${origin.port}`;
+  private giveBack(key: string, first: IncomingResponse): void {
+    if (this.isObservation() && this.kept?.has(key)) return; // a notification: never counted
     const n = this.perServer?.get(key) ?? 0;
     if (n <= 1) this.perServer?.delete(key);
     else this.perServer!.set(key, n - 1);
@@ -331,12 +363,11 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   /** Deliver a response; true if it is kept in `responses` (false for a later notification of an observation). */
-  protected deliver(res: IncomingResponse, origin: Origin, reassembled: boolean): boolean {
+  protected deliver(res: IncomingResponse, origin: Origin, key: string, reassembled: boolean): boolean {
     this.arrivals++;
     if (this.isObservation()) {
-      const key = `${origin.address}|${origin.port}`;
       if (this.kept?.has(key)) {
-        // a later notification: 'response' only; `responses` keeps each server's first answer (see admit())
+        // a later notification: 'response' only; `responses` keeps each server's first answer (see laterNotification())
         this.emit('response', ResponseStream.prototype.hold.call(this, res, origin, reassembled));
         return false;
       }
@@ -367,9 +398,8 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
   }
 
   /** groupcomm-bis §3.8: fetch blocks 1.. of one server's response by unicast, then deliver the whole body. */
-  private async followBlocks(first: IncomingResponse, szx: number, origin: Origin): Promise<void> {
+  private async followBlocks(first: IncomingResponse, szx: number, origin: Origin, key: string): Promise<void> {
     this.pendingFollowUps++;
-    const key = `${origin.address}|${origin.port}`;
     (this.followingUp ??= new Set()).add(key);
     let counted = 0;
     let delivered = false;
@@ -407,13 +437,13 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
       const whole = { ...first.message, options: first.message.options.filter((o) => o.number !== OPT.BLOCK2 && o.number !== OPT.SIZE2), payload: Buffer.concat(parts) };
       delivered = true;
       // a notification of an observation is delivered and not kept: its blocks' bytes are given back
-      if (!this.deliver({ message: whole, remote: first.remote }, origin, true)) this.keptBytes -= counted;
+      if (!this.deliver({ message: whole, remote: first.remote }, origin, key, true)) this.keptBytes -= counted;
     } catch (err) {
       this.keptBytes -= counted;
       if (!this.cancelled) this.reportError(origin.uri, err as Error);
     } finally {
       this.followingUp?.delete(key);
-      if (!delivered) this.giveBack(origin, first);
+      if (!delivered) this.giveBack(key, first);
       if (!this.cancelled) {
         this.pendingFollowUps--;
         this.maybeEnd();
@@ -506,8 +536,10 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
     if (res.message.code === CODES.UNAUTHORIZED && this.answerEcho(res)) return;
-    // over a cap already: dropped before its signature is checked, so a flood costs no verifications
-    const over = this.overCap(res.remote);
+    // over a cap already: dropped before its signature is checked, so a flood costs no verifications. The origin is
+    // the datagram's source (originOf()), known before verification: what the caps worked out goes on to onResponse().
+    const subject = this.capSubject(res.remote);
+    const over = this.overCap(subject);
     if (over) return this.limitDrop(over, originUri(res.remote.address, res.remote.port));
     let v: VerifiedIncoming;
     try {
@@ -518,7 +550,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
       this.reportError(originUri(res.remote.address, res.remote.port), err as Error, 'oscore');
       return;
     }
-    this.onResponse(v);
+    this.onResponse(v, subject);
   }
 
   /**

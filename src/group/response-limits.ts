@@ -31,7 +31,7 @@ export interface ResponseLimitEvent {
  * Appendix A: actuator group control, device group status requests, network-wide queries), tens to a few hundred
  * members each answering once; 1000 leaves room for the largest of those. 100 per server: a server answers a group request once (RFC 7252 §8.2), so more is a
  * misbehaving or spoofed source, which then fills at most a tenth of the exchange (an observation's notifications
- * are not kept and not counted, see ResponseStream.admit()). 4 MiB:
+ * are not kept and not counted, see ResponseStream.laterNotification()). 4 MiB:
  * 1000 responses of the largest message RFC 7252 §4.6 expects (1152 bytes) is 1.1 MiB, leaving room for a few
  * Block2-reassembled bodies (maxBodySize, 1 MiB each).
  */

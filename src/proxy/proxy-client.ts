@@ -32,7 +32,7 @@ import {
 import { isProtected, unprotectResponse } from '../oscore/protect';
 import { ClientBinding } from '../oscore/binding';
 import { RemoteAddress } from '../transport/udp-transport';
-import { GroupResponse, Origin, ResponseLimits, ResponseStream, VerifiedIncoming } from '../group/group-client';
+import { CapSubject, GroupResponse, Origin, ResponseLimits, ResponseStream, VerifiedIncoming } from '../group/group-client';
 import { GroupEtagStore, maxAgeSeconds } from './group-etag-store';
 import { TargetStyle, defaultMulticastTimeout, targetOptions } from './target';
 
@@ -373,12 +373,15 @@ export class ProxiedGroupExchange extends ResponseStream {
       }
       return this.fail(m.code, m.payload.length ? m.payload.toString('utf8') : `the proxy answered ${codeToString(m.code)}`, protectedByProxy ? 'protected' : undefined);
     }
+    // what the caps worked out before the end-to-end layer came off (see ResponseStream.overCap())
+    let subject: CapSubject | undefined;
     try {
       if (this.layers?.e2e) {
         // over a cap already: dropped before the end-to-end layer is removed (a signature checked), so a flood
         // costs no verifications
         const o = this.originOf(res);
-        const over = this.overCap(o);
+        subject = this.capSubject(o);
+        const over = this.overCap(subject);
         if (over) return this.limitDrop(over, o.uri);
         const inner = this.removeEndToEnd(res);
         if (!inner) return;
@@ -389,7 +392,8 @@ export class ProxiedGroupExchange extends ResponseStream {
         return this.reportError(this.originOf(res).uri, new Error('response carries more OSCORE layers than the request'), 'oscore');
       }
       if (this.observing && codeClass(res.message.code) === 2 && getOption(res.message, OPT.OBSERVE) !== undefined) this.keepForObserve = true;
-      this.onResponse(res);
+      // the origin after the end-to-end layer came off is the one checked above: Reply-From is an outer option
+      this.onResponse(res, subject);
     } catch (err) {
       if (err instanceof CborStructureError) this.reportError(originUri(res.remote.address, res.remote.port), err, 'bad-reply-from');
       else throw err;

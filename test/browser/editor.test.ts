@@ -204,7 +204,7 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
     }
   });
 
-  it('the editor flags a bad port (70000, "abc"), a non-CoAP URI, Deterministic Requests without a Group OSCORE context and Max responses 0, and lists this machine\'s interfaces for the multicast interface', async function () {
+  it('the editor flags a bad port (70000, "abc"), a non-CoAP URI, Deterministic Requests without a Group OSCORE context, a Group OSCORE context that does not exist and Max responses 0, and lists this machine\'s interfaces for the multicast interface', async function () {
     const flagged = async (field: string, value: string): Promise<boolean> => {
       await page.fill(field, value);
       await page.locator(field).dispatchEvent('change');
@@ -246,6 +246,19 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
       window.RED.nodes.remove(nid);
       window.RED.view.redraw(true);
     }, id);
+    // a node that names a Group OSCORE context which does not exist (a flow imported without it) is marked invalid:
+    // the runtime would refuse to send from it
+    const dangling = await page.evaluate(() => {
+      const RED = window.RED;
+      const nid = RED.nodes.id();
+      RED.view.importNodes([{ id: nid, type: 'coap-group-request', groupOscore: 'deleted-context', x: 200, y: 200, z: RED.workspaces.active() }], { generateIds: false, touchImport: true });
+      const node = RED.nodes.node(nid);
+      const out = { kept: node.groupOscore, valid: RED.editor.validateNode(node) };
+      RED.nodes.remove(nid);
+      RED.view.redraw(true);
+      return out;
+    });
+    assert.deepEqual(dangling, { kept: 'deleted-context', valid: false }, 'a missing Group OSCORE context is flagged');
     assertClean('validation');
   });
 

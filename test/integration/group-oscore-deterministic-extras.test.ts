@@ -7,20 +7,40 @@
 
 import assert from 'node:assert/strict';
 import { CODES } from '../../src/coap/codes';
+import { decode } from '../../src/coap/codec';
 import { CoapMessage, createMessage, getOption } from '../../src/coap/message';
-import { OPT } from '../../src/coap/options';
+import { OPT, decodeUint } from '../../src/coap/options';
 import { GroupClient, GroupResponse } from '../../src/group/group-client';
 import { CoapEndpoint, IncomingResponse } from '../../src/messaging/endpoint';
-import { ClientBinding, GroupContext, PADDING_OPTION, protectRequest, unprotectResponse } from '../../src/oscore';
+import { ClientBinding, GroupContext, PADDING_OPTION, RequestContext, protectRequest, unprotectResponse } from '../../src/oscore';
 import type { DeterministicRequester } from '../../src/oscore/group/deterministic';
 import { requestUnicastViaProxy, requestViaProxy } from '../../src/proxy/proxy-client';
 import { GroupProxy } from '../../src/proxy/group-proxy';
+import type { Datagram, RemoteAddress } from '../../src/transport/udp-transport';
 import { GroupOscoreLamp, GroupMaterial, OscoreGroupProxy, endpointOn, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, freeGroupPort, stopAll } from '../support/lamps';
 import { FakeClock } from '../support/fake-clock';
 import { waitFor } from '../support/wait';
 
 const DET_ID = 'dc';
+
+/**
+ * `member` observes /light of the group at `uri` through the proxy at `proxy` with its Deterministic Request (over the
+ * client-proxy OSCORE layer `proxyLayer`, if given); every notification as it is heard.
+ */
+function observeThrough(client: CoapEndpoint, proxy: RemoteAddress, uri: string, member: GroupContext, proxyLayer?: RequestContext) {
+  const ex = requestViaProxy(client, {
+    proxy,
+    uri,
+    multicastTimeout: 1,
+    timeout: 20000,
+    options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }],
+    oscore: { proxy: proxyLayer, endToEnd: { context: member.deterministicRequests() } },
+  });
+  const heard: GroupResponse[] = [];
+  ex.on('response', (r: GroupResponse) => heard.push(r));
+  return { ex, heard };
+}
 
 describe('Deterministic Requests on the wire: protected 4.01, Inner Observe, Padding (draft-ietf-core-cacheable-oscore-02 §3.1, §3.4.3, App. A)', function () {
   this.timeout(30000);
@@ -269,42 +289,36 @@ describe('A Deterministic Request with the Outer Observe to one server through t
   });
 });
 
-describe('A client that joins a shared observation after its notifications went stale (RFC 7641 §3.3.1, RFC 7252 §5.7.1)', function () {
+describe('A client that joins a shared observation later: what the proxy stored ages (RFC 7641 §3.3.1, RFC 7252 §5.7.1)', function () {
   this.timeout(30000);
   let port: number;
   let material: GroupMaterial;
   let lamps: GroupOscoreLamp[];
   let rig: OscoreGroupProxy;
+  /** a proxy that admits clients without the client-proxy layer: what it sends a client shows its outer Max-Age */
+  let plain: OscoreGroupProxy;
   const clock = new FakeClock();
   const members: Record<string, GroupContext> = {};
+  const uri = () => `coap://${GROUP_V4}:${port}/light`;
 
   before(async function () {
     port = await freeGroupPort();
     material = { ...groupMaterial(['25', '26', ...serverIds(3)]), deterministicClient: { senderId: Buffer.from(DET_ID, 'hex'), innerObserve: true } };
     lamps = await startGroupOscoreLamps(3, { groupPort: port, material, observable: true, firstHost: 9 });
     for (const id of ['25', '26']) members[id] = memberContext(material, id);
-    // the proxy's time is the test's: its stored notifications age only when the test says so
+    // the proxies' time is the test's: their stored notifications age only when the test says so
     rig = await openOscoreGroupProxy({ clock });
+    plain = await openOscoreGroupProxy({ clock, allow: [{ address: '127.0.0.1' }], oscore: undefined });
   });
 
   after(async function () {
     await rig?.close();
+    await plain?.close();
     await stopAll(lamps.map((l) => l.server));
   });
 
-  const observe = (member: GroupContext) => {
-    const ex = requestViaProxy(rig.client, {
-      proxy: rig.listen.transport.address(),
-      uri: `coap://${GROUP_V4}:${port}/light`,
-      multicastTimeout: 1,
-      timeout: 20000,
-      options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }],
-      oscore: { proxy: rig.alice.client, endToEnd: { context: member.deterministicRequests() } },
-    });
-    const heard: GroupResponse[] = [];
-    ex.on('response', (r: GroupResponse) => heard.push(r));
-    return { ex, heard };
-  };
+  const observe = (member: GroupContext) => observeThrough(rig.client, rig.listen.transport.address(), uri(), member, rig.alice.client);
+  const deregistered = () => waitFor(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the upstream deregistration');
 
   it('the proxy registers again upstream, and the late client gets every server\'s current state', async function () {
     const a = observe(members['25']);
@@ -327,6 +341,39 @@ describe('A client that joins a shared observation after its notifications went 
     } finally {
       a.ex.cancel();
     }
-    await waitFor(() => lamps.every((l) => l.server.observerCount('/light') === 0), 'the upstream deregistration');
+    await deregistered();
+  });
+
+  it('a client that joins while the stored notifications are fresh gets each with only the Max-Age left: the server\'s less the time stored, in whole seconds', async function () {
+    // the outer Max-Age of every datagram the client gets, by the token of its exchange
+    const maxAges = new Map<string, number[]>();
+    const onDatagram = (dg: Datagram) => {
+      const m = decode(dg.data);
+      const v = getOption(m, OPT.MAX_AGE);
+      const token = m.token.toString('hex');
+      if (v !== undefined) maxAges.set(token, [...(maxAges.get(token) ?? []), decodeUint(v)]);
+    };
+    plain.client.transport.on('datagram', onDatagram);
+    const a = observeThrough(plain.client, plain.listen.transport.address(), uri(), members['25']);
+    try {
+      await waitFor(() => a.heard.length >= 3, 'the first observer\'s three notifications');
+      clock.advance(17_400);
+      const sent = plain.upstream.transport.counters.sent;
+      const b = observeThrough(plain.client, plain.listen.transport.address(), uri(), members['26']);
+      try {
+        await waitFor(() => b.heard.length >= 3, 'the stored notifications, replayed to the late client');
+        assert.equal(plain.upstream.transport.counters.sent, sent, 'served from what the proxy stored: nothing went upstream');
+        assert.deepEqual(new Set(b.heard.map((r) => r.origin.oscore?.kid)), new Set(lamps.map((l) => l.kid)), 'verified and attributed by the late client');
+        // cacheable-oscore-02 §3.4.4 step 9: the servers' outer Max-Age (the default 60 s here), as relayed live
+        assert.deepEqual(maxAges.get(a.ex.token.toString('hex')), [60, 60, 60]);
+        assert.deepEqual(maxAges.get(b.ex.token.toString('hex')), [42, 42, 42], '60 s less the 17.4 s they were stored, rounded down');
+      } finally {
+        b.ex.cancel();
+      }
+    } finally {
+      a.ex.cancel();
+      plain.client.transport.off('datagram', onDatagram);
+    }
+    await deregistered();
   });
 });

@@ -16,6 +16,7 @@ import { OPT } from '../../src/coap/options';
 import { decodeOscoreOption, generateGroupKeyPair, parseCcs, privateKeyObject, protectResponse, publicKeyObject, sign, unprotectRequest, verify } from '../../src/oscore';
 import { GroupMaterial, GroupOscoreLamp, endNodeRedLampTests, groupMaterial, intruder, memberConfigNode, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { freeGroupPort, GROUP_V4 } from '../support/lamps';
+import { callsOf } from '../support/flow';
 
 import { nodeRedRuntime } from '../support/node-red-runtime';
 import { waitFor } from '../support/wait';
@@ -128,6 +129,40 @@ describe('nodes: coap-group-oscore-context with coap-group-request and coap-obse
     assert.equal(out.filter((m) => !m.complete).length, 0);
     // the lamps refused it on the signature (RFC 10021 §8.2), so no resource ran
     assert.ok(lamps.every((l, i) => l.refused.length === refused[i] + 1 && /Decryption failed|signature/i.test(l.refused.at(-1)!)));
+  });
+
+  it('a request node that names a context which does not exist (a flow deployed without it) refuses to send: an error and a red status at deploy, every input ends with an error a Catch node sees, and nothing reaches the lamps or the proxy', async function () {
+    // a "proxy" that only counts what reaches it
+    const proxy = dgram.createSocket('udp4');
+    let atProxy = 0;
+    proxy.on('message', () => atProxy++);
+    await new Promise<void>((resolve) => proxy.bind(0, '127.0.0.1', resolve));
+    try {
+      const fields = ['groupOscore', 'oscoreEndToEnd', 'oscoreProxy'];
+      const req = (field: string) => ({ id: field, z: 'f1', type: 'coap-group-request', url: `coap://${GROUP_V4}:${port}/light`, method: 'GET', timeout: 1, [field]: 'deleted-context', wires: [['out']] });
+      const flow = [{ id: 'f1', type: 'tab' }, ...fields.map(req), { id: 'catcher', z: 'f1', type: 'catch', scope: fields, uncaught: false, wires: [['caught']] }, { id: 'caught', z: 'f1', type: 'helper' }, { id: 'out', z: 'f1', type: 'helper' }];
+      await helper.load([groupContextNode, requestNode], flow);
+      const caught = collect('caught');
+      const out = collect('out');
+      const received = () => lamps.map((l) => l.server.endpoint.transport.counters.received);
+      const before = received();
+      for (const field of fields) {
+        const node = helper.getNode(field);
+        assert.deepEqual(callsOf(node, 'error'), ['coap-group-request.errors.context-missing'], `${field}: said once at deploy`);
+        assert.deepEqual(callsOf(node, 'status').at(-1), { fill: 'red', shape: 'ring', text: 'coap-group-request.status.context-missing' });
+        node.receive({ payload: '', proxy: `coap://127.0.0.1:${proxy.address().port}` });
+        node.receive({ payload: '' });
+      }
+      await waitFor(() => caught.length === 6, 'an error for every input');
+      for (const m of caught) assert.match(m.error.message, /coap-group-request.errors.context-missing/);
+      assert.deepEqual(caught.map((m) => m.error.source.id).sort(), [...fields, ...fields].sort());
+      assert.deepEqual(out, []);
+      assert.deepEqual(received(), before, 'no lamp received anything');
+      assert.equal(atProxy, 0, 'nothing went to the proxy');
+      for (const field of fields) assert.equal(callsOf(helper.getNode(field), 'status').at(-1).text, 'coap-group-request.status.context-missing');
+    } finally {
+      proxy.close();
+    }
   });
 
   it('the key-pair button\'s admin endpoint returns a private key and its public credential (CCS) for EdDSA and ECDSA P-256, and refuses other algorithms', async function () {
