@@ -12,7 +12,7 @@ import { CoapMessage, CoapOption, createMessage, getOption } from '../coap/messa
 import { OPT, decodeUint } from '../coap/options';
 import { CoapUri, UriError, isGroupUri, originUri, parseUri, socketAddress, uriToOptions } from '../coap/uri';
 import { decode } from '../coap/codec';
-import { EchoAnswers } from '../messaging/echo-verifier';
+import { ECHO_ANSWER_GRACE, EchoAnswers, isEchoChallenge } from '../messaging/echo-verifier';
 import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging/endpoint';
 import { isDeterministicRequest } from '../oscore/group/deterministic';
 import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
@@ -505,6 +505,8 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   private slabUsed = 0;
   /** servers whose Echo challenge to an observation was answered (made on the first one) */
   private echoAnswers?: EchoAnswers = undefined;
+  /** when the request went to the group (endpoint clock), for the window of Echo answers */
+  private sentAt = 0;
 
   constructor(
     endpoint: CoapEndpoint,
@@ -527,6 +529,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
 
   /** @internal */
   start(group: RemoteAddress, timeout: number): this {
+    this.sentAt = this.endpoint.clock.now();
     this.keepRequestEncoded(this.endpoint.startGroupRequest(this, this.request, group, timeout));
     return this;
   }
@@ -535,7 +538,7 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   onExchangeResponse(res: IncomingResponse): void {
     if (!this.verify) return this.onResponse(res);
     if (!this.collecting || this.cancelled) return;
-    if (res.message.code === CODES.UNAUTHORIZED && this.answerEcho(res)) return;
+    if (this.answerEcho(res)) return;
     // over a cap already: dropped before its signature is checked, so a flood costs no verifications. The origin is
     // the datagram's source (originOf()), known before verification: what the caps worked out goes on to onResponse().
     const subject = this.capSubject(res.remote);
@@ -556,15 +559,25 @@ export class GroupExchange extends ResponseStream implements GroupRequestRecord 
   /**
    * draft-ietf-core-cacheable-oscore §3.1 with RFC 9175 §2.4 item 3: a server registers an observer of a
    * Deterministic Request only once its address is verified, and asks with an unprotected 4.01 + Echo; the
-   * registration goes again to that server alone, on this token, with the Echo (once per server). Its notifications
-   * then come on this token like the others'.
+   * registration goes again to that server alone, on this token, with the Echo. Its notifications then come on this
+   * token like the others'. The repeat is a CON, so the message layer retransmits it until the server's ACK (which
+   * carries its first notification); a lost repeat would otherwise leave that server unobserved. A forged challenge
+   * (anyone who saw the token) is answered within EchoAnswers' bounds only (at most MAX_ECHO_ANSWERS repeats, each
+   * retransmitted at most MAX_RETRANSMIT times). True when `res` was such a challenge (answered, or refused and
+   * counted in echoChallenges); it is never delivered.
    */
   private answerEcho(res: IncomingResponse): boolean {
-    if (!this.isObservation() || !isDeterministicRequest(this.request)) return false;
-    const again = (this.echoAnswers ??= new EchoAnswers(this.limits.maxResponses)).repeat(this.request, res.message, res.remote);
-    if (!again) return false;
-    this.endpoint.sendMessage(createMessage({ ...again, type: 'NON', messageId: this.endpoint.newMessageId(res.remote) }), res.remote);
+    if (!isEchoChallenge(res.message) || !this.isObservation() || !isDeterministicRequest(this.request)) return false;
+    const clock = this.endpoint.clock;
+    const answers = (this.echoAnswers ??= new EchoAnswers(() => clock.now(), this.endpoint.params.DEFAULT_LEISURE + ECHO_ANSWER_GRACE, { sentAt: this.sentAt }));
+    const again = answers.repeat(this.request, res.message, res.remote);
+    if (again) this.endpoint.sendMessage(createMessage({ ...again, type: 'CON', messageId: this.endpoint.newMessageId(res.remote) }), res.remote);
     return true;
+  }
+
+  /** Echo challenges to this observation answered with a repeat, and refused (see EchoAnswers). */
+  get echoChallenges(): { repeats: number; refused: number } {
+    return { repeats: this.echoAnswers?.repeats ?? 0, refused: this.echoAnswers?.refused ?? 0 };
   }
 
   protected override hold(res: IncomingResponse, origin: Origin, reassembled: boolean): GroupResponse {

@@ -5,10 +5,10 @@
 // the latest fresh notification of each server. The proxy never reads the plaintext: the key is the request's
 // Cache-Key (ciphertext and Request-Hash, groupcomm-proxy-07 §7.4).
 
-import { CODES, codeClass } from '../coap/codes';
+import { codeClass } from '../coap/codes';
 import { CoapMessage, createMessage, getOption, sortOptions } from '../coap/message';
 import { OPT, encodeUint } from '../coap/options';
-import { EchoAnswers } from '../messaging/echo-verifier';
+import { ECHO_ANSWER_GRACE, EchoAnswers, isEchoChallenge } from '../messaging/echo-verifier';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
 import { RemoteAddress } from '../transport/udp-transport';
 import { maxAgeOf } from './cache';
@@ -56,6 +56,12 @@ export class SharedObservations<M extends object> {
     return this.byKey.size;
   }
 
+  /** Echo challenges to the observation under `key` answered with a repeat, and refused (see EchoAnswers). */
+  echoChallenges(key: string): { repeats: number; refused: number } | undefined {
+    const a = this.byKey.get(key)?.echoAnswers;
+    return a && { repeats: a.repeats, refused: a.refused };
+  }
+
   /** Clients sharing the observation under `key`. */
   memberCount(key: string): number {
     return this.byKey.get(key)?.members.size ?? 0;
@@ -82,7 +88,7 @@ export class SharedObservations<M extends object> {
       if (stale) {
         // A server whose latest notification is no longer fresh (or none yet): register again on the shared token, so
         // that every server sends its current state (RFC 7641 §3.3.1, RFC 10020 §3.7); the other members get it too.
-        s.echoAnswers.reset();
+        s.echoAnswers.sent();
         try {
           this.upstream.sendMessage(createMessage({ ...s.request, messageId: this.upstream.newMessageId(s.dest) }), s.dest);
         } catch {
@@ -93,7 +99,7 @@ export class SharedObservations<M extends object> {
     }
     const token = this.upstream.newToken();
     const message = createMessage({ type: 'NON', code: request.code, token, messageId: this.upstream.newMessageId(dest), options: request.options, payload: request.payload });
-    const created: Shared<M> = { key, request: message, dest, members: new Set([member]), latest: new Map(), echoAnswers: new EchoAnswers(MAX_LATEST), stop: () => undefined };
+    const created: Shared<M> = { key, request: message, dest, members: new Set([member]), latest: new Map(), echoAnswers: new EchoAnswers(this.now, this.upstream.params.DEFAULT_LEISURE + ECHO_ANSWER_GRACE), stop: () => undefined };
     s = created;
     this.byKey.set(key, s);
     this.byMember.set(member, s);
@@ -110,12 +116,15 @@ export class SharedObservations<M extends object> {
   private received(s: Shared<M>, res: IncomingResponse): void {
     if (this.byKey.get(s.key) !== s || s.members.size === 0) return;
     // draft-ietf-core-cacheable-oscore §3.1, RFC 9175 §2.4 item 3: a server verifies this proxy's address before it
-    // registers it as an observer; the registration goes again to that server alone with its Echo (once per server
-    // and registration). The challenge is for this hop: no member sees it.
-    const again = res.message.code === CODES.UNAUTHORIZED ? s.echoAnswers.repeat(s.request, res.message, res.remote) : undefined;
-    if (again) {
+    // registers it as an observer; the registration goes again to that server alone with its Echo, as a CON so that
+    // the message layer retransmits it (bounded by EchoAnswers: once per server and registration, MAX_ECHO_ANSWERS
+    // per ECHO_ANSWER_REFILL). The challenge is for this hop: no member ever sees one, answered or refused (a second
+    // challenge, a forged one, one over the cap), and it does not end that server's latest notification.
+    if (isEchoChallenge(res.message)) {
+      const again = s.echoAnswers.repeat(s.request, res.message, res.remote);
+      if (!again) return;
       try {
-        this.upstream.sendMessage(createMessage({ ...again, type: 'NON', messageId: this.upstream.newMessageId(res.remote) }), res.remote);
+        this.upstream.sendMessage(createMessage({ ...again, type: 'CON', messageId: this.upstream.newMessageId(res.remote) }), res.remote);
       } catch {
         // the endpoint is closing
       }

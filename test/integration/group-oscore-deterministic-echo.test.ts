@@ -10,9 +10,12 @@ import { decode, encode } from '../../src/coap/codec';
 import { createMessage, getOption } from '../../src/coap/message';
 import { OPT } from '../../src/coap/options';
 import { GroupClient, GroupResponse } from '../../src/group/group-client';
+import { MAX_ECHO_ANSWERS } from '../../src/messaging/echo-verifier';
 import { CoapEndpoint } from '../../src/messaging/endpoint';
 import { GroupContext, protectRequest } from '../../src/oscore';
-import { GroupOscoreLamp, endpointOn, groupMaterial, memberContext, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
+import { requestViaProxy } from '../../src/proxy/proxy-client';
+import dgram from 'node:dgram';
+import { GroupOscoreLamp, OscoreGroupProxy, endpointOn, groupMaterial, memberContext, openOscoreGroupProxy, serverIds, startGroupOscoreLamps } from '../support/group-oscore';
 import { GROUP_V4, RawProbe, freeGroupPort, rawProbe, stopAll } from '../support/lamps';
 import { waitFor } from '../support/wait';
 
@@ -119,5 +122,121 @@ describe('Observers of a Deterministic Request prove their address with Echo bef
     assert.deepEqual(summary.errors, [], 'no response refused: the challenges were answered, not delivered');
     assert.deepEqual(heard.map((r) => r.origin.oscore?.kid).sort(), [...lamps.map((l) => l.kid), ...lamps.map((l) => l.kid)].sort());
     assert.deepEqual(heard.slice(3).map((r) => JSON.parse(r.message.payload.toString()).on), [false, false, false]);
+  });
+
+  it('forged challenges on the exchange\'s token from many sources get at most MAX_ECHO_ANSWERS repeats in all, and an Echo of 0 or 41 bytes gets none (RFC 9175 §2.2.1)', async function () {
+    const fresh = await endpointOn('127.0.0.1');
+    const forgers: RawProbe[] = [];
+    const { ex, heard } = observe(fresh);
+    try {
+      await waitFor(() => heard.length >= 3, 'each server\'s first notification');
+      assert.deepEqual(ex.echoChallenges, { repeats: 3, refused: 0 }, 'the three real challenges answered');
+      // anyone who saw the token: a ~15-byte unprotected 4.01 + Echo from a spoofed source (127.0.0.40-80 here)
+      for (let h = 40; h <= 80; h++) forgers.push(await rawProbe(`127.0.0.${h}`));
+      const to = fresh.transport.address();
+      let mid = 0x4000;
+      const forge = (p: RawProbe, echo: Buffer) =>
+        p.send(encode(createMessage({ type: 'NON', code: CODES.UNAUTHORIZED, token: ex.token, messageId: mid++, options: [{ number: OPT.ECHO, value: echo }], payload: Buffer.alloc(0) })), to);
+      forge(forgers[0], Buffer.alloc(0));
+      forge(forgers[1], Buffer.alloc(41, 7));
+      await waitFor(() => ex.echoChallenges.refused >= 2, 'both malformed challenges handled');
+      assert.deepEqual(ex.echoChallenges, { repeats: 3, refused: 2 }, 'an Echo of 0 or 41 bytes is refused');
+      for (const p of forgers) for (let i = 1; i <= 3; i++) forge(p, Buffer.from([i]));
+      const total = forgers.length * 3;
+      await waitFor(() => ex.echoChallenges.repeats + ex.echoChallenges.refused >= 3 + 2 + total, 'every forged challenge handled');
+      assert.equal(ex.echoChallenges.repeats, MAX_ECHO_ANSWERS, 'the cap, real challenges included');
+      // what reached the spoofed sources: distinct repeats (a CON may be retransmitted, with the same Message ID)
+      const distinct = () => new Set(forgers.flatMap((p, i) => p.replies.map((d) => `${i}|${decode(d).messageId}`))).size;
+      await waitFor(() => distinct() >= MAX_ECHO_ANSWERS - 3, 'the repeats sent to forged sources');
+      for (const p of forgers) {
+        for (const d of p.replies) {
+          const m = decode(d);
+          assert.equal(m.type, 'CON');
+          assert.ok(m.token.equals(ex.token));
+          assert.equal(getOption(m, OPT.ECHO)?.length, 1, 'only a 1-byte Echo (a valid one) was ever answered');
+        }
+      }
+      assert.equal(new Set(forgers.flatMap((p) => (p.replies.length ? [p] : []))).size, MAX_ECHO_ANSWERS - 3, 'one repeat per answered source');
+      assert.equal(distinct(), MAX_ECHO_ANSWERS - 3, `${total} forged challenges, ${MAX_ECHO_ANSWERS - 3} repeats`);
+    } finally {
+      ex.cancel();
+      for (const l of lamps) l.server.takeObservers('/light');
+      // the repeats to the forged sources are CONs nobody acknowledges: closing ends their retransmission
+      await fresh.close();
+      await stopAll(...forgers);
+    }
+  });
+});
+
+describe('The proxy\'s shared observation answers a server\'s Echo challenge itself and never relays one (draft-ietf-core-cacheable-oscore §3.1, RFC 9175 §2.4)', function () {
+  this.timeout(30000);
+  let port: number;
+  let lamps: GroupOscoreLamp[];
+  let member: GroupContext;
+  let rig: OscoreGroupProxy;
+
+  before(async function () {
+    port = await freeGroupPort();
+    const material = { ...groupMaterial(['25', ...serverIds(3)]), deterministicClient: { senderId: Buffer.from('dc', 'hex'), innerObserve: true } };
+    lamps = await startGroupOscoreLamps(3, { groupPort: port, material, observable: true, firstHost: 15 });
+    member = memberContext(material, '25');
+    rig = await openOscoreGroupProxy();
+  });
+
+  after(async function () {
+    await rig?.close();
+    await stopAll(lamps.map((l) => l.server));
+  });
+
+  it('a second challenge from the same server and forged ones over the cap are dropped and counted: the client sees no 4.01, and that server\'s latest notification stays', async function () {
+    const ex = requestViaProxy(rig.client, {
+      proxy: rig.listen.transport.address(),
+      uri: `coap://${GROUP_V4}:${port}/light`,
+      multicastTimeout: 1,
+      timeout: 20000,
+      options: [{ number: OPT.OBSERVE, value: Buffer.alloc(0) }],
+      oscore: { proxy: rig.alice.client, endToEnd: { context: member.deterministicRequests() } },
+    });
+    const heard: GroupResponse[] = [];
+    ex.on('response', (r: GroupResponse) => heard.push(r));
+    // a socket sharing the first server's address and port (it binds with SO_REUSEADDR), so that its datagrams come
+    // from that server as far as the proxy can tell
+    const lamp = lamps[0];
+    const twin = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    twin.on('error', () => undefined);
+    try {
+      await waitFor(() => heard.length >= 3, 'each server\'s first notification through the proxy');
+      assert.deepEqual(lamps.map((l) => l.server.counters.echoChallenges), [1, 1, 1]);
+      const hub = rig.proxy['sharedHub']!;
+      const [shared] = [...hub['byKey'].values()];
+      assert.deepEqual(hub.echoChallenges(shared.key), { repeats: 3, refused: 0 });
+      await new Promise<void>((r) => twin.bind(lamp.server.address().port, lamp.address, () => r()));
+      const up = rig.upstream.transport.address();
+      const challenge = (echo: Buffer, messageId: number) => encode(createMessage({ type: 'NON', code: CODES.UNAUTHORIZED, token: shared.request.token, messageId, options: [{ number: OPT.ECHO, value: echo }], payload: Buffer.alloc(0) }));
+      // the same server challenges a second time within the registration
+      twin.send(challenge(Buffer.alloc(12, 1), 0x7001), up.port, up.address);
+      await waitFor(() => hub.echoChallenges(shared.key)!.refused >= 1, 'the second challenge handled');
+      assert.ok(shared.latest.has(`${lamp.address}|${lamp.server.address().port}`), 'that server\'s latest notification is kept');
+      // and forged ones from many other sources, more than the cap
+      const forgers: RawProbe[] = [];
+      try {
+        for (let h = 40; h <= 59; h++) forgers.push(await rawProbe(`127.0.0.${h}`));
+        forgers.forEach((p, i) => p.send(challenge(Buffer.from([i + 1]), 0x7100 + i), up));
+        await waitFor(() => hub.echoChallenges(shared.key)!.repeats + hub.echoChallenges(shared.key)!.refused >= 3 + 1 + forgers.length, 'every forged challenge handled');
+        assert.deepEqual(hub.echoChallenges(shared.key), { repeats: MAX_ECHO_ANSWERS, refused: 1 + forgers.length - (MAX_ECHO_ANSWERS - 3) });
+      } finally {
+        // the repeats' retransmissions towards the forgers end when the proxy closes (after)
+        await stopAll(...forgers);
+      }
+      assert.equal(shared.latest.size, 3, 'every server\'s latest notification is kept');
+    } finally {
+      twin.close();
+      ex.cancel();
+    }
+    // a relayed 4.01 would reach the client and fail its end-to-end verification there
+    const summary = await ex.summary;
+    assert.deepEqual(summary.errors, [], 'no 4.01 reached the client');
+    assert.ok(heard.every((r) => r.message.code !== CODES.UNAUTHORIZED), 'the client heard no challenge');
+    for (const l of lamps) l.server.takeObservers('/light');
   });
 });
