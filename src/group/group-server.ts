@@ -332,8 +332,9 @@ export class GroupServer {
 
   /**
    * RFC 9175 §2.4 item 3: an unprotected 4.01 with Echo and nothing registered; the handler does not run. It is
-   * smaller than the request (which carries a Request-Hash and a ciphertext), so it amplifies nothing, and it is
-   * sent to a group request too (after a Leisure), since every server verifies the address for itself.
+   * smaller than the request (which carries a Request-Hash and a ciphertext), and it is sent to a group request too
+   * (after a Leisure), since every server verifies the address for itself: N servers answer one replayed group
+   * request with N challenges (README, "Observers prove their address first").
    */
   private challengeObserver(incoming: IncomingRequest, ctx: ResponseContext): void {
     this.counters.echoChallenges++;

@@ -118,7 +118,7 @@ export interface EndpointOptions {
   maxMessageIdCounters?: number;
   /**
    * cap on sources whose recent NON responses are remembered for duplicate detection (recent-non.ts: the last 32
-   * per source, about 700 bytes each), default 10,000; the oldest go first
+   * per source, about 700 bytes each, 512 for up to 256 busy sources), default 10,000; the first recorded go first
    */
   maxNonResponseSources?: number;
   /** override MIN_TOKEN_REUSE_TIME (ms) */
@@ -197,7 +197,6 @@ interface DedupEntry extends Slot<DedupEntry> {
   reply?: Buffer;
 }
 
-
 /**
  * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
  * its key and token strings. Measured on Node 20 (V8 heap after a GC, IPv4 keys and 8-byte tokens): about 400 bytes
@@ -233,7 +232,6 @@ export interface GroupRequestHandle {
   /** stop collecting now (the token stays retired) */
   cancel(): void;
 }
-
 
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');

@@ -87,9 +87,9 @@ export function canJoinGroups(t: Transport): t is GroupTransport {
 
 /**
  * node:dgram resolves the destination of every send with `lookup` (dns.lookup by default), which answers even an
- * address literal on the next tick, so each datagram waited for a tick of its own before it was sent. Destinations
- * here are address literals (a host name in a URI is resolved before a request is made): they are passed on at once;
- * anything else still goes to dns.lookup.
+ * address literal on the next tick, so each datagram waited for a tick of its own before it was sent. An address
+ * literal (nearly every destination here: a peer's source address, a group, a URI's IP) is passed on at once; a host
+ * name still goes to dns.lookup.
  */
 export function literalLookup(host: string, family: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
   const f = net.isIP(host);
