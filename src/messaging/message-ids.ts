@@ -19,6 +19,7 @@
 
 import { isMulticastAddress } from '../coap/uri';
 import { RemoteAddress } from '../transport/udp-transport';
+import { EndpointMap } from './endpoint-map';
 
 interface Counter {
   /** the next value, 15 bits */
@@ -29,9 +30,7 @@ interface Counter {
 }
 
 export class MessageIds {
-  /** address → port → counter: no key string is built per message */
-  private readonly counters = new Map<string, Map<number, Counter>>();
-  private count = 0;
+  private readonly counters = new EndpointMap<Counter>();
   /** counters dropped at the cap while still within EXCHANGE_LIFETIME of their last use */
   evictions = 0;
 
@@ -44,27 +43,16 @@ export class MessageIds {
 
   /** Destinations with a counter. */
   get size(): number {
-    return this.count;
+    return this.counters.size;
   }
 
   /** The next Message ID towards `remote`. */
   next(remote: RemoteAddress, now: number): number {
-    let ports = this.counters.get(remote.address);
-    let c = ports?.get(remote.port);
+    let c = this.counters.get(remote);
     if (!c || now - c.lastUsed >= this.lifetimeMs) {
-      if (!c) {
-        if (this.count >= this.max) {
-          this.makeRoom(now);
-          ports = this.counters.get(remote.address);
-        }
-        if (!ports) {
-          ports = new Map();
-          this.counters.set(remote.address, ports);
-        }
-        this.count++;
-      }
+      if (!c && this.counters.size >= this.max) this.makeRoom(now);
       c = { next: Math.floor(Math.random() * 0x8000), half: isMulticastAddress(remote.address) ? 0x8000 : 0, lastUsed: now };
-      ports!.set(remote.port, c);
+      this.counters.set(remote, c);
     }
     c.lastUsed = now;
     const id = c.next;
@@ -74,29 +62,11 @@ export class MessageIds {
 
   /** Forget counters unused for EXCHANGE_LIFETIME. */
   sweep(now: number): void {
-    this.dropWhere((c) => now - c.lastUsed >= this.lifetimeMs);
+    this.counters.deleteWhere((c) => now - c.lastUsed >= this.lifetimeMs);
   }
 
   clear(): void {
     this.counters.clear();
-    this.count = 0;
-  }
-
-  /** Drop the counters `drop` says to, at most `limit` of them; returns how many went. */
-  private dropWhere(drop: (c: Counter) => boolean, limit = Infinity): number {
-    let dropped = 0;
-    for (const [address, ports] of this.counters) {
-      for (const [port, c] of ports) {
-        if (dropped >= limit) return dropped;
-        if (drop(c)) {
-          ports.delete(port);
-          this.count--;
-          dropped++;
-        }
-      }
-      if (ports.size === 0) this.counters.delete(address);
-    }
-    return dropped;
   }
 
   /**
@@ -106,12 +76,10 @@ export class MessageIds {
   private makeRoom(now: number): void {
     this.sweep(now);
     const keep = Math.floor((this.max * 7) / 8);
-    const drop = this.count - keep;
+    const drop = this.counters.size - keep;
     if (drop <= 0) return;
-    const used: number[] = [];
-    for (const ports of this.counters.values()) for (const c of ports.values()) used.push(c.lastUsed);
-    used.sort((a, b) => a - b);
+    const used = Array.from(this.counters.values(), (c) => c.lastUsed).sort((a, b) => a - b);
     const threshold = used[drop - 1];
-    this.evictions += this.dropWhere((c) => c.lastUsed <= threshold, drop);
+    this.evictions += this.counters.deleteWhere((c) => c.lastUsed <= threshold, drop);
   }
 }

@@ -17,6 +17,7 @@
 // at the cap, is processed again: the bound this trades for.
 
 import { RemoteAddress } from '../transport/udp-transport';
+import { EndpointMap } from './endpoint-map';
 
 /** NON responses remembered per source; BUSY_WINDOW for a busy one. */
 export const NON_WINDOW = 32;
@@ -38,9 +39,7 @@ interface Window {
 }
 
 export class RecentNonResponses {
-  /** address → port → window: no key string is built per datagram */
-  private readonly bySource = new Map<string, Map<number, Window>>();
-  private count = 0;
+  private readonly bySource = new EndpointMap<Window>();
   private busy = 0;
   private lastSweep = 0;
   /** sources dropped at the cap */
@@ -54,19 +53,18 @@ export class RecentNonResponses {
 
   /** Sources with a window. */
   get size(): number {
-    return this.count;
+    return this.bySource.size;
   }
 
   /** Was this response (source, Message ID, token, code) recorded less than NON_LIFETIME ago? Records nothing. */
   has(remote: RemoteAddress, messageId: number, token: Buffer, code: number, now: number): boolean {
-    const w = this.bySource.get(remote.address)?.get(remote.port);
+    const w = this.bySource.get(remote);
     return w !== undefined && this.find(w, messageId * 0x1_0000_0000 + fingerprint(token, code), now);
   }
 
   /** has(), and if not, the response is recorded. */
   seen(remote: RemoteAddress, messageId: number, token: Buffer, code: number, now: number): boolean {
-    let ports = this.bySource.get(remote.address);
-    let w = ports?.get(remote.port);
+    let w = this.bySource.get(remote);
     const key = messageId * 0x1_0000_0000 + fingerprint(token, code);
     if (w) {
       if (this.find(w, key, now)) return true;
@@ -75,16 +73,10 @@ export class RecentNonResponses {
       if (now - this.lastSweep >= this.lifetimeMs / 4) {
         this.lastSweep = now;
         this.sweep(now);
-        ports = this.bySource.get(remote.address);
-      }
-      if (!ports) {
-        ports = new Map();
-        this.bySource.set(remote.address, ports);
       }
       w = { slots: new Float64Array(2 * NON_WINDOW).fill(-1), next: 0 };
-      ports.set(remote.port, w);
-      this.count++;
-      if (this.count > this.maxSources) this.evictFirst();
+      this.bySource.set(remote, w);
+      if (this.bySource.size > this.maxSources) this.evicted += this.bySource.deleteWhere(this.forget, 1);
     }
     let s = w.slots;
     // the oldest response is still within NON_LIFETIME: the source is busy, give it the larger window if one is left
@@ -109,32 +101,16 @@ export class RecentNonResponses {
     return false;
   }
 
-  private drop(ports: Map<number, Window>, port: number, w: Window): void {
-    ports.delete(port);
-    this.count--;
+  /** A window is going: a busy one gives its place back (a deleteWhere() predicate, always true). */
+  private readonly forget = (w: Window): boolean => {
     if (w.slots.length > 2 * NON_WINDOW) this.busy--;
-  }
-
-  private evictFirst(): void {
-    for (const [address, ports] of this.bySource) {
-      for (const [port, w] of ports) {
-        this.drop(ports, port, w);
-        this.evicted++;
-        break;
-      }
-      if (ports.size === 0) this.bySource.delete(address);
-      return;
-    }
-  }
+    return true;
+  };
 
   /** Forget sources none of whose remembered responses is younger than NON_LIFETIME. */
   sweep(now: number): void {
-    for (const [address, ports] of this.bySource) {
-      for (const [port, w] of ports) {
-        const last = w.slots[((w.next - 2 + w.slots.length) % w.slots.length) + 1];
-        if (now - last >= this.lifetimeMs) this.drop(ports, port, w);
-      }
-      if (ports.size === 0) this.bySource.delete(address);
-    }
+    // the newest response of a window is in the slot pair before `next`
+    const newest = (w: Window) => w.slots[((w.next - 2 + w.slots.length) % w.slots.length) + 1];
+    this.bySource.deleteWhere((w) => now - newest(w) >= this.lifetimeMs && this.forget(w));
   }
 }
