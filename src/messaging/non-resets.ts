@@ -1,10 +1,11 @@
 // The NON messages we sent that a RST may still reject (RFC 7252 §4.3; e.g. an observer that forgot its observation,
 // RFC 7641 §3.6, or a proxy's client that rejects a relayed response): Message ID and destination, for NON_LIFETIME,
 // among the last `capacity` such messages sent. A proxy records one for every response it relays, so the table keeps
-// them in a ring of parallel arrays, found through a map from Message ID (a small integer key, no string) to the
-// newest slot with that ID; slots with the same ID to other destinations are chained. A record is no object of its
-// own: an entry per relayed response that lived NON_LIFETIME reached V8's old generation and was paid for in major
-// collections (docs/BENCHMARKS.md §6.6.3).
+// them in a ring of parallel arrays, found through a table of buckets indexed by the Message ID's low bits (as many
+// buckets as the ring has slots, rounded up to a power of two; each holds the newest slot whose ID falls in it, the
+// older ones chained), no Map and no string. A record is no object of its own: an entry per relayed response that
+// lived NON_LIFETIME reached V8's old generation and was paid for in major collections (docs/BENCHMARKS.md §6.6.3),
+// and the Map from Message ID that came next cost a hash lookup and an entry per record (§6.6.4).
 //
 // The n-th record sent lives in slot n mod the ring's size, so a record is forgotten exactly when `capacity` newer
 // ones were sent (or it was taken by its RST, or it expired): no rewrite when a RST leaves a hole. The ring starts
@@ -19,12 +20,13 @@ export class NonResetTable {
   private expires = new Float64Array(0);
   /** the sequence number of the record in the slot */
   private seqs = new Float64Array(0);
-  /** the next older slot with the same Message ID, or -1 */
+  /** the next older slot in the same bucket, or -1 */
   private older = new Int32Array(0);
+  /** bucket (Message ID & mask) → newest slot in it, or -1 */
+  private buckets = new Int32Array(0);
+  private mask = 0;
   private addresses: (string | undefined)[] = [];
   private handlers: ((() => void) | undefined)[] = [];
-  /** Message ID → newest slot with it */
-  private readonly newest = new Map<number, number>();
   /** sequence number of the next record */
   private nextSeq = 0;
   /** no record older than this one is live */
@@ -51,8 +53,9 @@ export class NonResetTable {
 
   /** The handler of the live record for (Message ID, source), which is forgotten; undefined if none. */
   take(messageId: number, remote: RemoteAddress, now: number): (() => void) | undefined {
-    for (let i = this.newest.get(messageId) ?? -1; i >= 0; i = this.older[i]) {
-      if (this.ports[i] !== remote.port || this.addresses[i] !== remote.address) continue;
+    if (this.cap === 0) return undefined;
+    for (let i = this.buckets[messageId & this.mask]; i >= 0; i = this.older[i]) {
+      if (this.mids[i] !== messageId || this.ports[i] !== remote.port || this.addresses[i] !== remote.address) continue;
       const h = this.handlers[i];
       this.remove(i);
       return this.expires[i] > now ? h : undefined;
@@ -73,7 +76,7 @@ export class NonResetTable {
   }
 
   clear(): void {
-    this.newest.clear();
+    this.buckets.fill(-1);
     this.addresses.fill(undefined);
     this.handlers.fill(undefined);
     this.live = 0;
@@ -87,19 +90,17 @@ export class NonResetTable {
     this.handlers[i] = onReset;
     this.expires[i] = expires;
     this.seqs[i] = seq;
-    this.older[i] = this.newest.get(messageId) ?? -1;
-    this.newest.set(messageId, i);
+    const b = messageId & this.mask;
+    this.older[i] = this.buckets[b];
+    this.buckets[b] = i;
     this.live++;
   }
 
   private remove(i: number): void {
-    const id = this.mids[i];
-    const head = this.newest.get(id);
-    if (head === i) {
-      if (this.older[i] >= 0) this.newest.set(id, this.older[i]);
-      else this.newest.delete(id);
-    } else {
-      let j = head ?? -1;
+    const b = this.mids[i] & this.mask;
+    if (this.buckets[b] === i) this.buckets[b] = this.older[i];
+    else {
+      let j = this.buckets[b];
       while (j >= 0 && this.older[j] !== i) j = this.older[j];
       if (j >= 0) this.older[j] = this.older[i];
     }
@@ -118,11 +119,14 @@ export class NonResetTable {
     this.expires = new Float64Array(cap);
     this.seqs = new Float64Array(cap);
     this.older = new Int32Array(cap);
+    // a power of two at least the ring's size (at most 65,536: one bucket per Message ID)
+    const nb = Math.min(65536, 2 ** Math.ceil(Math.log2(cap)));
+    this.buckets = new Int32Array(nb).fill(-1);
+    this.mask = nb - 1;
     this.addresses = new Array<string | undefined>(cap).fill(undefined);
     this.handlers = new Array<(() => void) | undefined>(cap).fill(undefined);
-    this.newest.clear();
     this.live = 0;
-    // oldest first, so that each Message ID's chain runs from the newest to the oldest again
+    // oldest first, so that each bucket's chain runs from the newest to the oldest again
     const live: number[] = [];
     for (let i = 0; i < old.cap; i++) if (old.handlers[i] !== undefined) live.push(i);
     live.sort((a, b) => old.seqs[a] - old.seqs[b]);
