@@ -63,18 +63,26 @@ export type DraftOptionName = (typeof DRAFT_OPTIONS)[number];
 
 let byNumber = new Map<number, OptionDef>();
 let byName = new Map<string, OptionDef>();
+/**
+ * By the name as the table spells it: optionNumber('Multicast-Timeout') and optionDef('Reply-From') run on every
+ * proxied request and relayed response, without lowercasing the name.
+ */
+let bySpelling = new Map<string, OptionDef>();
 
-/** Build both indexes, and install them only if the table is consistent. */
+/** Build the indexes, and install them only if the table is consistent. */
 function rebuild(table: OptionDef[]): void {
   const nums = new Map<number, OptionDef>();
   const names = new Map<string, OptionDef>();
+  const spellings = new Map<string, OptionDef>();
   for (const def of table) {
     if (nums.has(def.number)) throw new Error(`option number ${def.number} used twice (${nums.get(def.number)!.name}, ${def.name})`);
     nums.set(def.number, def);
     names.set(def.name.toLowerCase(), def);
+    spellings.set(def.name, def);
   }
   byNumber = nums;
   byName = names;
+  bySpelling = spellings;
 }
 let current = TABLE.slice();
 rebuild(current);
@@ -108,12 +116,12 @@ const RESPONSE_FORWARDING_DEF: OptionDef = {
 };
 
 export function optionDef(numberOrName: number | string): OptionDef | undefined {
-  return typeof numberOrName === 'number' ? byNumber.get(numberOrName) : byName.get(numberOrName.toLowerCase());
+  return typeof numberOrName === 'number' ? byNumber.get(numberOrName) : (bySpelling.get(numberOrName) ?? byName.get(numberOrName.toLowerCase()));
 }
 
 /** Number of a named option (throws for an unknown name, so typos surface). */
 export function optionNumber(name: string): number {
-  const def = byName.get(name.toLowerCase());
+  const def = bySpelling.get(name) ?? byName.get(name.toLowerCase());
   if (!def) {
     if (/^\d+$/.test(name)) return Number(name);
     throw new Error(`unknown CoAP option ${JSON.stringify(name)}`);
