@@ -103,6 +103,28 @@ function uriPort(msg: CoapMessage): number | undefined {
   return decodeUint(v);
 }
 
+/**
+ * Proxy-Uri values resolved lately, by the option's bytes (latin1): a client that repeats a request names the same
+ * group every time, and parsing and formatting its URI was several µs of every proxied request (docs/BENCHMARKS.md
+ * §6.6.4). Only URIs with an address literal, which resolve the same whatever the configuration; frozen, since the
+ * requests share them. At most PROXY_URI_MEMORY entries of at most 255 bytes each, the oldest dropped first.
+ */
+const recentProxyUris = new Map<string, ResolvedTarget>();
+const PROXY_URI_MEMORY = 64;
+
+/** @internal (tests) How many Proxy-Uri values are remembered. */
+export function rememberedProxyUris(): number {
+  return recentProxyUris.size;
+}
+
+function remember(key: string, target: ResolvedTarget): void {
+  if (recentProxyUris.size >= PROXY_URI_MEMORY) recentProxyUris.delete(recentProxyUris.keys().next().value!);
+  Object.freeze(target.uri.path);
+  Object.freeze(target.uri.query);
+  Object.freeze(target.uri);
+  recentProxyUris.set(key, Object.freeze(target));
+}
+
 function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefined {
   const proxyUri = getOption(msg, OPT.PROXY_URI);
   const proxyScheme = getOption(msg, OPT.PROXY_SCHEME);
@@ -111,6 +133,9 @@ function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefine
   const query = () => msg.options.filter((o) => o.number === OPT.URI_QUERY).map((o) => o.value.toString('utf8'));
   if (proxyUri || proxyScheme) {
     if (!cfg.forward) throw new TargetError(CODES.PROXYING_NOT_SUPPORTED, 'forward proxying off');
+    const key = proxyUri && proxyUri.length <= 255 ? proxyUri.toString('latin1') : undefined;
+    const known = key === undefined ? undefined : recentProxyUris.get(key);
+    if (known) return known;
     let uri: CoapUri;
     if (proxyUri) uri = parseUri(proxyUri.toString('utf8'));
     else {
@@ -126,8 +151,11 @@ function resolve(msg: CoapMessage, cfg: TargetConfig): ResolvedTarget | undefine
       if (!ip) throw new TargetError(CODES.BAD_GATEWAY, 'unknown host name');
       const [host, zone] = ip.split('%');
       uri = { ...uri, host, zone, family: net.isIPv4(host) ? 4 : 6 };
+      return { uri, text: formatUri(uri) };
     }
-    return { uri, text: formatUri(uri) };
+    const target = { uri, text: formatUri(uri) };
+    if (key !== undefined) remember(key, target);
+    return target;
   }
   // Reverse proxy (groupcomm-proxy-07 §6): a configured name (Uri-Host) or path prefix.
   const segments = path();

@@ -11,7 +11,7 @@ import { EchoVerifier, HostLimits, hostOf, isAllowed, isAllowedAnywhere, nextHop
 import { chainTimers, minimumAcceptable, ownMinimumAfter505, retryAfter505 } from '../../src/proxy/chain';
 import { HopLimitError, LimitError, MulticastTimeoutRequiredError, MulticastTimeoutTooLargeError } from '../../src/proxy/errors';
 import { ExchangeLife } from '../../src/proxy/exchange';
-import { defaultMulticastTimeout, parseUriHost, resolveTarget, targetOptions } from '../../src/proxy/target';
+import { defaultMulticastTimeout, parseUriHost, rememberedProxyUris, resolveTarget, targetOptions } from '../../src/proxy/target';
 import { FakeClock } from '../support/fake-clock';
 
 const MT = optionNumber('Multicast-Timeout');
@@ -173,6 +173,31 @@ describe('the proxy target: one encoder, one decoder (RFC 7252 §5.10.2, §6.4)'
   it('target errors carry fixed diagnostics, never the client\'s bytes', function () {
     const garbage = Buffer.alloc(300, 0x01);
     assert.throws(() => resolveTarget(req([{ number: OPT.PROXY_URI, value: garbage }]), cfg), (e: Error & { toResponse(): { payload?: Buffer } }) => e.toResponse().payload!.length < 64);
+  });
+  it('a Proxy-Uri seen lately is not parsed again: the same frozen target, at most 64 remembered, host names and forward-off never served from memory', function () {
+    const proxyUri = (text: string) => req([{ number: OPT.PROXY_URI, value: Buffer.from(text) }]);
+    const first = resolveTarget(proxyUri('coap://224.0.1.187:7000/r?x=1'), cfg)!;
+    const again = resolveTarget(proxyUri('coap://224.0.1.187:7000/r?x=1'), cfg)!;
+    assert.equal(again, first);
+    assert.ok(Object.isFrozen(first) && Object.isFrozen(first.uri) && Object.isFrozen(first.uri.path) && Object.isFrozen(first.uri.query));
+    assert.throws(() => (first.uri.path as string[]).push('y'), TypeError);
+    assert.deepEqual({ host: again.uri.host, port: again.uri.port, path: again.uri.path, query: again.uri.query, text: again.text }, { host: '224.0.1.187', port: 7000, path: ['r'], query: ['x=1'], text: 'coap://224.0.1.187:7000/r?x=1' });
+    // forward proxying off: refused even for a remembered URI
+    assert.throws(() => resolveTarget(proxyUri('coap://224.0.1.187:7000/r?x=1'), { ...cfg, forward: false }), (e: { responseCode?: number }) => e.responseCode === CODES.PROXYING_NOT_SUPPORTED);
+    // bounded: 200 different URIs leave at most 64, and each still resolves to itself
+    for (let i = 0; i < 200; i++) assert.equal(resolveTarget(proxyUri(`coap://224.0.1.187/r${i}`), cfg)!.text, `coap://224.0.1.187/r${i}`);
+    assert.equal(rememberedProxyUris(), 64);
+    assert.notEqual(resolveTarget(proxyUri('coap://224.0.1.187:7000/r?x=1'), cfg), first);
+    // a host name resolves through this proxy's hosts table every time
+    const named = proxyUri('coap://lamps/on');
+    assert.equal(resolveTarget(named, { ...cfg, hosts: { lamps: '224.0.1.187' } })!.uri.host, '224.0.1.187');
+    assert.equal(resolveTarget(named, { ...cfg, hosts: { lamps: '224.0.1.188' } })!.uri.host, '224.0.1.188');
+    // a long URI is resolved, not remembered
+    const before = rememberedProxyUris();
+    const long = `coap://224.0.1.187/${'a'.repeat(300)}`;
+    assert.equal(resolveTarget(proxyUri(long), cfg)!.text, long);
+    assert.notEqual(resolveTarget(proxyUri(long), cfg), resolveTarget(proxyUri(long), cfg));
+    assert.equal(rememberedProxyUris(), before);
   });
   it('one T\' default (groupcomm-proxy-07 §5.1.1): one second under T', function () {
     assert.equal(defaultMulticastTimeout(2000), 1);
