@@ -3,9 +3,12 @@
 // client, rounds interleaved in a rotating order. Separate runs of bench/proxy.ts differ from each other by more than
 // a change of a few percent in the proxy (the same build gave 1.24x-1.33x against the raw relay in consecutive runs
 // on a quiet machine); inside one process both proxies share the machine's state, its heap and its load, so their
-// ratio shows such a change. The other build is another checkout's compiled `dist` (e.g. a worktree of main built
-// with `npx tsc -p .`, with node_modules reachable from it). Loopback only, multicast pinned to 127.0.0.1, TTL 1;
-// bounded in rounds.
+// ratio shows such a change. The rounds go through all six orders of the three paths in turn, so that each path
+// follows each other path equally often: the work a proxy leaves behind (ending its exchanges at T', the garbage it
+// made) lands on whatever round runs then, and the garbage collector's work is shared by the three columns rather
+// than attributed to the build that caused it (bench/proxy.ts, one proxy per process, shows that part). The other
+// build is another checkout's compiled `dist` (e.g. a worktree of main built with `npx tsc -p .`, with node_modules
+// reachable from it). Loopback only, multicast pinned to 127.0.0.1, TTL 1; bounded in rounds.
 // Run: npm run build && node dist/bench/proxy-ab.js --base=/path/to/other/dist [--rounds=3000] [--runs=3]
 
 import os from 'node:os';
@@ -63,16 +66,23 @@ async function main(): Promise<void> {
   };
   await clients.base.verifyEcho();
   await clients.this.verifyEcho();
-  const orders: ('raw' | 'base' | 'this')[][] = [['raw', 'base', 'this'], ['this', 'raw', 'base'], ['base', 'this', 'raw']];
+  const orders: ('raw' | 'base' | 'this')[][] = [
+    ['raw', 'base', 'this'],
+    ['raw', 'this', 'base'],
+    ['base', 'raw', 'this'],
+    ['base', 'this', 'raw'],
+    ['this', 'raw', 'base'],
+    ['this', 'base', 'raw'],
+  ];
   const rows: string[][] = [];
-  let incomplete = 0;
+  const incomplete = { raw: 0, base: 0, this: 0 };
   for (let run = 1; run <= runs; run++) {
     const t: Record<'raw' | 'base' | 'this', number[]> = { raw: [], base: [], this: [] };
     const load = os.loadavg()[0];
     for (let i = 0; i < rounds; i++) {
-      for (const k of orders[i % 3]) {
+      for (const k of orders[i % orders.length]) {
         const ms = await clients[k].timeTo(10, 2000);
-        if (ms === undefined) incomplete++;
+        if (ms === undefined) incomplete[k]++;
         else t[k].push(ms);
       }
     }
@@ -89,7 +99,7 @@ async function main(): Promise<void> {
   }
   console.log(`\nTime until all 10 responses arrived, ${rounds} rounds per path and run, interleaved; "base" = ${base}:\n`);
   console.log(table(['run', 'load', 'raw relay median ms', 'proxy, base build: median ms (/ raw)', 'proxy, this build: median ms (/ raw)', 'this / base'], rows));
-  if (incomplete) console.log(`\n${incomplete} rounds did not complete within 2 s (left out)`);
+  if (incomplete.raw + incomplete.base + incomplete.this) console.log(`\nrounds that did not complete within 2 s (left out): ${JSON.stringify(incomplete)}`);
   await Promise.all([...Object.values(clients).map((c) => c.close()), relay.close(), proxies.base.close(), proxies.this.close(), ...servers.map((s) => s.close())]);
 }
 

@@ -57,10 +57,11 @@ export interface ReverseMapping {
   standIn: 'servers' | 'group';
 }
 
+/** Read only: a target resolved from a Proxy-Uri may be shared by many requests (frozen, see recentProxyUris). */
 export interface ResolvedTarget {
-  uri: CoapUri;
-  text: string;
-  reverse?: ReverseMapping;
+  readonly uri: Readonly<CoapUri> & { readonly path: readonly string[]; readonly query: readonly string[] };
+  readonly text: string;
+  readonly reverse?: ReverseMapping;
 }
 
 export interface TargetConfig {
@@ -109,6 +110,8 @@ function uriPort(msg: CoapMessage): number | undefined {
  * §6.6.4). Only URIs with an address literal, which resolve the same whatever the configuration; frozen, since the
  * requests share them. At most PROXY_URI_MEMORY entries of at most 255 bytes each, the oldest dropped first.
  */
+// Resolved before the allow-list is checked (so that the check can name the target), and shared by every proxy of
+// the process: any client can push others' entries out, which costs them one parse again, nothing more.
 const recentProxyUris = new Map<string, ResolvedTarget>();
 const PROXY_URI_MEMORY = 64;
 
