@@ -167,6 +167,20 @@ export function bindLoopback(s: dgram.Socket, address: string): Promise<number> 
 }
 
 /** A client or proxy endpoint on 127.0.0.1 with a 4 MiB receive buffer (bursts of responses must not be dropped). */
+/**
+ * `n` GroupServers on 127.0.0.2, 127.0.0.3, ... in `group`:`port`, Leisure 0, each answering GET /r at once with 16
+ * bytes: the group of the proxy benchmarks (bench/proxy.ts, bench/proxy-ab.ts).
+ */
+export async function answeringServers(group: string, port: number, n = 10): Promise<GroupServer[]> {
+  const servers: GroupServer[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await GroupServer.open({ address: `127.0.0.${2 + i}`, port: 0, groups: [{ address: group, port }], leisure: 0, transport: { recvBufferSize: 4 << 20 } });
+    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
+    servers.push(s);
+  }
+  return servers;
+}
+
 export async function loopbackEndpoint(): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
 }

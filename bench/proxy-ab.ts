@@ -13,11 +13,9 @@
 
 import os from 'node:os';
 import path from 'node:path';
-import { CODES } from '../src/coap/codes';
-import { GroupServer } from '../src/group/group-server';
 import type { GroupProxy as GroupProxyClass } from '../src/proxy/group-proxy';
 import type { loopbackEndpoint as LoopbackEndpoint } from './common';
-import { fmt, median, numArg, parseArgs, percentile, table } from './common';
+import { answeringServers, fmt, median, numArg, parseArgs, percentile, table } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 import { RawClient, openRawClient, openRawRelay } from './raw-relay';
 
@@ -48,12 +46,7 @@ async function main(): Promise<void> {
   const rounds = numArg(args, 'rounds', 3000);
   const runs = numArg(args, 'runs', 3);
   const port = await freeGroupPort(GROUP);
-  const servers: GroupServer[] = [];
-  for (let i = 0; i < 10; i++) {
-    const s = await GroupServer.open({ address: `127.0.0.${2 + i}`, port: 0, groups: [{ address: GROUP, port }], leisure: 0, transport: { recvBufferSize: 4 << 20 } });
-    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
-    servers.push(s);
-  }
+  const servers = await answeringServers(GROUP, port);
   const uri = `coap://${GROUP}:${port}/r`;
   const relay = await openRawRelay(GROUP, port);
   const proxies = { base: await proxyFrom(path.resolve(base)), this: await proxyFrom(path.resolve(__dirname, '..')) };

@@ -16,7 +16,7 @@ import { GroupClient } from '../src/group/group-client';
 import { GroupServer } from '../src/group/group-server';
 import { GroupProxy } from '../src/proxy/group-proxy';
 import { requestViaProxy } from '../src/proxy/proxy-client';
-import { fmt, forceGc, kib, median, numArg, parseArgs, percentile, table, loopbackEndpoint } from './common';
+import { answeringServers, fmt, forceGc, kib, median, numArg, parseArgs, percentile, table, loopbackEndpoint } from './common';
 import { freeGroupPort } from '../test/support/lamps';
 import { openRawClient, openRawRelay } from './raw-relay';
 
@@ -50,12 +50,7 @@ async function main(): Promise<void> {
   const seconds = numArg(args, 'seconds', 5);
   const pendingN = numArg(args, 'pending', 10000);
   const port = await freeGroupPort(GROUP);
-  const servers: GroupServer[] = [];
-  for (let i = 0; i < 10; i++) {
-    const s = await GroupServer.open({ address: `127.0.0.${2 + i}`, port: 0, groups: [{ address: GROUP, port }], leisure: 0, transport: { recvBufferSize: 4 << 20 } });
-    s.addResource('/r', () => ({ code: CODES.CONTENT, payload: 'x'.repeat(16) }));
-    servers.push(s);
-  }
+  const servers = await answeringServers(GROUP, port);
   const listen = await loopbackEndpoint();
   const upstream = await loopbackEndpoint();
   const proxy = new GroupProxy({ listen, upstream, allow: [{ address: '127.0.0.1' }], maxPendingPerClient: 50000, maxResponsesPerSecond: 1e9, maxExchanges: 100000 });
