@@ -108,10 +108,11 @@ function uriPort(msg: CoapMessage): number | undefined {
  * Proxy-Uri values resolved lately, by the option's bytes (latin1): a client that repeats a request names the same
  * group every time, and parsing and formatting its URI was several µs of every proxied request (docs/BENCHMARKS.md
  * §6.6.4). Only URIs with an address literal, which resolve the same whatever the configuration; frozen, since the
- * requests share them. At most PROXY_URI_MEMORY entries of at most 255 bytes each, the oldest dropped first.
+ * requests share them. At most PROXY_URI_MEMORY entries of at most 255 bytes each, the first stored dropped first
+ * (a hit does not refresh an entry). Targets are resolved before the allow-list is checked (so that the check can
+ * name the target), and the memory is shared by every proxy of the process: any client can push others' entries
+ * out, which costs them one parse again, nothing more.
  */
-// Resolved before the allow-list is checked (so that the check can name the target), and shared by every proxy of
-// the process: any client can push others' entries out, which costs them one parse again, nothing more.
 const recentProxyUris = new Map<string, ResolvedTarget>();
 const PROXY_URI_MEMORY = 64;
 
