@@ -166,7 +166,6 @@ export function bindLoopback(s: dgram.Socket, address: string): Promise<number> 
   });
 }
 
-/** A client or proxy endpoint on 127.0.0.1 with a 4 MiB receive buffer (bursts of responses must not be dropped). */
 /**
  * `n` GroupServers on 127.0.0.2, 127.0.0.3, ... in `group`:`port`, Leisure 0, each answering GET /r at once with 16
  * bytes: the group of the proxy benchmarks (bench/proxy.ts, bench/proxy-ab.ts).
@@ -181,6 +180,7 @@ export async function answeringServers(group: string, port: number, n = 10): Pro
   return servers;
 }
 
+/** A client or proxy endpoint on 127.0.0.1 with a 4 MiB receive buffer (bursts of responses must not be dropped). */
 export async function loopbackEndpoint(): Promise<CoapEndpoint> {
   return new CoapEndpoint(await UdpTransport.open({ bindAddress: '127.0.0.1', recvBufferSize: 4 << 20 }));
 }

@@ -1,6 +1,6 @@
 // The group proxy of this build against the group proxy of another build, in one process (issue 12): one set of 10
-// servers, the raw node:dgram relay of bench/raw-relay.ts, one proxy from each build, each driven by the same raw
-// client, rounds interleaved in a rotating order. Separate runs of bench/proxy.ts differ from each other by more than
+// servers, the raw node:dgram relay of bench/raw-relay.ts, one proxy from each build, each path driven by a raw client
+// of the same kind, rounds interleaved. Separate runs of bench/proxy.ts differ from each other by more than
 // a change of a few percent in the proxy (the same build gave 1.24x-1.33x against the raw relay in consecutive runs
 // on a quiet machine); inside one process both proxies share the machine's state, its heap and its load, so their
 // ratio shows such a change. The rounds go through all six orders of the three paths in turn, so that each path
