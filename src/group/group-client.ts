@@ -17,7 +17,7 @@ import { CoapEndpoint, GroupRequestRecord, IncomingResponse } from '../messaging
 import { isDeterministicRequest } from '../oscore/group/deterministic';
 import type { ProtectionMode, RequestContext } from '../oscore/capabilities';
 import { protectRequest, unprotectResponse } from '../oscore/protect';
-import { RemoteAddress } from '../transport/udp-transport';
+import { RemoteAddress, peerKey } from '../transport/udp-transport';
 import { ResponseLimitEvent, ResponseLimitKind, ResponseLimits, responseLimits } from './response-limits';
 
 export { DEFAULT_RESPONSE_LIMITS, responseLimits } from './response-limits';
@@ -66,13 +66,8 @@ export interface GroupSummary {
   limited?: { dropped: number; kinds: ResponseLimitKind[] };
 }
 
-/** The key of a response's server in an exchange's per-server counts and sets: its address and port. */
-function serverKey(origin: { address: string; port: number }): string {
-  return `${origin.address}|${origin.port}`;
-}
-
 /**
- * A response's server as the caps see it, worked out once per response and passed along: its key (serverKey()) and
+ * A response's server as the caps see it, worked out once per response and passed along: its key (peerKey()) and
  * whether the response is a later notification of an observation from a server whose first answer is already in
  * (ResponseStream.laterNotification()), which the caps do not count.
  */
@@ -267,7 +262,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
     if (!this.collecting || this.cancelled) return;
     const origin = this.originOf(res);
     // (no CapSubject made on this path: an exchange may take a thousand responses)
-    const key = subject?.key ?? serverKey(origin);
+    const key = subject?.key ?? peerKey(origin.address, origin.port);
     const notification = subject?.notification ?? this.laterNotification(key);
     if (!notification && !this.admit(origin, key, heldBytes(res.message))) return;
     const b2 = getOption(res.message, OPT.BLOCK2);
@@ -289,7 +284,7 @@ export abstract class ResponseStream extends EventEmitter implements AsyncIterab
 
   /** The server of a response from `origin` as the caps see it (see CapSubject). */
   protected capSubject(origin: { address: string; port: number }): CapSubject {
-    const key = serverKey(origin);
+    const key = peerKey(origin.address, origin.port);
     return { key, notification: this.laterNotification(key) };
   }
 

@@ -8,7 +8,7 @@ import { CODES } from '../coap/codes';
 import { CoapMessage, CoapOption, getOption, sortOptions } from '../coap/message';
 import { OPT } from '../coap/options';
 import { Clock, systemClock } from './parameters';
-import { RemoteAddress } from '../transport/udp-transport';
+import { RemoteAddress, peerKey } from '../transport/udp-transport';
 
 export interface EchoOptions {
   /** ms after which an address must prove reachability again (default 10 min) */
@@ -46,7 +46,7 @@ export class EchoVerifier {
   }
 
   private mac(time: Buffer, remote: RemoteAddress): Buffer {
-    return createHmac('sha256', this.key).update(time).update(`${remote.address}|${remote.port}`).digest().subarray(0, 8);
+    return createHmac('sha256', this.key).update(time).update(peerKey(remote.address, remote.port)).digest().subarray(0, 8);
   }
 
   /** The Echo value to send to `remote` (12 bytes, within RFC 9175 §2.2.1's 1-40). */
@@ -58,7 +58,7 @@ export class EchoVerifier {
 
   /** Has `remote` proved reachability within the interval? A valid, fresh `echo` from it proves it now. */
   check(remote: RemoteAddress, echo: Buffer | undefined): boolean {
-    const k = `${remote.address}|${remote.port}`;
+    const k = peerKey(remote.address, remote.port);
     const now = this.clock.now();
     const at = this.verified.get(k);
     if (at !== undefined && now - at < this.interval) return true;
@@ -127,7 +127,7 @@ export class EchoAnswers {
   repeat(request: CoapMessage, challenge: CoapMessage, from: RemoteAddress): { code: number; token: Buffer; options: CoapOption[]; payload: Buffer } | undefined {
     if (!isEchoChallenge(challenge)) return undefined;
     const echo = getOption(challenge, OPT.ECHO)!;
-    const server = `${from.address}|${from.port}`;
+    const server = peerKey(from.address, from.port);
     // RFC 9175 §2.2.1: an Echo value is 1 to 40 bytes
     if (echo.length < 1 || echo.length > 40 || this.now() - this.sentAt > this.window || this.answered.has(server) || this.used >= this.max) {
       this.refused++;

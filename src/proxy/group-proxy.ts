@@ -20,7 +20,7 @@ import { Clock, systemClock } from '../messaging/parameters';
 import { ContextLookup, DEFAULT_MAX_LAYERS, LayerError, RemovedLayer, oscoreClientId, proxyInboundClassE, proxyRelatedKind, removeRequestLayers } from '../oscore/nested';
 import { MessageParts, isProtected } from '../oscore/protect';
 import { isDeterministicRequest } from '../oscore/group/deterministic';
-import { RemoteAddress } from '../transport/udp-transport';
+import { RemoteAddress, peerKey } from '../transport/udp-transport';
 import { DEFAULT_RESPONSE_LIMITS } from '../group/response-limits';
 import { NotificationRelay } from '../observe/notification-relay';
 import { TicketListener } from '../observe/ticket-listener';
@@ -254,7 +254,7 @@ export class GroupProxy extends EventEmitter {
     this.echo = new EchoVerifier({ interval: opts.echoInterval, clock: this.clock });
     this.self = this.selfName();
     this.front = new CoapFront(opts.listen, { understoodOptions: opts.oscore?.understoodOptions, onDrop: (client, token, reason) => this.emitEvent({ kind: 'drop', client, token: token.toString('hex'), reason }) });
-    this.targetConfig = { forward: this.opts.forward, reverse: opts.reverse, hosts: this.opts.hosts, listenPort: opts.listen.transport.address().port, knownServer: (h, p) => this.knownServers.has(`${h}|${p}`) };
+    this.targetConfig = { forward: this.opts.forward, reverse: opts.reverse, hosts: this.opts.hosts, listenPort: opts.listen.transport.address().port, knownServer: (h, p) => this.knownServers.has(peerKey(h, p)) };
     opts.listen.setRequestHandler((req, ctx) => this.handle(req, ctx));
     if (opts.cache) this.cache = new ProxyCache(typeof opts.cache === 'object' ? opts.cache.maxEntries : undefined, () => this.clock.now());
   }
@@ -302,7 +302,7 @@ export class GroupProxy extends EventEmitter {
         received: (key, res, ex) => {
           if (!this.cache) return;
           const options = res.message.options.filter((o) => o.number !== OPT.OBSERVE && o.number !== optionDef('Reply-From')?.number && o.number !== optionDef('Response-Forwarding')?.number);
-          this.cache.store(key, `${res.remote.address}|${res.remote.port}`, { ...res.message, options: sortOptions([...options, ...this.replyFromOptions(ex, res.remote)]) });
+          this.cache.store(key, peerKey(res.remote.address, res.remote.port), { ...res.message, options: sortOptions([...options, ...this.replyFromOptions(ex, res.remote)]) });
         },
       },
       () => this.clock.now(),
@@ -322,9 +322,9 @@ export class GroupProxy extends EventEmitter {
     const m = this.opts.members?.[`${uri.host}:${uri.port}`] ?? this.opts.members?.[uri.family === 6 ? `[${uri.host}]:${uri.port}` : ''];
     return (m ?? []).map((x) => x.trim()).map((x) => {
       const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(x);
-      if (v6) return `${v6[1]}|${v6[2]}`;
+      if (v6) return peerKey(v6[1], v6[2]);
       const i = x.lastIndexOf(':');
-      return i > 0 ? `${x.slice(0, i)}|${x.slice(i + 1)}` : `${x}|5683`;
+      return i > 0 ? peerKey(x.slice(0, i), x.slice(i + 1)) : peerKey(x, 5683);
     });
   }
 
@@ -762,7 +762,7 @@ export class GroupProxy extends EventEmitter {
       return;
     }
     // "addr|port": only an observing exchange (its observed servers) and the cache need it
-    const server = ex.life.wantsObserve || ex.cacheKey ? `${res.remote.address}|${res.remote.port}` : '';
+    const server = ex.life.wantsObserve || ex.cacheKey ? peerKey(res.remote.address, res.remote.port) : '';
     const observe = getOption(m, OPT.OBSERVE);
     if (!ex.life.admit(server, m.code, observe !== undefined)) {
       this.counters.lateDropped++;
@@ -927,7 +927,7 @@ export class GroupProxy extends EventEmitter {
       byPort = undefined;
     }
     if (!byPort) byAddress.set(server.address, (byPort = new Map()));
-    e = { value, known: `${server.address}|${server.port}`, number: undefined, options: undefined };
+    e = { value, known: peerKey(server.address, server.port), number: undefined, options: undefined };
     byPort.set(server.port, e);
     this.originEntryCount++;
     return e;

@@ -10,7 +10,7 @@ import { CoapMessage, createMessage, getOption, sortOptions } from '../coap/mess
 import { OPT, encodeUint } from '../coap/options';
 import { ECHO_ANSWER_GRACE, EchoAnswers, isEchoChallenge } from '../messaging/echo-verifier';
 import { CoapEndpoint, IncomingResponse } from '../messaging/endpoint';
-import { RemoteAddress } from '../transport/udp-transport';
+import { RemoteAddress, peerKey } from '../transport/udp-transport';
 import { maxAgeOf } from './cache';
 
 /** Servers whose latest notification is kept per shared observation (a group larger than this gets no replay for the rest). */
@@ -130,7 +130,7 @@ export class SharedObservations<M extends object> {
       }
       return;
     }
-    const server = `${res.remote.address}|${res.remote.port}`;
+    const server = peerKey(res.remote.address, res.remote.port);
     // RFC 7641 §3.2: a 2.xx with Observe is a notification; anything else ends that server's observation.
     if (codeClass(res.message.code) === 2 && getOption(res.message, OPT.OBSERVE) !== undefined) {
       if (s.latest.has(server) || s.latest.size < MAX_LATEST) s.latest.set(server, { res, at: this.now() });

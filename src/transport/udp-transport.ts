@@ -14,6 +14,15 @@ export interface RemoteAddress {
   port: number;
 }
 
+/**
+ * A peer as a string key, "address|port": the one spelling of the keys that name a server or client across modules
+ * (the proxy's known servers, its cache's members, an exchange's per-server counts, Echo verification), so that keys
+ * built in one place match those built in another.
+ */
+export function peerKey(address: string, port: number | string): string {
+  return `${address}|${port}`;
+}
+
 export interface Datagram {
   data: Buffer;
   remote: RemoteAddress;
