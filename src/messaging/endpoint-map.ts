@@ -29,6 +29,14 @@ export class EndpointMap<V> {
     ports.set(remote.port, value);
   }
 
+  delete(remote: RemoteAddress): boolean {
+    const ports = this.byAddress.get(remote.address);
+    if (!ports?.delete(remote.port)) return false;
+    this.count--;
+    if (ports.size === 0) this.byAddress.delete(remote.address);
+    return true;
+  }
+
   values(): IterableIterator<V> {
     return (function* (m: Map<string, Map<number, V>>) {
       for (const ports of m.values()) yield* ports.values();

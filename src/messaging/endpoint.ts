@@ -24,7 +24,9 @@ import { CoapResponseError, isResponseError, toErrorResponse } from '../coap/err
 import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
-import { ExpiringMap, Slot } from './expiring-map';
+export { DEDUP_ENTRY_OVERHEAD } from './dedup-table';
+import { DedupTable } from './dedup-table';
+import { ExpiringMap } from './expiring-map';
 import { MessageIds } from './message-ids';
 import { NonResetTable } from './non-resets';
 import { RecentNonResponses } from './recent-non';
@@ -97,8 +99,8 @@ export interface EndpointOptions {
   maxDedupEntries?: number;
   /**
    * cap on the bytes the duplicate cache holds: replies kept for retransmitted CONs plus an estimated
-   * DEDUP_ENTRY_OVERHEAD per entry; oldest entries are evicted first (default 64 MiB: 100,000 entries take about
-   * 40 MB, the rest holds kept replies)
+   * DEDUP_ENTRY_OVERHEAD (64) per entry; oldest entries are evicted first (default 64 MiB; 100,000 entries take
+   * 6.4 MB of it, the rest holds kept replies)
    */
   maxDedupBytes?: number;
   /**
@@ -187,27 +189,6 @@ export interface GroupRequestRecord extends Deadline {
   exchangeToken?: Buffer;
 }
 
-/** A duplicate-cache entry; it is its own slot in the ExpiringMap (one object per remembered message). */
-interface DedupEntry extends Slot<DedupEntry> {
-  key: string;
-  /** the token as a latin1 string (cheaper to keep than a Buffer) */
-  token: string;
-  code: number;
-  /** bytes of our reply, to repeat for a duplicate CON */
-  reply?: Buffer;
-}
-
-/**
- * Memory of one duplicate-cache entry without its reply: the Map slot, the entry object (its own expiry-queue slot),
- * its key and token strings. Measured on Node 20 (V8 heap after a GC, IPv4 keys and 8-byte tokens): about 400 bytes
- * with "address|port|mid" template-literal keys (200,000 entries), about 210 with flat keys (50,000 entries,
- * docs/BENCHMARKS.md §6.1.1). Kept at 400 to bound the cache in bytes on the safe side.
- */
-export const DEDUP_ENTRY_OVERHEAD = 400;
-
-/** Memory of a kept reply's own ArrayBuffer and backing store besides its bytes (measured: about 255 B, Node 20). */
-export const KEPT_REPLY_OVERHEAD = 256;
-
 export interface SendOptions {
   /** for CON: called with the ACK */
   onAck?: (msg: CoapMessage) => void;
@@ -236,24 +217,6 @@ export interface GroupRequestHandle {
 // latin1 maps each byte to one char: a cheaper map key than hex, and just as unique
 const tokenKey = (t: Buffer): string => t.toString('latin1');
 
-const keyScratch = Buffer.allocUnsafe(128);
-/**
- * The duplicate cache's key for (source, Message ID): the address, then port and Message ID as two bytes each, read
- * back as one flat latin1 string. A template literal built a chain of cons strings that the map kept alive: 127 B more
- * per entry (docs/BENCHMARKS.md §6.5), and the server keeps one entry per request it served. The suffix has a fixed
- * length, so two keys are equal only if address, port and Message ID are.
- */
-function dedupKey(remote: RemoteAddress, messageId: number): string {
-  const a = remote.address;
-  // (no address is that long; the other form is longer than any key below, so the two never collide)
-  if (a.length > keyScratch.length - 4) return `${a}|${remote.port}|${messageId}`;
-  const n = keyScratch.write(a, 0, 'latin1');
-  keyScratch[n] = remote.port >> 8;
-  keyScratch[n + 1] = remote.port & 0xff;
-  keyScratch[n + 2] = messageId >> 8;
-  keyScratch[n + 3] = messageId & 0xff;
-  return keyScratch.toString('latin1', 0, n + 4);
-}
 const sameRemote = (a: RemoteAddress, b: RemoteAddress): boolean => a.port === b.port && a.address === b.address;
 
 export class CoapEndpoint extends EventEmitter {
@@ -279,7 +242,7 @@ export class CoapEndpoint extends EventEmitter {
   private readonly retired = new ExpiringMap<true>();
   /** group and listen exchanges: each retires its token when it ends, so each holds a slot under maxRetired */
   private multiExchanges = 0;
-  private readonly dedup: ExpiringMap<DedupEntry>;
+  private readonly dedup: DedupTable;
   /** duplicate detection for NON responses, per source (they need no reply kept) */
   private readonly recentNon: RecentNonResponses;
   /** NON messages we sent with an onReset, by Message ID, for NON_LIFETIME */
@@ -305,7 +268,7 @@ export class CoapEndpoint extends EventEmitter {
     this.tokenLength = opts.tokenLength ?? 8;
     if (this.tokenLength < 1 || this.tokenLength > 8) throw new RangeError('tokenLength must be 1..8');
     this.understood = new Set(opts.understoodOptions ?? []);
-    this.dedup = new ExpiringMap<DedupEntry>(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 64 * 1024 * 1024);
+    this.dedup = new DedupTable(opts.maxDedupEntries ?? 100_000, opts.maxDedupBytes ?? 64 * 1024 * 1024);
     this.maxRetired = opts.maxRetiredTokens ?? 100_000;
     this.nonResets = new NonResetTable(opts.maxNonResetEntries ?? 10_000);
     this.mids = new MessageIds(exchangeLifetime(this.params), opts.maxMessageIdCounters ?? 10_000);
@@ -702,23 +665,19 @@ export class CoapEndpoint extends EventEmitter {
    * The one place an empty ACK is built (RFC 7252 §4.2): it acknowledges a CON whose response is separate or absent.
    * It is kept in the duplicate entry, so a retransmitted CON gets it again.
    */
-  private sendEmptyAck(remote: RemoteAddress, messageId: number, entry: DedupEntry): void {
+  private sendEmptyAck(remote: RemoteAddress, messageId: number, entry: number): void {
     const ack = encode({ type: 'ACK', code: 0, messageId, token: EMPTY, options: [], payload: EMPTY });
     this.keepReply(entry, ack);
     this.transmit(ack, remote);
   }
 
-  /** Keep a reply in a duplicate entry, accounting for its bytes (the cache is bounded in bytes). */
-  private keepReply(entry: DedupEntry, reply: Buffer): void {
+  /**
+   * Keep a reply in a duplicate entry (the table copies its bytes: a view into Node's shared 8 KiB Buffer pool would
+   * keep the whole slab alive for EXCHANGE_LIFETIME, docs/BENCHMARKS.md §4c).
+   */
+  private keepReply(entry: number, reply: Buffer): void {
     const before = this.dedup.evicted;
-    // the reply's own ArrayBuffer costs about KEPT_REPLY_OVERHEAD besides its bytes (see below)
-    const weightOf = (b: Buffer | undefined) => (b ? b.length + KEPT_REPLY_OVERHEAD : 0);
-    this.dedup.addWeight(entry.key, weightOf(reply) - weightOf(entry.reply));
-    // A reply encoded into Node's shared 8 KiB Buffer pool would keep the whole slab alive for EXCHANGE_LIFETIME:
-    // in the proxy soak, 35,000 kept 4-byte ACKs held 20-107 MB of slabs (docs/BENCHMARKS.md §4c). Keep an exact copy.
-    const own = Buffer.allocUnsafeSlow(reply.length);
-    reply.copy(own);
-    entry.reply = own;
+    this.dedup.keepReply(entry, reply);
     this.counters.dedupEvictions += this.dedup.evicted - before;
   }
 
@@ -791,23 +750,18 @@ export class CoapEndpoint extends EventEmitter {
       this.handleResponse(msg, dg, false, now);
       return;
     }
-    const dkey = dedupKey(remote, msg.messageId);
-    const seen = this.dedup.get(dkey, now);
+    const seen = this.dedup.find(remote, msg.messageId, now);
     // A retransmission repeats the message, token included; the same Message ID with another token is a new
     // message from a peer whose IDs wrapped within EXCHANGE_LIFETIME (busy proxies and fast clients do that).
-    const token = tokenKey(msg.token); // a copy of the token bytes, not a view into the whole datagram
-    if (seen && seen.token === token && seen.code === msg.code) {
+    if (seen >= 0 && this.dedup.sameMessage(seen, msg.token, msg.code)) {
       this.counters.duplicates++;
-      if (msg.type === 'CON' && seen.reply) this.transmit(seen.reply, remote);
+      const reply = msg.type === 'CON' ? this.dedup.replyOf(seen) : undefined;
+      // a copy: the view is into the table's shared chunk, which may be written again before the send completes
+      if (reply) this.transmit(Buffer.from(reply), remote);
       return;
     }
-    const entry: DedupEntry = {
-      key: dkey, value: undefined as unknown as DedupEntry, expires: now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs),
-      weight: DEDUP_ENTRY_OVERHEAD, token, code: msg.code, reply: undefined,
-    };
-    entry.value = entry;
     const before = this.dedup.evicted;
-    this.dedup.insert(entry);
+    const entry = this.dedup.insert(remote, msg.messageId, msg.token, msg.code, now + (msg.type === 'CON' ? this.exchangeLifetimeMs : this.nonLifetimeMs), now);
     this.counters.dedupEvictions += this.dedup.evicted - before;
 
     if (isResponseCode(msg.code)) {
@@ -868,7 +822,7 @@ export class CoapEndpoint extends EventEmitter {
     return undefined;
   }
 
-  private handleRequest(msg: CoapMessage, dg: Datagram, entry: DedupEntry): void {
+  private handleRequest(msg: CoapMessage, dg: Datagram, entry: number): void {
     const { remote, multicast } = dg;
     const ctx = new ServerExchange(this, msg, remote, entry, msg.type === 'CON' && !multicast);
     const unknown = this.firstUnknownCritical(msg.options);
@@ -949,9 +903,9 @@ export class CoapEndpoint extends EventEmitter {
   get dedupEntries(): number {
     return this.dedup.size;
   }
-  /** Bytes the duplicate cache accounts for (kept replies plus DEDUP_ENTRY_OVERHEAD per entry). */
+  /** Bytes the duplicate cache accounts for (kept replies plus DEDUP_ENTRY_OVERHEAD per entry, dedup-table.ts). */
   get dedupBytes(): number {
-    return this.dedup.weight;
+    return this.dedup.bytes;
   }
   /** Drop what expired from the duplicate cache, retired tokens and NON-RST entries now (otherwise done lazily). */
   sweep(): void {
@@ -1026,7 +980,8 @@ class ServerExchange implements ResponseContext, Deadline {
     private readonly endpoint: CoapEndpoint,
     readonly request: CoapMessage,
     readonly remote: RemoteAddress,
-    readonly entry: DedupEntry,
+    /** the request's duplicate-cache entry (its sequence number in DedupTable) */
+    readonly entry: number,
     /** a CON that came by unicast: it gets an ACK */
     readonly confirmable: boolean,
   ) {}
