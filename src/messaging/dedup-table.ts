@@ -11,16 +11,22 @@
 // §6.8). Here an entry is a slot of the arrays and a reply is a run of bytes in a shared chunk: nothing per message
 // for the garbage collector to trace or move.
 //
-// Layout: the n-th entry lives in slot n mod maxEntries (as in non-resets.ts), so a new entry overwrites the one made
-// `maxEntries` entries ago and expiry walks from the oldest. The slots are in pages of 1,024 (48 KiB), allocated when
-// an entry is first written to them and released when their last entry goes: memory follows the entries held, and the
-// table never moves its entries (a ring that doubled stalled the server for 4-10 ms per doubling as it filled,
-// docs/BENCHMARKS.md §6.8). Lookup goes through buckets hashed from the source and the Message ID with a per-table
-// random seed (a sender picks its Message IDs and ports, so it must not be able to pile entries into one chain). A
-// source is a small number: each (address, port) with live entries has an id and a count of entries, and goes when its
-// last entry goes. Replies are appended to 16 KiB chunks in the order they are sent; a chunk is released when its last
-// reply goes. Entries leave in about that order too (all CON entries live EXCHANGE_LIFETIME; a reply is written at most
-// a separate-response delay after its entry), so a chunk does not outlive its replies by much.
+// Layout: the n-th entry lives in slot n mod maxEntries (as in non-resets.ts), so an entry is forgotten at the latest
+// when maxEntries newer messages were remembered (an entry replaced by a newer message with the same source and
+// Message ID still counts among them), and expiry walks from the oldest. The slots are in pages of 1,024 (48 KiB),
+// allocated when an entry is first written to them and released when their last entry goes, and the table never moves
+// its entries (a ring that doubled stalled the server for 4-10 ms per doubling as it filled, docs/BENCHMARKS.md
+// §6.8). Lookup goes through buckets hashed from the source and the Message ID with a per-table random seed (a sender
+// picks its Message IDs and ports, so it must not be able to pile entries into one chain). A source is a small
+// number: each (address, port) with live entries has an id and a count of entries, and goes when its last entry
+// goes. Replies are appended to 16 KiB chunks; a chunk is released when its last reply goes.
+//
+// Memory: the byte cap counts DEDUP_ENTRY_OVERHEAD per entry, DEDUP_SOURCE_OVERHEAD per source and the replies'
+// bytes. Beyond that count, the pages hold at most maxEntries slots of 48 B (4.8 MB at the default 100,000) whatever
+// the order of the messages, about one page more than the entries in first-in-first-out use; and a chunk stays while
+// one of its replies does, so replies that go out of order (replaced entries) could pin chunks: when the chunks hold
+// more than twice the replies' bytes plus four chunks, the live replies are copied into fresh chunks (compaction, rare
+// and linear in the replies held).
 
 import { randomBytes } from 'node:crypto';
 import { RemoteAddress } from '../transport/udp-transport';
@@ -29,11 +35,19 @@ import { EndpointMap } from './endpoint-map';
 /**
  * Bytes an entry is counted as besides its reply: its slot (expiry and sequence number 8 B each; source, chain link,
  * reply chunk, offset and length 4 B each; Message ID, code, token length and token 12 B: 48 B) and its share of the
- * buckets. A page is held while one of its slots is, so the slots held can be up to a page (1,024) more than the
- * entries, and never more than maxEntries; a source's own record (about 150 B) is shared by its entries and not
- * counted.
+ * buckets. (Pages are held while any of their slots is: see the file header.)
  */
 export const DEDUP_ENTRY_OVERHEAD = 64;
+
+/**
+ * Bytes a source (address and port) with live entries is counted as: its entry in the map from address and port (a
+ * Map per address), its record and the address string; measured on Node 20 with 100,000 IPv6 sources of one entry
+ * each at about 300 B.
+ */
+export const DEDUP_SOURCE_OVERHEAD = 320;
+
+/** the largest entry cap the slot links (Int32Array) and page arithmetic allow */
+const MAX_ENTRIES = 2 ** 30;
 
 const CHUNK = 16 * 1024;
 /** a reply longer than this gets a chunk of its own (a large response would otherwise waste most of a chunk) */
@@ -164,13 +178,16 @@ export class DedupTable {
   private shift = 32;
   private readonly seed = randomBytes(4).readInt32LE(0);
 
-  private readonly arena = new ReplyArena();
+  private arena = new ReplyArena();
 
   private readonly sourceIds = new EndpointMap<number>();
   private sourceRemotes: (RemoteAddress | undefined)[] = [];
   private sourceEntries: number[] = [];
   private freeSourceIds: number[] = [];
 
+  /** bytes of the replies held */
+  private replyBytes = 0;
+  private compactionCount = 0;
   private nextSeq = 0;
   /** no entry older than this one is live */
   private oldestSeq = 0;
@@ -179,14 +196,18 @@ export class DedupTable {
   /** entries removed before their time because a cap (entries or bytes) was reached */
   evicted = 0;
 
+  private readonly maxEntries: number;
+
   constructor(
-    private readonly maxEntries: number,
+    maxEntries: number,
     private readonly maxBytes: number,
   ) {
-    if (!Number.isSafeInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxDedupEntries must be a whole number of at least 1, not ${maxEntries}`);
-    this.pageBits = Math.min(PAGE_BITS, Math.ceil(Math.log2(maxEntries)));
+    if (!(maxEntries >= 1)) throw new RangeError(`maxDedupEntries must be at least 1, not ${maxEntries}`);
+    this.maxEntries = Math.min(MAX_ENTRIES, Math.floor(maxEntries));
+    this.pageBits = Math.min(PAGE_BITS, Math.ceil(Math.log2(this.maxEntries)));
     this.pageMask = 2 ** this.pageBits - 1;
-    this.pages = new Array<Page | undefined>(Math.ceil(maxEntries / 2 ** this.pageBits)).fill(undefined);
+    // (grown by assignment: an entry cap of 2^30 must not cost an array of a million holes up front)
+    this.pages = [];
   }
 
   /** Live entries. */
@@ -194,7 +215,7 @@ export class DedupTable {
     return this.live;
   }
 
-  /** Bytes counted against maxBytes: DEDUP_ENTRY_OVERHEAD per entry plus the bytes of the replies kept. */
+  /** Bytes counted against maxBytes: DEDUP_ENTRY_OVERHEAD per entry, DEDUP_SOURCE_OVERHEAD per source, the replies. */
   get bytes(): number {
     return this.totalBytes;
   }
@@ -202,6 +223,11 @@ export class DedupTable {
   /** Bytes of reply chunks held (the replies' bytes and the unused rest of their chunks). */
   get chunkBytes(): number {
     return this.arena.allocated;
+  }
+
+  /** Times the reply chunks were compacted (see the file header). */
+  get compactions(): number {
+    return this.compactionCount;
   }
 
   /** Pages of slots held. */
@@ -242,6 +268,8 @@ export class DedupTable {
    * sequence number, by which keepReply() finds it again (if it is still there).
    */
   insert(remote: RemoteAddress, messageId: number, token: Buffer, code: number, expires: number, now: number): number {
+    // RFC 7252 §3 (the codec refuses longer ones; RFC 8974's extended tokens would need another layout)
+    if (token.length > 8) throw new RangeError(`a token has at most 8 bytes, not ${token.length}`);
     if (this.buckets.length === 0) this.makeBuckets();
     let src = this.sourceIds.get(remote);
     if (src === undefined) src = this.addSource(remote);
@@ -289,6 +317,8 @@ export class DedupTable {
     p.replyOffsets[o] = this.arena.lastOffset;
     p.replyLengths[o] = reply.length;
     this.totalBytes += reply.length;
+    this.replyBytes += reply.length;
+    if (this.arena.allocated > 2 * this.replyBytes + 4 * CHUNK) this.compact();
     this.enforceBytes();
   }
 
@@ -305,7 +335,7 @@ export class DedupTable {
   }
 
   clear(): void {
-    this.pages.fill(undefined);
+    this.pages.length = 0;
     this.sparePage = undefined;
     this.buckets = new Int32Array(0);
     this.arena.clear();
@@ -315,6 +345,7 @@ export class DedupTable {
     this.freeSourceIds = [];
     this.live = 0;
     this.totalBytes = 0;
+    this.replyBytes = 0;
     this.oldestSeq = this.nextSeq;
   }
 
@@ -408,10 +439,30 @@ export class DedupTable {
     if (c < 0) return;
     p.replyChunks[o] = -1;
     this.totalBytes -= p.replyLengths[o];
+    this.replyBytes -= p.replyLengths[o];
     this.arena.free(c);
   }
 
+  /** Copy the live replies, oldest first, into a fresh arena and let the old chunks go. */
+  private compact(): void {
+    this.compactionCount++;
+    const old = this.arena;
+    const fresh = new ReplyArena();
+    for (let seq = this.oldestSeq; seq < this.nextSeq; seq++) {
+      const i = this.slotOf(seq);
+      if (i < 0) continue;
+      const p = this.pages[i >>> this.pageBits]!;
+      const o = i & this.pageMask;
+      const c = p.replyChunks[o];
+      if (c < 0) continue;
+      p.replyChunks[o] = fresh.put(old.view(c, p.replyOffsets[o], p.replyLengths[o]));
+      p.replyOffsets[o] = fresh.lastOffset;
+    }
+    this.arena = fresh;
+  }
+
   private addSource(remote: RemoteAddress): number {
+    this.totalBytes += DEDUP_SOURCE_OVERHEAD;
     const id = this.freeSourceIds.pop() ?? this.sourceEntries.length;
     // a copy: the datagram's own remote object may carry more than the address and port
     this.sourceRemotes[id] = { address: remote.address, port: remote.port };
@@ -421,6 +472,7 @@ export class DedupTable {
   }
 
   private dropSource(id: number): void {
+    this.totalBytes -= DEDUP_SOURCE_OVERHEAD;
     this.sourceIds.delete(this.sourceRemotes[id]!);
     this.sourceRemotes[id] = undefined;
     this.freeSourceIds.push(id);

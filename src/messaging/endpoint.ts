@@ -24,7 +24,7 @@ import { CoapResponseError, isResponseError, toErrorResponse } from '../coap/err
 import { isCritical, optionDef } from '../coap/options';
 import { Datagram, RemoteAddress, Transport } from '../transport/udp-transport';
 import { Deadline, DeadlineQueue } from './deadline-queue';
-export { DEDUP_ENTRY_OVERHEAD } from './dedup-table';
+export { DEDUP_ENTRY_OVERHEAD, DEDUP_SOURCE_OVERHEAD } from './dedup-table';
 import { DedupTable } from './dedup-table';
 import { ExpiringMap } from './expiring-map';
 import { MessageIds } from './message-ids';
@@ -95,12 +95,15 @@ export interface EndpointOptions {
   tokenLength?: number;
   /** option numbers the application understands beyond the option table */
   understoodOptions?: number[];
-  /** cap on remembered (source, MID) pairs; oldest are evicted first (default 100,000) */
+  /**
+   * cap on remembered (source, MID) pairs, default 100,000: an entry is forgotten at the latest when this many newer
+   * messages were remembered, oldest first (dedup-table.ts)
+   */
   maxDedupEntries?: number;
   /**
    * cap on the bytes the duplicate cache holds: replies kept for retransmitted CONs plus an estimated
-   * DEDUP_ENTRY_OVERHEAD (64) per entry; oldest entries are evicted first (default 64 MiB; 100,000 entries take
-   * 6.4 MB of it, the rest holds kept replies)
+   * DEDUP_ENTRY_OVERHEAD (64) per entry and DEDUP_SOURCE_OVERHEAD (320) per source; oldest entries are evicted first
+   * (default 64 MiB; the slots themselves take at most 48 B × maxDedupEntries beside it, dedup-table.ts)
    */
   maxDedupBytes?: number;
   /**
@@ -328,31 +331,32 @@ export class CoapEndpoint extends EventEmitter {
         this.counters.tokensRefused++;
         throw new CoapError('no free token', 'ERR_TOO_MANY_TOKENS', CODES.SERVICE_UNAVAILABLE);
       }
-      if (this.tokenPoolPos + length > this.tokenPool.length) {
-        this.tokenPool = randomFillSync(Buffer.allocUnsafe(4096));
-        this.tokenPoolPos = 0;
-      }
-      const t = Buffer.from(this.tokenPool.subarray(this.tokenPoolPos, this.tokenPoolPos + length));
-      this.tokenPoolPos += length;
+      const t = Buffer.allocUnsafe(length);
+      this.fillRandom(t, 0, length);
       const k = tokenKey(t);
       if (!this.exchanges.has(k) && !this.retired.has(k, this.clock.now())) return t;
     }
   }
 
-  private randomBytes(n: number): Buffer {
+  /**
+   * Copy n random bytes from the pool into `target` at `at`. (A view of the pool, copied by the caller, was one more
+   * Buffer object per request.)
+   */
+  private fillRandom(target: Buffer, at: number, n: number): void {
     if (this.tokenPoolPos + n > this.tokenPool.length) {
       this.tokenPool = randomFillSync(Buffer.allocUnsafe(4096));
       this.tokenPoolPos = 0;
     }
-    const b = this.tokenPool.subarray(this.tokenPoolPos, this.tokenPoolPos + n);
+    this.tokenPool.copy(target, at, this.tokenPoolPos, this.tokenPoolPos + n);
     this.tokenPoolPos += n;
-    return b;
   }
 
   private newCounterToken(kind: 0 | 1): Buffer {
     if (this.tokenSeq[kind] === this.tokenSeqStart[kind]) {
       // first token of this kind: a random start, so that counters say nothing about earlier runs
-      const start = ((this.randomBytes(4).readUInt32BE(0) & ~1) | kind) >>> 0;
+      const r = Buffer.allocUnsafe(4);
+      this.fillRandom(r, 0, 4);
+      const start = ((r.readUInt32BE(0) & ~1) | kind) >>> 0;
       this.tokenSeqStart[kind] = start;
       this.tokenSeq[kind] = start;
     }
@@ -360,7 +364,7 @@ export class CoapEndpoint extends EventEmitter {
       const t = Buffer.allocUnsafe(8);
       t.writeUInt32BE(this.tokenSeq[kind], 0);
       this.tokenSeq[kind] = (this.tokenSeq[kind] + 2) >>> 0;
-      this.randomBytes(4).copy(t, 4);
+      this.fillRandom(t, 4, 4);
       // a caller-chosen token can sit on a counter value; skip it (it cannot repeat within 2^31 tokens)
       const k = tokenKey(t);
       if (!this.exchanges.has(k) && !this.retired.has(k, this.clock.now())) return t;

@@ -12,7 +12,7 @@ import { CoapMessage, createMessage } from '../../src/coap/message';
 import { OPT, encodeUint } from '../../src/coap/options';
 import { GroupClient } from '../../src/group/group-client';
 import { GroupServer } from '../../src/group/group-server';
-import { CoapEndpoint, CoapError, DEDUP_ENTRY_OVERHEAD, EndpointOptions, RequestHandler } from '../../src/messaging/endpoint';
+import { CoapEndpoint, CoapError, DEDUP_ENTRY_OVERHEAD, DEDUP_SOURCE_OVERHEAD, EndpointOptions, RequestHandler } from '../../src/messaging/endpoint';
 import { DEFAULT_PARAMS, exchangeLifetime, minTokenReuseTime, nonLifetime } from '../../src/messaging/parameters';
 import { UdpTransport } from '../../src/transport/udp-transport';
 import { FakeClock } from '../support/fake-clock';
@@ -224,7 +224,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       for (let i = 0; i < 30; i++) probe.send(req('NON', 2000 + i, `n${i}`), ep.transport.address());
       await probe.count(30);
       assert.equal(ep.dedupEntries, 10);
-      assert.equal(ep.dedupBytes, 10 * DEDUP_ENTRY_OVERHEAD);
+      assert.equal(ep.dedupBytes, 10 * DEDUP_ENTRY_OVERHEAD + DEDUP_SOURCE_OVERHEAD); // one source, the probe
       assert.equal(ep.counters.dedupEvictions, 20);
     });
 
@@ -238,7 +238,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       const reply = decode(await probe.next());
       assert.equal(reply.type, 'ACK');
       assert.equal(reply.payload.length, 500);
-      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD);
+      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD + DEDUP_SOURCE_OVERHEAD);
       probe.send(req('CON', 3000, 'a'), ep.transport.address()); // retransmission
       probe.send(req('CON', 3001, 'b'), ep.transport.address()); // a marker: its reply comes after the duplicate was handled
       assert.equal(decode(await probe.next()).messageId, 3001);
@@ -256,7 +256,7 @@ describe('message layer: bounds and failure paths (FakeClock, real sockets)', fu
       assert.deepEqual(decode(ack), { type: 'ACK', code: 0, messageId: 4000, token: Buffer.alloc(0), options: [], payload: Buffer.alloc(0) } satisfies CoapMessage);
       probe.send(req('CON', 4000, 'e'), ep.transport.address());
       assert.deepEqual(await probe.next(), ack);
-      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD + 4);
+      assert.equal(ep.dedupBytes, DEDUP_ENTRY_OVERHEAD + DEDUP_SOURCE_OVERHEAD + 4);
     });
 
     it('a slow answer: an empty ACK after SEPARATE_RESPONSE_AFTER, then the response as a CON', async function () {

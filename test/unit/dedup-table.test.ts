@@ -2,7 +2,7 @@
 // over random sequences of messages, kept replies, sweeps and both caps; and the chunks its replies are kept in.
 
 import assert from 'node:assert/strict';
-import { DEDUP_ENTRY_OVERHEAD, DedupTable } from '../../src/messaging/dedup-table';
+import { DEDUP_ENTRY_OVERHEAD, DEDUP_SOURCE_OVERHEAD, DedupTable } from '../../src/messaging/dedup-table';
 
 interface Entry {
   seq: number;
@@ -15,7 +15,10 @@ interface Entry {
   reply?: Buffer;
 }
 
-/** The reference: live entries oldest first; an entry goes when replaced, expired, `maxEntries` inserts later, or at the byte cap. */
+/**
+ * The reference: live entries oldest first; an entry goes when replaced, when it expired and was swept, when
+ * `maxEntries` newer messages were inserted (replaced ones count), or at the byte cap (oldest first).
+ */
 class ListModel {
   entries: Entry[] = [];
   evicted = 0;
@@ -25,7 +28,8 @@ class ListModel {
     private readonly maxBytes: number,
   ) {}
   get bytes(): number {
-    return this.entries.reduce((n, e) => n + DEDUP_ENTRY_OVERHEAD + (e.reply?.length ?? 0), 0);
+    const sources = new Set(this.entries.map((e) => `${e.address}|${e.port}`)).size;
+    return sources * DEDUP_SOURCE_OVERHEAD + this.entries.reduce((n, e) => n + DEDUP_ENTRY_OVERHEAD + (e.reply?.length ?? 0), 0);
   }
   find(address: string, port: number, mid: number, now: number): Entry | undefined {
     return this.entries.find((e) => e.address === address && e.port === port && e.mid === mid && e.expires > now);
@@ -103,9 +107,9 @@ describe('DedupTable', function () {
           assert.equal(seq, m.insert({ address, port, mid, token, code, expires }, now));
           seqs.push(seq);
         } else if (op < 0.9) {
-          // a reply for a recent entry (possibly gone already), of 4 to 1,200 bytes (some past the shared chunks' limit)
+          // a reply for a recent entry (possibly gone already), of 4 to 300 bytes, or past the shared chunks' limit
           const seq = seqs[seqs.length - 1 - Math.floor(rnd() * Math.min(seqs.length, 20))] ?? 0;
-          const len = rnd() < 0.9 ? 4 + Math.floor(rnd() * 60) : 4097 + Math.floor(rnd() * 200);
+          const len = rnd() < 0.9 ? 4 + Math.floor(rnd() * 300) : 4097 + Math.floor(rnd() * 200);
           const reply = Buffer.alloc(len, step & 0xff);
           reply.writeUInt32BE(step);
           t.keepReply(seq, reply);
@@ -117,6 +121,16 @@ describe('DedupTable', function () {
         assert.equal(t.size, m.entries.length, `step ${step}: size`);
         assert.equal(t.bytes, m.bytes, `step ${step}: bytes`);
         assert.equal(t.evicted, m.evicted, `step ${step}: evicted`);
+        // now and then, every live entry: found, the same message, its reply intact (chunks reused or compacted
+        // must never hand one reply's bytes to another)
+        if (step % 50 === 0) {
+          for (const e of m.entries) {
+            if (e.expires <= now) continue;
+            const slot = t.find({ address: e.address, port: e.port }, e.mid, now);
+            assert.ok(slot >= 0 && t.sameMessage(slot, e.token, e.code), `step ${step}: entry ${e.seq} lost`);
+            assert.deepEqual(t.replyOf(slot), e.reply, `step ${step}: reply of entry ${e.seq}`);
+          }
+        }
       }
       assert.ok(found > (maxEntries > 1 ? 100 : 10), `only ${found} lookups found an entry`);
       // everything expires; the reply chunks are released but for the one being written
@@ -141,10 +155,43 @@ describe('DedupTable', function () {
     }
     // 2,000 live entries of 40 B replies: 80,000 B of replies in 16 KiB chunks, plus at most the chunk of the oldest
     assert.equal(t.size, 2000);
-    assert.equal(t.bytes, 2000 * (DEDUP_ENTRY_OVERHEAD + 40));
+    assert.equal(t.bytes, 2000 * (DEDUP_ENTRY_OVERHEAD + 40) + 7 * DEDUP_SOURCE_OVERHEAD);
     assert.ok(t.chunkBytes <= 80_000 + 2 * 16 * 1024, `chunks ${t.chunkBytes}`);
     // and the slots: the 2,000 live entries span at most three pages of 1,024
     assert.ok(t.pagesHeld <= 3, `pages ${t.pagesHeld}`);
+  });
+
+  it('replies that go out of order cannot pin chunks: the live replies are compacted, each one intact', function () {
+    // One small reply kept per round, and a large one replaced three times (the same source and Message ID with a new
+    // token): without compaction each 16 KiB chunk would stay for the one small reply in it, 240 times the bytes held.
+    const t = new DedupTable(100_000, 64 * 1024 * 1024);
+    const peer = { address: '::1', port: 40_000 };
+    const pins: { mid: number; token: Buffer; reply: Buffer }[] = [];
+    for (let k = 0; k < 2000; k++) {
+      const token = Buffer.from([k >> 8, k & 0xff]);
+      const reply = Buffer.alloc(4, k & 0xff);
+      t.keepReply(t.insert(peer, k, token, 1, 1e9, 0), reply);
+      pins.push({ mid: k, token, reply });
+      for (let j = 0; j < 3; j++) t.keepReply(t.insert(peer, 0xffff, Buffer.from([j, k & 0xff]), 1, 1e9, 0), Buffer.alloc(4096, j));
+      const replies = 4 * (k + 1) + 4096;
+      assert.ok(t.chunkBytes <= 2 * replies + 4 * 16 * 1024 + 4096, `round ${k}: chunks ${t.chunkBytes} for ${replies} B of replies`);
+    }
+    assert.ok(t.compactions > 0);
+    for (const p of pins) assert.deepEqual(t.replyOf(t.find(peer, p.mid, 0)), p.reply);
+    assert.deepEqual(t.replyOf(t.find(peer, 0xffff, 0)), Buffer.alloc(4096, 2));
+  });
+
+  it('counts each source once, and forgets it with its last entry', function () {
+    const t = new DedupTable(100, Infinity);
+    t.insert({ address: '127.0.0.1', port: 1 }, 1, Buffer.alloc(0), 1, 10, 0);
+    t.insert({ address: '127.0.0.1', port: 1 }, 2, Buffer.alloc(0), 1, 20, 0);
+    t.insert({ address: '127.0.0.1', port: 2 }, 1, Buffer.alloc(0), 1, 20, 0);
+    assert.equal(t.bytes, 3 * DEDUP_ENTRY_OVERHEAD + 2 * DEDUP_SOURCE_OVERHEAD);
+    t.sweep(10);
+    assert.equal(t.bytes, 2 * DEDUP_ENTRY_OVERHEAD + 2 * DEDUP_SOURCE_OVERHEAD);
+    t.sweep(20);
+    assert.equal(t.bytes, 0);
+    assert.throws(() => t.insert({ address: '127.0.0.1', port: 1 }, 1, Buffer.alloc(9), 1, 30, 20), RangeError);
   });
 
   it('one Message ID from many sources, and many IDs from one: each found as its own entry', function () {
