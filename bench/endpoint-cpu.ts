@@ -157,19 +157,29 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
     const server = newServer();
     const size = 40_000;
     const out: (string | number)[][] = [];
+    // What the duplicate cache holds per entry: heap and array buffers after a full GC, against the state after the
+    // warm-up (the cache is all that grows between batches; needs --expose-gc)
+    const held = (): number => {
+      global.gc?.();
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
     try {
       await batch(5000, true);
+      const mem0 = held();
+      const entries0 = server.dedupEntries;
       for (let b = 0; b < batches; b++) {
         const before = server.dedupEntries;
         const us = await batch(size, true);
-        out.push([`${fmt(b * size + 5000)}–${fmt((b + 1) * size + 5000)}`, fmt(before), fmt(us, 1)]);
+        const perEntry = (held() - mem0) / (server.dedupEntries - entries0);
+        out.push([`${fmt(b * size + 5000)}–${fmt((b + 1) * size + 5000)}`, fmt(before), fmt(us, 1), fmt(server.dedupEntries), global.gc ? fmt(perEntry, 0) : '-']);
         process.stderr.write(`  batch ${b + 1}: ${us.toFixed(1)} µs/request\n`);
       }
     } finally {
       await server.close();
     }
     console.log(`\n## One long-lived server, batches of ${fmt(size)} CON requests (duplicate cache cap: 100,000 entries)\n`);
-    console.log(table(['requests served', 'dedup entries before', 'CPU µs/request'], out));
+    console.log(table(['requests served', 'dedup entries before', 'CPU µs/request', 'dedup entries after', 'heap + array buffers per entry (B)'], out));
   }
   console.log(`\nendpoint CPU done in ${((Date.now() - t0) / 1000).toFixed(1)} s; load average at the end ${loadAverage()}`);
 }

@@ -396,8 +396,14 @@ describe(`browser: the packed package in Node-RED${process.env.COAP_BROWSER_NODE
         });
         selects += findings.filter((x) => x === 'checked').length;
         assert.deepEqual(findings.filter((x) => x !== 'checked'), [], `${name}: the ${n.type} dialog of ${n.id}`);
-        await page.click(n.config ? '#node-config-dialog-cancel' : '#node-dialog-cancel');
-        await page.locator(form).waitFor({ state: 'detached' });
+        const cancel = n.config ? '#node-config-dialog-cancel' : '#node-dialog-cancel';
+        await page.click(cancel);
+        // Once in many runs (Node-RED 4.1, 2026-12-03) the click landed and the tray stayed open for 30 s: click once
+        // more. A dialog whose Cancel really fails (e.g. an oneditcancel that throws) fails the second click too.
+        await page.locator(form).waitFor({ state: 'detached', timeout: 10_000 }).catch(async () => {
+          await page.click(cancel);
+          await page.locator(form).waitFor({ state: 'detached' });
+        });
       }
       assert.ok(ours.length > 0 && selects > 0, 'the example\'s own nodes and their selects were looked at');
       assertClean(`${name} dialogs`);
