@@ -7,7 +7,7 @@
 // Kept in parallel typed arrays, not one object per message: a server keeps an entry for every CON request it
 // served, for EXCHANGE_LIFETIME, and each entry object with its key and token strings and the Buffer of its reply
 // (about 400 B in all) survived every young-generation collection until V8 promoted it. At 30,000 requests/s that
-// copying made the scavenges 3-10 ms long, and every scavenge stalls every request in flight (docs/BENCHMARKS.md
+// copying made the scavenges 2-10 ms long, and every scavenge stalls every request in flight (docs/BENCHMARKS.md
 // §6.8). Here an entry is a slot of the arrays and a reply is a run of bytes in a shared chunk: nothing per message
 // for the garbage collector to trace or move.
 //
@@ -19,14 +19,15 @@
 // §6.8). Lookup goes through buckets hashed from the source and the Message ID with a per-table random seed (a sender
 // picks its Message IDs and ports, so it must not be able to pile entries into one chain). A source is a small
 // number: each (address, port) with live entries has an id and a count of entries, and goes when its last entry
-// goes. Replies are appended to 16 KiB chunks; a chunk is released when its last reply goes.
+// goes. Replies are appended to 16 KiB chunks (a reply over 4 KiB gets one of its own); a chunk is released when its
+// last reply goes.
 //
 // Memory: the byte cap counts DEDUP_ENTRY_OVERHEAD per entry, DEDUP_SOURCE_OVERHEAD per source and the replies'
 // bytes. Beyond that count, the pages hold at most maxEntries slots of 48 B (4.8 MB at the default 100,000) whatever
 // the order of the messages, about one page more than the entries in first-in-first-out use; and a chunk stays while
 // one of its replies does, so replies that go out of order (replaced entries) could pin chunks: when the chunks hold
 // more than twice the replies' bytes plus four chunks, the live replies are copied into fresh chunks (compaction, rare
-// and linear in the replies held).
+// and linear in the slots in use).
 
 import { randomBytes } from 'node:crypto';
 import { RemoteAddress } from '../transport/udp-transport';

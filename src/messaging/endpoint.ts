@@ -103,7 +103,8 @@ export interface EndpointOptions {
   /**
    * cap on the bytes the duplicate cache holds: replies kept for retransmitted CONs plus an estimated
    * DEDUP_ENTRY_OVERHEAD (64) per entry and DEDUP_SOURCE_OVERHEAD (320) per source; oldest entries are evicted first
-   * (default 64 MiB; the slots themselves take at most 48 B × maxDedupEntries beside it, dedup-table.ts)
+   * (default 64 MiB). Beside it: the slots take at most 48 B × maxDedupEntries, and the chunks of kept replies up to
+   * twice the replies' bytes plus 64 KiB before they are compacted (dedup-table.ts)
    */
   maxDedupBytes?: number;
   /**
@@ -907,7 +908,7 @@ export class CoapEndpoint extends EventEmitter {
   get dedupEntries(): number {
     return this.dedup.size;
   }
-  /** Bytes the duplicate cache accounts for (kept replies plus DEDUP_ENTRY_OVERHEAD per entry, dedup-table.ts). */
+  /** Bytes the duplicate cache counts: kept replies, DEDUP_ENTRY_OVERHEAD per entry, DEDUP_SOURCE_OVERHEAD per source. */
   get dedupBytes(): number {
     return this.dedup.bytes;
   }
