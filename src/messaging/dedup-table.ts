@@ -13,7 +13,7 @@
 //
 // Layout: the n-th entry lives in slot n mod maxEntries (as in non-resets.ts), so an entry is forgotten at the latest
 // when maxEntries newer messages were remembered (an entry replaced by a newer message with the same source and
-// Message ID still counts among them), and expiry walks from the oldest. The slots are in pages of 1,024 (48 KiB),
+// Message ID still counts among them), and expiry walks from the oldest. The slots are in pages of 1,024 (40 KiB),
 // allocated when an entry is first written to them and released when their last entry goes, and the table never moves
 // its entries (a ring that doubled stalled the server for 4-14 ms per doubling as it filled, docs/BENCHMARKS.md
 // §6.8). Lookup goes through buckets hashed from the source and the Message ID with a per-table random seed (a sender
@@ -23,7 +23,7 @@
 // last reply goes.
 //
 // Memory: the byte cap counts DEDUP_ENTRY_OVERHEAD per entry, DEDUP_SOURCE_OVERHEAD per source and the replies'
-// bytes. Beyond that count, the pages hold at most maxEntries slots of 48 B (4.8 MB at the default 100,000) whatever
+// bytes. Beyond that count, the pages hold at most maxEntries slots of 40 B (4 MB at the default 100,000) whatever
 // the order of the messages, about one page more than the entries in first-in-first-out use; and a chunk stays while
 // one of its replies does, so replies that go out of order (replaced entries) could pin chunks: when the chunks hold
 // more than twice the replies' bytes plus four chunks, the live replies are copied into fresh chunks (compaction, rare
@@ -34,9 +34,9 @@ import { RemoteAddress } from '../transport/udp-transport';
 import { EndpointMap } from './endpoint-map';
 
 /**
- * Bytes an entry is counted as besides its reply: its slot (expiry and sequence number 8 B each; source, chain link,
- * reply chunk, offset and length 4 B each; Message ID, code, token length and token 12 B: 48 B) and its share of the
- * buckets. (Pages are held while any of their slots is: see the file header.)
+ * Bytes an entry is counted as besides its reply: its slot (expiry 8 B; source, chain link, reply chunk, offset and
+ * length 4 B each; Message ID, code, token length and token 12 B: 40 B) and its share of the buckets. (Pages are
+ * held while any of their slots is: see the file header.)
  */
 export const DEDUP_ENTRY_OVERHEAD = 64;
 
@@ -137,8 +137,6 @@ const PAGE_BITS = 10;
 /** The fields of 2^bits slots. */
 class Page {
   readonly expires: Float64Array;
-  /** the sequence number of the entry in the slot */
-  readonly seqs: Float64Array;
   /** source id, or -1: the slot is free */
   readonly srcs: Int32Array;
   readonly mids: Uint16Array;
@@ -155,7 +153,6 @@ class Page {
   live = 0;
   constructor(size: number) {
     this.expires = new Float64Array(size);
-    this.seqs = new Float64Array(size);
     this.srcs = new Int32Array(size).fill(-1);
     this.mids = new Uint16Array(size);
     this.codes = new Uint8Array(size);
@@ -289,7 +286,6 @@ export class DedupTable {
     }
     if (!p) p = this.pages[i >>> this.pageBits] = this.newPage();
     this.oldestSeq = Math.max(this.oldestSeq, seq - this.maxEntries + 1);
-    p.seqs[o] = seq;
     p.srcs[o] = src;
     p.mids[o] = messageId;
     p.codes[o] = code;
@@ -361,13 +357,16 @@ export class DedupTable {
     return -1;
   }
 
-  /** The slot of the live entry with sequence number `seq`, or -1. */
+  /**
+   * The slot of the live entry with sequence number `seq`, or -1. No slot needs to say which entry it holds: every live
+   * entry is in the window oldestSeq..nextSeq, which spans at most maxEntries sequence numbers (insert() moves
+   * oldestSeq past the entry whose slot it takes), so a live slot in that window holds the one entry that maps to it.
+   */
   private slotOf(seq: number): number {
     if (seq < this.oldestSeq || seq >= this.nextSeq) return -1;
     const i = seq % this.maxEntries;
     const p = this.pages[i >>> this.pageBits];
-    const o = i & this.pageMask;
-    return p && p.srcs[o] >= 0 && p.seqs[o] === seq ? i : -1;
+    return p && p.srcs[i & this.pageMask] >= 0 ? i : -1;
   }
 
   /** Drop the oldest entries while the bytes are over the cap. */

@@ -103,7 +103,7 @@ export interface EndpointOptions {
   /**
    * cap on the bytes the duplicate cache holds: replies kept for retransmitted CONs plus an estimated
    * DEDUP_ENTRY_OVERHEAD (64) per entry and DEDUP_SOURCE_OVERHEAD (320) per source; oldest entries are evicted first
-   * (default 64 MiB). Beside it: the slots take at most 48 B × maxDedupEntries, and the chunks of kept replies up to
+   * (default 64 MiB). Beside it: the slots take at most 40 B × maxDedupEntries, and the chunks of kept replies up to
    * twice the replies' bytes plus 64 KiB before they are compacted (dedup-table.ts)
    */
   maxDedupBytes?: number;
